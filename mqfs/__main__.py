@@ -1,0 +1,5 @@
+import sys
+
+from mqfs.cli import main
+
+sys.exit(main())

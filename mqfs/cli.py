@@ -1,0 +1,166 @@
+"""The ``mqfs`` command: ``main(argv=None)`` so tests can call it in-process.
+
+Every failure is one line on stderr, ``mqfs: <command>: <what> (<ERRNO>)``, and a
+non-zero exit status; no tracebacks for errors a user can cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mqfs import errors
+
+DEFAULT_MOUNT = "/run/mqfs"
+MOUNT_TIMEOUT = 30.0
+
+
+def default_mountpoint() -> str:
+    return os.environ.get("MQFS_MOUNT") or DEFAULT_MOUNT
+
+
+class CommandError(Exception):
+    """A failure to report as one line; carries the errno name when there is one."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        name = errno.errorcode.get(self.code) if self.code else None
+        return f"{text} ({name})" if name else text
+
+
+def _mount(args: argparse.Namespace) -> int:
+    from mqfs import daemon
+
+    mountpoint = Path(args.mountpoint)
+    try:
+        limits, fuse_options = daemon.parse_options(args.options)
+        daemon.check_mountpoint(mountpoint)
+        daemon.import_patched_pyfuse3()
+    except errors.MqfsError as exc:
+        raise CommandError(exc.message, exc.errno) from exc
+    if args.foreground:
+        import trio
+
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING,
+            format="mqfs: %(levelname)s %(name)s: %(message)s",
+        )
+        trio.run(daemon.serve, mountpoint.resolve(), limits, fuse_options)
+        return 0
+    return _mount_in_background(args, mountpoint)
+
+
+def _mount_in_background(args: argparse.Namespace, mountpoint: Path) -> int:
+    """Start ``mount --foreground`` detached and return once it says it is mounted."""
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-m", "mqfs", "mount", "--foreground", "--ready-fd",
+               str(write_end), str(mountpoint.resolve())]
+    for option in args.options:
+        command += ["-o", option]
+    log_path = Path(os.environ.get("MQFS_LOG", "/dev/null"))
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.PIPE,
+            pass_fds=(write_end,),
+            start_new_session=True,
+        )
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as ready:
+        line = ready.readline()  # EOF if the child dies before mounting
+    if line == b"ready\n":
+        if child.stderr is not None:
+            child.stderr.close()
+        return 0
+    _, stderr = child.communicate(timeout=MOUNT_TIMEOUT)
+    message = stderr.decode(errors="replace").strip().splitlines()
+    raise CommandError(message[-1].removeprefix("mqfs: mount: ") if message
+                       else f"the daemon exited with status {child.returncode}")
+
+
+def _umount(args: argparse.Namespace) -> int:
+    mountpoint = os.path.realpath(args.mountpoint)
+    from mqfs.daemon import is_mounted
+
+    if not is_mounted(Path(mountpoint)):
+        raise CommandError(f"{mountpoint} is not mounted", errno.EINVAL)
+    done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        raise CommandError(reason.removeprefix("fusermount3: "))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mqfs",
+        description="POSIX message queues as a FUSE filesystem, with non-destructive peek.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mount = commands.add_parser("mount", help="mount mqfs (in the background by default)")
+    mount.add_argument("mountpoint", nargs="?", default=default_mountpoint(),
+                       help="where to mount (default: $MQFS_MOUNT or %(default)s)")
+    mount.add_argument("-o", dest="options", action="append", default=[],
+                       metavar="OPTIONS",
+                       help="comma-separated: msg_default, msgsize_default, msg_max, "
+                            "msgsize_max, queues_max (=N), allow_other, debug")
+    mount.add_argument("-f", "--foreground", action="store_true",
+                       help="stay in the foreground; SIGINT/SIGTERM unmount")
+    mount.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    mount.set_defaults(run=_mount)
+
+    umount = commands.add_parser("umount", help="unmount mqfs")
+    umount.add_argument("mountpoint", nargs="?", default=default_mountpoint())
+    umount.set_defaults(run=_umount)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "ready_fd", None) is not None:
+            return _serve_with_ready_fd(args)
+        return int(args.run(args))
+    except CommandError as exc:
+        print(f"mqfs: {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve_with_ready_fd(args: argparse.Namespace) -> int:
+    import trio
+
+    from mqfs import daemon
+
+    try:
+        limits, fuse_options = daemon.parse_options(args.options)
+    except errors.MqfsError as exc:
+        raise CommandError(exc.message, exc.errno) from exc
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="mqfs: %(levelname)s %(name)s: %(message)s")
+    try:
+        trio.run(daemon.serve, Path(args.mountpoint), limits, fuse_options, None, args.ready_fd)
+    except RuntimeError as exc:  # pyfuse3.init failing to mount
+        raise CommandError(str(exc)) from exc
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

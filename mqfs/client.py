@@ -1,0 +1,149 @@
+"""Client side of the mqfs wire format: mq_* operations on open descriptors.
+
+These functions are the mqfs counterparts of ``mq_timedsend``, ``mq_timedreceive``,
+``mq_getattr``/``mq_setattr`` and ``mq_open(O_CREAT)``, plus the peek that the kernel
+lacks. They take plain file descriptors (of ``MNT/NAME/queue``, or of the mount's root
+directory for :func:`create`) and raise ``OSError`` with the errno the daemon chose,
+so they behave like the C calls. Messages larger than one ioctl chunk are moved in
+several calls under one transfer id; the queue sees them whole and atomically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import time
+from dataclasses import dataclass
+
+from mqfs import wire
+
+
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    flags: int
+    maxmsg: int
+    msgsize: int
+    curmsgs: int
+
+
+def _call(fd: int, command: int, request: bytes | bytearray) -> tuple[int, bytearray]:
+    buffer = bytearray(request)
+    result = fcntl.ioctl(fd, command, buffer, True)
+    return result, buffer
+
+
+def _timespec(timeout: float | None) -> tuple[int, int, int]:
+    """(flags, tv_sec, tv_nsec) for a relative *timeout* in seconds (None: wait forever)."""
+    if timeout is None or math.isinf(timeout):
+        return 0, 0, 0
+    absolute = time.clock_gettime(time.CLOCK_REALTIME) + max(timeout, 0.0)
+    seconds = math.floor(absolute)
+    return wire.XFER_TIMED, seconds, min(int((absolute - seconds) * 1e9), 999_999_999)
+
+
+def send(fd: int, message: bytes, priority: int = 0, timeout: float | None = None) -> None:
+    """mq_timedsend: block while full (unless O_NONBLOCK), up to *timeout* seconds."""
+    flags, tv_sec, tv_nsec = _timespec(timeout)
+    transfer = 0
+    view = memoryview(message)
+    offset = 0
+    while True:
+        chunk = bytes(view[offset : offset + wire.CHUNK])
+        request = wire.Xfer(
+            msg_len=len(message),
+            offset=offset,
+            xfer_id=transfer,
+            tv_sec=tv_sec,
+            tv_nsec=tv_nsec,
+            msg_prio=priority,
+            flags=flags,
+            data=chunk,
+        )
+        _, reply = _call(fd, wire.IOC_SEND, request.pack(full=True))
+        offset += len(chunk)
+        if offset >= len(message):
+            return
+        transfer = wire.Xfer.unpack(reply).xfer_id
+
+
+def receive(fd: int, bufsize: int, timeout: float | None = None) -> tuple[bytes, int]:
+    """mq_timedreceive with a buffer of *bufsize* bytes: (message, priority)."""
+    flags, tv_sec, tv_nsec = _timespec(timeout)
+    request = wire.Xfer(msg_len=bufsize, tv_sec=tv_sec, tv_nsec=tv_nsec, flags=flags)
+    _, reply_buffer = _call(fd, wire.IOC_RECEIVE, request.pack(full=True))
+    reply = wire.Xfer.unpack(reply_buffer)
+    parts = [reply.data]
+    received = len(reply.data)
+    while received < reply.msg_len:
+        follow = wire.Xfer(msg_len=bufsize, offset=received, xfer_id=reply.xfer_id)
+        _, more_buffer = _call(fd, wire.IOC_RECEIVE, follow.pack(full=True))
+        more = wire.Xfer.unpack(more_buffer)
+        parts.append(more.data)
+        received += len(more.data)
+    return b"".join(parts), reply.msg_prio
+
+
+def peek(fd: int, index: int = 0) -> tuple[bytes, int]:
+    """Message *index* in receive order, without consuming it: (message, priority).
+
+    Snapshot semantics: a message larger than one chunk is read in several calls,
+    and a concurrent receive between them can change what *index* names.
+    """
+    parts: list[bytes] = []
+    offset = 0
+    while True:
+        request = wire.Peek(index=index, offset=offset)
+        _, buffer = _call(fd, wire.IOC_PEEK, request.pack(full=True))
+        reply = wire.Peek.unpack(buffer)
+        parts.append(reply.data)
+        offset += len(reply.data)
+        if offset >= reply.msg_len:
+            return b"".join(parts), reply.msg_prio
+
+
+def get_attributes(fd: int) -> Attributes:
+    """mq_getattr."""
+    _, buffer = _call(fd, wire.IOC_GETATTR, bytes(wire.ATTR_SIZE))
+    attr = wire.Attr.unpack(buffer)
+    return Attributes(attr.flags, attr.maxmsg, attr.msgsize, attr.curmsgs)
+
+
+def set_attributes(fd: int, flags: int) -> Attributes:
+    """mq_setattr: set mq_flags (only O_NONBLOCK), return the previous attributes."""
+    request = wire.Attr(flags=flags, maxmsg=0, msgsize=0, curmsgs=0)
+    _, buffer = _call(fd, wire.IOC_SETATTR, request.pack())
+    attr = wire.Attr.unpack(buffer)
+    return Attributes(attr.flags, attr.maxmsg, attr.msgsize, attr.curmsgs)
+
+
+def set_send_priority(fd: int, priority: int) -> None:
+    """Priority of the messages that plain write() sends on this descriptor."""
+    _call(fd, wire.IOC_SETPRIO, wire.encode_prio(priority))
+
+
+def create(
+    root_fd: int,
+    name: str,
+    mode: int = 0o600,
+    maxmsg: int | None = None,
+    msgsize: int | None = None,
+    exclusive: bool = False,
+) -> None:
+    """mq_open(O_CREAT[|O_EXCL]) without the open: *root_fd* is the mount's root dir.
+
+    *mode* is used as given; apply the umask before calling, as mq_open does.
+    """
+    flags = wire.CREATE_EXCL if exclusive else 0
+    if maxmsg is not None or msgsize is not None:
+        if maxmsg is None or msgsize is None:
+            raise ValueError("give both maxmsg and msgsize, or neither")
+        flags |= wire.CREATE_ATTR
+    request = wire.Create(
+        name=os.fsencode(name),
+        mode=mode,
+        flags=flags,
+        maxmsg=maxmsg or 0,
+        msgsize=msgsize or 0,
+    )
+    _call(root_fd, wire.IOC_CREATE, request.pack())

@@ -1,0 +1,121 @@
+"""Running the filesystem: mount, serve until told to stop, unmount.
+
+Kept apart from the CLI so tests and embedders can run a mount in-process, and so the
+CLI's background mode is only "start this in a child and wait for its ready line".
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+
+import trio
+
+from mqfs import errors
+from mqfs.queue import Limits, Namespace
+
+log = logging.getLogger(__name__)
+
+# Each request that blocks (a read on an empty queue, a write to a full one) holds one
+# of pyfuse3's worker tasks until it is answered; with too few, every other request
+# would wait behind the blocked ones. Tasks are cheap; idle ones exit again.
+MAX_WORKER_TASKS = 10_000
+MIN_WORKER_TASKS = 4
+FUSE_OPTIONS = ("fsname=mqfs", "subtype=mqfs", "default_permissions")
+LIMIT_OPTIONS = ("msg_default", "msgsize_default", "msg_max", "msgsize_max", "queues_max")
+
+
+def import_patched_pyfuse3() -> object:
+    """Import pyfuse3 and insist on mqfs's patched build (ioctl + interrupts)."""
+    try:
+        import pyfuse3
+    except ImportError as exc:
+        raise errors.MqfsError(
+            f"pyfuse3 is not installed ({exc}); run scripts/setup"
+        ) from exc
+    if not hasattr(pyfuse3.Operations, "ioctl"):
+        raise errors.MqfsError(
+            "this pyfuse3 lacks ioctl support: it is the unpatched release, not the "
+            "3.5.0+mqfs build; run scripts/setup to rebuild it"
+        )
+    return pyfuse3
+
+
+def parse_options(options: Iterable[str]) -> tuple[Limits, list[str]]:
+    """Split -o options into mqueue limits and options passed on to FUSE."""
+    limits: dict[str, int] = {}
+    fuse_options: list[str] = []
+    for option in options:
+        for item in filter(None, option.split(",")):
+            key, _, value = item.partition("=")
+            if key in LIMIT_OPTIONS:
+                try:
+                    limits[key] = int(value, 0)
+                except ValueError:
+                    raise errors.InvalidArgument(f"{key} needs an integer, not {value!r}") from None
+            elif key in ("allow_other", "allow_root", "debug"):
+                fuse_options.append(item)
+            else:
+                raise errors.InvalidArgument(f"unknown mount option {key!r}")
+    return Limits(**limits), fuse_options
+
+
+def check_mountpoint(mountpoint: Path) -> None:
+    if not mountpoint.exists():
+        raise errors.NoSuchQueue(f"mount point {mountpoint} does not exist")
+    if not mountpoint.is_dir():
+        raise errors.MqfsError(
+            f"mount point {mountpoint} is not a directory", errno_value=errno.ENOTDIR
+        )
+    if os.path.ismount(mountpoint) or is_mounted(mountpoint):
+        raise errors.Busy(f"{mountpoint} is already a mount point")
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    target = os.path.realpath(mountpoint)
+    with open("/proc/self/mounts") as mounts:
+        return any(line.split()[1] == target for line in mounts if len(line.split()) > 1)
+
+
+async def serve(
+    mountpoint: Path,
+    limits: Limits,
+    fuse_options: Iterable[str] = (),
+    ready: trio.Event | None = None,
+    ready_fd: int | None = None,
+) -> None:
+    """Mount at *mountpoint* and serve until SIGINT/SIGTERM or cancellation; always unmount."""
+    pyfuse3: object = import_patched_pyfuse3()
+    from mqfs.fs import MqueueFS
+
+    operations = MqueueFS(Namespace(limits))
+    options = set(FUSE_OPTIONS) | set(fuse_options)
+    pyfuse3.init(operations, str(mountpoint), options)  # type: ignore[attr-defined]
+    log.info("mounted at %s with %s", mountpoint, limits)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, pyfuse3)
+            if ready is not None:
+                ready.set()
+            if ready_fd is not None:
+                os.write(ready_fd, b"ready\n")
+                os.close(ready_fd)
+            await pyfuse3.main(  # type: ignore[attr-defined]
+                min_tasks=MIN_WORKER_TASKS, max_tasks=MAX_WORKER_TASKS
+            )
+            nursery.cancel_scope.cancel()
+    finally:
+        pyfuse3.close(unmount=True)  # type: ignore[attr-defined]
+        log.info("unmounted %s", mountpoint)
+
+
+async def _stop_on_signal(pyfuse3: object) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting", signum)
+            pyfuse3.terminate()  # type: ignore[attr-defined]
+            return

@@ -1,0 +1,556 @@
+"""The filesystem: pyfuse3 ``Operations`` over a :class:`~mqfs.queue.Namespace`.
+
+The only module that knows pyfuse3 and the only one that raises ``FUSEError``:
+handlers decode the request, find the descriptor or queue, call the queue layer and
+turn :class:`~mqfs.errors.MqfsError` into the errno the caller sees. Layout::
+
+    MNT/                 one directory per queue (mode 1777, like /dev/mqueue)
+    MNT/NAME/queue       write() sends, read() receives, ioctl()s (mqfs.wire)
+    MNT/NAME/status      the kernel's status line for /dev/mqueue/NAME
+    MNT/NAME/msgs/I      message I in receive order, read without consuming it
+
+Inode numbers are derived, never allocated: a queue gets a serial number (``qid``,
+never reused), and each of its files is ``qid << 24 | slot``. Nothing is keyed by
+lookup count, so ``forget`` has nothing to free; a queue's memory goes when it is
+unlinked and its last descriptor closes (:meth:`Namespace.release`), as in the kernel.
+
+Every attribute and entry timeout is zero and every data file is ``direct_io``:
+queue contents change on each send and receive, and the kernel must never answer a
+``stat`` or ``read`` from a stale cache.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import pyfuse3
+
+from mqfs import errors, wire
+from mqfs.queue import Descriptor, Namespace, Queue, deadline_from_timespec
+from mqfs.store import Message
+
+log = logging.getLogger(__name__)
+
+QID_SHIFT = 24
+SLOT_DIR, SLOT_QUEUE, SLOT_STATUS, SLOT_MSGS = 0, 1, 2, 3
+SLOT_FIRST_MESSAGE = 16
+QUEUE_FILES = {b"queue": SLOT_QUEUE, b"status": SLOT_STATUS, b"msgs": SLOT_MSGS}
+KERNEL_QUEUE_FILE_SIZE = 80  # st_size of /dev/mqueue/NAME (FILENT_SIZE)
+MAX_STAGED_TRANSFERS = 64  # per descriptor: unfinished multi-chunk sends/receives
+
+POLL_IN = select.POLLIN | select.POLLRDNORM
+POLL_OUT = select.POLLOUT | select.POLLWRNORM
+
+
+def _fail(code: int) -> NoReturn:
+    raise pyfuse3.FUSEError(code)
+
+
+@contextmanager
+def _errno() -> Iterator[None]:
+    """Translate the project's exceptions to FUSEError at the boundary."""
+    try:
+        yield
+    except errors.MqfsError as exc:
+        log.debug("-> %s: %s", errno.errorcode.get(exc.errno or 0, exc.errno), exc.strerror)
+        raise pyfuse3.FUSEError(exc.errno or errno.EIO) from exc
+
+
+@dataclass
+class QueueHandle:
+    """An open MNT/NAME/queue: the descriptor plus transfer and poll state."""
+
+    descriptor: Descriptor
+    staged_sends: dict[int, tuple[int, bytearray]] = field(default_factory=dict)
+    parked_receives: dict[int, Message] = field(default_factory=dict)
+    poll_handle: Any = None
+    watching: bool = False
+
+
+@dataclass
+class StatusHandle:
+    queue: Queue
+
+
+@dataclass
+class SnapshotHandle:
+    """An open MNT/NAME/msgs/I: the message as it was at open time."""
+
+    payload: bytes
+
+
+@dataclass
+class DirHandle:
+    inode: int
+
+
+Handle = QueueHandle | StatusHandle | SnapshotHandle | DirHandle
+
+
+class MqueueFS(pyfuse3.Operations):  # type: ignore[misc]
+    """Thin handlers: decode, guard, delegate to the queue layer, map errors."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, namespace: Namespace) -> None:
+        super().__init__()
+        self.namespace = namespace
+        self._queues_by_qid: dict[int, Queue] = {}
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        self._next_transfer = 1
+        self._root_times = time.time_ns()
+
+    # -- inode helpers -------------------------------------------------------
+    def _queue_of(self, inode: int) -> Queue:
+        queue = self._queues_by_qid.get(inode >> QID_SHIFT)
+        if queue is None or not self.namespace.is_alive(queue):
+            self._queues_by_qid.pop(inode >> QID_SHIFT, None)
+            _fail(errno.ENOENT)
+        return queue
+
+    def _attributes(self, inode: int) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = inode
+        entry.attr_timeout = 0
+        entry.entry_timeout = 0
+        entry.st_blksize = 4096
+        if inode == pyfuse3.ROOT_INODE:
+            entry.st_mode = stat.S_IFDIR | 0o1777
+            entry.st_nlink = 2
+            entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = self._root_times
+            return entry
+        queue = self._queue_of(inode)
+        slot = inode & ((1 << QID_SHIFT) - 1)
+        mode = queue.mode
+        read_bits = mode & 0o444
+        search_bits = ((mode >> 1) | (mode >> 2)) & 0o111  # x wherever r or w
+        entry.st_uid, entry.st_gid = queue.uid, queue.gid
+        entry.st_atime_ns, entry.st_mtime_ns, entry.st_ctime_ns = (
+            queue.atime,
+            queue.mtime,
+            queue.ctime,
+        )
+        entry.st_nlink = 1
+        if slot == SLOT_DIR:
+            entry.st_mode = stat.S_IFDIR | (mode & 0o666) | search_bits
+            entry.st_nlink = 3
+        elif slot == SLOT_QUEUE:
+            entry.st_mode = stat.S_IFREG | (mode & 0o666)
+            entry.st_size = KERNEL_QUEUE_FILE_SIZE
+        elif slot == SLOT_STATUS:
+            entry.st_mode = stat.S_IFREG | read_bits
+            entry.st_size = len(queue.status_line())
+        elif slot == SLOT_MSGS:
+            entry.st_mode = stat.S_IFDIR | read_bits | (read_bits >> 2)
+            entry.st_nlink = 2
+        elif slot >= SLOT_FIRST_MESSAGE:
+            message = self._message_at(queue, slot - SLOT_FIRST_MESSAGE)
+            entry.st_mode = stat.S_IFREG | read_bits
+            entry.st_size = len(message.payload)
+        else:
+            _fail(errno.ENOENT)
+        entry.st_blocks = (entry.st_size + 511) // 512
+        return entry
+
+    @staticmethod
+    def _message_at(queue: Queue, index: int) -> Message:
+        if not 0 <= index < len(queue):
+            _fail(errno.ENOENT)
+        return queue.peek(index)
+
+    @staticmethod
+    def _message_index(name: bytes) -> int:
+        """msgs/ entries are canonical decimals: '0', '1', ... (no '01', no '+1')."""
+        if not name.isdigit() or (len(name) > 1 and name.startswith(b"0")):
+            _fail(errno.ENOENT)
+        return int(name)
+
+    def _new_fh(self, handle: Handle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = handle
+        return fh
+
+    def _handle(self, fh: int) -> Handle:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            _fail(errno.EBADF)
+
+    def _queue_handle(self, fh: int) -> QueueHandle:
+        handle = self._handle(fh)
+        if not isinstance(handle, QueueHandle):
+            _fail(errno.ENOTTY)
+        return handle
+
+    # -- metadata ------------------------------------------------------------
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self._attributes(inode)
+
+    async def lookup(self, parent: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        if parent == pyfuse3.ROOT_INODE:
+            with _errno():
+                queue = self.namespace.lookup(os.fsdecode(name))
+            self._queues_by_qid[queue.qid] = queue
+            return self._attributes(queue.qid << QID_SHIFT)
+        queue = self._queue_of(parent)
+        base = queue.qid << QID_SHIFT
+        slot = parent - base
+        if slot == SLOT_DIR and name in QUEUE_FILES:
+            return self._attributes(base | QUEUE_FILES[name])
+        if slot == SLOT_MSGS:
+            return self._attributes(base | (SLOT_FIRST_MESSAGE + self._message_index(name)))
+        _fail(errno.ENOENT)
+
+    async def forget(self, inode_list: Any) -> None:
+        return  # inodes are derived from qids; there is nothing to free
+
+    async def setattr(
+        self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        if inode == pyfuse3.ROOT_INODE:
+            _fail(errno.EPERM)
+        queue = self._queue_of(inode)
+        slot = inode & ((1 << QID_SHIFT) - 1)
+        if fields.update_size and not (slot == SLOT_QUEUE and attr.st_size == 0):
+            _fail(errno.EPERM)  # only the shell's O_TRUNC on the queue file, ignored
+        if slot not in (SLOT_DIR, SLOT_QUEUE) and (fields.update_mode or fields.update_uid
+                                                   or fields.update_gid):
+            _fail(errno.EPERM)  # the queue's mode and owner live on the directory and file
+        if fields.update_mode:
+            queue.mode = attr.st_mode & 0o7777
+        if fields.update_uid:
+            queue.uid = attr.st_uid
+        if fields.update_gid:
+            queue.gid = attr.st_gid
+        if fields.update_atime:
+            queue.atime = attr.st_atime_ns
+        if fields.update_mtime:
+            queue.mtime = attr.st_mtime_ns
+        queue.ctime = time.time_ns()
+        return self._attributes(inode)
+
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = 4096
+        data.f_files = self.namespace.limits.queues_max
+        data.f_ffree = max(0, self.namespace.limits.queues_max - self.namespace.live)
+        data.f_favail = data.f_ffree
+        data.f_namemax = 255
+        return data
+
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        slot = inode & ((1 << QID_SHIFT) - 1)
+        if inode == pyfuse3.ROOT_INODE or slot < SLOT_FIRST_MESSAGE or name != b"user.mq.priority":
+            _fail(pyfuse3.ENOATTR)
+        message = self._message_at(self._queue_of(inode), slot - SLOT_FIRST_MESSAGE)
+        return str(message.priority).encode()
+
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        slot = inode & ((1 << QID_SHIFT) - 1)
+        if inode != pyfuse3.ROOT_INODE and slot >= SLOT_FIRST_MESSAGE:
+            self._message_at(self._queue_of(inode), slot - SLOT_FIRST_MESSAGE)
+            return [b"user.mq.priority"]
+        return []
+
+    # -- queues as directories ---------------------------------------------------
+    async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        if parent != pyfuse3.ROOT_INODE:
+            _fail(errno.EPERM)
+        with _errno():
+            queue = self.namespace.create(
+                os.fsdecode(name), mode=mode, uid=ctx.uid, gid=ctx.gid, exclusive=True
+            )
+        self._queues_by_qid[queue.qid] = queue
+        return self._attributes(queue.qid << QID_SHIFT)
+
+    async def rmdir(self, parent: int, name: bytes, ctx: Any) -> None:
+        if parent != pyfuse3.ROOT_INODE:
+            _fail(errno.EPERM)
+        with _errno():
+            self.namespace.unlink(os.fsdecode(name))
+
+    async def unlink(self, parent: int, name: bytes, ctx: Any) -> None:
+        _fail(errno.EISDIR if parent == pyfuse3.ROOT_INODE else errno.EPERM)
+
+    async def create(self, parent: int, name: bytes, mode: int, flags: int, ctx: Any) -> NoReturn:
+        _fail(errno.EPERM)  # queues are made with mkdir or the CREATE ioctl
+
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        self._attributes(inode)  # ENOENT for a queue that is gone
+        return self._new_fh(DirHandle(inode))
+
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        inode = self._handle(fh)
+        assert isinstance(inode, DirHandle)
+        if inode.inode == pyfuse3.ROOT_INODE:
+            # Offsets are qids: stable however queues come and go between calls.
+            for queue in sorted(self.namespace.queues.values(), key=lambda q: q.qid):
+                if queue.qid <= start_id:
+                    continue
+                self._queues_by_qid[queue.qid] = queue
+                attrs = self._attributes(queue.qid << QID_SHIFT)
+                if not pyfuse3.readdir_reply(token, os.fsencode(queue.name), attrs, queue.qid):
+                    return
+            return
+        queue = self._queue_of(inode.inode)
+        base = queue.qid << QID_SHIFT
+        if inode.inode == base | SLOT_DIR:
+            for offset, (name, slot) in enumerate(QUEUE_FILES.items(), start=1):
+                if offset > start_id and not pyfuse3.readdir_reply(
+                    token, name, self._attributes(base | slot), offset
+                ):
+                    return
+            return
+        # msgs/: offsets are index + 1, i.e. the name itself, so they are stable.
+        for index in range(start_id, len(queue)):
+            attrs = self._attributes(base | (SLOT_FIRST_MESSAGE + index))
+            if not pyfuse3.readdir_reply(token, str(index).encode(), attrs, index + 1):
+                return
+
+    async def releasedir(self, fh: int) -> None:
+        self._handles.pop(fh, None)
+
+    # -- files -------------------------------------------------------------------
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        queue = self._queue_of(inode)
+        slot = inode & ((1 << QID_SHIFT) - 1)
+        access = flags & os.O_ACCMODE
+        handle: Handle
+        if slot == SLOT_QUEUE:
+            if access not in (os.O_RDONLY, os.O_WRONLY, os.O_RDWR):
+                _fail(errno.EINVAL)
+            descriptor = Descriptor(
+                queue,
+                readable=access in (os.O_RDONLY, os.O_RDWR),
+                writable=access in (os.O_WRONLY, os.O_RDWR),
+                nonblock=bool(flags & os.O_NONBLOCK),
+                pid=ctx.pid,
+            )
+            handle = QueueHandle(descriptor)
+            self.namespace.acquire(queue)
+        elif access != os.O_RDONLY:
+            _fail(errno.EACCES)  # status and msgs/I are read-only, even for root
+        elif slot == SLOT_STATUS:
+            handle = StatusHandle(queue)
+        elif slot >= SLOT_FIRST_MESSAGE:
+            handle = SnapshotHandle(self._message_at(queue, slot - SLOT_FIRST_MESSAGE).payload)
+        else:
+            _fail(errno.EISDIR)
+        info = pyfuse3.FileInfo(fh=self._new_fh(handle))
+        info.direct_io = True
+        info.keep_cache = False
+        return info
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self._handle(fh)
+        if isinstance(handle, QueueHandle):
+            with _errno():
+                message = await handle.descriptor.receive(size)
+            return message.payload
+        if isinstance(handle, StatusHandle):
+            return handle.queue.status_line()[off : off + size]
+        if isinstance(handle, SnapshotHandle):
+            return handle.payload[off : off + size]
+        _fail(errno.EISDIR)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self._handle(fh)
+        if not isinstance(handle, QueueHandle):
+            _fail(errno.EBADF)
+        descriptor = handle.descriptor
+        with _errno():
+            await descriptor.send(buf, descriptor.send_priority)
+        return len(buf)
+
+    async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:
+        handle = self._handle(fh)
+        if not isinstance(handle, QueueHandle):
+            return POLL_IN
+        queue = handle.descriptor.queue
+        revents = (POLL_IN if len(queue) else 0) | (0 if queue.is_full else POLL_OUT)
+        if poll_handle is not None:
+            handle.poll_handle = poll_handle  # replaces (and so frees) the previous one
+            if not handle.watching:
+                handle.watching = True
+                queue.add_watcher(lambda: self._wake_poller(handle))
+        return revents
+
+    @staticmethod
+    def _wake_poller(handle: QueueHandle) -> None:
+        handle.watching = False
+        poll_handle, handle.poll_handle = handle.poll_handle, None
+        if poll_handle is not None:
+            poll_handle.notify()
+
+    async def flush(self, fh: int) -> None:
+        return
+
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if isinstance(handle, QueueHandle):
+            handle.poll_handle = None
+            self.namespace.release(handle.descriptor.queue)
+
+    # -- ioctls ------------------------------------------------------------------
+    async def ioctl(
+        self,
+        inode: int,
+        fh: int,
+        cmd: int,
+        arg: int,
+        in_buf: bytes,
+        out_size: int,
+        flags: int,
+        ctx: Any,
+    ) -> tuple[int, bytes]:
+        if cmd == wire.IOC_NOOP:
+            return 0, b""
+        try:
+            with _errno():
+                if flags & pyfuse3.IOCTL_DIR:
+                    if cmd == wire.IOC_CREATE and inode == pyfuse3.ROOT_INODE:
+                        return self._ioctl_create(in_buf, ctx)
+                    _fail(errno.ENOTTY)
+                handle = self._queue_handle(fh)
+                if cmd == wire.IOC_RECEIVE:
+                    return await self._ioctl_receive(handle, in_buf)
+                if cmd == wire.IOC_SEND:
+                    return await self._ioctl_send(handle, in_buf)
+                if cmd == wire.IOC_PEEK:
+                    return self._ioctl_peek(handle.descriptor, in_buf)
+                if cmd == wire.IOC_GETATTR:
+                    return 0, wire.Attr(*handle.descriptor.attributes()).pack()
+                if cmd == wire.IOC_SETATTR:
+                    previous = wire.Attr(*handle.descriptor.attributes())
+                    handle.descriptor.set_flags(wire.Attr.unpack(in_buf).flags)
+                    return 0, previous.pack()
+                if cmd == wire.IOC_SETPRIO:
+                    handle.descriptor.set_send_priority(wire.decode_prio(in_buf))
+                    return 0, b""
+                _fail(errno.ENOTTY)
+        except ValueError as exc:  # a malformed struct from the caller
+            log.debug("ioctl %#x: bad argument: %s", cmd, exc)
+            _fail(errno.EINVAL)
+
+    def _ioctl_create(self, in_buf: bytes, ctx: Any) -> tuple[int, bytes]:
+        request = wire.Create.unpack(in_buf)
+        with_attr = bool(request.flags & wire.CREATE_ATTR)
+        queue = self.namespace.create(
+            os.fsdecode(request.name),
+            mode=request.mode,
+            uid=ctx.uid,
+            gid=ctx.gid,
+            maxmsg=request.maxmsg if with_attr else None,
+            msgsize=request.msgsize if with_attr else None,
+            exclusive=bool(request.flags & wire.CREATE_EXCL),
+        )
+        self._queues_by_qid[queue.qid] = queue
+        return 0, b""
+
+    @staticmethod
+    def _ioctl_peek(descriptor: Descriptor, in_buf: bytes) -> tuple[int, bytes]:
+        request = wire.Peek.unpack(in_buf)
+        message = descriptor.peek(request.index)
+        if request.offset > len(message.payload):
+            raise errors.InvalidArgument("offset beyond the end of the message")
+        chunk = message.payload[request.offset : request.offset + wire.CHUNK]
+        reply = wire.Peek(
+            index=request.index,
+            offset=request.offset,
+            msg_len=len(message.payload),
+            msg_prio=message.priority,
+            data=chunk,
+        )
+        return len(chunk), reply.pack(full=False)
+
+    def _transfer_id(self, handle: QueueHandle) -> int:
+        if len(handle.staged_sends) + len(handle.parked_receives) >= MAX_STAGED_TRANSFERS:
+            raise errors.Busy("too many unfinished multi-chunk transfers on this descriptor")
+        transfer = self._next_transfer
+        self._next_transfer += 1
+        return transfer
+
+    async def _ioctl_send(self, handle: QueueHandle, in_buf: bytes) -> tuple[int, bytes]:
+        request = wire.Xfer.unpack(in_buf)
+        deadline = (
+            deadline_from_timespec(request.tv_sec, request.tv_nsec)
+            if request.flags & wire.XFER_TIMED
+            else float("inf")
+        )
+        descriptor = handle.descriptor
+        if request.offset + len(request.data) > request.msg_len:
+            raise errors.InvalidArgument("chunk extends beyond msg_len")
+        if request.xfer_id == 0:
+            if request.offset != 0:
+                raise errors.InvalidArgument("a transfer starts at offset 0")
+            if len(request.data) == request.msg_len:  # the whole message in one call
+                await descriptor.send(request.data, request.msg_prio, deadline)
+                return 0, b""
+            descriptor.check_send(request.msg_len, request.msg_prio)
+            if descriptor.nonblock and descriptor.queue.is_full:
+                raise errors.WouldBlock(f"queue {descriptor.queue.name!r} is full")
+            transfer = self._transfer_id(handle)
+            handle.staged_sends[transfer] = (request.msg_prio, bytearray(request.data))
+            return 0, wire.Xfer(msg_len=request.msg_len, xfer_id=transfer).pack(full=False)
+        staged = handle.staged_sends.get(request.xfer_id)
+        if staged is None or request.offset != len(staged[1]):
+            raise errors.InvalidArgument("unknown transfer or out-of-order chunk")
+        priority, payload = staged
+        payload += request.data
+        if len(payload) < request.msg_len:
+            return 0, wire.Xfer(msg_len=request.msg_len, xfer_id=request.xfer_id).pack(full=False)
+        del handle.staged_sends[request.xfer_id]
+        await descriptor.send(bytes(payload), priority, deadline)
+        return 0, b""
+
+    async def _ioctl_receive(self, handle: QueueHandle, in_buf: bytes) -> tuple[int, bytes]:
+        request = wire.Xfer.unpack(in_buf)
+        if request.xfer_id:
+            parked = handle.parked_receives.get(request.xfer_id)
+            if parked is None or request.offset > len(parked.payload):
+                raise errors.InvalidArgument("unknown transfer or offset")
+            chunk = parked.payload[request.offset : request.offset + wire.CHUNK]
+            if request.offset + len(chunk) >= len(parked.payload):
+                del handle.parked_receives[request.xfer_id]
+            reply = wire.Xfer(
+                msg_len=len(parked.payload),
+                offset=request.offset,
+                xfer_id=request.xfer_id,
+                msg_prio=parked.priority,
+                data=chunk,
+            )
+            return len(chunk), reply.pack(full=False)
+        deadline = (
+            deadline_from_timespec(request.tv_sec, request.tv_nsec)
+            if request.flags & wire.XFER_TIMED
+            else float("inf")
+        )
+        if len(handle.parked_receives) + len(handle.staged_sends) >= MAX_STAGED_TRANSFERS:
+            raise errors.Busy("too many unfinished multi-chunk transfers on this descriptor")
+        message = await handle.descriptor.receive(request.msg_len, deadline)
+        # From here on no checkpoint: the message is ours and must reach the caller.
+        transfer = 0
+        if len(message.payload) > wire.CHUNK:
+            transfer = self._next_transfer
+            self._next_transfer += 1
+            handle.parked_receives[transfer] = message
+        chunk = message.payload[: wire.CHUNK]
+        reply = wire.Xfer(
+            msg_len=len(message.payload),
+            xfer_id=transfer,
+            msg_prio=message.priority,
+            data=chunk,
+        )
+        return len(chunk), reply.pack(full=False)

@@ -1,0 +1,420 @@
+"""POSIX message-queue semantics over the store: limits, descriptors, blocking, hand-off.
+
+This is the layer the kernel's ``ipc/mqueue.c`` calls ``do_mq_timedsend`` /
+``do_mq_timedreceive``; it knows trio but not pyfuse3. The filesystem maps each open
+file to a :class:`Descriptor` (the kernel's ``struct file``: access mode, O_NONBLOCK)
+and each directory to a :class:`Queue` (the kernel's ``mqueue_inode_info``).
+
+Waiting, and why it is written this way
+---------------------------------------
+Blocked receivers and senders park in FIFO lists with
+``trio.lowlevel.wait_task_rescheduled``, like trio's own memory channels. A send that
+finds a receiver waiting hands the message straight to it (the kernel's
+``pipelined_send``), and a receive that frees a slot admits the first waiting sender's
+message (``pipelined_receive``). Hand-off makes the outcome of a race with
+cancellation unambiguous: either the waiter's abort function runs (it is still in the
+list, nothing was taken, the caller sees EINTR or ETIMEDOUT) or it was already
+rescheduled with a message (it gets the message; the abort cannot run). A message is
+therefore never in two places and never in none. Callers must not checkpoint between
+getting a message and handing it back to the kernel, or a FUSE interrupt could cancel
+them with the message in hand; :mod:`mqfs.fs` replies synchronously.
+
+Check order follows ``do_mq_timedsend``/``do_mq_timedreceive``: timeout validity,
+priority, descriptor direction, length, then full/empty (EAGAIN or sleep), then
+ETIMEDOUT.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import outcome
+import trio
+
+from mqfs import errors
+from mqfs.store import MQ_PRIO_MAX, Message, MessageStore
+
+HARD_MSGMAX = 65536
+HARD_MSGSIZEMAX = 16 * 1024 * 1024
+NAME_MAX = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The mount's counterpart of /proc/sys/fs/mqueue/*."""
+
+    msg_default: int = 10
+    msgsize_default: int = 8192
+    msg_max: int = 10
+    msgsize_max: int = 8192
+    queues_max: int = 256
+
+    def __post_init__(self) -> None:
+        bounds = {
+            "msg_max": (1, HARD_MSGMAX),
+            "msg_default": (1, HARD_MSGMAX),
+            "msgsize_max": (128, HARD_MSGSIZEMAX),
+            "msgsize_default": (128, HARD_MSGSIZEMAX),
+            "queues_max": (0, 1 << 30),
+        }
+        for name, (low, high) in bounds.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise errors.InvalidArgument(f"{name}={value} is outside {low}..{high}")
+
+    def default_attributes(self) -> tuple[int, int]:
+        """(maxmsg, msgsize) for a queue created without attributes, as the kernel."""
+        return min(self.msg_default, self.msg_max), min(self.msgsize_default, self.msgsize_max)
+
+    def check_attributes(self, maxmsg: int, msgsize: int) -> None:
+        """The kernel's ``mqueue_attr_ok`` for a caller without CAP_SYS_RESOURCE."""
+        if maxmsg <= 0 or msgsize <= 0:
+            raise errors.InvalidArgument("mq_maxmsg and mq_msgsize must be positive")
+        if maxmsg > self.msg_max or msgsize > self.msgsize_max:
+            raise errors.InvalidArgument(
+                f"maxmsg {maxmsg} > msg_max {self.msg_max} or "
+                f"msgsize {msgsize} > msgsize_max {self.msgsize_max}"
+            )
+
+
+def check_name(name: str) -> None:
+    """Queue names as the kernel's mqueue filesystem takes them (after glibc strips '/')."""
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        raise errors.NameTooLong(f"queue name longer than {NAME_MAX} bytes")
+    if name == "":
+        raise errors.NoSuchQueue("empty queue name")
+    if name in (".", "..") or "/" in name or "\0" in name:
+        raise errors.PermissionDenied(f"invalid queue name {name!r}")
+
+
+def deadline_from_timespec(tv_sec: int, tv_nsec: int) -> float:
+    """Turn an absolute CLOCK_REALTIME timespec into a trio deadline (EINVAL if invalid)."""
+    if tv_sec < 0 or not 0 <= tv_nsec < 1_000_000_000:
+        raise errors.InvalidArgument("invalid timespec")
+    remaining = tv_sec + tv_nsec / 1e9 - time.clock_gettime(time.CLOCK_REALTIME)
+    return trio.current_time() + remaining
+
+
+@dataclass(slots=True)
+class _Waiter:
+    task: trio.lowlevel.Task
+    message: Message | None = None  # what a blocked sender wants to enqueue
+
+
+@dataclass(slots=True)
+class Notification:
+    """An mq_notify registration (SIGEV_NONE=1, SIGEV_SIGNAL=0, SIGEV_THREAD=2)."""
+
+    pid: int
+    sigev_notify: int
+    signo: int = 0
+    value: int = 0
+
+
+@dataclass
+class Queue:
+    """One message queue: attributes, messages, waiters and who watches it."""
+
+    name: str
+    qid: int
+    maxmsg: int
+    msgsize: int
+    mode: int
+    uid: int
+    gid: int
+    store: MessageStore = field(default_factory=MessageStore)
+    notification: Notification | None = None
+    unlinked: bool = False
+    atime: int = field(default_factory=time.time_ns)
+    mtime: int = 0
+    ctime: int = 0
+    _receivers: dict[int, _Waiter] = field(default_factory=dict)
+    _senders: dict[int, _Waiter] = field(default_factory=dict)
+    _next_waiter: int = 0
+    # Called with no arguments whenever readiness may have changed (poll wake-ups).
+    _watchers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.mtime = self.ctime = self.atime
+
+    # -- state --------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @property
+    def is_full(self) -> bool:
+        return len(self.store) >= self.maxmsg
+
+    def status_line(self) -> bytes:
+        """Byte for byte what the kernel's ``mqueue_read_file`` prints."""
+        note = self.notification
+        return (
+            "QSIZE:%-10lu NOTIFY:%-5d SIGNO:%-5d NOTIFY_PID:%-6d\n"
+            % (
+                self.store.bytes_queued,
+                note.sigev_notify if note else 0,
+                note.signo if note and note.sigev_notify == os.SIGEV_SIGNAL else 0,
+                note.pid if note else 0,
+            )
+        ).encode()
+
+    def peek(self, index: int) -> Message:
+        return self.store.peek(index)
+
+    def add_watcher(self, wake: Callable[[], Any]) -> None:
+        """Call *wake* once, the next time readiness may have changed."""
+        self._watchers.append(wake)
+
+    def _changed(self) -> None:
+        self.atime = self.mtime = self.ctime = time.time_ns()
+        watchers, self._watchers = self._watchers, []
+        for wake in watchers:
+            wake()
+
+    # -- the two halves of every send and receive ----------------------------
+    def _enqueue(self, message: Message) -> None:
+        """Put *message* where it belongs: to a waiting receiver, else into the store."""
+        if self._receivers:
+            key = next(iter(self._receivers))
+            waiter = self._receivers.pop(key)
+            trio.lowlevel.reschedule(waiter.task, outcome.Value(message))
+        else:
+            self.store.push(message.payload, message.priority)
+        self._changed()
+
+    def _dequeue(self) -> Message:
+        message = self.store.pop()
+        if self._senders:  # a slot is free: admit the longest-waiting sender
+            key = next(iter(self._senders))
+            waiter = self._senders.pop(key)
+            assert waiter.message is not None
+            self.store.push(waiter.message.payload, waiter.message.priority)
+            trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
+        self._changed()
+        return message
+
+    async def _park(self, waiters: dict[int, _Waiter], waiter: _Waiter, deadline: float) -> Any:
+        key = self._next_waiter
+        self._next_waiter += 1
+        waiters[key] = waiter
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            del waiters[key]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        with trio.move_on_at(deadline):
+            return await trio.lowlevel.wait_task_rescheduled(abort)
+        raise errors.TimedOut("timed out waiting on the queue")
+
+    # -- operations (called through a Descriptor) ---------------------------
+    def send_nowait(self, payload: bytes, priority: int) -> None:
+        if self.is_full:
+            raise errors.WouldBlock(f"queue {self.name!r} is full")
+        self._enqueue(Message(payload, priority))
+
+    async def send(self, payload: bytes, priority: int, deadline: float) -> None:
+        if not self.is_full:
+            self._enqueue(Message(payload, priority))
+            return
+        if deadline <= trio.current_time():
+            raise errors.TimedOut("timed out waiting on the queue")
+        waiter = _Waiter(trio.lowlevel.current_task(), Message(payload, priority))
+        await self._park(self._senders, waiter, deadline)
+
+    def receive_nowait(self) -> Message:
+        if not self.store:
+            raise errors.WouldBlock(f"queue {self.name!r} is empty")
+        return self._dequeue()
+
+    async def receive(self, deadline: float) -> Message:
+        if self.store:
+            return self._dequeue()
+        if deadline <= trio.current_time():
+            raise errors.TimedOut("timed out waiting on the queue")
+        message: Message = await self._park(
+            self._receivers, _Waiter(trio.lowlevel.current_task()), deadline
+        )
+        return message
+
+    def statistics(self) -> QueueStatistics:
+        return QueueStatistics(
+            curmsgs=len(self.store),
+            bytes_queued=self.store.bytes_queued,
+            receivers_waiting=len(self._receivers),
+            senders_waiting=len(self._senders),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatistics:
+    curmsgs: int
+    bytes_queued: int
+    receivers_waiting: int
+    senders_waiting: int
+
+
+@dataclass
+class Descriptor:
+    """An open queue: the kernel's ``struct file`` for an mqueue inode."""
+
+    queue: Queue
+    readable: bool
+    writable: bool
+    nonblock: bool
+    pid: int = 0
+    send_priority: int = 0  # priority of write(); set with the SETPRIO ioctl
+
+    def _check_priority(self, priority: int) -> None:
+        if not 0 <= priority < MQ_PRIO_MAX:
+            raise errors.InvalidArgument(f"priority {priority} is not below {MQ_PRIO_MAX}")
+
+    async def send(self, payload: bytes, priority: int, deadline: float = math.inf) -> None:
+        """mq_timedsend: EINVAL (priority), EBADF, EMSGSIZE, then EAGAIN or wait."""
+        self._check_priority(priority)
+        if not self.writable:
+            raise errors.BadDescriptor("queue descriptor is not open for writing")
+        self.check_send_length(len(payload))
+        if self.nonblock:
+            self.queue.send_nowait(payload, priority)
+        else:
+            await self.queue.send(payload, priority, deadline)
+
+    def set_send_priority(self, priority: int) -> None:
+        self._check_priority(priority)
+        self.send_priority = priority
+
+    def check_send(self, length: int, priority: int) -> None:
+        """The checks of :meth:`send` that do not need the payload (for staged sends)."""
+        self._check_priority(priority)
+        if not self.writable:
+            raise errors.BadDescriptor("queue descriptor is not open for writing")
+        self.check_send_length(length)
+
+    def check_send_length(self, length: int) -> None:
+        if length > self.queue.msgsize:
+            raise errors.MessageTooLong(
+                f"message of {length} bytes is longer than msgsize {self.queue.msgsize}"
+            )
+
+    def check_receive(self, bufsize: int) -> None:
+        """mq_timedreceive's checks before waiting: EBADF, then EMSGSIZE."""
+        if not self.readable:
+            raise errors.BadDescriptor("queue descriptor is not open for reading")
+        if bufsize < self.queue.msgsize:
+            raise errors.MessageTooLong(
+                f"buffer of {bufsize} bytes is smaller than msgsize {self.queue.msgsize}"
+            )
+
+    async def receive(self, bufsize: int, deadline: float = math.inf) -> Message:
+        """mq_timedreceive: EBADF, EMSGSIZE (buffer < msgsize), then EAGAIN or wait."""
+        self.check_receive(bufsize)
+        if self.nonblock:
+            return self.queue.receive_nowait()
+        return await self.queue.receive(deadline)
+
+    def peek(self, index: int) -> Message:
+        """Non-destructive read of message *index* in receive order (EBADF, EAGAIN, ENOENT)."""
+        if not self.readable:
+            raise errors.BadDescriptor("queue descriptor is not open for reading")
+        return self.queue.peek(index)
+
+    def attributes(self) -> tuple[int, int, int, int]:
+        """(mq_flags, mq_maxmsg, mq_msgsize, mq_curmsgs) as mq_getattr."""
+        flags = os.O_NONBLOCK if self.nonblock else 0
+        return flags, self.queue.maxmsg, self.queue.msgsize, len(self.queue)
+
+    def set_flags(self, flags: int) -> None:
+        """mq_setattr: only O_NONBLOCK may be set; any other bit is EINVAL."""
+        if flags & ~os.O_NONBLOCK:
+            raise errors.InvalidArgument("only O_NONBLOCK can be set with mq_setattr")
+        self.nonblock = bool(flags & os.O_NONBLOCK)
+
+
+class Namespace:
+    """All queues of one mount, by name: the kernel's ipc namespace for mqueue."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.queues: dict[str, Queue] = {}
+        self.live = 0  # queues that exist, named or unlinked-but-open (counts for queues_max)
+        self._next_qid = 1
+        self._references: dict[int, int] = {}
+
+    def lookup(self, name: str) -> Queue:
+        check_name(name)
+        try:
+            return self.queues[name]
+        except KeyError:
+            raise errors.NoSuchQueue(f"no queue named {name!r}") from None
+
+    def create(
+        self,
+        name: str,
+        *,
+        mode: int,
+        uid: int,
+        gid: int,
+        maxmsg: int | None = None,
+        msgsize: int | None = None,
+        exclusive: bool = False,
+    ) -> Queue:
+        """mq_open(O_CREAT): the existing queue (EEXIST if *exclusive*) or a new one.
+
+        Attributes of an existing queue are not checked, as in the kernel; for a new
+        queue the checks run in the kernel's order: ENOSPC, then EINVAL.
+        """
+        check_name(name)
+        existing = self.queues.get(name)
+        if existing is not None:
+            if exclusive:
+                raise errors.QueueExists(f"queue {name!r} exists")
+            return existing
+        if self.live >= self.limits.queues_max:
+            raise errors.TooManyQueues(f"queues_max ({self.limits.queues_max}) reached")
+        if maxmsg is None or msgsize is None:
+            maxmsg, msgsize = self.limits.default_attributes()
+        else:
+            self.limits.check_attributes(maxmsg, msgsize)
+        queue = Queue(
+            name=name,
+            qid=self._next_qid,
+            maxmsg=maxmsg,
+            msgsize=msgsize,
+            mode=mode & 0o7777,
+            uid=uid,
+            gid=gid,
+        )
+        self._next_qid += 1
+        self.queues[name] = queue
+        self._references[queue.qid] = 0
+        self.live += 1
+        return queue
+
+    def unlink(self, name: str) -> Queue:
+        """mq_unlink: the name goes now; the queue lives on while it is open."""
+        queue = self.lookup(name)
+        del self.queues[name]
+        queue.unlinked = True
+        self._maybe_destroy(queue)
+        return queue
+
+    def acquire(self, queue: Queue) -> None:
+        self._references[queue.qid] += 1
+
+    def release(self, queue: Queue) -> None:
+        self._references[queue.qid] -= 1
+        self._maybe_destroy(queue)
+
+    def _maybe_destroy(self, queue: Queue) -> None:
+        if queue.unlinked and self._references.get(queue.qid) == 0:
+            del self._references[queue.qid]
+            queue.store.clear()
+            self.live -= 1
+
+    def is_alive(self, queue: Queue) -> bool:
+        return queue.qid in self._references

@@ -1,0 +1,135 @@
+"""Fixtures shared by the test tiers.
+
+``mqfs_mount`` mounts a real mqfs in a child process (``mqfs mount --foreground``) at a
+fresh temporary directory, waits for the child's ready line (no sleeping), and always
+unmounts in ``finally``: politely with SIGTERM, then lazily with ``fusermount3 -u -z``
+if the daemon is wedged. Stale mounts of a run that died are swept at session start.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+MOUNT_ROOT = Path(tempfile.gettempdir()) / "mqfs-test-mounts"
+READY_TIMEOUT = 30.0
+
+
+def fuse_usable() -> str | None:
+    """None if this machine can mount FUSE, else the reason it cannot."""
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse does not exist"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is not accessible"
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 is not installed (apt install fuse3)"
+    return None
+
+
+def _mounts_under(root: Path) -> list[str]:
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    return [p for p in points if p.startswith(str(root) + "/")]
+
+
+def _lazy_unmount(path: str) -> None:
+    subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, check=False)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    for stale in _mounts_under(MOUNT_ROOT):
+        _lazy_unmount(stale)
+
+
+@dataclass
+class Mount:
+    path: Path
+    process: subprocess.Popen[bytes]
+
+    def queue_dir(self, name: str) -> Path:
+        return self.path / name
+
+    def make_queue(self, name: str, mode: int = 0o600) -> Path:
+        os.mkdir(self.path / name, mode)
+        return self.path / name
+
+
+def wait_until(condition: object, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll *condition* (a callable) until true; fail after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.005)
+
+
+@contextmanager
+def mounted(options: tuple[str, ...] = ()) -> Iterator[Mount]:
+    reason = fuse_usable()
+    if reason:
+        pytest.skip(reason)
+    MOUNT_ROOT.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="mnt-", dir=MOUNT_ROOT))
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-m", "mqfs", "mount", "--foreground",
+               "--ready-fd", str(write_end), str(path)]
+    for option in options:
+        command += ["-o", option]
+    process = subprocess.Popen(command, pass_fds=(write_end,), stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], READY_TIMEOUT)
+        line = os.read(read_end, 64) if ready else b""
+        if line != b"ready\n":
+            process.kill()
+            _, stderr = process.communicate(timeout=10)
+            pytest.fail(f"mqfs did not mount: {stderr.decode(errors='replace')}")
+        yield Mount(path, process)
+    finally:
+        os.close(read_end)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        if str(path) in _mounts_under(MOUNT_ROOT):
+            _lazy_unmount(str(path))
+        if process.stderr is not None:
+            errors_logged = process.stderr.read().decode(errors="replace")
+            process.stderr.close()
+            if "Traceback" in errors_logged:
+                pytest.fail(f"the mqfs daemon logged an exception:\n{errors_logged}")
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def mqfs_mount() -> Iterator[Mount]:
+    with mounted() as mount:
+        yield mount
+
+
+@pytest.fixture
+def mount_factory() -> Iterator[object]:
+    """Call with mount options; every mount made is unmounted at teardown."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        yield lambda *options: stack.enter_context(mounted(tuple(options)))

@@ -1,0 +1,346 @@
+"""MNT/NAME/queue through ordinary syscalls: send, receive, blocking, poll, ioctls."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mqfs import client, wire
+from tests.conftest import Mount, wait_until
+
+
+def open_queue(mount: Mount, name: str, flags: int = os.O_RDWR) -> int:
+    return os.open(mount.path / name / "queue", flags)
+
+
+@pytest.fixture
+def queue_fd(mqfs_mount: Mount) -> object:
+    mqfs_mount.make_queue("q")
+    fd = open_queue(mqfs_mount, "q")
+    yield fd
+    os.close(fd)
+
+
+def test_write_then_read_is_one_whole_message_each(queue_fd: int) -> None:
+    assert os.write(queue_fd, b"first") == 5
+    assert os.write(queue_fd, b"") == 0
+    assert os.write(queue_fd, b"third message") == 13
+    assert os.read(queue_fd, 8192) == b"first"
+    assert os.read(queue_fd, 8192) == b""  # a zero-length message, not EOF
+    assert os.read(queue_fd, 8192) == b"third message"
+
+
+def test_receive_order_is_priority_then_fifo(queue_fd: int) -> None:
+    sent = [(b"low-1", 1), (b"high-1", 9), (b"low-2", 1), (b"zero", 0), (b"high-2", 9)]
+    for payload, priority in sent:
+        client.send(queue_fd, payload, priority)
+    expected = [(b"high-1", 9), (b"high-2", 9), (b"low-1", 1), (b"low-2", 1), (b"zero", 0)]
+    assert [client.receive(queue_fd, 8192) for _ in sent] == expected
+
+
+def test_write_uses_the_descriptors_priority(mqfs_mount: Mount, queue_fd: int) -> None:
+    other = open_queue(mqfs_mount, "q", os.O_WRONLY)
+    try:
+        client.set_send_priority(other, 7)
+        os.write(queue_fd, b"default")
+        os.write(other, b"urgent")
+    finally:
+        os.close(other)
+    assert client.receive(queue_fd, 8192) == (b"urgent", 7)
+    assert client.receive(queue_fd, 8192) == (b"default", 0)
+
+
+def test_peek_at_every_index_equals_what_receive_returns(queue_fd: int) -> None:
+    for i, priority in enumerate([3, 0, 7, 3, 32767, 0, 7]):
+        client.send(queue_fd, f"m{i}".encode(), priority)
+    peeked = [client.peek(queue_fd, i) for i in range(7)]
+    assert client.get_attributes(queue_fd).curmsgs == 7  # peek consumed nothing
+    assert [client.receive(queue_fd, 8192) for _ in range(7)] == peeked
+
+
+def test_peek_errors_follow_mq_timedreceive2(mqfs_mount: Mount, queue_fd: int) -> None:
+    with pytest.raises(OSError) as empty:
+        client.peek(queue_fd, 0)
+    assert empty.value.errno == errno.EAGAIN
+    client.send(queue_fd, b"only", 1)
+    with pytest.raises(OSError) as past_end:
+        client.peek(queue_fd, 1)
+    assert past_end.value.errno == errno.ENOENT
+    write_only = open_queue(mqfs_mount, "q", os.O_WRONLY)
+    try:
+        with pytest.raises(OSError) as not_readable:
+            client.peek(write_only, 0)
+        assert not_readable.value.errno == errno.EBADF
+    finally:
+        os.close(write_only)
+
+
+def test_peek_ioctl_return_value_is_bytes_copied(queue_fd: int) -> None:
+    client.send(queue_fd, b"0123456789", 4)
+    import fcntl
+
+    buffer = bytearray(wire.Peek(index=0, offset=3).pack(full=True))
+    copied = fcntl.ioctl(queue_fd, wire.IOC_PEEK, buffer, True)
+    reply = wire.Peek.unpack(buffer)
+    assert (copied, reply.data, reply.msg_len, reply.msg_prio) == (7, b"3456789", 10, 4)
+
+
+def test_receive_needs_a_buffer_of_msgsize(queue_fd: int) -> None:
+    client.send(queue_fd, b"tiny")
+    for receive in (lambda: os.read(queue_fd, 8191), lambda: client.receive(queue_fd, 100)):
+        with pytest.raises(OSError) as small:
+            receive()
+        assert small.value.errno == errno.EMSGSIZE
+    assert client.get_attributes(queue_fd).curmsgs == 1  # nothing was taken
+
+
+def test_send_errors(queue_fd: int) -> None:
+    with pytest.raises(OSError) as too_long:
+        os.write(queue_fd, b"x" * 8193)
+    assert too_long.value.errno == errno.EMSGSIZE
+    with pytest.raises(OSError) as bad_priority:
+        client.send(queue_fd, b"x", 32768)
+    assert bad_priority.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as bad_priority_beats_length:  # the kernel's check order
+        client.send(queue_fd, b"x" * 8193, 32768)
+    assert bad_priority_beats_length.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as set_bad:
+        client.set_send_priority(queue_fd, 40000)
+    assert set_bad.value.errno == errno.EINVAL
+
+
+def test_wrong_direction_is_ebadf(mqfs_mount: Mount) -> None:
+    mqfs_mount.make_queue("q")
+    read_only = open_queue(mqfs_mount, "q", os.O_RDONLY)
+    write_only = open_queue(mqfs_mount, "q", os.O_WRONLY)
+    try:
+        with pytest.raises(OSError) as cannot_send:
+            client.send(read_only, b"x")
+        assert cannot_send.value.errno == errno.EBADF
+        with pytest.raises(OSError) as cannot_receive:
+            client.receive(write_only, 8192)
+        assert cannot_receive.value.errno == errno.EBADF
+    finally:
+        os.close(read_only)
+        os.close(write_only)
+
+
+def test_nonblocking_empty_and_full_give_eagain(mqfs_mount: Mount) -> None:
+    mqfs_mount.make_queue("q")
+    fd = open_queue(mqfs_mount, "q", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        with pytest.raises(BlockingIOError):
+            os.read(fd, 8192)
+        for i in range(10):  # msg_default
+            os.write(fd, b"%d" % i)
+        with pytest.raises(BlockingIOError):
+            os.write(fd, b"one too many")
+        with pytest.raises(BlockingIOError):
+            client.send(fd, b"one too many", 5)
+        assert client.get_attributes(fd).curmsgs == 10
+    finally:
+        os.close(fd)
+
+
+def test_getattr_and_setattr_are_per_descriptor(mqfs_mount: Mount) -> None:
+    mqfs_mount.make_queue("q")
+    first = open_queue(mqfs_mount, "q")
+    second = open_queue(mqfs_mount, "q")
+    try:
+        client.send(first, b"x")
+        assert client.get_attributes(first) == client.Attributes(0, 10, 8192, 1)
+        previous = client.set_attributes(first, os.O_NONBLOCK)
+        assert previous == client.Attributes(0, 10, 8192, 1)
+        assert client.get_attributes(first).flags == os.O_NONBLOCK
+        assert client.get_attributes(second).flags == 0
+        client.receive(first, 8192)
+        with pytest.raises(BlockingIOError):
+            client.receive(first, 8192)  # the O_NONBLOCK set by SETATTR applies
+        with pytest.raises(OSError) as other_flag:
+            client.set_attributes(first, os.O_NONBLOCK | os.O_APPEND)
+        assert other_flag.value.errno == errno.EINVAL
+    finally:
+        os.close(first)
+        os.close(second)
+
+
+def test_unknown_ioctl_is_enotty(queue_fd: int) -> None:
+    import fcntl
+
+    with pytest.raises(OSError) as unknown:
+        fcntl.ioctl(queue_fd, (2 << 30) | (8 << 16) | (ord("Q") << 8) | 200, bytearray(8), True)
+    assert unknown.value.errno == errno.ENOTTY
+
+
+def test_poll_reports_readiness_and_wakes_on_send(mqfs_mount: Mount, queue_fd: int) -> None:
+    poller = select.poll()
+    poller.register(queue_fd, select.POLLIN | select.POLLOUT)
+    assert poller.poll(0) == [(queue_fd, select.POLLOUT | select.POLLWRNORM)]
+    reader = select.poll()
+    reader.register(queue_fd, select.POLLIN)
+    assert reader.poll(0) == []
+    sender = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os
+        fd = os.open({str(mqfs_mount.path / 'q' / 'queue')!r}, os.O_WRONLY)
+        os.write(fd, b"wake up")
+    """)])
+    try:
+        events = reader.poll(10_000)  # woken by the notify, well before the timeout
+        assert events == [(queue_fd, select.POLLIN | select.POLLRDNORM)]
+    finally:
+        assert sender.wait(timeout=10) == 0
+    for i in range(9):
+        os.write(queue_fd, b"%d" % i)
+    assert poller.poll(0) == [(queue_fd, select.POLLIN | select.POLLRDNORM)]  # full
+
+
+def test_blocking_read_is_woken_by_a_send_from_another_process(mqfs_mount: Mount) -> None:
+    mqfs_mount.make_queue("q")
+    queue_path = str(mqfs_mount.path / "q" / "queue")
+    reader = subprocess.Popen(
+        [sys.executable, "-c", f"import os,sys; sys.stdout.buffer.write("
+                               f"os.read(os.open({queue_path!r}, os.O_RDONLY), 8192))"],
+        stdout=subprocess.PIPE,
+    )
+    fd = open_queue(mqfs_mount, "q")
+    try:
+        wait_until(lambda: blocked_in_fuse(reader.pid), what="reader to block")
+        os.write(fd, b"hello reader")
+        out, _ = reader.communicate(timeout=10)
+        assert out == b"hello reader"
+        assert client.get_attributes(fd).curmsgs == 0
+    finally:
+        os.close(fd)
+
+
+def test_blocking_write_is_woken_by_a_receive(mqfs_mount: Mount) -> None:
+    mqfs_mount.make_queue("q")
+    fd = open_queue(mqfs_mount, "q")
+    for i in range(10):
+        os.write(fd, b"%d" % i)
+    queue_path = str(mqfs_mount.path / "q" / "queue")
+    writer = subprocess.Popen([sys.executable, "-c", f"import os; os.write(os.open("
+                                                     f"{queue_path!r}, os.O_WRONLY), b'late')"])
+    try:
+        wait_until(lambda: blocked_in_fuse(writer.pid), what="writer to block")
+        assert os.read(fd, 8192) == b"0"
+        assert writer.wait(timeout=10) == 0
+        assert [os.read(fd, 8192) for _ in range(10)][-1] == b"late"
+    finally:
+        os.close(fd)
+
+
+def blocked_in_fuse(pid: int) -> bool:
+    """True once *pid* sleeps inside a FUSE request (its kernel wait channel)."""
+    try:
+        wchan = open(f"/proc/{pid}/wchan").read()
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state in ("S", "D") and ("fuse" in wchan or "request_wait_answer" in wchan)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGUSR1 with a handler"])
+def test_interrupted_reader_loses_nothing(mqfs_mount: Mount, how: str) -> None:
+    mqfs_mount.make_queue("q")
+    queue_path = str(mqfs_mount.path / "q" / "queue")
+    program = textwrap.dedent(f"""
+        import os, signal, sys
+        class Interrupted(Exception): pass
+        def handler(*_): raise Interrupted
+        signal.signal(signal.SIGUSR1, handler)
+        fd = os.open({queue_path!r}, os.O_RDONLY)
+        try:
+            os.read(fd, 8192)
+            print("received")
+        except Interrupted:
+            print("interrupted")
+    """)
+    reader = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    wait_until(lambda: blocked_in_fuse(reader.pid), what="reader to block")
+    reader.send_signal(signal.SIGKILL if how == "SIGKILL" else signal.SIGUSR1)
+    out, _ = reader.communicate(timeout=10)  # without interrupts this would hang
+    assert out.strip() == ("" if how == "SIGKILL" else "interrupted")
+    fd = open_queue(mqfs_mount, "q")
+    try:
+        os.write(fd, b"must not vanish")
+        assert client.get_attributes(fd).curmsgs == 1
+        assert os.read(fd, 8192) == b"must not vanish"
+    finally:
+        os.close(fd)
+
+
+def test_interrupted_ioctl_receive_returns_eintr(mqfs_mount: Mount) -> None:
+    mqfs_mount.make_queue("q")
+    queue_path = str(mqfs_mount.path / "q" / "queue")
+    program = textwrap.dedent(f"""
+        import errno, os, signal
+        from mqfs import client
+        signal.signal(signal.SIGUSR1, lambda *_: None)
+        fd = os.open({queue_path!r}, os.O_RDONLY)
+        try:
+            client.receive(fd, 8192)
+        except InterruptedError:
+            print("EINTR")
+    """)
+    reader = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    wait_until(lambda: blocked_in_fuse(reader.pid), what="receiver to block")
+    reader.send_signal(signal.SIGUSR1)
+    out, _ = reader.communicate(timeout=10)
+    assert out.strip() == "EINTR"
+
+
+def test_timed_receive_and_send_time_out(mqfs_mount: Mount) -> None:
+    mqfs_mount.make_queue("q")
+    fd = open_queue(mqfs_mount, "q")
+    try:
+        with pytest.raises(TimeoutError):
+            client.receive(fd, 8192, timeout=0.05)
+        with pytest.raises(TimeoutError):
+            client.receive(fd, 8192, timeout=0)  # a deadline already past
+        for i in range(10):
+            client.send(fd, b"%d" % i, timeout=0)  # room: succeeds despite the deadline
+        with pytest.raises(TimeoutError):
+            client.send(fd, b"full", timeout=0.05)
+    finally:
+        os.close(fd)
+
+
+def test_invalid_timespec_is_einval_even_when_it_would_not_block(queue_fd: int) -> None:
+    import fcntl
+
+    request = wire.Xfer(msg_len=1, tv_sec=0, tv_nsec=1_000_000_000, flags=wire.XFER_TIMED,
+                        data=b"x")
+    with pytest.raises(OSError) as invalid:
+        fcntl.ioctl(queue_fd, wire.IOC_SEND, bytearray(request.pack(full=True)), True)
+    assert invalid.value.errno == errno.EINVAL
+    assert client.get_attributes(queue_fd).curmsgs == 0
+
+
+def test_messages_larger_than_one_ioctl_are_atomic(mount_factory: object) -> None:
+    mount = mount_factory("msgsize_max=200000")  # type: ignore[operator]
+    root = os.open(mount.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        client.create(root, "big", 0o600, maxmsg=4, msgsize=200000)
+    finally:
+        os.close(root)
+    fd = open_queue(mount, "big")
+    try:
+        big = bytes(range(256)) * 700  # 179,200 bytes: eleven chunks
+        client.send(fd, big, 5)
+        client.send(fd, b"small", 9)
+        assert client.get_attributes(fd).curmsgs == 2
+        assert client.peek(fd, 1) == (big, 5)
+        assert client.receive(fd, 200000) == (b"small", 9)
+        assert client.receive(fd, 200000) == (big, 5)
+        os.write(fd, big)  # plain write(): one FUSE request up to the transfer size
+        assert os.read(fd, 200000) == big
+    finally:
+        os.close(fd)

@@ -1,0 +1,238 @@
+"""The tree a shell sees: queues as directories, status, msgs/, names and limits."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+
+import pytest
+
+from mqfs import client
+from tests import kernel_mq
+from tests.conftest import Mount
+
+
+def sh(command: str, mount: Mount) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", command], cwd=mount.path, capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
+def send_all(mount: Mount, name: str, messages: list[tuple[bytes, int]]) -> None:
+    fd = os.open(mount.path / name / "queue", os.O_WRONLY)
+    try:
+        for payload, priority in messages:
+            client.send(fd, payload, priority)
+    finally:
+        os.close(fd)
+
+
+def test_the_shell_session_from_the_readme(mqfs_mount: Mount) -> None:
+    steps = sh("mkdir q && echo hello > q/queue && echo world > q/queue && ls q && "
+               "ls q/msgs && cat q/msgs/0 && cat q/status && cat q/msgs/1", mqfs_mount)
+    assert steps.returncode == 0, steps.stderr
+    assert steps.stdout == ("msgs\nqueue\nstatus\n0\n1\nhello\n"
+                            "QSIZE:12         NOTIFY:0     SIGNO:0     NOTIFY_PID:0     \n"
+                            "world\n")
+    received = sh("dd if=q/queue bs=8192 count=1 status=none", mqfs_mount)
+    assert received.stdout == "hello\n"
+    assert sh("ls q/msgs", mqfs_mount).stdout == "0\n"
+
+
+def test_ls_lists_queues_and_rmdir_removes_them(mqfs_mount: Mount) -> None:
+    for name in ("alpha", "beta"):
+        mqfs_mount.make_queue(name)
+    assert sorted(os.listdir(mqfs_mount.path)) == ["alpha", "beta"]
+    os.rmdir(mqfs_mount.path / "alpha")
+    assert os.listdir(mqfs_mount.path) == ["beta"]
+    with pytest.raises(FileNotFoundError):
+        os.stat(mqfs_mount.path / "alpha")
+
+
+def test_mkdir_sets_mode_and_owner_and_default_attributes(mqfs_mount: Mount) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        os.mkdir(mqfs_mount.path / "q", 0o666)
+    finally:
+        os.umask(old_umask)
+    queue_file = os.stat(mqfs_mount.path / "q" / "queue")
+    assert stat.S_IMODE(queue_file.st_mode) == 0o644
+    assert stat.S_ISREG(queue_file.st_mode)
+    assert (queue_file.st_uid, queue_file.st_gid) == (os.getuid(), os.getgid())
+    assert queue_file.st_size == 80  # as the kernel's /dev/mqueue files
+    fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDONLY)
+    try:
+        assert client.get_attributes(fd) == client.Attributes(0, 10, 8192, 0)
+    finally:
+        os.close(fd)
+    with pytest.raises(FileExistsError):
+        os.mkdir(mqfs_mount.path / "q")
+
+
+def test_msgs_lists_indexes_with_sizes_and_priorities(mqfs_mount: Mount) -> None:
+    mqfs_mount.make_queue("q")
+    send_all(mqfs_mount, "q", [(b"a" * 5, 1), (b"b" * 300, 20), (b"", 1)])
+    msgs = mqfs_mount.path / "q" / "msgs"
+    assert sorted(os.listdir(msgs), key=int) == ["0", "1", "2"]
+    assert [os.stat(msgs / str(i)).st_size for i in range(3)] == [300, 5, 0]
+    assert [os.getxattr(msgs / str(i), "user.mq.priority") for i in range(3)] == [b"20", b"1",
+                                                                                   b"1"]
+    assert os.listxattr(msgs / "0") == ["user.mq.priority"]
+    listing = sh("ls -l q/msgs", mqfs_mount).stdout.splitlines()
+    assert listing[0] == "total 1"
+    assert [line.split()[4] for line in listing[1:]] == ["300", "5", "0"]
+    assert [(msgs / str(i)).read_bytes() for i in range(3)] == [b"b" * 300, b"a" * 5, b""]
+    assert os.stat(mqfs_mount.path / "q" / "queue").st_size == 80
+    for missing in ("3", "00", "01", "-1", "x", "+1"):
+        assert not (msgs / missing).exists(), missing
+
+
+def test_msgs_are_read_without_consuming_and_follow_receives(mqfs_mount: Mount) -> None:
+    mqfs_mount.make_queue("q")
+    send_all(mqfs_mount, "q", [(b"first", 0), (b"second", 0)])
+    head = mqfs_mount.path / "q" / "msgs" / "0"
+    assert head.read_bytes() == b"first"
+    assert head.read_bytes() == b"first"
+    fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDONLY)
+    try:
+        assert os.read(fd, 8192) == b"first"
+        assert head.read_bytes() == b"second"  # never the old head after a receive
+        assert os.stat(head).st_size == 6
+        snapshot = os.open(head, os.O_RDONLY)
+        try:
+            assert os.read(fd, 8192) == b"second"
+            assert os.read(snapshot, 100) == b"second"  # what it was at open time
+        finally:
+            os.close(snapshot)
+        assert not head.exists()
+    finally:
+        os.close(fd)
+
+
+def test_virtual_files_are_read_only(mqfs_mount: Mount) -> None:
+    mqfs_mount.make_queue("q")
+    send_all(mqfs_mount, "q", [(b"x", 0)])
+    for path in ("q/status", "q/msgs/0"):
+        with pytest.raises(PermissionError):
+            os.open(mqfs_mount.path / path, os.O_WRONLY)
+    for path in ("q/newfile", "newfile"):
+        with pytest.raises(OSError) as creating:
+            os.open(mqfs_mount.path / path, os.O_WRONLY | os.O_CREAT, 0o600)
+        assert creating.value.errno == errno.EPERM
+    with pytest.raises(OSError) as unlinking:
+        os.unlink(mqfs_mount.path / "q" / "queue")
+    assert unlinking.value.errno == errno.EPERM
+
+
+def test_rmdir_while_open_keeps_the_queue_for_open_descriptors(mqfs_mount: Mount) -> None:
+    mqfs_mount.make_queue("q")
+    fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR)
+    try:
+        os.write(fd, b"survivor")
+        os.rmdir(mqfs_mount.path / "q")
+        assert not (mqfs_mount.path / "q").exists()
+        mqfs_mount.make_queue("q")  # the name is free: a new, empty queue
+        fresh = os.open(mqfs_mount.path / "q" / "queue", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            with pytest.raises(BlockingIOError):
+                os.read(fresh, 8192)
+        finally:
+            os.close(fresh)
+        os.write(fd, b"still works")
+        assert os.read(fd, 8192) == b"survivor"
+        assert client.peek(fd, 0) == (b"still works", 0)
+    finally:
+        os.close(fd)
+
+
+def test_queue_names_get_the_kernels_errno(mqfs_mount: Mount) -> None:
+    with pytest.raises(OSError) as too_long:
+        os.mkdir(mqfs_mount.path / ("n" * 256))
+    assert too_long.value.errno == errno.ENAMETOOLONG
+    os.mkdir(mqfs_mount.path / ("n" * 255))
+    root = os.open(mqfs_mount.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name, code in (("", errno.ENOENT), (".", errno.EACCES), ("..", errno.EACCES),
+                           ("a/b", errno.EACCES), ("n" * 256, errno.ENAMETOOLONG)):
+            with pytest.raises(OSError) as bad:
+                client.create(root, name)
+            assert bad.value.errno == code, name
+    finally:
+        os.close(root)
+
+
+def test_create_ioctl_is_mq_open_o_creat(mqfs_mount: Mount) -> None:
+    root = os.open(mqfs_mount.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        client.create(root, "sized", 0o640, maxmsg=3, msgsize=64, exclusive=True)
+        client.create(root, "sized", 0o600, maxmsg=9, msgsize=9)  # exists: attr ignored
+        with pytest.raises(FileExistsError):
+            client.create(root, "sized", exclusive=True)
+        for maxmsg, msgsize in ((0, 64), (11, 64), (3, 0), (3, 8193), (-1, 64)):
+            with pytest.raises(OSError) as bad_attr:
+                client.create(root, f"bad{maxmsg}x{msgsize}", maxmsg=maxmsg, msgsize=msgsize)
+            assert bad_attr.value.errno == errno.EINVAL
+        client.create(root, "tiny", maxmsg=1, msgsize=1)
+    finally:
+        os.close(root)
+    assert stat.S_IMODE(os.stat(mqfs_mount.path / "sized" / "queue").st_mode) == 0o640
+    fd = os.open(mqfs_mount.path / "sized" / "queue", os.O_RDONLY)
+    try:
+        assert client.get_attributes(fd) == client.Attributes(0, 3, 64, 0)
+    finally:
+        os.close(fd)
+
+
+def test_mount_options_set_limits(mount_factory: object) -> None:
+    mount = mount_factory("msg_default=3,msgsize_default=128,queues_max=2")  # type: ignore[operator]
+    mount.make_queue("one")
+    mount.make_queue("two")
+    with pytest.raises(OSError) as too_many:
+        mount.make_queue("three")
+    assert too_many.value.errno == errno.ENOSPC
+    fd = os.open(mount.path / "one" / "queue", os.O_RDONLY)
+    try:
+        assert client.get_attributes(fd) == client.Attributes(0, 3, 128, 0)
+        os.rmdir(mount.path / "one")
+        with pytest.raises(OSError) as still_counted:  # unlinked but open: still counts
+            mount.make_queue("three")
+        assert still_counted.value.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    mount.make_queue("three")
+
+
+@pytest.mark.kernel
+def test_status_line_equals_the_kernels_byte_for_byte(mqfs_mount: Mount) -> None:
+    reason = kernel_mq.available()
+    if reason:
+        pytest.skip(reason)
+    scenario: list[tuple[bytes, int]] = [(b"", 0), (b"x" * 8192, 3), (b"hello", 32767)]
+    name = f"mqfs-status-{os.getpid()}"
+    with kernel_mq.mqueue_mount() as kernel_root:
+        mqd = kernel_mq.mq_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        mqfs_mount.make_queue(name)
+        fd = os.open(mqfs_mount.path / name / "queue", os.O_RDWR)
+        try:
+            kernel_lines, mqfs_lines = [], []
+            for payload, priority in scenario:
+                kernel_mq.mq_send(mqd, payload, priority)
+                client.send(fd, payload, priority)
+                kernel_lines.append((kernel_root / name).read_bytes())
+                mqfs_lines.append((mqfs_mount.path / name / "status").read_bytes())
+            received = [kernel_mq.mq_receive(mqd, 8192) for _ in scenario]
+            assert [client.receive(fd, 8192) for _ in scenario] == received
+            kernel_lines.append((kernel_root / name).read_bytes())
+            mqfs_lines.append((mqfs_mount.path / name / "status").read_bytes())
+            assert mqfs_lines == kernel_lines
+            assert mqfs_lines[1] == (
+                b"QSIZE:8192       NOTIFY:0     SIGNO:0     NOTIFY_PID:0     \n")
+            kernel_file = open(kernel_root / name, "rb", buffering=0)  # noqa: SIM115
+            with kernel_file, open(mqfs_mount.path / name / "status", "rb", buffering=0) as ours:
+                assert [ours.read(7) for _ in range(10)] == [kernel_file.read(7)
+                                                               for _ in range(10)]
+        finally:
+            os.close(fd)
+            kernel_mq.mq_close(mqd)
+            kernel_mq.mq_unlink("/" + name)

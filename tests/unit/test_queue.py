@@ -1,0 +1,179 @@
+"""The queue layer without a mount: check order, hand-off, deadlines, cancellation."""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+
+import pytest
+import trio
+import trio.testing
+
+from mqfs import errors
+from mqfs.queue import Descriptor, Limits, Namespace, Queue, check_name
+
+
+def make_queue(maxmsg: int = 2, msgsize: int = 16) -> Queue:
+    return Namespace(Limits()).create("q", mode=0o600, uid=0, gid=0, maxmsg=maxmsg,
+                                      msgsize=msgsize)
+
+
+def descriptor(queue: Queue, *, nonblock: bool = False, readable: bool = True,
+               writable: bool = True) -> Descriptor:
+    return Descriptor(queue, readable=readable, writable=writable, nonblock=nonblock)
+
+
+async def test_send_checks_run_in_the_kernels_order() -> None:
+    queue = make_queue(maxmsg=1)
+    read_only = descriptor(queue, writable=False, nonblock=True)
+    with pytest.raises(errors.InvalidArgument):  # priority before EBADF
+        await read_only.send(b"x" * 99, 32768)
+    with pytest.raises(errors.BadDescriptor):  # EBADF before EMSGSIZE
+        await read_only.send(b"x" * 99, 0)
+    writer = descriptor(queue, nonblock=True)
+    await writer.send(b"x", 0)
+    with pytest.raises(errors.MessageTooLong):  # EMSGSIZE before EAGAIN
+        await writer.send(b"x" * 17, 0)
+    with pytest.raises(errors.WouldBlock):
+        await writer.send(b"x", 0)
+
+
+async def test_receive_checks_run_in_the_kernels_order() -> None:
+    queue = make_queue()
+    write_only = descriptor(queue, readable=False, nonblock=True)
+    with pytest.raises(errors.BadDescriptor):
+        await write_only.receive(1)
+    reader = descriptor(queue, nonblock=True)
+    with pytest.raises(errors.MessageTooLong):  # even on an empty queue
+        await reader.receive(15)
+    with pytest.raises(errors.WouldBlock):
+        await reader.receive(16)
+
+
+async def test_blocked_receivers_are_served_in_order_one_message_each() -> None:
+    queue = make_queue()
+    got: list[tuple[int, bytes]] = []
+
+    async def receiver(number: int) -> None:
+        got.append((number, (await descriptor(queue).receive(16)).payload))
+
+    async with trio.open_nursery() as nursery:
+        for number in range(3):
+            nursery.start_soon(receiver, number)
+            await trio.testing.wait_all_tasks_blocked()
+        assert queue.statistics().receivers_waiting == 3
+        for payload in (b"a", b"b", b"c"):
+            await descriptor(queue).send(payload, 0)
+    assert got == [(0, b"a"), (1, b"b"), (2, b"c")]
+    assert len(queue) == 0  # handed over, never queued twice
+
+
+async def test_a_receive_admits_a_blocked_sender() -> None:
+    queue = make_queue(maxmsg=1)
+    await descriptor(queue).send(b"first", 0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(descriptor(queue).send, b"second", 5)
+        await trio.testing.wait_all_tasks_blocked()
+        assert queue.statistics().senders_waiting == 1
+        assert (await descriptor(queue).receive(16)).payload == b"first"
+    assert [m.payload for m in queue.store] == [b"second"]
+
+
+async def test_deadlines_give_etimedout(autojump_clock: trio.testing.MockClock) -> None:
+    queue = make_queue(maxmsg=1)
+    start = trio.current_time()
+    with pytest.raises(errors.TimedOut) as timed_out:
+        await descriptor(queue).receive(16, deadline=start + 5)
+    assert timed_out.value.errno == errno.ETIMEDOUT
+    assert trio.current_time() == pytest.approx(start + 5)
+    assert queue.statistics().receivers_waiting == 0
+    await descriptor(queue).send(b"x", 0, deadline=start)  # room: the deadline is moot
+    with pytest.raises(errors.TimedOut):
+        await descriptor(queue).send(b"y", 0, deadline=trio.current_time())
+
+
+async def test_cancelled_receiver_leaves_the_message_in_the_queue() -> None:
+    queue = make_queue()
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(descriptor(queue).receive, 16)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+    assert queue.statistics().receivers_waiting == 0
+    await descriptor(queue).send(b"kept", 0)
+    assert [m.payload for m in queue.store] == [b"kept"]
+
+
+async def test_a_receiver_cancelled_after_the_hand_off_still_gets_it() -> None:
+    queue = make_queue()
+    results: list[bytes] = []
+
+    async def receive_then_record() -> None:
+        message = await descriptor(queue).receive(16)
+        results.append(message.payload)  # no checkpoint in between
+
+    async with trio.open_nursery() as nursery:
+        with trio.CancelScope() as scope:
+            nursery.start_soon(receive_then_record)
+            await trio.testing.wait_all_tasks_blocked()
+        queue.send_nowait(b"handed", 0)
+        scope.cancel()  # too late: the waiter was rescheduled with the message
+    assert results == [b"handed"]
+    assert len(queue) == 0
+
+
+def test_status_line_format() -> None:
+    queue = make_queue()
+    queue.store.push(b"12345", 0)
+    assert queue.status_line() == b"QSIZE:5          NOTIFY:0     SIGNO:0     NOTIFY_PID:0     \n"
+    assert len(queue.status_line()) == 60
+
+
+def test_setattr_only_o_nonblock() -> None:
+    handle = descriptor(make_queue())
+    handle.set_flags(os.O_NONBLOCK)
+    assert handle.attributes() == (os.O_NONBLOCK, 2, 16, 0)
+    with pytest.raises(errors.InvalidArgument):
+        handle.set_flags(os.O_NONBLOCK | 1)
+    assert handle.nonblock
+
+
+def test_namespace_limits_and_unlink_lifetime() -> None:
+    namespace = Namespace(Limits(queues_max=1))
+    queue = namespace.create("a", mode=0o600, uid=0, gid=0)
+    assert (queue.maxmsg, queue.msgsize) == (10, 8192)
+    with pytest.raises(errors.QueueExists):
+        namespace.create("a", mode=0o600, uid=0, gid=0, exclusive=True)
+    assert namespace.create("a", mode=0, uid=0, gid=0, maxmsg=-5, msgsize=-5) is queue
+    with pytest.raises(errors.TooManyQueues):  # ENOSPC comes before EINVAL
+        namespace.create("b", mode=0o600, uid=0, gid=0, maxmsg=-1, msgsize=-1)
+    namespace.acquire(queue)
+    namespace.unlink("a")
+    with pytest.raises(errors.NoSuchQueue):
+        namespace.lookup("a")
+    assert namespace.is_alive(queue) and namespace.live == 1
+    namespace.release(queue)
+    assert not namespace.is_alive(queue) and namespace.live == 0
+    namespace.create("b", mode=0o600, uid=0, gid=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [("", errors.NoSuchQueue), (".", errors.PermissionDenied), ("..", errors.PermissionDenied),
+     ("a/b", errors.PermissionDenied), ("x" * 256, errors.NameTooLong)],
+)
+def test_bad_names(name: str, error: type[errors.MqfsError]) -> None:
+    with pytest.raises(error):
+        check_name(name)
+    check_name("x" * 255)
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(errors.InvalidArgument):
+        Limits(msg_max=65537)
+    with pytest.raises(errors.InvalidArgument):
+        Limits(msgsize_max=16 * 1024 * 1024 + 1)
+    Limits(msg_max=65536, msgsize_max=16 * 1024 * 1024)
+    assert Limits(msg_default=50, msg_max=10).default_attributes() == (10, 8192)
+    assert math.isinf(float("inf"))
