@@ -63,8 +63,16 @@ def _mount(args: argparse.Namespace) -> int:
 def _mount_in_background(args: argparse.Namespace, mountpoint: Path) -> int:
     """Start ``mount --foreground`` detached and return once it says it is mounted."""
     read_end, write_end = os.pipe()
-    command = [sys.executable, "-m", "mqfs", "mount", "--foreground", "--ready-fd",
-               str(write_end), str(mountpoint.resolve())]
+    command = [
+        sys.executable,
+        "-m",
+        "mqfs",
+        "mount",
+        "--foreground",
+        "--ready-fd",
+        str(write_end),
+        str(mountpoint.resolve()),
+    ]
     for option in args.options:
         command += ["-o", option]
     log_path = Path(os.environ.get("MQFS_LOG", "/dev/null"))
@@ -86,8 +94,11 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: Path) -> int:
         return 0
     _, stderr = child.communicate(timeout=MOUNT_TIMEOUT)
     message = stderr.decode(errors="replace").strip().splitlines()
-    raise CommandError(message[-1].removeprefix("mqfs: mount: ") if message
-                       else f"the daemon exited with status {child.returncode}")
+    raise CommandError(
+        message[-1].removeprefix("mqfs: mount: ")
+        if message
+        else f"the daemon exited with status {child.returncode}"
+    )
 
 
 def _umount(args: argparse.Namespace) -> int:
@@ -96,8 +107,9 @@ def _umount(args: argparse.Namespace) -> int:
 
     if not is_mounted(Path(mountpoint)):
         raise CommandError(f"{mountpoint} is not mounted", errno.EINVAL)
-    done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        ["fusermount3", "-u", mountpoint], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
         raise CommandError(reason.removeprefix("fusermount3: "))
@@ -112,14 +124,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     mount = commands.add_parser("mount", help="mount mqfs (in the background by default)")
-    mount.add_argument("mountpoint", nargs="?", default=default_mountpoint(),
-                       help="where to mount (default: $MQFS_MOUNT or %(default)s)")
-    mount.add_argument("-o", dest="options", action="append", default=[],
-                       metavar="OPTIONS",
-                       help="comma-separated: msg_default, msgsize_default, msg_max, "
-                            "msgsize_max, queues_max (=N), allow_other, debug")
-    mount.add_argument("-f", "--foreground", action="store_true",
-                       help="stay in the foreground; SIGINT/SIGTERM unmount")
+    mount.add_argument(
+        "mountpoint",
+        nargs="?",
+        default=default_mountpoint(),
+        help="where to mount (default: $MQFS_MOUNT or %(default)s)",
+    )
+    mount.add_argument(
+        "-o",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="OPTIONS",
+        help="comma-separated: msg_default, msgsize_default, msg_max, "
+        "msgsize_max, queues_max (=N), allow_other, debug",
+    )
+    mount.add_argument(
+        "-f",
+        "--foreground",
+        action="store_true",
+        help="stay in the foreground; SIGINT/SIGTERM unmount",
+    )
     mount.add_argument("-v", "--verbose", action="store_true", help="log every request")
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     mount.set_defaults(run=_mount)
@@ -153,8 +178,10 @@ def _serve_with_ready_fd(args: argparse.Namespace) -> int:
         limits, fuse_options = daemon.parse_options(args.options)
     except errors.MqfsError as exc:
         raise CommandError(exc.message, exc.errno) from exc
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="mqfs: %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="mqfs: %(levelname)s %(name)s: %(message)s",
+    )
     try:
         trio.run(daemon.serve, Path(args.mountpoint), limits, fuse_options, None, args.ready_fd)
     except RuntimeError as exc:  # pyfuse3.init failing to mount

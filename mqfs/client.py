@@ -10,6 +10,7 @@ several calls under one transfer id; the queue sees them whole and atomically.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import math
 import os
@@ -134,13 +135,18 @@ def create(
 
     *mode* is used as given; apply the umask before calling, as mq_open does.
     """
+    encoded = os.fsencode(name)
+    if len(encoded) >= wire.NAME_SIZE:  # the kernel's check, before any I/O
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), name)
+    if b"\0" in encoded:
+        raise OSError(errno.EINVAL, "queue name contains a NUL byte", name)
     flags = wire.CREATE_EXCL if exclusive else 0
     if maxmsg is not None or msgsize is not None:
         if maxmsg is None or msgsize is None:
             raise ValueError("give both maxmsg and msgsize, or neither")
         flags |= wire.CREATE_ATTR
     request = wire.Create(
-        name=os.fsencode(name),
+        name=encoded,
         mode=mode,
         flags=flags,
         maxmsg=maxmsg or 0,

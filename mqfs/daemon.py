@@ -34,9 +34,7 @@ def import_patched_pyfuse3() -> object:
     try:
         import pyfuse3
     except ImportError as exc:
-        raise errors.MqfsError(
-            f"pyfuse3 is not installed ({exc}); run scripts/setup"
-        ) from exc
+        raise errors.MqfsError(f"pyfuse3 is not installed ({exc}); run scripts/setup") from exc
     if not hasattr(pyfuse3.Operations, "ioctl"):
         raise errors.MqfsError(
             "this pyfuse3 lacks ioctl support: it is the unpatched release, not the "

@@ -96,15 +96,33 @@ class DirHandle:
 Handle = QueueHandle | StatusHandle | SnapshotHandle | DirHandle
 
 
-class MqueueFS(pyfuse3.Operations):  # type: ignore[misc]
+def plain_io_limit() -> int:
+    """The largest read()/write() that always reaches the daemon as one FUSE request.
+
+    The kernel cuts a direct_io transfer into requests of at most max_pages pages
+    (libfuse asks for 256; /proc/sys/fs/fuse/max_pages_limit can lower that), and a
+    buffer that is not page-aligned spans one page more than its length suggests.
+    """
+    page = os.sysconf("SC_PAGE_SIZE")
+    max_pages = 256
+    try:
+        with open("/proc/sys/fs/fuse/max_pages_limit") as limit:
+            max_pages = min(max_pages, int(limit.read()))
+    except (OSError, ValueError):
+        pass
+    return (max_pages - 1) * page
+
+
+class MqueueFS(pyfuse3.Operations):
     """Thin handlers: decode, guard, delegate to the queue layer, map errors."""
 
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, namespace: Namespace) -> None:
+    def __init__(self, namespace: Namespace, plain_io_max: int | None = None) -> None:
         super().__init__()
         self.namespace = namespace
+        self.plain_io_max = plain_io_limit() if plain_io_max is None else plain_io_max
         self._queues_by_qid: dict[int, Queue] = {}
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -225,8 +243,9 @@ class MqueueFS(pyfuse3.Operations):  # type: ignore[misc]
         slot = inode & ((1 << QID_SHIFT) - 1)
         if fields.update_size and not (slot == SLOT_QUEUE and attr.st_size == 0):
             _fail(errno.EPERM)  # only the shell's O_TRUNC on the queue file, ignored
-        if slot not in (SLOT_DIR, SLOT_QUEUE) and (fields.update_mode or fields.update_uid
-                                                   or fields.update_gid):
+        if slot not in (SLOT_DIR, SLOT_QUEUE) and (
+            fields.update_mode or fields.update_uid or fields.update_gid
+        ):
             _fail(errno.EPERM)  # the queue's mode and owner live on the directory and file
         if fields.update_mode:
             queue.mode = attr.st_mode & 0o7777
@@ -371,6 +390,15 @@ class MqueueFS(pyfuse3.Operations):  # type: ignore[misc]
             _fail(errno.EBADF)
         descriptor = handle.descriptor
         with _errno():
+            if len(buf) > self.plain_io_max:
+                # Possibly the first piece of a write() the kernel split into several
+                # requests, which would become several messages: refuse it, so that
+                # nothing is sent. Larger messages go through the SEND ioctl.
+                descriptor.check_send(len(buf), descriptor.send_priority)  # EBADF first
+                raise errors.MessageTooLong(
+                    f"write() of {len(buf)} bytes is not atomic through FUSE "
+                    f"(limit {self.plain_io_max}); use the SEND ioctl"
+                )
             await descriptor.send(buf, descriptor.send_priority)
         return len(buf)
 

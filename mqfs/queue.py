@@ -106,9 +106,15 @@ class _Waiter:
     message: Message | None = None  # what a blocked sender wants to enqueue
 
 
+# <signal.h> sigev_notify values (the os module does not export them).
+SIGEV_SIGNAL = 0
+SIGEV_NONE = 1
+SIGEV_THREAD = 2
+
+
 @dataclass(slots=True)
 class Notification:
-    """An mq_notify registration (SIGEV_NONE=1, SIGEV_SIGNAL=0, SIGEV_THREAD=2)."""
+    """An mq_notify registration."""
 
     pid: int
     sigev_notify: int
@@ -154,11 +160,11 @@ class Queue:
         """Byte for byte what the kernel's ``mqueue_read_file`` prints."""
         note = self.notification
         return (
-            "QSIZE:%-10lu NOTIFY:%-5d SIGNO:%-5d NOTIFY_PID:%-6d\n"
+            "QSIZE:%-10lu NOTIFY:%-5d SIGNO:%-5d NOTIFY_PID:%-6d\n"  # noqa: UP031 (the kernel's format)
             % (
                 self.store.bytes_queued,
                 note.sigev_notify if note else 0,
-                note.signo if note and note.sigev_notify == os.SIGEV_SIGNAL else 0,
+                note.signo if note and note.sigev_notify == SIGEV_SIGNAL else 0,
                 note.pid if note else 0,
             )
         ).encode()

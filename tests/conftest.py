@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,12 +83,21 @@ def mounted(options: tuple[str, ...] = ()) -> Iterator[Mount]:
     MOUNT_ROOT.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix="mnt-", dir=MOUNT_ROOT))
     read_end, write_end = os.pipe()
-    command = [sys.executable, "-m", "mqfs", "mount", "--foreground",
-               "--ready-fd", str(write_end), str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "mqfs",
+        "mount",
+        "--foreground",
+        "--ready-fd",
+        str(write_end),
+        str(path),
+    ]
     for option in options:
         command += ["-o", option]
-    process = subprocess.Popen(command, pass_fds=(write_end,), stderr=subprocess.PIPE,
-                               stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, pass_fds=(write_end,), stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
     os.close(write_end)
     try:
         ready, _, _ = select.select([read_end], [], [], READY_TIMEOUT)
@@ -114,10 +123,8 @@ def mounted(options: tuple[str, ...] = ()) -> Iterator[Mount]:
             process.stderr.close()
             if "Traceback" in errors_logged:
                 pytest.fail(f"the mqfs daemon logged an exception:\n{errors_logged}")
-        try:
+        with suppress(OSError):
             path.rmdir()
-        except OSError:
-            pass
 
 
 @pytest.fixture
@@ -129,7 +136,5 @@ def mqfs_mount() -> Iterator[Mount]:
 @pytest.fixture
 def mount_factory() -> Iterator[object]:
     """Call with mount options; every mount made is unmounted at teardown."""
-    from contextlib import ExitStack
-
     with ExitStack() as stack:
         yield lambda *options: stack.enter_context(mounted(tuple(options)))

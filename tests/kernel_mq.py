@@ -32,8 +32,12 @@ _rt.mq_open.restype = ctypes.c_int
 _rt.mq_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(MqAttr)]
 _rt.mq_send.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint]
 _rt.mq_receive.restype = ctypes.c_ssize_t
-_rt.mq_receive.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t,
-                           ctypes.POINTER(ctypes.c_uint)]
+_rt.mq_receive.argtypes = [
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_size_t,
+    ctypes.POINTER(ctypes.c_uint),
+]
 _rt.mq_unlink.argtypes = [ctypes.c_char_p]
 _rt.mq_close.argtypes = [ctypes.c_int]
 
@@ -83,8 +87,9 @@ def available() -> str | None:
 def mqueue_mount() -> Iterator[Path]:
     """The kernel's mqueue filesystem mounted at a temporary directory."""
     path = Path(tempfile.mkdtemp(prefix="kernel-mqueue-"))
-    done = subprocess.run(["mount", "-t", "mqueue", "none", str(path)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "mqueue", "none", str(path)], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         path.rmdir()
         raise RuntimeError(f"mount -t mqueue failed: {done.stderr.strip()}")

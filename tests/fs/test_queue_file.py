@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from mqfs import client, wire
+from mqfs.fs import plain_io_limit
 from tests.conftest import Mount, wait_until
 
 
@@ -30,11 +33,22 @@ def queue_fd(mqfs_mount: Mount) -> object:
 
 def test_write_then_read_is_one_whole_message_each(queue_fd: int) -> None:
     assert os.write(queue_fd, b"first") == 5
-    assert os.write(queue_fd, b"") == 0
-    assert os.write(queue_fd, b"third message") == 13
+    assert os.write(queue_fd, b"second message") == 14
     assert os.read(queue_fd, 8192) == b"first"
-    assert os.read(queue_fd, 8192) == b""  # a zero-length message, not EOF
-    assert os.read(queue_fd, 8192) == b"third message"
+    assert os.read(queue_fd, 8192) == b"second message"
+
+
+def test_zero_length_messages_go_through_the_ioctl(queue_fd: int) -> None:
+    # The kernel never forwards a zero-byte write() to FUSE, so write(fd, "", 0) sends
+    # nothing; mq_send of an empty message is the SEND ioctl's job.
+    assert os.write(queue_fd, b"") == 0
+    assert client.get_attributes(queue_fd).curmsgs == 0
+    client.send(queue_fd, b"", 3)
+    os.write(queue_fd, b"after")
+    assert client.get_attributes(queue_fd).curmsgs == 2
+    assert client.peek(queue_fd, 0) == (b"", 3)
+    assert os.read(queue_fd, 8192) == b""  # the empty message (read() returns 0)
+    assert os.read(queue_fd, 8192) == b"after"
 
 
 def test_receive_order_is_priority_then_fifo(queue_fd: int) -> None:
@@ -84,8 +98,6 @@ def test_peek_errors_follow_mq_timedreceive2(mqfs_mount: Mount, queue_fd: int) -
 
 def test_peek_ioctl_return_value_is_bytes_copied(queue_fd: int) -> None:
     client.send(queue_fd, b"0123456789", 4)
-    import fcntl
-
     buffer = bytearray(wire.Peek(index=0, offset=3).pack(full=True))
     copied = fcntl.ioctl(queue_fd, wire.IOC_PEEK, buffer, True)
     reply = wire.Peek.unpack(buffer)
@@ -172,8 +184,6 @@ def test_getattr_and_setattr_are_per_descriptor(mqfs_mount: Mount) -> None:
 
 
 def test_unknown_ioctl_is_enotty(queue_fd: int) -> None:
-    import fcntl
-
     with pytest.raises(OSError) as unknown:
         fcntl.ioctl(queue_fd, (2 << 30) | (8 << 16) | (ord("Q") << 8) | 200, bytearray(8), True)
     assert unknown.value.errno == errno.ENOTTY
@@ -181,16 +191,24 @@ def test_unknown_ioctl_is_enotty(queue_fd: int) -> None:
 
 def test_poll_reports_readiness_and_wakes_on_send(mqfs_mount: Mount, queue_fd: int) -> None:
     poller = select.poll()
-    poller.register(queue_fd, select.POLLIN | select.POLLOUT)
+    # Ask for the *NORM bits too: poll reports only the events asked for.
+    everything = select.POLLIN | select.POLLOUT | select.POLLRDNORM | select.POLLWRNORM
+    poller.register(queue_fd, everything)
     assert poller.poll(0) == [(queue_fd, select.POLLOUT | select.POLLWRNORM)]
     reader = select.poll()
-    reader.register(queue_fd, select.POLLIN)
+    reader.register(queue_fd, select.POLLIN | select.POLLRDNORM)
     assert reader.poll(0) == []
-    sender = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    sender = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import os
-        fd = os.open({str(mqfs_mount.path / 'q' / 'queue')!r}, os.O_WRONLY)
+        fd = os.open({str(mqfs_mount.path / "q" / "queue")!r}, os.O_WRONLY)
         os.write(fd, b"wake up")
-    """)])
+    """),
+        ]
+    )
     try:
         events = reader.poll(10_000)  # woken by the notify, well before the timeout
         assert events == [(queue_fd, select.POLLIN | select.POLLRDNORM)]
@@ -205,8 +223,12 @@ def test_blocking_read_is_woken_by_a_send_from_another_process(mqfs_mount: Mount
     mqfs_mount.make_queue("q")
     queue_path = str(mqfs_mount.path / "q" / "queue")
     reader = subprocess.Popen(
-        [sys.executable, "-c", f"import os,sys; sys.stdout.buffer.write("
-                               f"os.read(os.open({queue_path!r}, os.O_RDONLY), 8192))"],
+        [
+            sys.executable,
+            "-c",
+            f"import os,sys; sys.stdout.buffer.write("
+            f"os.read(os.open({queue_path!r}, os.O_RDONLY), 8192))",
+        ],
         stdout=subprocess.PIPE,
     )
     fd = open_queue(mqfs_mount, "q")
@@ -226,8 +248,13 @@ def test_blocking_write_is_woken_by_a_receive(mqfs_mount: Mount) -> None:
     for i in range(10):
         os.write(fd, b"%d" % i)
     queue_path = str(mqfs_mount.path / "q" / "queue")
-    writer = subprocess.Popen([sys.executable, "-c", f"import os; os.write(os.open("
-                                                     f"{queue_path!r}, os.O_WRONLY), b'late')"])
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import os; os.write(os.open({queue_path!r}, os.O_WRONLY), b'late')",
+        ]
+    )
     try:
         wait_until(lambda: blocked_in_fuse(writer.pid), what="writer to block")
         assert os.read(fd, 8192) == b"0"
@@ -240,8 +267,8 @@ def test_blocking_write_is_woken_by_a_receive(mqfs_mount: Mount) -> None:
 def blocked_in_fuse(pid: int) -> bool:
     """True once *pid* sleeps inside a FUSE request (its kernel wait channel)."""
     try:
-        wchan = open(f"/proc/{pid}/wchan").read()
-        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return False
     return state in ("S", "D") and ("fuse" in wchan or "request_wait_answer" in wchan)
@@ -314,10 +341,9 @@ def test_timed_receive_and_send_time_out(mqfs_mount: Mount) -> None:
 
 
 def test_invalid_timespec_is_einval_even_when_it_would_not_block(queue_fd: int) -> None:
-    import fcntl
-
-    request = wire.Xfer(msg_len=1, tv_sec=0, tv_nsec=1_000_000_000, flags=wire.XFER_TIMED,
-                        data=b"x")
+    request = wire.Xfer(
+        msg_len=1, tv_sec=0, tv_nsec=1_000_000_000, flags=wire.XFER_TIMED, data=b"x"
+    )
     with pytest.raises(OSError) as invalid:
         fcntl.ioctl(queue_fd, wire.IOC_SEND, bytearray(request.pack(full=True)), True)
     assert invalid.value.errno == errno.EINVAL
@@ -342,5 +368,36 @@ def test_messages_larger_than_one_ioctl_are_atomic(mount_factory: object) -> Non
         assert client.receive(fd, 200000) == (big, 5)
         os.write(fd, big)  # plain write(): one FUSE request up to the transfer size
         assert os.read(fd, 200000) == big
+    finally:
+        os.close(fd)
+
+
+def test_write_too_large_for_one_fuse_request_sends_nothing(mount_factory: object) -> None:
+    # The kernel would split such a write() into several FUSE requests; mqfs must not
+    # turn one write() into several messages.
+    limit = plain_io_limit()
+    mount = mount_factory("msgsize_max=4000000")  # type: ignore[operator]
+    root = os.open(mount.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        client.create(root, "huge", 0o600, maxmsg=4, msgsize=2_000_000)
+    finally:
+        os.close(root)
+    fd = open_queue(mount, "huge")
+    try:
+        for size in (limit + 1, 1 << 20, 2_000_000):
+            with pytest.raises(OSError) as refused:
+                os.write(fd, b"s" * size)
+            assert refused.value.errno == errno.EMSGSIZE
+            assert client.get_attributes(fd).curmsgs == 0
+        buffer = memoryview(bytearray(limit + 1))[1:]  # unaligned: the worst case
+        assert os.write(fd, buffer) == limit
+        assert client.get_attributes(fd).curmsgs == 1
+        huge = bytes(range(256)) * 7800  # 1,996,800 bytes
+        client.send(fd, huge, 3)
+        with pytest.raises(OSError) as too_small:  # read() can never hold msgsize here
+            os.read(fd, 2_000_000)
+        assert too_small.value.errno == errno.EMSGSIZE
+        assert client.receive(fd, 2_000_000) == (huge, 3)
+        assert client.receive(fd, 2_000_000) == (bytes(limit), 0)
     finally:
         os.close(fd)

@@ -15,8 +15,14 @@ from tests.conftest import Mount
 
 
 def sh(command: str, mount: Mount) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", "-c", command], cwd=mount.path, capture_output=True,
-                          text=True, timeout=30, check=False)
+    return subprocess.run(
+        ["sh", "-c", command],
+        cwd=mount.path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def send_all(mount: Mount, name: str, messages: list[tuple[bytes, int]]) -> None:
@@ -29,12 +35,17 @@ def send_all(mount: Mount, name: str, messages: list[tuple[bytes, int]]) -> None
 
 
 def test_the_shell_session_from_the_readme(mqfs_mount: Mount) -> None:
-    steps = sh("mkdir q && echo hello > q/queue && echo world > q/queue && ls q && "
-               "ls q/msgs && cat q/msgs/0 && cat q/status && cat q/msgs/1", mqfs_mount)
+    steps = sh(
+        "mkdir q && echo hello > q/queue && echo world > q/queue && ls q && "
+        "ls q/msgs && cat q/msgs/0 && cat q/status && cat q/msgs/1",
+        mqfs_mount,
+    )
     assert steps.returncode == 0, steps.stderr
-    assert steps.stdout == ("msgs\nqueue\nstatus\n0\n1\nhello\n"
-                            "QSIZE:12         NOTIFY:0     SIGNO:0     NOTIFY_PID:0     \n"
-                            "world\n")
+    assert steps.stdout == (
+        "msgs\nqueue\nstatus\n0\n1\nhello\n"
+        "QSIZE:12         NOTIFY:0     SIGNO:0     NOTIFY_PID:0     \n"
+        "world\n"
+    )
     received = sh("dd if=q/queue bs=8192 count=1 status=none", mqfs_mount)
     assert received.stdout == "hello\n"
     assert sh("ls q/msgs", mqfs_mount).stdout == "0\n"
@@ -76,8 +87,7 @@ def test_msgs_lists_indexes_with_sizes_and_priorities(mqfs_mount: Mount) -> None
     msgs = mqfs_mount.path / "q" / "msgs"
     assert sorted(os.listdir(msgs), key=int) == ["0", "1", "2"]
     assert [os.stat(msgs / str(i)).st_size for i in range(3)] == [300, 5, 0]
-    assert [os.getxattr(msgs / str(i), "user.mq.priority") for i in range(3)] == [b"20", b"1",
-                                                                                   b"1"]
+    assert [os.getxattr(msgs / str(i), "user.mq.priority") for i in range(3)] == [b"20", b"1", b"1"]
     assert os.listxattr(msgs / "0") == ["user.mq.priority"]
     listing = sh("ls -l q/msgs", mqfs_mount).stdout.splitlines()
     assert listing[0] == "total 1"
@@ -153,8 +163,13 @@ def test_queue_names_get_the_kernels_errno(mqfs_mount: Mount) -> None:
     os.mkdir(mqfs_mount.path / ("n" * 255))
     root = os.open(mqfs_mount.path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for name, code in (("", errno.ENOENT), (".", errno.EACCES), ("..", errno.EACCES),
-                           ("a/b", errno.EACCES), ("n" * 256, errno.ENAMETOOLONG)):
+        for name, code in (
+            ("", errno.ENOENT),
+            (".", errno.EACCES),
+            ("..", errno.EACCES),
+            ("a/b", errno.EACCES),
+            ("n" * 256, errno.ENAMETOOLONG),
+        ):
             with pytest.raises(OSError) as bad:
                 client.create(root, name)
             assert bad.value.errno == code, name
@@ -227,11 +242,11 @@ def test_status_line_equals_the_kernels_byte_for_byte(mqfs_mount: Mount) -> None
             mqfs_lines.append((mqfs_mount.path / name / "status").read_bytes())
             assert mqfs_lines == kernel_lines
             assert mqfs_lines[1] == (
-                b"QSIZE:8192       NOTIFY:0     SIGNO:0     NOTIFY_PID:0     \n")
+                b"QSIZE:8192       NOTIFY:0     SIGNO:0     NOTIFY_PID:0     \n"
+            )
             kernel_file = open(kernel_root / name, "rb", buffering=0)  # noqa: SIM115
             with kernel_file, open(mqfs_mount.path / name / "status", "rb", buffering=0) as ours:
-                assert [ours.read(7) for _ in range(10)] == [kernel_file.read(7)
-                                                               for _ in range(10)]
+                assert [ours.read(7) for _ in range(10)] == [kernel_file.read(7) for _ in range(10)]
         finally:
             os.close(fd)
             kernel_mq.mq_close(mqd)

@@ -1,0 +1,73 @@
+/* mqfs.h - the mqfs ioctl interface for C programs.
+ *
+ * The same numbers and layouts as mqfs/wire.py (a test compiles this header and compares).
+ * Use on MNT/NAME/queue descriptors (PEEK, SEND, RECEIVE, GETATTR, SETATTR, SETPRIO) and on
+ * the mount's root directory (CREATE). FUSE forwards only restricted ioctls, so every struct
+ * is fixed-size and below 16384 bytes: at 16384 _IOC_SIZE would silently wrap to 0.
+ *
+ * Errors come back in errno, as from the mq_* calls: PEEK gives EAGAIN (queue empty),
+ * ENOENT (no message at that index) and EBADF (descriptor not open for reading).
+ */
+#ifndef MQFS_H
+#define MQFS_H
+
+#include <stdint.h>
+#include <sys/ioctl.h>
+
+#define MQFS_IOC_MAGIC 'Q'
+#define MQFS_CHUNK 16320 /* payload bytes per PEEK/SEND/RECEIVE call */
+
+struct mqfs_attr {       /* struct mq_attr, fixed-width */
+	int64_t flags;       /* O_NONBLOCK or 0: the only flag SETATTR changes */
+	int64_t maxmsg;
+	int64_t msgsize;
+	int64_t curmsgs;
+	int64_t reserved[4];
+};
+
+struct mqfs_peek {
+	uint64_t index;      /* in: position in receive order, 0 = next to be received */
+	uint64_t offset;     /* in: byte offset into that message */
+	uint64_t msg_len;    /* out: the message's total length */
+	uint32_t msg_prio;   /* out: its priority */
+	uint32_t copied;     /* out: bytes valid in data (also the ioctl's return value) */
+	uint8_t data[MQFS_CHUNK];
+};
+
+#define MQFS_XFER_TIMED 1u /* tv_sec/tv_nsec: absolute CLOCK_REALTIME deadline */
+
+struct mqfs_xfer {
+	uint64_t msg_len;    /* SEND: whole message length; RECEIVE in: buffer size, out: length */
+	uint64_t offset;     /* offset of this chunk in the message */
+	uint64_t xfer_id;    /* 0 to start; the id the first reply gave for further chunks */
+	int64_t tv_sec;      /* deadline when flags & MQFS_XFER_TIMED */
+	int64_t tv_nsec;
+	uint32_t msg_prio;   /* SEND in / RECEIVE out */
+	uint32_t flags;
+	uint32_t chunk_len;  /* bytes valid in data */
+	uint32_t reserved;
+	uint8_t data[MQFS_CHUNK];
+};
+
+#define MQFS_CREATE_EXCL 1u /* O_EXCL */
+#define MQFS_CREATE_ATTR 2u /* use maxmsg/msgsize, as a non-NULL mq_attr */
+
+struct mqfs_create {
+	char name[256];      /* NUL-terminated, without the leading slash */
+	uint32_t mode;       /* used as given: apply the umask first, as mq_open does */
+	uint32_t flags;
+	int64_t maxmsg;
+	int64_t msgsize;
+};
+
+#define MQFS_IOC_NOOP    _IO(MQFS_IOC_MAGIC, 0)
+#define MQFS_IOC_GETATTR _IOR(MQFS_IOC_MAGIC, 1, struct mqfs_attr)
+#define MQFS_IOC_SETATTR _IOWR(MQFS_IOC_MAGIC, 2, struct mqfs_attr)
+#define MQFS_IOC_SETPRIO _IOW(MQFS_IOC_MAGIC, 3, uint32_t)
+#define MQFS_IOC_PEEK    _IOWR(MQFS_IOC_MAGIC, 4, struct mqfs_peek)
+#define MQFS_IOC_SEND    _IOWR(MQFS_IOC_MAGIC, 5, struct mqfs_xfer)
+#define MQFS_IOC_RECEIVE _IOWR(MQFS_IOC_MAGIC, 6, struct mqfs_xfer)
+#define MQFS_IOC_CREATE  _IOW(MQFS_IOC_MAGIC, 7, struct mqfs_create)
+/* 8 (NOTIFY) and 9 (PEEK_BATCH) are reserved. */
+
+#endif /* MQFS_H */

@@ -1,0 +1,213 @@
+"""The mqfs wire format: ioctl numbers and struct layouts (mirrored by include/mqfs.h).
+
+FUSE only forwards *restricted* ioctls: the kernel copies exactly ``_IOC_SIZE(cmd)`` bytes
+in and/or out and cannot follow pointers inside a struct, and ``_IOC_SIZE`` has 14 bits,
+so every struct here is a fixed size below 16384 bytes. Payloads travel in chunks of
+``CHUNK`` bytes; a longer message takes several calls (by offset for PEEK, by a transfer
+id for SEND/RECEIVE, so that a message is still sent or received atomically).
+
+Layouts (native byte order, natural alignment, no padding anywhere)::
+
+    struct mqfs_attr   {int64 flags, maxmsg, msgsize, curmsgs, reserved[4]}          64
+    struct mqfs_peek   {u64 index, offset, msg_len; u32 msg_prio, copied;
+                        u8 data[CHUNK]}                                               16352
+    struct mqfs_xfer   {u64 msg_len, offset, xfer_id; i64 tv_sec, tv_nsec;
+                        u32 msg_prio, flags, chunk_len, reserved; u8 data[CHUNK]}     16376
+    struct mqfs_create {char name[256]; u32 mode, flags; i64 maxmsg, msgsize}         280
+
+Replies may be shorter than the struct (header plus the bytes actually copied): the
+kernel copies back only what the daemon returns, and ``copied``/``chunk_len`` say how
+much of ``data`` is valid.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+MAGIC = ord("Q")
+
+# Linux's generic _IOC encoding (asm-generic/ioctl.h): dir:2 | size:14 | type:8 | nr:8.
+IOC_NONE = 0
+IOC_WRITE = 1  # user -> kernel (-> daemon)
+IOC_READ = 2  # daemon -> kernel -> user
+_IOC_SIZE_LIMIT = 1 << 14
+
+
+def _ioc(direction: int, number: int, size: int) -> int:
+    if not 0 <= size < _IOC_SIZE_LIMIT:
+        raise ValueError(f"ioctl struct of {size} bytes does not fit _IOC_SIZE")
+    return (direction << 30) | (size << 16) | (MAGIC << 8) | number
+
+
+CHUNK = 16320
+"""Payload bytes one PEEK/SEND/RECEIVE call carries."""
+
+_ATTR = struct.Struct("=8q")
+_PEEK_HEADER = struct.Struct("=3Q2I")
+_XFER_HEADER = struct.Struct("=3Q2q4I")
+_CREATE = struct.Struct("=256s2I2q")
+_PRIO = struct.Struct("=I")
+
+ATTR_SIZE = _ATTR.size
+PEEK_SIZE = _PEEK_HEADER.size + CHUNK
+XFER_SIZE = _XFER_HEADER.size + CHUNK
+CREATE_SIZE = _CREATE.size
+PRIO_SIZE = _PRIO.size
+NAME_SIZE = 256
+
+IOC_NOOP = _ioc(IOC_NONE, 0, 0)
+IOC_GETATTR = _ioc(IOC_READ, 1, ATTR_SIZE)
+IOC_SETATTR = _ioc(IOC_READ | IOC_WRITE, 2, ATTR_SIZE)
+IOC_SETPRIO = _ioc(IOC_WRITE, 3, PRIO_SIZE)
+IOC_PEEK = _ioc(IOC_READ | IOC_WRITE, 4, PEEK_SIZE)
+IOC_SEND = _ioc(IOC_READ | IOC_WRITE, 5, XFER_SIZE)
+IOC_RECEIVE = _ioc(IOC_READ | IOC_WRITE, 6, XFER_SIZE)
+IOC_CREATE = _ioc(IOC_WRITE, 7, CREATE_SIZE)
+# Numbers 8 (NOTIFY) and 9 (PEEK_BATCH) are reserved for later issues.
+
+XFER_TIMED = 1
+"""mqfs_xfer.flags: tv_sec/tv_nsec hold an absolute CLOCK_REALTIME deadline."""
+CREATE_EXCL = 1
+"""mqfs_create.flags: fail with EEXIST if the queue exists (O_EXCL)."""
+CREATE_ATTR = 2
+"""mqfs_create.flags: use maxmsg/msgsize (else the mount's defaults), as a non-NULL attr."""
+
+
+def _payload(buffer: bytes | bytearray, header_size: int, length: int) -> bytes:
+    if length > CHUNK or header_size + length > len(buffer):
+        raise ValueError(f"chunk length {length} exceeds the buffer")
+    return bytes(buffer[header_size : header_size + length])
+
+
+def _check_chunk(data: bytes) -> None:
+    if len(data) > CHUNK:
+        raise ValueError(f"a chunk holds at most {CHUNK} bytes, not {len(data)}")
+
+
+def _finish(header: bytes, data: bytes, full: bool, size: int) -> bytes:
+    packed = header + data
+    return packed.ljust(size, b"\0") if full else packed
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """struct mqfs_attr: mq_getattr/mq_setattr's struct mq_attr."""
+
+    flags: int = 0
+    maxmsg: int = 0
+    msgsize: int = 0
+    curmsgs: int = 0
+
+    def pack(self) -> bytes:
+        return _ATTR.pack(self.flags, self.maxmsg, self.msgsize, self.curmsgs, 0, 0, 0, 0)
+
+    @classmethod
+    def unpack(cls, buffer: bytes | bytearray) -> Attr:
+        if len(buffer) < ATTR_SIZE:
+            raise ValueError(f"mqfs_attr needs {ATTR_SIZE} bytes, got {len(buffer)}")
+        flags, maxmsg, msgsize, curmsgs, *_ = _ATTR.unpack_from(buffer)
+        return cls(flags, maxmsg, msgsize, curmsgs)
+
+
+@dataclass(frozen=True, slots=True)
+class Peek:
+    """struct mqfs_peek: in index and offset; out msg_len, msg_prio and a chunk."""
+
+    index: int = 0
+    offset: int = 0
+    msg_len: int = 0
+    msg_prio: int = 0
+    data: bytes = b""
+
+    def pack(self, full: bool = True) -> bytes:
+        """The struct; *full* pads it to PEEK_SIZE (a request), else header + data."""
+        _check_chunk(self.data)
+        header = _PEEK_HEADER.pack(
+            self.index, self.offset, self.msg_len, self.msg_prio, len(self.data)
+        )
+        return _finish(header, self.data, full, PEEK_SIZE)
+
+    @classmethod
+    def unpack(cls, buffer: bytes | bytearray) -> Peek:
+        if len(buffer) < _PEEK_HEADER.size:
+            raise ValueError(f"mqfs_peek needs {_PEEK_HEADER.size} bytes, got {len(buffer)}")
+        index, offset, msg_len, msg_prio, copied = _PEEK_HEADER.unpack_from(buffer)
+        return cls(index, offset, msg_len, msg_prio, _payload(buffer, _PEEK_HEADER.size, copied))
+
+
+@dataclass(frozen=True, slots=True)
+class Xfer:
+    """struct mqfs_xfer: one chunk of a SEND or RECEIVE."""
+
+    msg_len: int = 0
+    offset: int = 0
+    xfer_id: int = 0
+    tv_sec: int = 0
+    tv_nsec: int = 0
+    msg_prio: int = 0
+    flags: int = 0
+    data: bytes = b""
+
+    def pack(self, full: bool = True) -> bytes:
+        """The struct; *full* pads it to XFER_SIZE (a request), else header + data."""
+        _check_chunk(self.data)
+        header = _XFER_HEADER.pack(
+            self.msg_len,
+            self.offset,
+            self.xfer_id,
+            self.tv_sec,
+            self.tv_nsec,
+            self.msg_prio,
+            self.flags,
+            len(self.data),
+            0,
+        )
+        return _finish(header, self.data, full, XFER_SIZE)
+
+    @classmethod
+    def unpack(cls, buffer: bytes | bytearray) -> Xfer:
+        if len(buffer) < _XFER_HEADER.size:
+            raise ValueError(f"mqfs_xfer needs {_XFER_HEADER.size} bytes, got {len(buffer)}")
+        fields = _XFER_HEADER.unpack_from(buffer)
+        msg_len, offset, xfer_id, tv_sec, tv_nsec, msg_prio, flags, chunk_len, _ = fields
+        data = _payload(buffer, _XFER_HEADER.size, chunk_len)
+        return cls(msg_len, offset, xfer_id, tv_sec, tv_nsec, msg_prio, flags, data)
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """struct mqfs_create: mq_open(O_CREAT) on the mount's root directory."""
+
+    name: bytes = b""
+    mode: int = 0o600
+    flags: int = 0
+    maxmsg: int = 0
+    msgsize: int = 0
+
+    def pack(self) -> bytes:
+        if len(self.name) >= NAME_SIZE or b"\0" in self.name:
+            raise ValueError("a queue name is at most 255 bytes without NUL")
+        return _CREATE.pack(self.name, self.mode, self.flags, self.maxmsg, self.msgsize)
+
+    @classmethod
+    def unpack(cls, buffer: bytes | bytearray) -> Create:
+        if len(buffer) < CREATE_SIZE:
+            raise ValueError(f"mqfs_create needs {CREATE_SIZE} bytes, got {len(buffer)}")
+        raw_name, mode, flags, maxmsg, msgsize = _CREATE.unpack_from(buffer)
+        end = raw_name.find(b"\0")
+        if end < 0:
+            raise ValueError("queue name is not NUL-terminated within 256 bytes")
+        return cls(raw_name[:end], mode, flags, maxmsg, msgsize)
+
+
+def encode_prio(priority: int) -> bytes:
+    """The SETPRIO argument (an unsigned int, as mq_send's msg_prio)."""
+    return _PRIO.pack(priority)
+
+
+def decode_prio(buffer: bytes | bytearray) -> int:
+    if len(buffer) < PRIO_SIZE:
+        raise ValueError(f"SETPRIO needs {PRIO_SIZE} bytes, got {len(buffer)}")
+    value: int = _PRIO.unpack_from(buffer)[0]
+    return value

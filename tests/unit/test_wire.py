@@ -1,0 +1,129 @@
+"""mqfs/wire.py against include/mqfs.h: same sizes, offsets and ioctl numbers."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mqfs import wire
+
+HEADER_DIR = Path(__file__).resolve().parents[2] / "include"
+
+# name in C -> value in Python
+CONSTANTS = {
+    "MQFS_CHUNK": wire.CHUNK,
+    "MQFS_IOC_NOOP": wire.IOC_NOOP,
+    "MQFS_IOC_GETATTR": wire.IOC_GETATTR,
+    "MQFS_IOC_SETATTR": wire.IOC_SETATTR,
+    "MQFS_IOC_SETPRIO": wire.IOC_SETPRIO,
+    "MQFS_IOC_PEEK": wire.IOC_PEEK,
+    "MQFS_IOC_SEND": wire.IOC_SEND,
+    "MQFS_IOC_RECEIVE": wire.IOC_RECEIVE,
+    "MQFS_IOC_CREATE": wire.IOC_CREATE,
+    "MQFS_XFER_TIMED": wire.XFER_TIMED,
+    "MQFS_CREATE_EXCL": wire.CREATE_EXCL,
+    "MQFS_CREATE_ATTR": wire.CREATE_ATTR,
+    "sizeof(struct mqfs_attr)": wire.ATTR_SIZE,
+    "sizeof(struct mqfs_peek)": wire.PEEK_SIZE,
+    "sizeof(struct mqfs_xfer)": wire.XFER_SIZE,
+    "sizeof(struct mqfs_create)": wire.CREATE_SIZE,
+    # Offsets of every field a caller touches, from the layouts in wire.py's docstring.
+    "offsetof(struct mqfs_attr, curmsgs)": 24,
+    "offsetof(struct mqfs_peek, msg_len)": 16,
+    "offsetof(struct mqfs_peek, msg_prio)": 24,
+    "offsetof(struct mqfs_peek, copied)": 28,
+    "offsetof(struct mqfs_peek, data)": wire.PEEK_SIZE - wire.CHUNK,
+    "offsetof(struct mqfs_xfer, xfer_id)": 16,
+    "offsetof(struct mqfs_xfer, tv_sec)": 24,
+    "offsetof(struct mqfs_xfer, tv_nsec)": 32,
+    "offsetof(struct mqfs_xfer, msg_prio)": 40,
+    "offsetof(struct mqfs_xfer, flags)": 44,
+    "offsetof(struct mqfs_xfer, chunk_len)": 48,
+    "offsetof(struct mqfs_xfer, data)": wire.XFER_SIZE - wire.CHUNK,
+    "offsetof(struct mqfs_create, mode)": 256,
+    "offsetof(struct mqfs_create, flags)": 260,
+    "offsetof(struct mqfs_create, maxmsg)": 264,
+    "offsetof(struct mqfs_create, msgsize)": 272,
+    "_IOC_SIZE(MQFS_IOC_XFER_PROBE)": wire.XFER_SIZE,
+}
+
+
+def test_c_header_matches_wire_module(tmp_path: Path) -> None:
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    assert compiler, "gcc is part of the set-up; it must be present"
+    lines = "\n".join(
+        f'    printf("%s=%llu\\n", "{name}", (unsigned long long)({name}));' for name in CONSTANTS
+    )
+    source = tmp_path / "probe.c"
+    source.write_text(
+        "#include <stddef.h>\n#include <stdio.h>\n#include <mqfs.h>\n"
+        "#define MQFS_IOC_XFER_PROBE MQFS_IOC_SEND\n"
+        f"int main(void) {{\n{lines}\n    return 0;\n}}\n"
+    )
+    program = tmp_path / "probe"
+    subprocess.run(
+        [compiler, "-std=c11", "-Wall", "-Werror", "-I", str(HEADER_DIR), "-o", program, source],
+        check=True,
+    )
+    output = subprocess.run([program], check=True, capture_output=True, text=True).stdout
+    measured = dict(line.split("=", 1) for line in output.splitlines())
+    assert {name: int(value) for name, value in measured.items()} == CONSTANTS
+
+
+def test_every_struct_fits_the_ioctl_size_field() -> None:
+    for size in (wire.ATTR_SIZE, wire.PEEK_SIZE, wire.XFER_SIZE, wire.CREATE_SIZE):
+        assert size < 16384
+    assert (wire.IOC_SEND >> 16) & 0x3FFF == wire.XFER_SIZE
+    assert wire.IOC_PEEK >> 30 == wire.IOC_READ | wire.IOC_WRITE
+    with pytest.raises(ValueError, match="_IOC_SIZE"):
+        wire._ioc(wire.IOC_READ, 99, 16384)
+
+
+def test_peek_round_trip_and_short_reply() -> None:
+    request = wire.Peek(index=7, offset=3)
+    assert len(request.pack(full=True)) == wire.PEEK_SIZE
+    reply = wire.Peek(index=7, offset=3, msg_len=10, msg_prio=5, data=b"3456789")
+    short = reply.pack(full=False)
+    assert len(short) == wire.PEEK_SIZE - wire.CHUNK + 7
+    # The client's buffer is full-size; only the reply's bytes are overwritten.
+    buffer = bytearray(b"\xff" * wire.PEEK_SIZE)
+    buffer[: len(short)] = short
+    assert wire.Peek.unpack(buffer) == reply
+
+
+def test_xfer_round_trip() -> None:
+    xfer = wire.Xfer(
+        msg_len=20000, offset=16320, xfer_id=9, tv_sec=-1, tv_nsec=5, msg_prio=32767,
+        flags=wire.XFER_TIMED, data=b"x" * 3680,
+    )  # fmt: skip
+    assert wire.Xfer.unpack(xfer.pack(full=True)) == xfer
+    assert wire.Xfer.unpack(xfer.pack(full=False)) == xfer
+
+
+def test_malformed_structs_are_value_errors() -> None:
+    with pytest.raises(ValueError):
+        wire.Xfer.unpack(b"\0" * 10)
+    lying = bytearray(wire.Xfer(data=b"ab").pack(full=False))
+    lying[48:52] = (wire.CHUNK + 1).to_bytes(4, sys.byteorder)  # chunk_len beyond the buffer
+    with pytest.raises(ValueError):
+        wire.Xfer.unpack(lying)
+    with pytest.raises(ValueError):
+        wire.Peek(data=b"x" * (wire.CHUNK + 1)).pack()
+    with pytest.raises(ValueError, match="NUL"):
+        wire.Create.unpack(b"n" * 256 + bytes(24))
+    with pytest.raises(ValueError):
+        wire.Create(name=b"n" * 256).pack()
+    with pytest.raises(ValueError):
+        wire.decode_prio(b"\0")
+
+
+def test_create_and_attr_round_trip() -> None:
+    create = wire.Create(name=b"queue", mode=0o640, flags=wire.CREATE_EXCL, maxmsg=5, msgsize=64)
+    assert wire.Create.unpack(create.pack()) == create
+    attr = wire.Attr(flags=0o4000, maxmsg=10, msgsize=8192, curmsgs=3)
+    assert wire.Attr.unpack(attr.pack()) == attr
+    assert wire.decode_prio(wire.encode_prio(32767)) == 32767
