@@ -60,21 +60,19 @@ def _mount(args: argparse.Namespace) -> int:
     return _mount_in_background(args, mountpoint)
 
 
+def daemon_command(mountpoint: Path, options: Sequence[str], ready_fd: int) -> list[str]:
+    """The command line of a foreground daemon that writes "ready" to *ready_fd*."""
+    command = [sys.executable, "-m", "mqfs", "mount", "--foreground"]
+    command += ["--ready-fd", str(ready_fd), str(mountpoint.resolve())]
+    for option in options:
+        command += ["-o", option]
+    return command
+
+
 def _mount_in_background(args: argparse.Namespace, mountpoint: Path) -> int:
     """Start ``mount --foreground`` detached and return once it says it is mounted."""
     read_end, write_end = os.pipe()
-    command = [
-        sys.executable,
-        "-m",
-        "mqfs",
-        "mount",
-        "--foreground",
-        "--ready-fd",
-        str(write_end),
-        str(mountpoint.resolve()),
-    ]
-    for option in args.options:
-        command += ["-o", option]
+    command = daemon_command(mountpoint, args.options, write_end)
     log_path = Path(os.environ.get("MQFS_LOG", "/dev/null"))
     with open(log_path, "ab") as log_file:
         child = subprocess.Popen(

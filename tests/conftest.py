@@ -13,7 +13,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from mqfs.cli import daemon_command
 
 MOUNT_ROOT = Path(tempfile.gettempdir()) / "mqfs-test-mounts"
 READY_TIMEOUT = 30.0
@@ -83,18 +84,7 @@ def mounted(options: tuple[str, ...] = ()) -> Iterator[Mount]:
     MOUNT_ROOT.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix="mnt-", dir=MOUNT_ROOT))
     read_end, write_end = os.pipe()
-    command = [
-        sys.executable,
-        "-m",
-        "mqfs",
-        "mount",
-        "--foreground",
-        "--ready-fd",
-        str(write_end),
-        str(path),
-    ]
-    for option in options:
-        command += ["-o", option]
+    command = daemon_command(path, options, write_end)
     process = subprocess.Popen(
         command, pass_fds=(write_end,), stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
