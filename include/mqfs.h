@@ -60,6 +60,17 @@ struct mqfs_create {
 	int64_t msgsize;
 };
 
+#define MQFS_NOTIFY_UNREGISTER 0u /* mq_notify(mqd, NULL) */
+#define MQFS_NOTIFY_REGISTER 1u   /* mq_notify(mqd, &sev) */
+
+struct mqfs_notify {        /* struct sigevent, flattened */
+	uint32_t action;
+	int32_t sigev_notify;   /* SIGEV_NONE or SIGEV_SIGNAL */
+	int32_t sigev_signo;
+	uint32_t reserved;
+	uint64_t sigev_value;   /* sival_ptr/sival_int, delivered in si_value */
+};
+
 #define MQFS_IOC_NOOP    _IO(MQFS_IOC_MAGIC, 0)
 #define MQFS_IOC_GETATTR _IOR(MQFS_IOC_MAGIC, 1, struct mqfs_attr)
 #define MQFS_IOC_SETATTR _IOWR(MQFS_IOC_MAGIC, 2, struct mqfs_attr)
@@ -68,6 +79,7 @@ struct mqfs_create {
 #define MQFS_IOC_SEND    _IOWR(MQFS_IOC_MAGIC, 5, struct mqfs_xfer)
 #define MQFS_IOC_RECEIVE _IOWR(MQFS_IOC_MAGIC, 6, struct mqfs_xfer)
 #define MQFS_IOC_CREATE  _IOW(MQFS_IOC_MAGIC, 7, struct mqfs_create)
-/* 8 (NOTIFY) and 9 (PEEK_BATCH) are reserved. */
+#define MQFS_IOC_NOTIFY  _IOW(MQFS_IOC_MAGIC, 8, struct mqfs_notify)
+/* 9 (PEEK_BATCH) is reserved. */
 
 #endif /* MQFS_H */

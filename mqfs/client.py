@@ -19,9 +19,14 @@ from dataclasses import dataclass
 
 from mqfs import wire
 
+Deadline = tuple[int, int]
+"""An absolute CLOCK_REALTIME deadline (tv_sec, tv_nsec), as mq_timedsend's abs_timeout."""
+
 
 @dataclass(frozen=True, slots=True)
 class Attributes:
+    """struct mq_attr."""
+
     flags: int
     maxmsg: int
     msgsize: int
@@ -34,18 +39,33 @@ def _call(fd: int, command: int, request: bytes | bytearray) -> tuple[int, bytea
     return result, buffer
 
 
-def _timespec(timeout: float | None) -> tuple[int, int, int]:
-    """(flags, tv_sec, tv_nsec) for a relative *timeout* in seconds (None: wait forever)."""
+def deadline_after(timeout: float | None) -> Deadline | None:
+    """The absolute CLOCK_REALTIME deadline *timeout* seconds from now (None: none)."""
     if timeout is None or math.isinf(timeout):
-        return 0, 0, 0
+        return None
     absolute = time.clock_gettime(time.CLOCK_REALTIME) + max(timeout, 0.0)
     seconds = math.floor(absolute)
-    return wire.XFER_TIMED, seconds, min(int((absolute - seconds) * 1e9), 999_999_999)
+    return seconds, min(int((absolute - seconds) * 1e9), 999_999_999)
 
 
-def send(fd: int, message: bytes, priority: int = 0, timeout: float | None = None) -> None:
-    """mq_timedsend: block while full (unless O_NONBLOCK), up to *timeout* seconds."""
-    flags, tv_sec, tv_nsec = _timespec(timeout)
+def _timing(timeout: float | None, deadline: Deadline | None) -> tuple[int, int, int]:
+    """(flags, tv_sec, tv_nsec) of an mqfs_xfer; an explicit *deadline* wins."""
+    if deadline is None:
+        deadline = deadline_after(timeout)
+    return (0, 0, 0) if deadline is None else (wire.XFER_TIMED, *deadline)
+
+
+def send(
+    fd: int,
+    message: bytes,
+    priority: int = 0,
+    timeout: float | None = None,
+    *,
+    deadline: Deadline | None = None,
+) -> None:
+    """mq_timedsend: block while full (unless O_NONBLOCK), up to *timeout* seconds or
+    until the absolute *deadline*; atomic for any length (several chunks, one transfer)."""
+    flags, tv_sec, tv_nsec = _timing(timeout, deadline)
     transfer = 0
     view = memoryview(message)
     offset = 0
@@ -57,7 +77,7 @@ def send(fd: int, message: bytes, priority: int = 0, timeout: float | None = Non
             xfer_id=transfer,
             tv_sec=tv_sec,
             tv_nsec=tv_nsec,
-            msg_prio=priority,
+            msg_prio=priority & 0xFFFFFFFF,  # an unsigned int, as in C
             flags=flags,
             data=chunk,
         )
@@ -68,9 +88,11 @@ def send(fd: int, message: bytes, priority: int = 0, timeout: float | None = Non
         transfer = wire.Xfer.unpack(reply).xfer_id
 
 
-def receive(fd: int, bufsize: int, timeout: float | None = None) -> tuple[bytes, int]:
+def receive(
+    fd: int, bufsize: int, timeout: float | None = None, *, deadline: Deadline | None = None
+) -> tuple[bytes, int]:
     """mq_timedreceive with a buffer of *bufsize* bytes: (message, priority)."""
-    flags, tv_sec, tv_nsec = _timespec(timeout)
+    flags, tv_sec, tv_nsec = _timing(timeout, deadline)
     request = wire.Xfer(msg_len=bufsize, tv_sec=tv_sec, tv_nsec=tv_nsec, flags=flags)
     _, reply_buffer = _call(fd, wire.IOC_RECEIVE, request.pack(full=True))
     reply = wire.Xfer.unpack(reply_buffer)
@@ -103,6 +125,20 @@ def peek(fd: int, index: int = 0) -> tuple[bytes, int]:
             return b"".join(parts), reply.msg_prio
 
 
+def notify(fd: int, sigev_notify: int | None, signo: int = 0, value: int = 0) -> None:
+    """mq_notify: register (SIGEV_NONE=1 or SIGEV_SIGNAL=0), or unregister with None."""
+    if sigev_notify is None:
+        request = wire.Notify(action=wire.NOTIFY_UNREGISTER)
+    else:
+        request = wire.Notify(
+            action=wire.NOTIFY_REGISTER,
+            sigev_notify=sigev_notify,
+            sigev_signo=signo,
+            sigev_value=value & 0xFFFFFFFFFFFFFFFF,
+        )
+    _call(fd, wire.IOC_NOTIFY, request.pack())
+
+
 def get_attributes(fd: int) -> Attributes:
     """mq_getattr."""
     _, buffer = _call(fd, wire.IOC_GETATTR, bytes(wire.ATTR_SIZE))
@@ -120,7 +156,7 @@ def set_attributes(fd: int, flags: int) -> Attributes:
 
 def set_send_priority(fd: int, priority: int) -> None:
     """Priority of the messages that plain write() sends on this descriptor."""
-    _call(fd, wire.IOC_SETPRIO, wire.encode_prio(priority))
+    _call(fd, wire.IOC_SETPRIO, wire.encode_prio(priority & 0xFFFFFFFF))
 
 
 def create(

@@ -37,11 +37,11 @@ import outcome
 import trio
 
 from mqfs import errors
+from mqfs.names import check_name
 from mqfs.store import MQ_PRIO_MAX, Message, MessageStore
 
 HARD_MSGMAX = 65536
 HARD_MSGSIZEMAX = 16 * 1024 * 1024
-NAME_MAX = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,16 +80,6 @@ class Limits:
                 f"maxmsg {maxmsg} > msg_max {self.msg_max} or "
                 f"msgsize {msgsize} > msgsize_max {self.msgsize_max}"
             )
-
-
-def check_name(name: str) -> None:
-    """Queue names as the kernel's mqueue filesystem takes them (after glibc strips '/')."""
-    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
-        raise errors.NameTooLong(f"queue name longer than {NAME_MAX} bytes")
-    if name == "":
-        raise errors.NoSuchQueue("empty queue name")
-    if name in (".", "..") or "/" in name or "\0" in name:
-        raise errors.PermissionDenied(f"invalid queue name {name!r}")
 
 
 def deadline_from_timespec(tv_sec: int, tv_nsec: int) -> float:

@@ -14,6 +14,8 @@ Layouts (native byte order, natural alignment, no padding anywhere)::
     struct mqfs_xfer   {u64 msg_len, offset, xfer_id; i64 tv_sec, tv_nsec;
                         u32 msg_prio, flags, chunk_len, reserved; u8 data[CHUNK]}     16376
     struct mqfs_create {char name[256]; u32 mode, flags; i64 maxmsg, msgsize}         280
+    struct mqfs_notify {u32 action; i32 sigev_notify, sigev_signo; u32 reserved;
+                        u64 sigev_value}                                              24
 
 Replies may be shorter than the struct (header plus the bytes actually copied): the
 kernel copies back only what the daemon returns, and ``copied``/``chunk_len`` say how
@@ -48,12 +50,14 @@ _PEEK_HEADER = struct.Struct("=3Q2I")
 _XFER_HEADER = struct.Struct("=3Q2q4I")
 _CREATE = struct.Struct("=256s2I2q")
 _PRIO = struct.Struct("=I")
+_NOTIFY = struct.Struct("=I2iIQ")
 
 ATTR_SIZE = _ATTR.size
 PEEK_SIZE = _PEEK_HEADER.size + CHUNK
 XFER_SIZE = _XFER_HEADER.size + CHUNK
 CREATE_SIZE = _CREATE.size
 PRIO_SIZE = _PRIO.size
+NOTIFY_SIZE = _NOTIFY.size
 NAME_SIZE = 256
 
 IOC_NOOP = _ioc(IOC_NONE, 0, 0)
@@ -64,7 +68,8 @@ IOC_PEEK = _ioc(IOC_READ | IOC_WRITE, 4, PEEK_SIZE)
 IOC_SEND = _ioc(IOC_READ | IOC_WRITE, 5, XFER_SIZE)
 IOC_RECEIVE = _ioc(IOC_READ | IOC_WRITE, 6, XFER_SIZE)
 IOC_CREATE = _ioc(IOC_WRITE, 7, CREATE_SIZE)
-# Numbers 8 (NOTIFY) and 9 (PEEK_BATCH) are reserved for later issues.
+IOC_NOTIFY = _ioc(IOC_WRITE, 8, NOTIFY_SIZE)
+# Number 9 (PEEK_BATCH) is reserved.
 
 XFER_TIMED = 1
 """mqfs_xfer.flags: tv_sec/tv_nsec hold an absolute CLOCK_REALTIME deadline."""
@@ -199,6 +204,32 @@ class Create:
         if end < 0:
             raise ValueError("queue name is not NUL-terminated within 256 bytes")
         return cls(raw_name[:end], mode, flags, maxmsg, msgsize)
+
+
+NOTIFY_UNREGISTER = 0
+"""mqfs_notify.action: mq_notify(mqd, NULL)."""
+NOTIFY_REGISTER = 1
+"""mqfs_notify.action: mq_notify(mqd, &sigevent) with the fields given."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """struct mqfs_notify: mq_notify's struct sigevent, flattened."""
+
+    action: int = NOTIFY_UNREGISTER
+    sigev_notify: int = 0
+    sigev_signo: int = 0
+    sigev_value: int = 0
+
+    def pack(self) -> bytes:
+        return _NOTIFY.pack(self.action, self.sigev_notify, self.sigev_signo, 0, self.sigev_value)
+
+    @classmethod
+    def unpack(cls, buffer: bytes | bytearray) -> Notify:
+        if len(buffer) < NOTIFY_SIZE:
+            raise ValueError(f"mqfs_notify needs {NOTIFY_SIZE} bytes, got {len(buffer)}")
+        action, sigev_notify, signo, _, value = _NOTIFY.unpack_from(buffer)
+        return cls(action, sigev_notify, signo, value)
 
 
 def encode_prio(priority: int) -> bytes:

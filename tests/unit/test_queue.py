@@ -11,7 +11,8 @@ import trio
 import trio.testing
 
 from mqfs import errors
-from mqfs.queue import Descriptor, Limits, Namespace, Queue, check_name
+from mqfs.names import check_name
+from mqfs.queue import Descriptor, Limits, Namespace, Queue
 
 
 def make_queue(maxmsg: int = 2, msgsize: int = 16) -> Queue:

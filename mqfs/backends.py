@@ -1,0 +1,328 @@
+"""The mq_* calls with two backends: an mqfs mount, and the kernel's own mqueue.
+
+Both speak exactly the POSIX API, down to the errno: ``open`` takes mq_open's "/name",
+oflag, mode and attributes and returns a descriptor (an ``int`` in both cases: on Linux an
+``mqd_t`` is a file descriptor, so ``poll``/``select`` work on either); every failure is an
+``OSError`` carrying the errno the C call would set. Deadlines are absolute
+CLOCK_REALTIME ``(tv_sec, tv_nsec)`` pairs, passed through unvalidated so that an invalid
+timespec gets the callee's own EINVAL. The side-by-side conformance tests run one scenario
+on both and compare; :class:`mqfs.MessageQueue` is the friendly layer over either.
+
+Why ctypes into librt for the kernel and not posix_ipc: posix_ipc folds errno values into
+its own exception classes, always receives with a buffer of exactly msgsize and has no way
+to pass an invalid timespec or read the status line, and the conformance tests need every
+one of those raw behaviours. librt is part of glibc; nothing extra to install.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mqfs import client, errors, names
+from mqfs.client import Attributes, Deadline
+
+# <signal.h> sigev_notify values (the os module does not export them).
+SIGEV_SIGNAL = 0
+SIGEV_NONE = 1
+SIGEV_THREAD = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """The parts of struct sigevent that mq_notify uses."""
+
+    sigev_notify: int = SIGEV_SIGNAL
+    signo: int = 0
+    value: int = 0
+
+
+class Backend(Protocol):
+    """The mq_* calls. Names are mq_open's ("/name")."""
+
+    kind: str
+
+    def spec(self) -> str:
+        """A string :func:`from_spec` turns back into this backend (for subprocesses)."""
+        ...
+
+    def open(
+        self, name: str, oflag: int, mode: int = 0o600, attr: tuple[int, int] | None = None
+    ) -> int: ...
+
+    def close(self, mqd: int) -> None: ...
+
+    def unlink(self, name: str) -> None: ...
+
+    def send(
+        self, mqd: int, message: bytes, priority: int = 0, deadline: Deadline | None = None
+    ) -> None: ...
+
+    def receive(
+        self, mqd: int, bufsize: int, deadline: Deadline | None = None
+    ) -> tuple[bytes, int]: ...
+
+    def getattr(self, mqd: int) -> Attributes: ...
+
+    def setattr(self, mqd: int, flags: int) -> Attributes:
+        """Set mq_flags; return the previous attributes (mq_setattr's omqstat)."""
+        ...
+
+    def notify(self, mqd: int, request: Notification | None) -> None: ...
+
+    def status(self, name: str) -> bytes:
+        """The queue's status line, as ``cat /dev/mqueue/NAME`` prints it."""
+        ...
+
+
+def _raise(code: int, what: str) -> None:
+    raise OSError(code, os.strerror(code), what)
+
+
+# -- the kernel, through librt -------------------------------------------------------
+
+
+class _MqAttr(ctypes.Structure):
+    _fields_ = (
+        ("mq_flags", ctypes.c_long),
+        ("mq_maxmsg", ctypes.c_long),
+        ("mq_msgsize", ctypes.c_long),
+        ("mq_curmsgs", ctypes.c_long),
+        ("reserved", ctypes.c_long * 4),
+    )
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
+
+
+class _SigEvent(ctypes.Structure):
+    """glibc's struct sigevent on 64-bit Linux (64 bytes)."""
+
+    _fields_ = (
+        ("sigev_value", ctypes.c_uint64),
+        ("sigev_signo", ctypes.c_int),
+        ("sigev_notify", ctypes.c_int),
+        ("pad", ctypes.c_int * 12),
+    )
+
+
+def _librt() -> ctypes.CDLL:
+    library = ctypes.CDLL(ctypes.util.find_library("rt") or "librt.so.1", use_errno=True)
+    c_int, c_uint, c_size_t, c_char_p = (
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_size_t,
+        ctypes.c_char_p,
+    )
+    signatures: dict[str, tuple[type, list[type]]] = {
+        "mq_open": (c_int, [c_char_p, c_int, c_uint, ctypes.POINTER(_MqAttr)]),
+        "mq_close": (c_int, [c_int]),
+        "mq_unlink": (c_int, [c_char_p]),
+        "mq_timedsend": (
+            c_int,
+            [c_int, c_char_p, c_size_t, c_uint, ctypes.POINTER(_Timespec)],
+        ),
+        "mq_timedreceive": (
+            ctypes.c_ssize_t,
+            [c_int, c_char_p, c_size_t, ctypes.POINTER(c_uint), ctypes.POINTER(_Timespec)],
+        ),
+        "mq_getattr": (c_int, [c_int, ctypes.POINTER(_MqAttr)]),
+        "mq_setattr": (c_int, [c_int, ctypes.POINTER(_MqAttr), ctypes.POINTER(_MqAttr)]),
+        "mq_notify": (c_int, [c_int, ctypes.POINTER(_SigEvent)]),
+    }
+    for function, (restype, argtypes) in signatures.items():
+        getattr(library, function).restype = restype
+        getattr(library, function).argtypes = argtypes
+    return library
+
+
+class KernelBackend:
+    """The kernel's mqueue through glibc. *mqueue_dir* is a ``mount -t mqueue`` (for status)."""
+
+    kind = "kernel"
+
+    def __init__(self, mqueue_dir: Path | str = "/dev/mqueue") -> None:
+        self.mqueue_dir = Path(mqueue_dir)
+        self._rt = _librt()
+
+    def spec(self) -> str:
+        return f"kernel:{self.mqueue_dir}"
+
+    def _check(self, result: int, what: str) -> int:
+        if result < 0:
+            _raise(ctypes.get_errno(), what)
+        return result
+
+    @staticmethod
+    def _timespec(deadline: Deadline | None) -> ctypes._Pointer[_Timespec] | None:
+        return None if deadline is None else ctypes.pointer(_Timespec(*deadline))
+
+    def open(
+        self, name: str, oflag: int, mode: int = 0o600, attr: tuple[int, int] | None = None
+    ) -> int:
+        pointer = None if attr is None else ctypes.pointer(_MqAttr(0, attr[0], attr[1], 0))
+        return self._check(self._rt.mq_open(os.fsencode(name), oflag, mode, pointer), "mq_open")
+
+    def close(self, mqd: int) -> None:
+        self._check(self._rt.mq_close(mqd), "mq_close")
+
+    def unlink(self, name: str) -> None:
+        self._check(self._rt.mq_unlink(os.fsencode(name)), "mq_unlink")
+
+    def send(
+        self, mqd: int, message: bytes, priority: int = 0, deadline: Deadline | None = None
+    ) -> None:
+        result = self._rt.mq_timedsend(
+            mqd, message, len(message), priority, self._timespec(deadline)
+        )
+        self._check(result, "mq_timedsend")
+
+    def receive(
+        self, mqd: int, bufsize: int, deadline: Deadline | None = None
+    ) -> tuple[bytes, int]:
+        buffer = ctypes.create_string_buffer(max(bufsize, 1))
+        priority = ctypes.c_uint()
+        length = self._rt.mq_timedreceive(
+            mqd, buffer, bufsize, ctypes.byref(priority), self._timespec(deadline)
+        )
+        self._check(length, "mq_timedreceive")
+        return buffer.raw[:length], priority.value
+
+    def getattr(self, mqd: int) -> Attributes:
+        attr = _MqAttr()
+        self._check(self._rt.mq_getattr(mqd, ctypes.byref(attr)), "mq_getattr")
+        return Attributes(attr.mq_flags, attr.mq_maxmsg, attr.mq_msgsize, attr.mq_curmsgs)
+
+    def setattr(self, mqd: int, flags: int) -> Attributes:
+        new, old = _MqAttr(flags, 0, 0, 0), _MqAttr()
+        self._check(self._rt.mq_setattr(mqd, ctypes.byref(new), ctypes.byref(old)), "mq_setattr")
+        return Attributes(old.mq_flags, old.mq_maxmsg, old.mq_msgsize, old.mq_curmsgs)
+
+    def notify(self, mqd: int, request: Notification | None) -> None:
+        pointer = None
+        if request is not None:
+            event = _SigEvent(request.value, request.signo, request.sigev_notify)
+            pointer = ctypes.pointer(event)
+        self._check(self._rt.mq_notify(mqd, pointer), "mq_notify")
+
+    def status(self, name: str) -> bytes:
+        return (self.mqueue_dir / names.strip_posix_name(name)).read_bytes()
+
+
+# -- mqfs ---------------------------------------------------------------------------------
+
+
+def default_mount() -> Path:
+    """Where mqfs is mounted unless told otherwise: $MQFS_MOUNT, else /run/mqfs."""
+    return Path(os.environ.get("MQFS_MOUNT") or "/run/mqfs")
+
+
+class MqfsBackend:
+    """Queues on an mqfs mount: mq_open is CREATE on the root plus open(MNT/name/queue)."""
+
+    kind = "mqfs"
+
+    def __init__(self, mount: Path | str | None = None) -> None:
+        self.mount = Path(mount) if mount is not None else default_mount()
+
+    def spec(self) -> str:
+        return f"mqfs:{self.mount}"
+
+    def _name(self, posix_name: str) -> str:
+        try:
+            return names.strip_posix_name(posix_name)
+        except errors.MqfsError as exc:
+            code = exc.errno or errno.EINVAL
+            raise OSError(code, os.strerror(code), posix_name) from None
+
+    def queue_path(self, name: str) -> Path:
+        return self.mount / self._name(name) / "queue"
+
+    def open(
+        self, name: str, oflag: int, mode: int = 0o600, attr: tuple[int, int] | None = None
+    ) -> int:
+        bare = self._name(name)
+        if oflag & os.O_CREAT:
+            umask = os.umask(0)
+            os.umask(umask)
+            root = os.open(self.mount, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                client.create(
+                    root,
+                    bare,
+                    mode & 0o7777 & ~umask,
+                    maxmsg=attr[0] if attr else None,
+                    msgsize=attr[1] if attr else None,
+                    exclusive=bool(oflag & os.O_EXCL),
+                )
+            finally:
+                os.close(root)
+        # open(2)'s own O_CREAT/O_EXCL must not reach the queue file: CREATE did that.
+        flags = oflag & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC
+        return os.open(self.mount / bare / "queue", flags)
+
+    def close(self, mqd: int) -> None:
+        os.close(mqd)
+
+    def unlink(self, name: str) -> None:
+        os.rmdir(self.mount / self._name(name))
+
+    def send(
+        self, mqd: int, message: bytes, priority: int = 0, deadline: Deadline | None = None
+    ) -> None:
+        client.send(mqd, message, priority, deadline=deadline)
+
+    def receive(
+        self, mqd: int, bufsize: int, deadline: Deadline | None = None
+    ) -> tuple[bytes, int]:
+        return client.receive(mqd, bufsize, deadline=deadline)
+
+    def peek(self, mqd: int, index: int = 0) -> tuple[bytes, int]:
+        """Message *index* in receive order, left in the queue (mqfs's extension)."""
+        return client.peek(mqd, index)
+
+    def getattr(self, mqd: int) -> Attributes:
+        return client.get_attributes(mqd)
+
+    def setattr(self, mqd: int, flags: int) -> Attributes:
+        return client.set_attributes(mqd, flags)
+
+    def notify(self, mqd: int, request: Notification | None) -> None:
+        if request is None:
+            client.notify(mqd, None)
+        else:
+            client.notify(mqd, request.sigev_notify, request.signo, request.value)
+
+    def status(self, name: str) -> bytes:
+        return (self.mount / self._name(name) / "status").read_bytes()
+
+
+def from_spec(spec: str) -> KernelBackend | MqfsBackend:
+    """The backend a :meth:`Backend.spec` string names ("kernel:DIR" or "mqfs:MNT")."""
+    kind, _, where = spec.partition(":")
+    if kind == "kernel":
+        return KernelBackend(where or "/dev/mqueue")
+    if kind == "mqfs":
+        return MqfsBackend(where or None)
+    raise ValueError(f"unknown backend {spec!r}")
+
+
+__all__ = [
+    "SIGEV_NONE",
+    "SIGEV_SIGNAL",
+    "SIGEV_THREAD",
+    "Attributes",
+    "Backend",
+    "Deadline",
+    "KernelBackend",
+    "MqfsBackend",
+    "Notification",
+    "default_mount",
+    "from_spec",
+]
