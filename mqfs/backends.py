@@ -26,11 +26,7 @@ from typing import Protocol
 
 from mqfs import client, errors, names
 from mqfs.client import Attributes, Deadline
-
-# <signal.h> sigev_notify values (the os module does not export them).
-SIGEV_SIGNAL = 0
-SIGEV_NONE = 1
-SIGEV_THREAD = 2
+from mqfs.wire import SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD
 
 
 @dataclass(frozen=True, slots=True)

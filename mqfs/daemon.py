@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from mqfs import errors
+from mqfs import errors, processes
 from mqfs.queue import Limits, Namespace
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ async def serve(
     pyfuse3: object = import_patched_pyfuse3()
     from mqfs.fs import MqueueFS
 
-    operations = MqueueFS(Namespace(limits))
+    operations = MqueueFS(Namespace(limits, notifier=processes.deliver_notification))
     options = set(FUSE_OPTIONS) | set(fuse_options)
     pyfuse3.init(operations, str(mountpoint), options)  # type: ignore[attr-defined]
     log.info("mounted at %s with %s", mountpoint, limits)

@@ -15,6 +15,7 @@ back from the kernel into them again. One tree::
     ├── NoSuchQueue          ENOENT        no queue of that name
     ├── QueueExists          EEXIST        O_CREAT|O_EXCL on an existing name
     ├── TooManyQueues        ENOSPC        queues_max reached
+    ├── OverQuota            EMFILE        the user's RLIMIT_MSGQUEUE bytes exhausted
     ├── NameTooLong          ENAMETOOLONG  name longer than NAME_MAX
     ├── PermissionDenied     EACCES        mode bits, or a name the kernel refuses
     ├── Busy                 EBUSY         notify already registered
@@ -79,6 +80,10 @@ class QueueExists(MqfsError):
 
 class TooManyQueues(MqfsError):
     default_errno = errno.ENOSPC
+
+
+class OverQuota(MqfsError):
+    default_errno = errno.EMFILE
 
 
 class NameTooLong(MqfsError):

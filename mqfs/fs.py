@@ -34,8 +34,15 @@ from typing import Any, NoReturn
 
 import pyfuse3
 
-from mqfs import errors, wire
-from mqfs.queue import Descriptor, Namespace, Queue, deadline_from_timespec
+from mqfs import errors, processes, wire
+from mqfs.queue import (
+    Caller,
+    Descriptor,
+    Namespace,
+    Notification,
+    Queue,
+    deadline_from_timespec,
+)
 from mqfs.store import Message
 
 log = logging.getLogger(__name__)
@@ -111,6 +118,13 @@ def plain_io_limit() -> int:
     except (OSError, ValueError):
         pass
     return (max_pages - 1) * page
+
+
+def _caller(ctx: Any) -> Caller | None:
+    """The caller of this request (thread id, uid), where FUSE tells it."""
+    if ctx is None:
+        ctx = pyfuse3.current_request_context()
+    return None if ctx is None else Caller(ctx.pid, ctx.uid)
 
 
 class MqueueFS(pyfuse3.Operations):
@@ -289,7 +303,12 @@ class MqueueFS(pyfuse3.Operations):
             _fail(errno.EPERM)
         with _errno():
             queue = self.namespace.create(
-                os.fsdecode(name), mode=mode, uid=ctx.uid, gid=ctx.gid, exclusive=True
+                os.fsdecode(name),
+                mode=mode,
+                uid=ctx.uid,
+                gid=ctx.gid,
+                exclusive=True,
+                byte_limit=processes.msgqueue_rlimit(ctx.pid),
             )
         self._queues_by_qid[queue.qid] = queue
         return self._attributes(queue.qid << QID_SHIFT)
@@ -399,7 +418,7 @@ class MqueueFS(pyfuse3.Operations):
                     f"write() of {len(buf)} bytes is not atomic through FUSE "
                     f"(limit {self.plain_io_max}); use the SEND ioctl"
                 )
-            await descriptor.send(buf, descriptor.send_priority)
+            await descriptor.send(buf, descriptor.send_priority, sender=_caller(None))
         return len(buf)
 
     async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:
@@ -423,7 +442,18 @@ class MqueueFS(pyfuse3.Operations):
             poll_handle.notify()
 
     async def flush(self, fh: int) -> None:
-        return
+        # close() of any descriptor of a queue by the process registered for its
+        # notification ends the registration (the kernel's mqueue_flush_file).
+        handle = self._handles.get(fh)
+        if isinstance(handle, QueueHandle):
+            queue = handle.descriptor.queue
+        elif isinstance(handle, StatusHandle):
+            queue = handle.queue
+        else:
+            return
+        ctx = pyfuse3.current_request_context()
+        if queue.notification is not None and ctx is not None:
+            queue.closed_by(processes.tgid_of(ctx.pid))
 
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
@@ -455,7 +485,7 @@ class MqueueFS(pyfuse3.Operations):
                 if cmd == wire.IOC_RECEIVE:
                     return await self._ioctl_receive(handle, in_buf)
                 if cmd == wire.IOC_SEND:
-                    return await self._ioctl_send(handle, in_buf)
+                    return await self._ioctl_send(handle, in_buf, _caller(ctx))
                 if cmd == wire.IOC_PEEK:
                     return self._ioctl_peek(handle.descriptor, in_buf)
                 if cmd == wire.IOC_GETATTR:
@@ -464,6 +494,8 @@ class MqueueFS(pyfuse3.Operations):
                     previous = wire.Attr(*handle.descriptor.attributes())
                     handle.descriptor.set_flags(wire.Attr.unpack(in_buf).flags)
                     return 0, previous.pack()
+                if cmd == wire.IOC_NOTIFY:
+                    return self._ioctl_notify(handle.descriptor.queue, in_buf, ctx)
                 if cmd == wire.IOC_SETPRIO:
                     handle.descriptor.set_send_priority(wire.decode_prio(in_buf))
                     return 0, b""
@@ -471,6 +503,20 @@ class MqueueFS(pyfuse3.Operations):
         except ValueError as exc:  # a malformed struct from the caller
             log.debug("ioctl %#x: bad argument: %s", cmd, exc)
             _fail(errno.EINVAL)
+
+    @staticmethod
+    def _ioctl_notify(queue: Queue, in_buf: bytes, ctx: Any) -> tuple[int, bytes]:
+        request = wire.Notify.unpack(in_buf)
+        pid = processes.tgid_of(ctx.pid)
+        if request.action == wire.NOTIFY_UNREGISTER:
+            queue.unregister_notification(pid)
+        elif request.action == wire.NOTIFY_REGISTER:
+            queue.register_notification(
+                Notification(pid, request.sigev_notify, request.sigev_signo, request.sigev_value)
+            )
+        else:
+            raise errors.InvalidArgument(f"unknown notify action {request.action}")
+        return 0, b""
 
     def _ioctl_create(self, in_buf: bytes, ctx: Any) -> tuple[int, bytes]:
         request = wire.Create.unpack(in_buf)
@@ -483,6 +529,7 @@ class MqueueFS(pyfuse3.Operations):
             maxmsg=request.maxmsg if with_attr else None,
             msgsize=request.msgsize if with_attr else None,
             exclusive=bool(request.flags & wire.CREATE_EXCL),
+            byte_limit=processes.msgqueue_rlimit(ctx.pid),
         )
         self._queues_by_qid[queue.qid] = queue
         return 0, b""
@@ -510,7 +557,9 @@ class MqueueFS(pyfuse3.Operations):
         self._next_transfer += 1
         return transfer
 
-    async def _ioctl_send(self, handle: QueueHandle, in_buf: bytes) -> tuple[int, bytes]:
+    async def _ioctl_send(
+        self, handle: QueueHandle, in_buf: bytes, sender: Caller | None
+    ) -> tuple[int, bytes]:
         request = wire.Xfer.unpack(in_buf)
         deadline = (
             deadline_from_timespec(request.tv_sec, request.tv_nsec)
@@ -524,7 +573,7 @@ class MqueueFS(pyfuse3.Operations):
             if request.offset != 0:
                 raise errors.InvalidArgument("a transfer starts at offset 0")
             if len(request.data) == request.msg_len:  # the whole message in one call
-                await descriptor.send(request.data, request.msg_prio, deadline)
+                await descriptor.send(request.data, request.msg_prio, deadline, sender)
                 return 0, b""
             descriptor.check_send(request.msg_len, request.msg_prio)
             if descriptor.nonblock and descriptor.queue.is_full:
@@ -540,7 +589,7 @@ class MqueueFS(pyfuse3.Operations):
         if len(payload) < request.msg_len:
             return 0, wire.Xfer(msg_len=request.msg_len, xfer_id=request.xfer_id).pack(full=False)
         del handle.staged_sends[request.xfer_id]
-        await descriptor.send(bytes(payload), priority, deadline)
+        await descriptor.send(bytes(payload), priority, deadline, sender)
         return 0, b""
 
     async def _ioctl_receive(self, handle: QueueHandle, in_buf: bytes) -> tuple[int, bytes]:

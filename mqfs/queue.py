@@ -39,6 +39,7 @@ import trio
 from mqfs import errors
 from mqfs.names import check_name
 from mqfs.store import MQ_PRIO_MAX, Message, MessageStore
+from mqfs.wire import SIGEV_NONE, SIGEV_SIGNAL
 
 HARD_MSGMAX = 65536
 HARD_MSGSIZEMAX = 16 * 1024 * 1024
@@ -96,20 +97,29 @@ class _Waiter:
     message: Message | None = None  # what a blocked sender wants to enqueue
 
 
-# <signal.h> sigev_notify values (the os module does not export them).
-SIGEV_SIGNAL = 0
-SIGEV_NONE = 1
-SIGEV_THREAD = 2
+_NSIG = 64  # signals 0.._NSIG are valid_signal() in the kernel
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who makes a request: its process (thread-group) id and user id."""
+
+    pid: int
+    uid: int
 
 
 @dataclass(slots=True)
 class Notification:
-    """An mq_notify registration."""
+    """An mq_notify registration: *pid* is the registered process (its tgid)."""
 
     pid: int
     sigev_notify: int
     signo: int = 0
     value: int = 0
+
+
+Notifier = Callable[[Notification, Caller | None], None]
+"""Delivers a registration that fired; *Caller* is the sender of the message."""
 
 
 @dataclass
@@ -134,6 +144,9 @@ class Queue:
     _next_waiter: int = 0
     # Called with no arguments whenever readiness may have changed (poll wake-ups).
     _watchers: list[Callable[[], Any]] = field(default_factory=list)
+    notifier: Notifier | None = None
+    owner_uid: int = 0  # the user charged for this queue's memory (RLIMIT_MSGQUEUE)
+    charge: int = 0
 
     def __post_init__(self) -> None:
         self.mtime = self.ctime = self.atime
@@ -172,8 +185,41 @@ class Queue:
         for wake in watchers:
             wake()
 
+    # -- mq_notify ------------------------------------------------------------
+    def register_notification(self, request: Notification) -> None:
+        """mq_notify(&sigevent) by process *request.pid*: EBUSY if anyone is registered."""
+        if request.sigev_notify not in (SIGEV_NONE, SIGEV_SIGNAL):
+            raise errors.InvalidArgument(f"sigev_notify {request.sigev_notify} not supported")
+        if request.sigev_notify == SIGEV_SIGNAL and not 0 <= request.signo <= _NSIG:
+            raise errors.InvalidArgument(f"invalid signal {request.signo}")
+        if self.notification is not None:
+            raise errors.Busy(f"queue {self.name!r} has a notification registered")
+        self.notification = request
+        self._touch_metadata()
+
+    def unregister_notification(self, pid: int) -> None:
+        """mq_notify(NULL): removes *pid*'s own registration; anyone else's stays (no error)."""
+        if self.notification is not None and self.notification.pid == pid:
+            self.notification = None
+            self._touch_metadata()
+
+    def closed_by(self, pid: int) -> None:
+        """A descriptor of this queue was closed by *pid*: its registration ends (as the
+        kernel's mqueue_flush_file)."""
+        if self.notification is not None and self.notification.pid == pid:
+            self.notification = None
+
+    def _touch_metadata(self) -> None:
+        self.atime = self.ctime = time.time_ns()
+
+    def _notify(self, sender: Caller | None) -> None:
+        """The queue went from empty to one message with nobody waiting: fire, once."""
+        registration, self.notification = self.notification, None
+        if registration is not None and self.notifier is not None:
+            self.notifier(registration, sender)
+
     # -- the two halves of every send and receive ----------------------------
-    def _enqueue(self, message: Message) -> None:
+    def _enqueue(self, message: Message, sender: Caller | None = None) -> None:
         """Put *message* where it belongs: to a waiting receiver, else into the store."""
         if self._receivers:
             key = next(iter(self._receivers))
@@ -181,6 +227,8 @@ class Queue:
             trio.lowlevel.reschedule(waiter.task, outcome.Value(message))
         else:
             self.store.push(message.payload, message.priority)
+            if len(self.store) == 1 and self.notification is not None:
+                self._notify(sender)
         self._changed()
 
     def _dequeue(self) -> Message:
@@ -208,14 +256,16 @@ class Queue:
         raise errors.TimedOut("timed out waiting on the queue")
 
     # -- operations (called through a Descriptor) ---------------------------
-    def send_nowait(self, payload: bytes, priority: int) -> None:
+    def send_nowait(self, payload: bytes, priority: int, sender: Caller | None = None) -> None:
         if self.is_full:
             raise errors.WouldBlock(f"queue {self.name!r} is full")
-        self._enqueue(Message(payload, priority))
+        self._enqueue(Message(payload, priority), sender)
 
-    async def send(self, payload: bytes, priority: int, deadline: float) -> None:
+    async def send(
+        self, payload: bytes, priority: int, deadline: float, sender: Caller | None = None
+    ) -> None:
         if not self.is_full:
-            self._enqueue(Message(payload, priority))
+            self._enqueue(Message(payload, priority), sender)
             return
         if deadline <= trio.current_time():
             raise errors.TimedOut("timed out waiting on the queue")
@@ -269,16 +319,22 @@ class Descriptor:
         if not 0 <= priority < MQ_PRIO_MAX:
             raise errors.InvalidArgument(f"priority {priority} is not below {MQ_PRIO_MAX}")
 
-    async def send(self, payload: bytes, priority: int, deadline: float = math.inf) -> None:
+    async def send(
+        self,
+        payload: bytes,
+        priority: int,
+        deadline: float = math.inf,
+        sender: Caller | None = None,
+    ) -> None:
         """mq_timedsend: EINVAL (priority), EBADF, EMSGSIZE, then EAGAIN or wait."""
         self._check_priority(priority)
         if not self.writable:
             raise errors.BadDescriptor("queue descriptor is not open for writing")
         self.check_send_length(len(payload))
         if self.nonblock:
-            self.queue.send_nowait(payload, priority)
+            self.queue.send_nowait(payload, priority, sender)
         else:
-            await self.queue.send(payload, priority, deadline)
+            await self.queue.send(payload, priority, deadline, sender)
 
     def set_send_priority(self, priority: int) -> None:
         self._check_priority(priority)
@@ -331,12 +387,20 @@ class Descriptor:
         self.nonblock = bool(flags & os.O_NONBLOCK)
 
 
+def memory_charge(maxmsg: int, msgsize: int) -> int:
+    """Bytes the kernel charges to RLIMIT_MSGQUEUE for a queue: the payload space plus
+    one struct msg_msg (48 bytes) per message and one tree node (48) per priority."""
+    return maxmsg * msgsize + maxmsg * 48 + min(maxmsg, MQ_PRIO_MAX) * 48
+
+
 class Namespace:
     """All queues of one mount, by name: the kernel's ipc namespace for mqueue."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, notifier: Notifier | None = None) -> None:
         self.limits = limits or Limits()
+        self.notifier = notifier
         self.queues: dict[str, Queue] = {}
+        self.charged: dict[int, int] = {}  # uid -> bytes charged, as the kernel's mq_bytes
         self.live = 0  # queues that exist, named or unlinked-but-open (counts for queues_max)
         self._next_qid = 1
         self._references: dict[int, int] = {}
@@ -358,11 +422,14 @@ class Namespace:
         maxmsg: int | None = None,
         msgsize: int | None = None,
         exclusive: bool = False,
+        byte_limit: float = math.inf,
     ) -> Queue:
         """mq_open(O_CREAT): the existing queue (EEXIST if *exclusive*) or a new one.
 
         Attributes of an existing queue are not checked, as in the kernel; for a new
-        queue the checks run in the kernel's order: ENOSPC, then EINVAL.
+        queue the checks run in the kernel's order: ENOSPC, then EINVAL, then EMFILE
+        when the queue's memory would take user *uid* over *byte_limit* (the creator's
+        RLIMIT_MSGQUEUE). The charge lasts until the queue is destroyed, not unlinked.
         """
         check_name(name)
         existing = self.queues.get(name)
@@ -376,6 +443,11 @@ class Namespace:
             maxmsg, msgsize = self.limits.default_attributes()
         else:
             self.limits.check_attributes(maxmsg, msgsize)
+        charge = memory_charge(maxmsg, msgsize)
+        if self.charged.get(uid, 0) + charge > byte_limit:
+            raise errors.OverQuota(
+                f"queue of {charge} bytes exceeds the RLIMIT_MSGQUEUE of user {uid}"
+            )
         queue = Queue(
             name=name,
             qid=self._next_qid,
@@ -384,7 +456,11 @@ class Namespace:
             mode=mode & 0o7777,
             uid=uid,
             gid=gid,
+            notifier=self.notifier,
+            owner_uid=uid,
+            charge=charge,
         )
+        self.charged[uid] = self.charged.get(uid, 0) + charge
         self._next_qid += 1
         self.queues[name] = queue
         self._references[queue.qid] = 0
@@ -410,6 +486,8 @@ class Namespace:
         if queue.unlinked and self._references.get(queue.qid) == 0:
             del self._references[queue.qid]
             queue.store.clear()
+            queue.notification = None
+            self.charged[queue.owner_uid] -= queue.charge
             self.live -= 1
 
     def is_alive(self, queue: Queue) -> bool:

@@ -206,6 +206,11 @@ class Create:
         return cls(raw_name[:end], mode, flags, maxmsg, msgsize)
 
 
+# mqfs_notify.sigev_notify: <signal.h>'s values (Python's os module does not export them).
+SIGEV_SIGNAL = 0
+SIGEV_NONE = 1
+SIGEV_THREAD = 2
+
 NOTIFY_UNREGISTER = 0
 """mqfs_notify.action: mq_notify(mqd, NULL)."""
 NOTIFY_REGISTER = 1
