@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="OPTIONS",
         help="comma-separated: msg_default, msgsize_default, msg_max, "
-        "msgsize_max, queues_max (=N), allow_other, debug",
+        "msgsize_max, queues_max (=N), ignore_rlimit, allow_other, debug",
     )
     mount.add_argument(
         "-f",

@@ -46,6 +46,7 @@ def import_patched_pyfuse3() -> object:
 def parse_options(options: Iterable[str]) -> tuple[Limits, list[str]]:
     """Split -o options into mqueue limits and options passed on to FUSE."""
     limits: dict[str, int] = {}
+    enforce_rlimit = True
     fuse_options: list[str] = []
     for option in options:
         for item in filter(None, option.split(",")):
@@ -55,11 +56,13 @@ def parse_options(options: Iterable[str]) -> tuple[Limits, list[str]]:
                     limits[key] = int(value, 0)
                 except ValueError:
                     raise errors.InvalidArgument(f"{key} needs an integer, not {value!r}") from None
+            elif key == "ignore_rlimit" and not value:
+                enforce_rlimit = False
             elif key in ("allow_other", "allow_root", "debug"):
                 fuse_options.append(item)
             else:
                 raise errors.InvalidArgument(f"unknown mount option {key!r}")
-    return Limits(**limits), fuse_options
+    return Limits(**limits, enforce_rlimit=enforce_rlimit), fuse_options
 
 
 def check_mountpoint(mountpoint: Path) -> None:

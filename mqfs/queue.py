@@ -54,6 +54,8 @@ class Limits:
     msg_max: int = 10
     msgsize_max: int = 8192
     queues_max: int = 256
+    # Charge each queue's memory to its creator's RLIMIT_MSGQUEUE (EMFILE), as the kernel.
+    enforce_rlimit: bool = True
 
     def __post_init__(self) -> None:
         bounds = {
@@ -444,7 +446,7 @@ class Namespace:
         else:
             self.limits.check_attributes(maxmsg, msgsize)
         charge = memory_charge(maxmsg, msgsize)
-        if self.charged.get(uid, 0) + charge > byte_limit:
+        if self.limits.enforce_rlimit and self.charged.get(uid, 0) + charge > byte_limit:
             raise errors.OverQuota(
                 f"queue of {charge} bytes exceeds the RLIMIT_MSGQUEUE of user {uid}"
             )

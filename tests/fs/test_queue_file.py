@@ -376,7 +376,7 @@ def test_write_too_large_for_one_fuse_request_sends_nothing(mount_factory: objec
     # The kernel would split such a write() into several FUSE requests; mqfs must not
     # turn one write() into several messages.
     limit = plain_io_limit()
-    mount = mount_factory("msgsize_max=4000000")  # type: ignore[operator]
+    mount = mount_factory("msgsize_max=4000000,ignore_rlimit")  # type: ignore[operator]
     root = os.open(mount.path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         client.create(root, "huge", 0o600, maxmsg=4, msgsize=2_000_000)

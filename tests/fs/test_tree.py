@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import stat
 import subprocess
 
@@ -251,3 +252,25 @@ def test_status_line_equals_the_kernels_byte_for_byte(mqfs_mount: Mount) -> None
             os.close(fd)
             kernel_mq.mq_close(mqd)
             kernel_mq.mq_unlink("/" + name)
+
+
+def test_queue_memory_is_charged_to_rlimit_msgqueue(mount_factory: object) -> None:
+    # As the kernel: maxmsg*msgsize + 96 bytes per message against the creator's
+    # RLIMIT_MSGQUEUE (819200 by default), released when the queue is destroyed.
+    limit = resource.getrlimit(resource.RLIMIT_MSGQUEUE)[0]
+    if limit == resource.RLIM_INFINITY or limit > 50_000_000:
+        pytest.skip(f"RLIMIT_MSGQUEUE is {limit}: too large to exhaust in a test")
+    mount = mount_factory(f"msgsize_max={limit},msg_max=1")  # type: ignore[operator]
+    root = os.open(mount.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        half = limit // 2 - 96
+        client.create(root, "a", 0o600, maxmsg=1, msgsize=half)
+        client.create(root, "b", 0o600, maxmsg=1, msgsize=half)
+        with pytest.raises(OSError) as over:
+            client.create(root, "c", 0o600, maxmsg=1, msgsize=128)
+        assert over.value.errno == errno.EMFILE
+        assert sorted(os.listdir(mount.path)) == ["a", "b"]
+        os.rmdir(mount.path / "a")  # destroyed (nobody has it open): the charge goes
+        client.create(root, "c", 0o600, maxmsg=1, msgsize=128)
+    finally:
+        os.close(root)
