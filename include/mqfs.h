@@ -71,6 +71,26 @@ struct mqfs_notify {        /* struct sigevent, flattened */
 	uint64_t sigev_value;   /* sival_ptr/sival_int, delivered in si_value */
 };
 
+#define MQFS_BATCH_MORE 1u /* more messages follow: call again with index = next */
+
+struct mqfs_batch {          /* PEEK_BATCH: many messages per call, for dumps */
+	uint64_t index;          /* in: first message wanted, in receive order */
+	uint64_t next;           /* out: the index to ask for next */
+	uint64_t generation;     /* out: changes whenever the queue does */
+	uint32_t max_count;      /* in: at most this many records (0: as many as fit) */
+	uint32_t count;          /* out: records in data */
+	uint32_t flags;          /* out: MQFS_BATCH_MORE */
+	uint32_t used;           /* out: bytes of data used */
+	uint8_t data[MQFS_CHUNK];
+};
+
+struct mqfs_batch_record {   /* in data, each one 8-byte aligned */
+	uint64_t msg_len;        /* the whole message's length */
+	uint32_t msg_prio;
+	uint32_t chunk_len;      /* < msg_len only for a message too big for one batch: */
+	uint8_t bytes[];         /* read the rest with MQFS_IOC_PEEK by offset */
+};
+
 #define MQFS_IOC_NOOP    _IO(MQFS_IOC_MAGIC, 0)
 #define MQFS_IOC_GETATTR _IOR(MQFS_IOC_MAGIC, 1, struct mqfs_attr)
 #define MQFS_IOC_SETATTR _IOWR(MQFS_IOC_MAGIC, 2, struct mqfs_attr)
@@ -80,6 +100,6 @@ struct mqfs_notify {        /* struct sigevent, flattened */
 #define MQFS_IOC_RECEIVE _IOWR(MQFS_IOC_MAGIC, 6, struct mqfs_xfer)
 #define MQFS_IOC_CREATE  _IOW(MQFS_IOC_MAGIC, 7, struct mqfs_create)
 #define MQFS_IOC_NOTIFY  _IOW(MQFS_IOC_MAGIC, 8, struct mqfs_notify)
-/* 9 (PEEK_BATCH) is reserved. */
+#define MQFS_IOC_PEEK_BATCH _IOWR(MQFS_IOC_MAGIC, 9, struct mqfs_batch)
 
 #endif /* MQFS_H */

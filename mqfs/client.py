@@ -125,6 +125,65 @@ def peek(fd: int, index: int = 0) -> tuple[bytes, int]:
             return b"".join(parts), reply.msg_prio
 
 
+def peek_batch(fd: int, index: int = 0, max_count: int = 0) -> wire.Batch:
+    """One PEEK_BATCH call: as many messages from *index* on as fit in one ioctl."""
+    request = wire.Batch(index=index, max_count=max_count)
+    _, buffer = _call(fd, wire.IOC_PEEK_BATCH, request.pack(full=True))
+    return wire.Batch.unpack(buffer)
+
+
+def peek_all(fd: int, attempts: int = 10) -> list[tuple[bytes, int]]:
+    """Every queued message in receive order, as one consistent snapshot, unconsumed.
+
+    Reads by PEEK_BATCH (about 16 KiB of messages per call; a message too large for a
+    batch is completed by PEEK). Every batch reports the queue's generation; if it changes
+    between calls the snapshot starts again, up to *attempts* times, then EAGAIN.
+    """
+    for _ in range(attempts):
+        snapshot = _snapshot(fd)
+        if snapshot is not None:
+            return snapshot
+    raise OSError(errno.EAGAIN, "the queue kept changing during the snapshot")
+
+
+def _snapshot(fd: int) -> list[tuple[bytes, int]] | None:
+    messages: list[tuple[bytes, int]] = []
+    generation: int | None = None
+    unconfirmed = False  # PEEKs made after the last batch: confirm with one more batch
+    while True:
+        batch = peek_batch(fd, len(messages))
+        if generation is None:
+            generation = batch.generation
+        elif batch.generation != generation:
+            return None
+        unconfirmed = False
+        for record in batch.records:
+            data = record.data
+            if len(data) < record.msg_len:
+                whole = _peek_rest(fd, len(messages), record)
+                if whole is None:
+                    return None
+                data, unconfirmed = whole, True
+            messages.append((data, record.msg_prio))
+        if not batch.flags & wire.BATCH_MORE and not unconfirmed:
+            return messages
+
+
+def _peek_rest(fd: int, index: int, record: wire.BatchRecord) -> bytes | None:
+    """The rest of a message a batch could only start; None if it changed meanwhile."""
+    parts = [record.data]
+    offset = len(record.data)
+    while offset < record.msg_len:
+        request = wire.Peek(index=index, offset=offset)
+        _, buffer = _call(fd, wire.IOC_PEEK, request.pack(full=True))
+        reply = wire.Peek.unpack(buffer)
+        if (reply.msg_len, reply.msg_prio) != (record.msg_len, record.msg_prio):
+            return None
+        parts.append(reply.data)
+        offset += len(reply.data)
+    return b"".join(parts)
+
+
 def notify(fd: int, sigev_notify: int | None, signo: int = 0, value: int = 0) -> None:
     """mq_notify: register (SIGEV_NONE=1 or SIGEV_SIGNAL=0), or unregister with None."""
     if sigev_notify is None:

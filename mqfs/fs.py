@@ -494,6 +494,8 @@ class MqueueFS(pyfuse3.Operations):
                     previous = wire.Attr(*handle.descriptor.attributes())
                     handle.descriptor.set_flags(wire.Attr.unpack(in_buf).flags)
                     return 0, previous.pack()
+                if cmd == wire.IOC_PEEK_BATCH:
+                    return self._ioctl_peek_batch(handle.descriptor, in_buf)
                 if cmd == wire.IOC_NOTIFY:
                     return self._ioctl_notify(handle.descriptor.queue, in_buf, ctx)
                 if cmd == wire.IOC_SETPRIO:
@@ -549,6 +551,37 @@ class MqueueFS(pyfuse3.Operations):
             data=chunk,
         )
         return len(chunk), reply.pack(full=False)
+
+    @staticmethod
+    def _ioctl_peek_batch(descriptor: Descriptor, in_buf: bytes) -> tuple[int, bytes]:
+        request = wire.Batch.unpack(in_buf)
+        queue = descriptor.queue
+        limit = request.max_count or len(queue)
+        budget = wire.CHUNK
+        records: list[wire.BatchRecord] = []
+        for message in descriptor.messages_from(request.index):
+            if len(records) >= limit:
+                break
+            size = wire.Batch.record_size(len(message.payload))
+            if size > budget:
+                if not records:  # too big for any batch: its first chunk; PEEK the rest
+                    chunk = message.payload[: wire.CHUNK - wire.BATCH_RECORD_HEADER_SIZE]
+                    records.append(wire.BatchRecord(len(message.payload), message.priority, chunk))
+                break
+            records.append(
+                wire.BatchRecord(len(message.payload), message.priority, message.payload)
+            )
+            budget -= size
+        following = request.index + len(records)
+        reply = wire.Batch(
+            index=request.index,
+            max_count=request.max_count,
+            next=following,
+            generation=queue.generation,
+            flags=wire.BATCH_MORE if following < len(queue) else 0,
+            records=tuple(records),
+        )
+        return len(records), reply.pack(full=False)
 
     def _transfer_id(self, handle: QueueHandle) -> int:
         if len(handle.staged_sends) + len(handle.parked_receives) >= MAX_STAGED_TRANSFERS:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,6 +147,7 @@ class Queue:
     # Called with no arguments whenever readiness may have changed (poll wake-ups).
     _watchers: list[Callable[[], Any]] = field(default_factory=list)
     notifier: Notifier | None = None
+    generation: int = 0  # bumped by every send and receive: equal means unchanged
     owner_uid: int = 0  # the user charged for this queue's memory (RLIMIT_MSGQUEUE)
     charge: int = 0
 
@@ -177,11 +178,16 @@ class Queue:
     def peek(self, index: int) -> Message:
         return self.store.peek(index)
 
+    def messages_from(self, index: int) -> Iterator[Message]:
+        """Messages *index*, *index*+1, ... in receive order (do not await meanwhile)."""
+        return self.store.messages_from(index)
+
     def add_watcher(self, wake: Callable[[], Any]) -> None:
         """Call *wake* once, the next time readiness may have changed."""
         self._watchers.append(wake)
 
     def _changed(self) -> None:
+        self.generation += 1
         self.atime = self.mtime = self.ctime = time.time_ns()
         watchers, self._watchers = self._watchers, []
         for wake in watchers:
@@ -376,6 +382,14 @@ class Descriptor:
         if not self.readable:
             raise errors.BadDescriptor("queue descriptor is not open for reading")
         return self.queue.peek(index)
+
+    def messages_from(self, index: int) -> Iterator[Message]:
+        """Messages from *index* on, for batch peeks: EBADF, ENOENT past the end."""
+        if not self.readable:
+            raise errors.BadDescriptor("queue descriptor is not open for reading")
+        if not 0 <= index <= len(self.queue):
+            raise errors.NoSuchMessage(f"no message at index {index}")
+        return self.queue.messages_from(index)
 
     def attributes(self) -> tuple[int, int, int, int]:
         """(mq_flags, mq_maxmsg, mq_msgsize, mq_curmsgs) as mq_getattr."""

@@ -16,6 +16,10 @@ Layouts (native byte order, natural alignment, no padding anywhere)::
     struct mqfs_create {char name[256]; u32 mode, flags; i64 maxmsg, msgsize}         280
     struct mqfs_notify {u32 action; i32 sigev_notify, sigev_signo; u32 reserved;
                         u64 sigev_value}                                              24
+    struct mqfs_batch  {u64 index, next, generation; u32 max_count, count, flags, used;
+                        u8 data[CHUNK]}                                               16360
+      data holds `count` records, each 8-byte aligned:
+        struct mqfs_batch_record {u64 msg_len; u32 msg_prio, chunk_len; u8 bytes[]}
 
 Replies may be shorter than the struct (header plus the bytes actually copied): the
 kernel copies back only what the daemon returns, and ``copied``/``chunk_len`` say how
@@ -51,6 +55,8 @@ _XFER_HEADER = struct.Struct("=3Q2q4I")
 _CREATE = struct.Struct("=256s2I2q")
 _PRIO = struct.Struct("=I")
 _NOTIFY = struct.Struct("=I2iIQ")
+_BATCH_HEADER = struct.Struct("=3Q4I")
+_BATCH_RECORD = struct.Struct("=Q2I")
 
 ATTR_SIZE = _ATTR.size
 PEEK_SIZE = _PEEK_HEADER.size + CHUNK
@@ -58,6 +64,8 @@ XFER_SIZE = _XFER_HEADER.size + CHUNK
 CREATE_SIZE = _CREATE.size
 PRIO_SIZE = _PRIO.size
 NOTIFY_SIZE = _NOTIFY.size
+BATCH_SIZE = _BATCH_HEADER.size + CHUNK
+BATCH_RECORD_HEADER_SIZE = _BATCH_RECORD.size
 NAME_SIZE = 256
 
 IOC_NOOP = _ioc(IOC_NONE, 0, 0)
@@ -69,7 +77,7 @@ IOC_SEND = _ioc(IOC_READ | IOC_WRITE, 5, XFER_SIZE)
 IOC_RECEIVE = _ioc(IOC_READ | IOC_WRITE, 6, XFER_SIZE)
 IOC_CREATE = _ioc(IOC_WRITE, 7, CREATE_SIZE)
 IOC_NOTIFY = _ioc(IOC_WRITE, 8, NOTIFY_SIZE)
-# Number 9 (PEEK_BATCH) is reserved.
+IOC_PEEK_BATCH = _ioc(IOC_READ | IOC_WRITE, 9, BATCH_SIZE)
 
 XFER_TIMED = 1
 """mqfs_xfer.flags: tv_sec/tv_nsec hold an absolute CLOCK_REALTIME deadline."""
@@ -211,6 +219,9 @@ SIGEV_SIGNAL = 0
 SIGEV_NONE = 1
 SIGEV_THREAD = 2
 
+BATCH_MORE = 1
+"""mqfs_batch.flags: messages follow `next`; call again with index = next."""
+
 NOTIFY_UNREGISTER = 0
 """mqfs_notify.action: mq_notify(mqd, NULL)."""
 NOTIFY_REGISTER = 1
@@ -235,6 +246,80 @@ class Notify:
             raise ValueError(f"mqfs_notify needs {NOTIFY_SIZE} bytes, got {len(buffer)}")
         action, sigev_notify, signo, _, value = _NOTIFY.unpack_from(buffer)
         return cls(action, sigev_notify, signo, value)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """One message (or, if it alone overflows the batch, its first chunk) in a batch."""
+
+    msg_len: int
+    msg_prio: int
+    data: bytes
+
+
+def _align8(length: int) -> int:
+    return (length + 7) & ~7
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """struct mqfs_batch: PEEK_BATCH, many messages per call for dumps.
+
+    In: index (first message wanted), max_count (0 = as many as fit). Out: the records,
+    next (index to ask for next), flags (BATCH_MORE) and generation (a counter that
+    changes whenever the queue does: equal generations mean one consistent snapshot).
+    """
+
+    index: int = 0
+    max_count: int = 0
+    next: int = 0
+    generation: int = 0
+    flags: int = 0
+    records: tuple[BatchRecord, ...] = ()
+
+    @staticmethod
+    def record_size(payload_length: int) -> int:
+        return _align8(BATCH_RECORD_HEADER_SIZE + payload_length)
+
+    def pack(self, full: bool = True) -> bytes:
+        body = bytearray()
+        for record in self.records:
+            body += _BATCH_RECORD.pack(record.msg_len, record.msg_prio, len(record.data))
+            body += record.data
+            body += bytes(_align8(len(body)) - len(body))
+        if len(body) > CHUNK:
+            raise ValueError(f"batch of {len(body)} bytes exceeds {CHUNK}")
+        header = _BATCH_HEADER.pack(
+            self.index,
+            self.next,
+            self.generation,
+            self.max_count,
+            len(self.records),
+            self.flags,
+            len(body),
+        )
+        return _finish(header, bytes(body), full, BATCH_SIZE)
+
+    @classmethod
+    def unpack(cls, buffer: bytes | bytearray) -> Batch:
+        if len(buffer) < _BATCH_HEADER.size:
+            raise ValueError(f"mqfs_batch needs {_BATCH_HEADER.size} bytes, got {len(buffer)}")
+        index, next_index, generation, max_count, count, flags, used = _BATCH_HEADER.unpack_from(
+            buffer
+        )
+        body = _payload(buffer, _BATCH_HEADER.size, used)
+        records = []
+        offset = 0
+        for _ in range(count):
+            if offset + BATCH_RECORD_HEADER_SIZE > len(body):
+                raise ValueError("batch record header beyond the data")
+            msg_len, msg_prio, chunk_len = _BATCH_RECORD.unpack_from(body, offset)
+            start = offset + BATCH_RECORD_HEADER_SIZE
+            if start + chunk_len > len(body) or chunk_len > msg_len:
+                raise ValueError("batch record beyond the data")
+            records.append(BatchRecord(msg_len, msg_prio, body[start : start + chunk_len]))
+            offset = _align8(start + chunk_len)
+        return cls(index, max_count, next_index, generation, flags, tuple(records))
 
 
 def encode_prio(priority: int) -> bytes:

@@ -401,3 +401,48 @@ def test_write_too_large_for_one_fuse_request_sends_nothing(mount_factory: objec
         assert client.receive(fd, 2_000_000) == (bytes(limit), 0)
     finally:
         os.close(fd)
+
+
+def test_peek_batch_returns_many_messages_per_call_in_receive_order(
+    mount_factory: object,
+) -> None:
+    mount = mount_factory("msg_max=2000,msgsize_max=60000,ignore_rlimit")  # type: ignore[operator]
+    root = os.open(mount.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        client.create(root, "q", 0o600, maxmsg=2000, msgsize=60000)
+    finally:
+        os.close(root)
+    fd = open_queue(mount, "q")
+    try:
+        assert client.peek_all(fd) == []
+        expected = []
+        for i in range(1500):
+            payload, priority = b"m%d" % i, i % 7
+            client.send(fd, payload, priority)
+            expected.append((payload, priority))
+        expected.sort(key=lambda item: -item[1])  # stable: FIFO within a priority
+        first = client.peek_batch(fd, 0)
+        assert first.flags & wire.BATCH_MORE
+        assert 500 < len(first.records) < 1500  # many per call, bounded by the ioctl size
+        assert [(r.data, r.msg_prio) for r in first.records] == expected[: len(first.records)]
+        assert client.peek_batch(fd, 10, max_count=3).next == 13
+        assert client.peek_all(fd) == expected
+        huge = bytes(range(256)) * 200  # 51,200 bytes: more than one batch can carry
+        client.send(fd, huge, 9)
+        assert client.peek_all(fd) == [(huge, 9), *expected]
+        assert client.get_attributes(fd).curmsgs == 1501  # nothing consumed
+        before = client.peek_batch(fd, 0).generation
+        client.receive(fd, 60000)
+        assert client.peek_batch(fd, 0).generation != before
+        with pytest.raises(OSError) as past_end:
+            client.peek_batch(fd, 1501)
+        assert past_end.value.errno == errno.ENOENT
+    finally:
+        os.close(fd)
+    write_only = os.open(mount.path / "q" / "queue", os.O_WRONLY)
+    try:
+        with pytest.raises(OSError) as not_readable:
+            client.peek_batch(write_only, 0)
+        assert not_readable.value.errno == errno.EBADF
+    finally:
+        os.close(write_only)

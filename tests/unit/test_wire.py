@@ -25,6 +25,12 @@ CONSTANTS = {
     "MQFS_IOC_RECEIVE": wire.IOC_RECEIVE,
     "MQFS_IOC_CREATE": wire.IOC_CREATE,
     "MQFS_IOC_NOTIFY": wire.IOC_NOTIFY,
+    "MQFS_IOC_PEEK_BATCH": wire.IOC_PEEK_BATCH,
+    "MQFS_BATCH_MORE": wire.BATCH_MORE,
+    "sizeof(struct mqfs_batch)": wire.BATCH_SIZE,
+    "offsetof(struct mqfs_batch, data)": wire.BATCH_SIZE - wire.CHUNK,
+    "offsetof(struct mqfs_batch, used)": 36,
+    "sizeof(struct mqfs_batch_record)": wire.BATCH_RECORD_HEADER_SIZE,
     "MQFS_NOTIFY_REGISTER": wire.NOTIFY_REGISTER,
     "sizeof(struct mqfs_notify)": wire.NOTIFY_SIZE,
     "offsetof(struct mqfs_notify, sigev_value)": 16,
@@ -131,3 +137,19 @@ def test_create_and_attr_round_trip() -> None:
     attr = wire.Attr(flags=0o4000, maxmsg=10, msgsize=8192, curmsgs=3)
     assert wire.Attr.unpack(attr.pack()) == attr
     assert wire.decode_prio(wire.encode_prio(32767)) == 32767
+
+
+def test_batch_round_trip_with_alignment() -> None:
+    records = (
+        wire.BatchRecord(3, 7, b"abc"),
+        wire.BatchRecord(0, 0, b""),
+        wire.BatchRecord(100_000, 1, b"x" * 50),  # a first chunk of a huge message
+    )
+    batch = wire.Batch(index=4, next=7, generation=99, flags=wire.BATCH_MORE, records=records)
+    packed = batch.pack(full=False)
+    assert len(packed) == wire.BATCH_SIZE - wire.CHUNK + 24 + 16 + 72
+    assert wire.Batch.unpack(packed) == batch
+    corrupt = bytearray(packed)
+    corrupt[28:32] = (5).to_bytes(4, sys.byteorder)  # count larger than the records
+    with pytest.raises(ValueError):
+        wire.Batch.unpack(corrupt)
