@@ -91,6 +91,14 @@ struct mqfs_batch_record {   /* in data, each one 8-byte aligned */
 	uint8_t bytes[];         /* read the rest with MQFS_IOC_PEEK by offset */
 };
 
+struct mqfs_wait {           /* WAIT: block until the queue changes (for watchers) */
+	uint64_t generation;     /* in: the generation seen last; out: the current one */
+	int64_t tv_sec;          /* deadline when flags & MQFS_XFER_TIMED */
+	int64_t tv_nsec;
+	uint32_t flags;
+	uint32_t reserved;
+};
+
 #define MQFS_IOC_NOOP    _IO(MQFS_IOC_MAGIC, 0)
 #define MQFS_IOC_GETATTR _IOR(MQFS_IOC_MAGIC, 1, struct mqfs_attr)
 #define MQFS_IOC_SETATTR _IOWR(MQFS_IOC_MAGIC, 2, struct mqfs_attr)
@@ -101,5 +109,6 @@ struct mqfs_batch_record {   /* in data, each one 8-byte aligned */
 #define MQFS_IOC_CREATE  _IOW(MQFS_IOC_MAGIC, 7, struct mqfs_create)
 #define MQFS_IOC_NOTIFY  _IOW(MQFS_IOC_MAGIC, 8, struct mqfs_notify)
 #define MQFS_IOC_PEEK_BATCH _IOWR(MQFS_IOC_MAGIC, 9, struct mqfs_batch)
+#define MQFS_IOC_WAIT    _IOWR(MQFS_IOC_MAGIC, 10, struct mqfs_wait)
 
 #endif /* MQFS_H */

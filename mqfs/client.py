@@ -184,6 +184,15 @@ def _peek_rest(fd: int, index: int, record: wire.BatchRecord) -> bytes | None:
     return b"".join(parts)
 
 
+def wait_changed(fd: int, generation: int, timeout: float | None = None) -> int:
+    """Block until the queue's generation is no longer *generation* (or *timeout*
+    seconds pass); return the current generation. For watchers: no busy polling."""
+    flags, tv_sec, tv_nsec = _timing(timeout, None)
+    request = wire.Wait(generation=generation, tv_sec=tv_sec, tv_nsec=tv_nsec, flags=flags)
+    _, buffer = _call(fd, wire.IOC_WAIT, request.pack())
+    return wire.Wait.unpack(buffer).generation
+
+
 def notify(fd: int, sigev_notify: int | None, signo: int = 0, value: int = 0) -> None:
     """mq_notify: register (SIGEV_NONE=1 or SIGEV_SIGNAL=0), or unregister with None."""
     if sigev_notify is None:

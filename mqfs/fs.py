@@ -22,7 +22,9 @@ queue contents change on each send and receive, and the kernel must never answer
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import math
 import os
 import select
 import stat
@@ -125,6 +127,9 @@ def _caller(ctx: Any) -> Caller | None:
     if ctx is None:
         ctx = pyfuse3.current_request_context()
     return None if ctx is None else Caller(ctx.pid, ctx.uid)
+
+
+INFO_XATTR = b"user.mq.info"  # on MNT/NAME: JSON for `mqfs ls -l` and `mqfs who`
 
 
 class MqueueFS(pyfuse3.Operations):
@@ -285,13 +290,43 @@ class MqueueFS(pyfuse3.Operations):
 
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         slot = inode & ((1 << QID_SHIFT) - 1)
+        if inode != pyfuse3.ROOT_INODE and slot == SLOT_DIR and name == INFO_XATTR:
+            return json.dumps(self._queue_info(self._queue_of(inode))).encode()
         if inode == pyfuse3.ROOT_INODE or slot < SLOT_FIRST_MESSAGE or name != b"user.mq.priority":
             _fail(pyfuse3.ENOATTR)
         message = self._message_at(self._queue_of(inode), slot - SLOT_FIRST_MESSAGE)
         return str(message.priority).encode()
 
+    def _queue_info(self, queue: Queue) -> dict[str, Any]:
+        """What `mqfs ls -l` and `mqfs who` show: attributes, notify, who has it open."""
+        note = queue.notification
+        openers = [
+            {
+                "pid": handle.descriptor.pid,
+                "access": ("r" if handle.descriptor.readable else "")
+                + ("w" if handle.descriptor.writable else ""),
+                "nonblock": handle.descriptor.nonblock,
+                "blocked": handle.descriptor.waiting,
+            }
+            for handle in self._handles.values()
+            if isinstance(handle, QueueHandle) and handle.descriptor.queue is queue
+        ]
+        return {
+            "maxmsg": queue.maxmsg,
+            "msgsize": queue.msgsize,
+            "curmsgs": len(queue),
+            "qsize": queue.store.bytes_queued,
+            "notify": None
+            if note is None
+            else {"pid": note.pid, "sigev_notify": note.sigev_notify, "signo": note.signo},
+            "openers": openers,
+        }
+
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         slot = inode & ((1 << QID_SHIFT) - 1)
+        if inode != pyfuse3.ROOT_INODE and slot == SLOT_DIR:
+            self._queue_of(inode)
+            return [INFO_XATTR]
         if inode != pyfuse3.ROOT_INODE and slot >= SLOT_FIRST_MESSAGE:
             self._message_at(self._queue_of(inode), slot - SLOT_FIRST_MESSAGE)
             return [b"user.mq.priority"]
@@ -494,6 +529,8 @@ class MqueueFS(pyfuse3.Operations):
                     previous = wire.Attr(*handle.descriptor.attributes())
                     handle.descriptor.set_flags(wire.Attr.unpack(in_buf).flags)
                     return 0, previous.pack()
+                if cmd == wire.IOC_WAIT:
+                    return await self._ioctl_wait(handle.descriptor.queue, in_buf)
                 if cmd == wire.IOC_PEEK_BATCH:
                     return self._ioctl_peek_batch(handle.descriptor, in_buf)
                 if cmd == wire.IOC_NOTIFY:
@@ -551,6 +588,17 @@ class MqueueFS(pyfuse3.Operations):
             data=chunk,
         )
         return len(chunk), reply.pack(full=False)
+
+    @staticmethod
+    async def _ioctl_wait(queue: Queue, in_buf: bytes) -> tuple[int, bytes]:
+        request = wire.Wait.unpack(in_buf)
+        deadline = (
+            deadline_from_timespec(request.tv_sec, request.tv_nsec)
+            if request.flags & wire.XFER_TIMED
+            else math.inf
+        )
+        generation = await queue.wait_changed(request.generation, deadline)
+        return 0, wire.Wait(generation=generation).pack()
 
     @staticmethod
     def _ioctl_peek_batch(descriptor: Descriptor, in_buf: bytes) -> tuple[int, bytes]:

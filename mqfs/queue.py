@@ -186,6 +186,17 @@ class Queue:
         """Call *wake* once, the next time readiness may have changed."""
         self._watchers.append(wake)
 
+    async def wait_changed(self, generation: int, deadline: float = math.inf) -> int:
+        """Wait until the queue's generation differs from *generation*; return the new one."""
+        while self.generation == generation:
+            changed = trio.Event()
+            self.add_watcher(changed.set)
+            with trio.move_on_at(deadline):
+                await changed.wait()
+            if trio.current_time() >= deadline:
+                break
+        return self.generation
+
     def _changed(self) -> None:
         self.generation += 1
         self.atime = self.mtime = self.ctime = time.time_ns()
@@ -322,6 +333,7 @@ class Descriptor:
     nonblock: bool
     pid: int = 0
     send_priority: int = 0  # priority of write(); set with the SETPRIO ioctl
+    waiting: int = 0  # callers blocked in send or receive on this descriptor right now
 
     def _check_priority(self, priority: int) -> None:
         if not 0 <= priority < MQ_PRIO_MAX:
@@ -341,8 +353,12 @@ class Descriptor:
         self.check_send_length(len(payload))
         if self.nonblock:
             self.queue.send_nowait(payload, priority, sender)
-        else:
+            return
+        self.waiting += 1
+        try:
             await self.queue.send(payload, priority, deadline, sender)
+        finally:
+            self.waiting -= 1
 
     def set_send_priority(self, priority: int) -> None:
         self._check_priority(priority)
@@ -375,7 +391,11 @@ class Descriptor:
         self.check_receive(bufsize)
         if self.nonblock:
             return self.queue.receive_nowait()
-        return await self.queue.receive(deadline)
+        self.waiting += 1
+        try:
+            return await self.queue.receive(deadline)
+        finally:
+            self.waiting -= 1
 
     def peek(self, index: int) -> Message:
         """Non-destructive read of message *index* in receive order (EBADF, EAGAIN, ENOENT)."""

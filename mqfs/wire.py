@@ -18,6 +18,7 @@ Layouts (native byte order, natural alignment, no padding anywhere)::
                         u64 sigev_value}                                              24
     struct mqfs_batch  {u64 index, next, generation; u32 max_count, count, flags, used;
                         u8 data[CHUNK]}                                               16360
+    struct mqfs_wait   {u64 generation; i64 tv_sec, tv_nsec; u32 flags, reserved}       32
       data holds `count` records, each 8-byte aligned:
         struct mqfs_batch_record {u64 msg_len; u32 msg_prio, chunk_len; u8 bytes[]}
 
@@ -57,6 +58,7 @@ _PRIO = struct.Struct("=I")
 _NOTIFY = struct.Struct("=I2iIQ")
 _BATCH_HEADER = struct.Struct("=3Q4I")
 _BATCH_RECORD = struct.Struct("=Q2I")
+_WAIT = struct.Struct("=Q2q2I")
 
 ATTR_SIZE = _ATTR.size
 PEEK_SIZE = _PEEK_HEADER.size + CHUNK
@@ -66,6 +68,7 @@ PRIO_SIZE = _PRIO.size
 NOTIFY_SIZE = _NOTIFY.size
 BATCH_SIZE = _BATCH_HEADER.size + CHUNK
 BATCH_RECORD_HEADER_SIZE = _BATCH_RECORD.size
+WAIT_SIZE = _WAIT.size
 NAME_SIZE = 256
 
 IOC_NOOP = _ioc(IOC_NONE, 0, 0)
@@ -78,6 +81,7 @@ IOC_RECEIVE = _ioc(IOC_READ | IOC_WRITE, 6, XFER_SIZE)
 IOC_CREATE = _ioc(IOC_WRITE, 7, CREATE_SIZE)
 IOC_NOTIFY = _ioc(IOC_WRITE, 8, NOTIFY_SIZE)
 IOC_PEEK_BATCH = _ioc(IOC_READ | IOC_WRITE, 9, BATCH_SIZE)
+IOC_WAIT = _ioc(IOC_READ | IOC_WRITE, 10, WAIT_SIZE)
 
 XFER_TIMED = 1
 """mqfs_xfer.flags: tv_sec/tv_nsec hold an absolute CLOCK_REALTIME deadline."""
@@ -320,6 +324,27 @@ class Batch:
             records.append(BatchRecord(msg_len, msg_prio, body[start : start + chunk_len]))
             offset = _align8(start + chunk_len)
         return cls(index, max_count, next_index, generation, flags, tuple(records))
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """struct mqfs_wait: block until the queue's generation differs from the one given
+    (or the XFER_TIMED deadline passes); out: the current generation."""
+
+    generation: int = 0
+    tv_sec: int = 0
+    tv_nsec: int = 0
+    flags: int = 0
+
+    def pack(self) -> bytes:
+        return _WAIT.pack(self.generation, self.tv_sec, self.tv_nsec, self.flags, 0)
+
+    @classmethod
+    def unpack(cls, buffer: bytes | bytearray) -> Wait:
+        if len(buffer) < WAIT_SIZE:
+            raise ValueError(f"mqfs_wait needs {WAIT_SIZE} bytes, got {len(buffer)}")
+        generation, tv_sec, tv_nsec, flags, _ = _WAIT.unpack_from(buffer)
+        return cls(generation, tv_sec, tv_nsec, flags)
 
 
 def encode_prio(priority: int) -> bytes:

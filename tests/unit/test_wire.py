@@ -26,6 +26,8 @@ CONSTANTS = {
     "MQFS_IOC_CREATE": wire.IOC_CREATE,
     "MQFS_IOC_NOTIFY": wire.IOC_NOTIFY,
     "MQFS_IOC_PEEK_BATCH": wire.IOC_PEEK_BATCH,
+    "MQFS_IOC_WAIT": wire.IOC_WAIT,
+    "sizeof(struct mqfs_wait)": wire.WAIT_SIZE,
     "MQFS_BATCH_MORE": wire.BATCH_MORE,
     "sizeof(struct mqfs_batch)": wire.BATCH_SIZE,
     "offsetof(struct mqfs_batch, data)": wire.BATCH_SIZE - wire.CHUNK,
