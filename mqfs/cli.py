@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mqfs import errors
+from mqfs import commands, errors
+from mqfs.commands import CommandError
 
 DEFAULT_MOUNT = "/run/mqfs"
 MOUNT_TIMEOUT = 30.0
@@ -23,19 +24,6 @@ MOUNT_TIMEOUT = 30.0
 
 def default_mountpoint() -> str:
     return os.environ.get("MQFS_MOUNT") or DEFAULT_MOUNT
-
-
-class CommandError(Exception):
-    """A failure to report as one line; carries the errno name when there is one."""
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        name = errno.errorcode.get(self.code) if self.code else None
-        return f"{text} ({name})" if name else text
 
 
 def _mount(args: argparse.Namespace) -> int:
@@ -119,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mqfs",
         description="POSIX message queues as a FUSE filesystem, with non-destructive peek.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    mount = commands.add_parser("mount", help="mount mqfs (in the background by default)")
+    mount = subcommands.add_parser("mount", help="mount mqfs (in the background by default)")
     mount.add_argument(
         "mountpoint",
         nargs="?",
@@ -147,9 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     mount.set_defaults(run=_mount)
 
-    umount = commands.add_parser("umount", help="unmount mqfs")
+    umount = subcommands.add_parser("umount", help="unmount mqfs")
     umount.add_argument("mountpoint", nargs="?", default=default_mountpoint())
     umount.set_defaults(run=_umount)
+    commands.add_parsers(subcommands, default_mountpoint())
     return parser
 
 

@@ -1,0 +1,427 @@
+"""The queue subcommands of ``mqfs``: create, rm, ls, who, send, recv, peek, watch, dump,
+restore. Each works on the mount (``--mount``, else $MQFS_MOUNT, else /run/mqfs) through
+the queue files and the ioctls, and reports failures as :class:`CommandError`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import pwd
+import stat
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from mqfs import client, dump, errors, names
+from mqfs.backends import MqfsBackend
+from mqfs.store import MQ_PRIO_MAX
+
+INFO_XATTR = "user.mq.info"
+
+
+class CommandError(Exception):
+    """A failure to report as one line; carries the errno name when there is one."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        name = errno.errorcode.get(self.code) if self.code else None
+        return f"{text} ({name})" if name else text
+
+
+NOTIFY_NAMES = {0: "signal", 1: "none", 2: "thread"}
+
+
+def _mount(args: argparse.Namespace) -> Path:
+    mount = Path(args.mount)
+    if not mount.is_dir():
+        raise CommandError(f"mqfs is not mounted at {mount}", errno.ENOENT)
+    return mount
+
+
+def _failure(exc: OSError, name: str, action: str) -> CommandError:
+    """One line that says what went wrong with queue *name*, in the user's words."""
+    code = exc.errno or errno.EIO
+    reasons = {
+        errno.ENOENT: f"no queue named {name!r}",
+        errno.EEXIST: f"queue {name!r} already exists",
+        errno.EAGAIN: f"queue {name!r} is {'full' if action == 'send' else 'empty'}",
+        errno.ETIMEDOUT: f"timed out waiting on queue {name!r}",
+        errno.EMSGSIZE: f"message does not fit queue {name!r}",
+        errno.EACCES: f"permission denied on queue {name!r}",
+        errno.EINTR: "interrupted",
+    }
+    return CommandError(reasons.get(code, f"{action} on {name!r}: {os.strerror(code)}"), code)
+
+
+@contextlib.contextmanager
+def _queue_fd(args: argparse.Namespace, flags: int, action: str) -> Iterator[int]:
+    name = args.name
+    try:
+        names.check_name(name)
+    except errors.MqfsError as exc:
+        raise CommandError(exc.message, exc.errno) from None
+    try:
+        fd = os.open(_mount(args) / name / "queue", flags | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _failure(exc, name, action) from None
+    try:
+        yield fd
+    except OSError as exc:
+        raise _failure(exc, name, action) from None
+    finally:
+        os.close(fd)
+
+
+def _info(mount: Path, name: str) -> dict[str, Any]:
+    info: dict[str, Any] = json.loads(os.getxattr(mount / name, INFO_XATTR))
+    status = os.stat(mount / name / "queue")
+    info.update(
+        name=name,
+        mode=stat.S_IMODE(status.st_mode),
+        uid=status.st_uid,
+        gid=status.st_gid,
+    )
+    return info
+
+
+def _owner(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _notify_text(note: dict[str, Any] | None) -> str:
+    if note is None:
+        return "-"
+    kind = NOTIFY_NAMES.get(note["sigev_notify"], str(note["sigev_notify"]))
+    signal_part = f":{note['signo']}" if note["sigev_notify"] == 0 else ""
+    return f"{kind}{signal_part}@{note['pid']}"
+
+
+def _openers_text(openers: list[dict[str, Any]]) -> str:
+    if not openers:
+        return "-"
+    return ",".join(f"{o['pid']}{o['access']}{'*' if o['blocked'] else ''}" for o in openers)
+
+
+# -- create / rm / ls / who --------------------------------------------------------
+
+
+def create(args: argparse.Namespace) -> int:
+    mount = _mount(args)
+    if (args.maxmsg is None) != (args.msgsize is None):
+        raise CommandError("give both --maxmsg and --msgsize, or neither", errno.EINVAL)
+    root = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        client.create(
+            root,
+            args.name,
+            int(args.mode, 8),
+            maxmsg=args.maxmsg,
+            msgsize=args.msgsize,
+            exclusive=args.exclusive,
+        )
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            raise CommandError(
+                f"invalid attributes for queue {args.name!r} (maxmsg/msgsize out of range)",
+                errno.EINVAL,
+            ) from None
+        raise _failure(exc, args.name, "create") from None
+    finally:
+        os.close(root)
+    return 0
+
+
+def remove(args: argparse.Namespace) -> int:
+    try:
+        os.rmdir(_mount(args) / args.name)
+    except OSError as exc:
+        raise _failure(exc, args.name, "rm") from None
+    return 0
+
+
+def list_queues(args: argparse.Namespace) -> int:
+    mount = _mount(args)
+    rows = []
+    for name in sorted(os.listdir(mount)):
+        try:
+            rows.append(_info(mount, name))
+        except FileNotFoundError:  # removed while we looked
+            continue
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not args.long:
+        for row in rows:
+            print(row["name"])
+        return 0
+    table = [("NAME", "MODE", "OWNER", "MSGS", "MSGSIZE", "BYTES", "NOTIFY", "OPEN")]
+    for row in rows:
+        table.append(
+            (
+                row["name"],
+                f"{row['mode']:04o}",
+                _owner(row["uid"]),
+                f"{row['curmsgs']}/{row['maxmsg']}",
+                str(row["msgsize"]),
+                str(row["qsize"]),
+                _notify_text(row["notify"]),
+                _openers_text(row["openers"]),
+            )
+        )
+    _print_table(table)
+    return 0
+
+
+def _print_table(table: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def who(args: argparse.Namespace) -> int:
+    mount = _mount(args)
+    try:
+        info = _info(mount, args.name)
+    except OSError as exc:
+        raise _failure(exc, args.name, "who") from None
+    if args.json:
+        print(json.dumps(info["openers"], indent=1))
+        return 0
+    table = [("PID", "COMMAND", "ACCESS", "BLOCKED")]
+    for opener in info["openers"]:
+        try:
+            command = Path(f"/proc/{opener['pid']}/comm").read_text().strip()
+        except OSError:
+            command = "?"
+        access = {"r": "read", "w": "write", "rw": "read/write"}.get(opener["access"], "-")
+        blocked = "-"
+        if opener["blocked"]:
+            blocked = {"r": "receive", "w": "send"}.get(opener["access"], "send/receive")
+        table.append((str(opener["pid"]), command, access, blocked))
+    _print_table(table)
+    return 0
+
+
+# -- send / recv / peek / watch ------------------------------------------------------
+
+
+def send(args: argparse.Namespace) -> int:
+    if not 0 <= args.prio < MQ_PRIO_MAX:
+        raise CommandError(f"priority {args.prio} is not in 0..{MQ_PRIO_MAX - 1}", errno.EINVAL)
+    message = args.message
+    payload = os.fsencode(message) if message is not None else sys.stdin.buffer.read()
+    flags = os.O_WRONLY | (os.O_NONBLOCK if args.nonblock else 0)
+    with _queue_fd(args, flags, "send") as fd:
+        client.send(fd, payload, args.prio, args.timeout)
+    return 0
+
+
+def _write_message(out: Any, payload: bytes, priority: int, show_prio: bool) -> None:
+    if show_prio:
+        out.write(f"{priority}\t".encode())
+    out.write(payload)
+    if show_prio and not payload.endswith(b"\n"):
+        out.write(b"\n")
+    out.flush()
+
+
+def _progress(total: int, label: str) -> Callable[[int, int], None] | None:
+    """A progress line on a terminal's stderr; nothing when stderr is not a terminal."""
+    if total < 2 or not sys.stderr.isatty():
+        return None
+    stream: TextIO = sys.stderr
+
+    def show(done: int, whole: int) -> None:
+        if done == whole or done % 64 == 0:
+            stream.write(f"\r{label} {done}/{whole}")
+            if done == whole:
+                stream.write("\n")
+            stream.flush()
+
+    return show
+
+
+def recv(args: argparse.Namespace) -> int:
+    flags = os.O_RDONLY | (os.O_NONBLOCK if args.nonblock else 0)
+    with _queue_fd(args, flags, "recv") as fd:
+        msgsize = client.get_attributes(fd).msgsize
+        show = _progress(args.count, "received")
+        for number in range(1, args.count + 1):
+            payload, priority = client.receive(fd, msgsize, args.timeout)
+            _write_message(sys.stdout.buffer, payload, priority, args.show_prio)
+            if show:
+                show(number, args.count)
+    return 0
+
+
+def peek(args: argparse.Namespace) -> int:
+    with _queue_fd(args, os.O_RDONLY | os.O_NONBLOCK, "peek") as fd:
+        if args.all:
+            for payload, priority in client.peek_all(fd):
+                _write_message(sys.stdout.buffer, payload, priority, args.show_prio)
+            return 0
+        try:
+            payload, priority = client.peek(fd, args.index)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise CommandError(
+                    f"queue {args.name!r} has no message at index {args.index}", errno.ENOENT
+                ) from None
+            raise
+        _write_message(sys.stdout.buffer, payload, priority, args.show_prio)
+    return 0
+
+
+def watch(args: argparse.Namespace) -> int:
+    """Follow a queue: a line per change, with counts and the head message. Ctrl-C ends."""
+    with _queue_fd(args, os.O_RDONLY | os.O_NONBLOCK, "watch") as fd:
+        generation = client.peek_batch(fd, 0, max_count=1).generation
+        shown = 0
+        while args.changes is None or shown < args.changes:
+            if shown:
+                generation = client.wait_changed(fd, generation)
+            attributes = client.get_attributes(fd)
+            head = "-"
+            if attributes.curmsgs:
+                with contextlib.suppress(OSError):  # emptied meanwhile
+                    payload, priority = client.peek(fd, 0)
+                    text = payload[:40].decode("utf-8", "backslashreplace").rstrip("\n")
+                    head = f"[{priority}] {text!r}"
+            print(f"{attributes.curmsgs}/{attributes.maxmsg} msgs  head: {head}", flush=True)
+            shown += 1
+    return 0
+
+
+# -- dump / restore ------------------------------------------------------------------
+
+
+def dump_command(args: argparse.Namespace) -> int:
+    mount = _mount(args)
+    if args.all == (args.name is not None):
+        raise CommandError("give a queue NAME or --all", errno.EINVAL)
+    try:
+        queues = dump.dump_all(mount) if args.all else [dump.dump_queue(mount, args.name)]
+    except errors.MqfsError as exc:
+        raise CommandError(exc.message, exc.errno) from None
+    except OSError as exc:
+        raise _failure(exc, args.name or "*", "dump") from None
+    text = dump.to_json(queues)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+    return 0
+
+
+def restore_command(args: argparse.Namespace) -> int:
+    source = sys.stdin if args.file == "-" else None
+    try:
+        text = source.read() if source else Path(args.file).read_text()
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.file}: {exc.strerror}", exc.errno) from None
+    try:
+        queues = dump.from_json(text)
+        total = sum(len(queue.messages) for queue in queues)
+        dump.restore(
+            queues,
+            MqfsBackend(_mount(args)),
+            force=args.force,
+            progress=_progress(total, "restored"),
+        )
+    except errors.MqfsError as exc:
+        raise CommandError(exc.message, exc.errno) from None
+    except OSError as exc:
+        raise CommandError(
+            f"restore failed: {os.strerror(exc.errno or errno.EIO)}", exc.errno
+        ) from None
+    return 0
+
+
+def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a flat table)
+    """Register the queue subcommands on the ``mqfs`` parser."""
+
+    def command(name: str, help_text: str, run: Callable[[argparse.Namespace], int]) -> Any:
+        parser = commands.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument(
+            "--mount",
+            default=mount_default,
+            help="the mqfs mount point (default: $MQFS_MOUNT or %(default)s)",
+        )
+        parser.set_defaults(run=run)
+        return parser
+
+    def positive(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError("must be at least 1")
+        return value
+
+    def seconds(text: str) -> float:
+        value = float(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError("must not be negative")
+        return value
+
+    parser = command("create", "create a queue (mq_open O_CREAT)", create)
+    parser.add_argument("name")
+    parser.add_argument("--maxmsg", type=positive)
+    parser.add_argument("--msgsize", type=positive)
+    parser.add_argument("--mode", default="0600", help="octal, before the umask (default 0600)")
+    parser.add_argument("--exclusive", action="store_true", help="fail if it exists (O_EXCL)")
+
+    parser = command("rm", "remove a queue's name (mq_unlink)", remove)
+    parser.add_argument("name")
+
+    parser = command("ls", "list queues", list_queues)
+    parser.add_argument("-l", "--long", action="store_true", help="a table with the details")
+    parser.add_argument("--json", action="store_true", help="machine-readable details")
+
+    parser = command("who", "who has a queue open, and who is blocked on it", who)
+    parser.add_argument("name")
+    parser.add_argument("--json", action="store_true")
+
+    parser = command("send", "send a message (MESSAGE, or standard input)", send)
+    parser.add_argument("name")
+    parser.add_argument("message", nargs="?")
+    parser.add_argument("--prio", type=int, default=0, help="priority, 0..32767")
+    parser.add_argument("--timeout", type=seconds, help="seconds to wait while full")
+    parser.add_argument("--nonblock", action="store_true", help="fail at once if full")
+
+    parser = command("recv", "receive messages to standard output", recv)
+    parser.add_argument("name")
+    parser.add_argument("--count", type=positive, default=1, help="how many (default 1)")
+    parser.add_argument("--timeout", type=seconds, help="seconds to wait while empty")
+    parser.add_argument("--nonblock", action="store_true", help="fail at once if empty")
+    parser.add_argument("--show-prio", action="store_true", help="prefix PRIORITY<tab>")
+
+    parser = command("peek", "show messages without receiving them", peek)
+    parser.add_argument("name")
+    parser.add_argument("index", nargs="?", type=int, default=0, help="0 = next to receive")
+    parser.add_argument("--all", action="store_true", help="every message, in receive order")
+    parser.add_argument("--show-prio", action="store_true", help="prefix PRIORITY<tab>")
+
+    parser = command("watch", "follow a queue live until Ctrl-C", watch)
+    parser.add_argument("name")
+    parser.add_argument("--changes", type=positive, help=argparse.SUPPRESS)  # for tests
+
+    parser = command("dump", "write queues and their messages to a file", dump_command)
+    parser.add_argument("name", nargs="?")
+    parser.add_argument("--all", action="store_true", help="every queue of the mount")
+    parser.add_argument("-o", "--output", help="file (default: standard output)")
+
+    parser = command("restore", "recreate queues from a dump", restore_command)
+    parser.add_argument("file", help="the dump, or - for standard input")
+    parser.add_argument("--force", action="store_true", help="add to non-empty queues")
