@@ -244,6 +244,27 @@ class MqfsBackend:
         self, name: str, oflag: int, mode: int = 0o600, attr: tuple[int, int] | None = None
     ) -> int:
         bare = self._name(name)
+        no_access = oflag & os.O_ACCMODE == os.O_ACCMODE
+        if no_access:
+            # The kernel's prepare_open: O_RDWR|O_WRONLY is EINVAL on an existing queue
+            # (after O_CREAT|O_EXCL's EEXIST), but a new queue is made and opened.
+            invalid = OSError(errno.EINVAL, os.strerror(errno.EINVAL), name)
+            if not oflag & os.O_CREAT:
+                os.stat(self.mount / bare / "queue")  # ENOENT comes first
+                raise invalid
+            try:
+                self._create(bare, oflag | os.O_EXCL, mode, attr)
+            except FileExistsError:
+                if oflag & os.O_EXCL:
+                    raise
+                raise invalid from None
+        elif oflag & os.O_CREAT:
+            self._create(bare, oflag, mode, attr)
+        # open(2)'s own O_CREAT/O_EXCL must not reach the queue file: CREATE did that.
+        flags = oflag & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC
+        return os.open(self.mount / bare / "queue", flags)
+
+    def _create(self, bare: str, oflag: int, mode: int, attr: tuple[int, int] | None) -> None:
         if oflag & os.O_CREAT:
             umask = os.umask(0)
             os.umask(umask)
@@ -259,9 +280,8 @@ class MqfsBackend:
                 )
             finally:
                 os.close(root)
-        # open(2)'s own O_CREAT/O_EXCL must not reach the queue file: CREATE did that.
-        flags = oflag & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC
-        return os.open(self.mount / bare / "queue", flags)
+        else:  # no O_CREAT: only the kernel's answer for a missing queue
+            os.stat(self.mount / bare / "queue")
 
     def close(self, mqd: int) -> None:
         os.close(mqd)

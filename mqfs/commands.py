@@ -57,6 +57,9 @@ def _failure(exc: OSError, name: str, action: str) -> CommandError:
         errno.EMSGSIZE: f"message does not fit queue {name!r}",
         errno.EACCES: f"permission denied on queue {name!r}",
         errno.EINTR: "interrupted",
+        errno.EMFILE: f"queue {name!r} would exceed your RLIMIT_MSGQUEUE (ulimit -q): remove "
+        "queues, use smaller ones, or mount with -o ignore_rlimit",
+        errno.ENOSPC: f"cannot create {name!r}: the mount's queues_max is reached",
     }
     return CommandError(reasons.get(code, f"{action} on {name!r}: {os.strerror(code)}"), code)
 

@@ -3,11 +3,16 @@
 ``mqfs_mount`` mounts a real mqfs in a child process (``mqfs mount --foreground``) at a
 fresh temporary directory, waits for the child's ready line (no sleeping), and always
 unmounts in ``finally``: politely with SIGTERM, then lazily with ``fusermount3 -u -z``
-if the daemon is wedged. Stale mounts of a run that died are swept at session start.
+if the daemon is wedged. Each test daemon dies with the pytest process that started it
+(PR_SET_PDEATHSIG), so a run that is killed leaves only dead mounts (ENOTCONN), and those
+are swept at session start. Live mounts are left alone: they belong to another test run
+on the same machine.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import select
 import shutil
@@ -49,9 +54,26 @@ def _lazy_unmount(path: str) -> None:
     subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, check=False)
 
 
+def _is_dead(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    for stale in _mounts_under(MOUNT_ROOT):
+    for stale in filter(_is_dead, _mounts_under(MOUNT_ROOT)):
         _lazy_unmount(stale)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the daemon child: get SIGTERM (and unmount) when the test process dies."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -86,7 +108,11 @@ def mounted(options: tuple[str, ...] = ()) -> Iterator[Mount]:
     read_end, write_end = os.pipe()
     command = daemon_command(path, options, write_end)
     process = subprocess.Popen(
-        command, pass_fds=(write_end,), stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        command,
+        pass_fds=(write_end,),
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl, async-signal-safe)
     )
     os.close(write_end)
     try:

@@ -259,8 +259,9 @@ def test_installed_entry_point_end_to_end(mqfs_mount: Mount) -> None:
     assert entry.exists(), "scripts/setup installs the mqfs command into .venv/bin"
     env = {**os.environ, "MQFS_MOUNT": str(mqfs_mount.path)}
     steps = [["create", "e2e"], ["send", "e2e", "hello"], ["peek", "e2e"], ["recv", "e2e"]]
-    outputs = [
-        subprocess.run([entry, *step], capture_output=True, env=env, check=True, timeout=30).stdout
-        for step in steps
-    ]
+    outputs = []
+    for step in steps:
+        done = subprocess.run([entry, *step], capture_output=True, env=env, timeout=30, check=False)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
     assert outputs == [b"", b"", b"hello", b"hello"]
