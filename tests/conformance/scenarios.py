@@ -621,8 +621,6 @@ OPEN_CREATE = [
         (("receive", "c", 64), "EBADF"),
         (("getattr", "c"), attrs(0, 4, 64, 0)),
         (("open", "d", "/new", RDONLY), OK),
-        mqfs_note="differs (TODO): O_CREAT|O_RDWR|O_WRONLY on a new name gives EINVAL "
-        "(after creating the queue) instead of a descriptor",
     ),
     sc(
         "open_queues_max",
