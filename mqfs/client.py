@@ -10,8 +10,8 @@ several calls under one transfer id; the queue sees them whole and atomically.
 
 from __future__ import annotations
 
+import ctypes
 import errno
-import fcntl
 import math
 import os
 import time
@@ -33,9 +33,24 @@ class Attributes:
     curmsgs: int
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+_libc.ioctl.restype = ctypes.c_int
+
+
 def _call(fd: int, command: int, request: bytes | bytearray) -> tuple[int, bytearray]:
+    """ioctl(fd, command, buffer) -> (return value, buffer as the daemon left it).
+
+    Through ctypes rather than fcntl.ioctl: ctypes releases the GIL for the call, and a
+    RECEIVE or SEND may block for as long as the queue is empty or full; fcntl.ioctl
+    would hold every other thread of the process still meanwhile.
+    """
     buffer = bytearray(request)
-    result = fcntl.ioctl(fd, command, buffer, True)
+    pointer = (ctypes.c_char * len(buffer)).from_buffer(buffer) if buffer else None
+    result = _libc.ioctl(fd, command, pointer)
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
     return result, buffer
 
 

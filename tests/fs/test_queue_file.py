@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -446,3 +447,27 @@ def test_peek_batch_returns_many_messages_per_call_in_receive_order(
         assert not_readable.value.errno == errno.EBADF
     finally:
         os.close(write_only)
+
+
+def test_a_blocking_receive_lets_other_threads_run(queue_fd: int) -> None:
+    # The sender thread can only run if the blocked ioctl released the GIL; if it did
+    # not, the receive would sit out its whole deadline and fail with ETIMEDOUT.
+    receiver_tid = threading.get_native_id()
+
+    def send_once_receiver_blocks() -> None:
+        wait_until(
+            lambda: (
+                "fuse" in Path(f"/proc/self/task/{receiver_tid}/wchan").read_text()
+                or "request_wait_answer"
+                in Path(f"/proc/self/task/{receiver_tid}/wchan").read_text()
+            ),
+            what="the receiver to block",
+        )
+        os.write(queue_fd, b"from another thread")
+
+    sender = threading.Thread(target=send_once_receiver_blocks)
+    sender.start()
+    try:
+        assert client.receive(queue_fd, 8192, timeout=20) == (b"from another thread", 0)
+    finally:
+        sender.join()

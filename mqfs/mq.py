@@ -1,0 +1,738 @@
+"""A posix_ipc-shaped client: :class:`MessageQueue`, plus :class:`AsyncMessageQueue` for trio.
+
+Code written for ``posix_ipc.MessageQueue`` ports with an import change; on an mqfs mount
+it can also look at queued messages without consuming them::
+
+    from mqfs.mq import O_CREAT, BusyError, MessageQueue
+
+    with MessageQueue("/jobs", O_CREAT, max_messages=10, max_message_size=1024) as q:
+        q.send("hello", priority=5)              # str is sent as UTF-8
+        q.send(b"world")
+        print(q.current_messages, q.peek())      # 2 (b'hello', 5) -- still queued
+        print(q.peek_all())                      # [(b'hello', 5), (b'world', 0)]
+        print(q.receive())                       # (b'hello', 5)
+        try:
+            q.receive(timeout=0.5)               # b'world'; then 0.5 s on an empty queue
+            q.receive(timeout=0.5)
+        except BusyError as exc:
+            print(exc.errno, exc)                # 110 queue '/jobs' is still empty (ETIMEDOUT)
+        q.unlink()
+
+and under trio (``async with`` works too)::
+
+    with AsyncMessageQueue("/jobs", O_CREAT) as q:
+        message, priority = await q.receive()    # waits on the fd's readiness, cancellable
+        with trio.move_on_after(2):
+            await q.send(b"reply")
+
+**Where the queues live.** The *backend* argument is an object from :mod:`mqfs.backends`:
+``MqfsBackend(mount)`` (the default, whose mount is ``$MQFS_MOUNT`` or ``/run/mqfs``) or
+``KernelBackend()`` for the kernel's own queues. ``mount=PATH`` is a shorthand for
+``backend=MqfsBackend(PATH)``. Names are mq_open's ``"/name"`` and are passed on as they are
+(a name without the slash gets mq_open's EINVAL); ``name=None`` with ``O_CREX`` creates a
+queue with a new random name, as posix_ipc does.
+
+**Attributes.** ``max_messages``/``max_message_size`` left as None mean the backend's
+defaults (mq_open with ``attr=NULL``: the mount's ``msg_default``/``msgsize_default``, or
+the kernel's ``/proc/sys/fs/mqueue``). mq_open needs both or neither, so when only one is
+given the other is posix_ipc's default (:data:`QUEUE_MESSAGES_MAX_DEFAULT` = 10 messages,
+:data:`QUEUE_MESSAGE_SIZE_MAX_DEFAULT` = 8192 bytes). ``flags`` may also carry
+``os.O_NONBLOCK``, which is the same as ``block=False`` from the start.
+
+**Timeouts**, as posix_ipc: ``None`` waits for as long as it takes, ``0`` tries once, a
+positive number waits at most that many seconds (an absolute CLOCK_REALTIME deadline, as
+mq_timedsend/mq_timedreceive take it). A negative or NaN timeout is a ``ValueError``. With
+``block = False`` the timeout does not matter: a full or empty queue fails at once.
+
+**Exceptions.** Every failure is an :class:`Error`, an ``OSError`` whose ``errno`` is the
+one the C call set and whose message names the queue and the errno, e.g. ``queue '/q' is
+full (EAGAIN)``. The subclasses are posix_ipc's, plus three that are *also* the built-in
+exception posix_ipc raises in their place, so ``except ValueError`` keeps working:
+
+=========================  ==========================================================
+``ExistentialError``       EEXIST (O_CREX on an existing name), ENOENT (no such queue),
+                           EBADF (the queue was closed)
+``NoSuchMessageError``     an ExistentialError and an ``IndexError``: peek past the
+                           last message (ENOENT)
+``BusyError``              EAGAIN (full/empty with ``block = False``, timeout 0) and
+                           ETIMEDOUT (the timeout passed)
+``PermissionsError``       EACCES, EPERM; and EBADF for sending on a queue opened with
+                           ``write=False`` or receiving/peeking with ``read=False``
+                           (checked before the call, as posix_ipc does)
+``SignalError``            EINTR: a signal interrupted the wait (kernel backend; on mqfs
+                           the wait is a poll(2) that Python restarts after a handler
+                           returns, and an exception the handler raises propagates)
+``InvalidArgumentError``   also a ``ValueError``: EINVAL (bad name, attributes,
+                           priority >= 32768, ...), ENAMETOOLONG
+``MessageTooLongError``    also a ``ValueError``: EMSGSIZE (message > max_message_size)
+``NotSupportedError``      also a ``NotImplementedError``: peek on the kernel backend
+                           (errno ENOTTY, what the kernel's mqueue says to an unknown
+                           ioctl); peek needs an mqfs mount
+``Error``                  anything else (ENOSPC, EMFILE, ...), errno kept
+=========================  ==========================================================
+
+**Waiting without the GIL.** On mqfs, ``send``/``receive`` are ioctls, and ``fcntl.ioctl``
+holds the GIL while the daemon makes it wait; so a blocking call here tries once with a
+deadline already passed and waits in poll(2) on the descriptor (POLLOUT/POLLIN), which lets
+other threads run, until it can go on or the timeout ends. A woken caller may find another
+was faster and waits again; what a call returns or raises is mq_timedsend/receive's.
+
+**Peek** (mqfs only) never blocks and never changes the queue: ``peek(i)`` is message *i* in
+receive order (``BusyError``/EAGAIN on an empty queue, ``NoSuchMessageError`` past the end);
+``peek_all()`` is every message as one consistent snapshot (``[]`` when empty).
+
+**trio.** :class:`AsyncMessageQueue` takes the same arguments, opens its descriptor with
+``O_NONBLOCK`` and, when a call gets EAGAIN, waits in ``trio.lowlevel.wait_readable`` /
+``wait_writable`` on the descriptor (the queue file's POLLIN/POLLOUT) and tries again: no
+syscall ever blocks the trio thread, nothing busy-polls, and cancellation can only happen
+while waiting, never halfway through a send or a receive, so no message is lost. Its
+``block`` is a plain attribute (False: fail with BusyError instead of waiting).
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import secrets
+import select
+import string
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self, TypeVar, runtime_checkable
+
+import trio
+
+from mqfs import client
+from mqfs.backends import Backend, MqfsBackend
+from mqfs.client import Deadline
+
+O_CREAT: int = os.O_CREAT
+O_EXCL: int = os.O_EXCL
+O_CREX: int = os.O_CREAT | os.O_EXCL
+O_NONBLOCK: int = os.O_NONBLOCK
+
+QUEUE_MESSAGES_MAX_DEFAULT = 10
+QUEUE_MESSAGE_SIZE_MAX_DEFAULT = 8192
+QUEUE_PRIORITY_MAX = 32767
+MESSAGE_QUEUES_SUPPORTED = True
+
+Message = bytes | bytearray | memoryview | str
+_T = TypeVar("_T")
+
+
+# -- exceptions ---------------------------------------------------------------------------
+
+
+class Error(OSError):
+    """Base class: an mq_* call failed with ``self.errno``; ``str()`` is the message."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class ExistentialError(Error):
+    """The queue exists when it should not (EEXIST), does not (ENOENT), or is closed."""
+
+
+class NoSuchMessageError(ExistentialError, IndexError):
+    """peek(index) with index >= current_messages (ENOENT)."""
+
+
+class BusyError(Error):
+    """The queue is full or empty and the call may not wait (EAGAIN) or waited (ETIMEDOUT)."""
+
+
+class PermissionsError(Error):
+    """EACCES/EPERM, or the queue is not open in the direction the call needs (EBADF)."""
+
+
+class SignalError(Error):
+    """A signal interrupted the wait (EINTR)."""
+
+
+class InvalidArgumentError(Error, ValueError):
+    """EINVAL or ENAMETOOLONG (posix_ipc raises ValueError for these)."""
+
+
+class MessageTooLongError(Error, ValueError):
+    """EMSGSIZE: the message is longer than the queue's max_message_size."""
+
+
+class NotSupportedError(Error, NotImplementedError):
+    """The backend cannot do this (peek on the kernel's queues): errno ENOTTY."""
+
+
+_CLASSES: dict[int, type[Error]] = {
+    errno.EEXIST: ExistentialError,
+    errno.ENOENT: ExistentialError,
+    errno.EBADF: ExistentialError,
+    errno.EAGAIN: BusyError,
+    errno.ETIMEDOUT: BusyError,
+    errno.EACCES: PermissionsError,
+    errno.EPERM: PermissionsError,
+    errno.EINTR: SignalError,
+    errno.EINVAL: InvalidArgumentError,
+    errno.ENAMETOOLONG: InvalidArgumentError,
+    errno.EMSGSIZE: MessageTooLongError,
+    errno.ENOTTY: NotSupportedError,
+}
+
+
+def _errno_name(code: int) -> str:
+    return errno.errorcode.get(code, str(code))
+
+
+def _describe(code: int, operation: str, name: str | None) -> str:
+    queue = f"queue {name!r}"
+    writing = operation == "send"
+    match code:
+        case errno.EEXIST:
+            text = f"{queue} already exists"
+        case errno.ENOENT if operation == "peek":
+            text = f"{queue} has no message at that index"
+        case errno.ENOENT:
+            text = f"no {queue}"
+        case errno.EAGAIN:
+            text = f"{queue} is {'full' if writing else 'empty'}"
+        case errno.ETIMEDOUT:
+            text = f"{queue} is still {'full' if writing else 'empty'}"
+        case errno.EBADF:
+            text = f"{queue} is closed"
+        case errno.EINTR:
+            text = f"{operation} on {queue} was interrupted by a signal"
+        case errno.EMSGSIZE if writing:
+            text = f"the message is longer than the max_message_size of {queue}"
+        case _:
+            text = f"{operation} on {queue} failed: {os.strerror(code)}"
+    return f"{text} ({_errno_name(code)})"
+
+
+def _error(code: int, operation: str, name: str | None) -> Error:
+    """The exception for *code* from *operation* on queue *name*."""
+    cls = _CLASSES.get(code, Error)
+    if operation == "peek" and code == errno.ENOENT:
+        cls = NoSuchMessageError
+    return cls(code, _describe(code, operation, name))
+
+
+def _call(operation: str, name: str | None, function: Callable[[], _T]) -> _T:
+    try:
+        return function()
+    except Error:
+        raise
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise _error(exc.errno, operation, name) from exc
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class _Peeking(Protocol):
+    def peek(self, mqd: int, index: int = 0) -> tuple[bytes, int]: ...
+
+
+def _resolve_backend(backend: Backend | None, mount: Path | str | None) -> Backend:
+    if backend is not None and mount is not None:
+        raise ValueError("give backend= or mount=, not both")
+    if backend is not None:
+        return backend
+    return MqfsBackend(mount)
+
+
+def _encode(message: Message) -> bytes:
+    if isinstance(message, str):
+        return message.encode("utf-8")
+    if not isinstance(message, bytes | bytearray | memoryview):  # bytes(5) would be 5 NULs
+        raise TypeError(f"the message must be bytes or str, not {type(message).__name__}")
+    return bytes(message)
+
+
+def _deadline(timeout: float | None) -> Deadline | None:
+    if timeout is None:
+        return None
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"the timeout must be None or a non-negative number, not {timeout!r}")
+    return client.deadline_after(timeout)
+
+
+def _random_name() -> str:
+    return "/" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(12))
+
+
+def _attributes(max_messages: int | None, max_message_size: int | None) -> tuple[int, int] | None:
+    if max_messages is None and max_message_size is None:
+        return None
+    return (
+        QUEUE_MESSAGES_MAX_DEFAULT if max_messages is None else max_messages,
+        QUEUE_MESSAGE_SIZE_MAX_DEFAULT if max_message_size is None else max_message_size,
+    )
+
+
+# -- the synchronous queue ----------------------------------------------------------------
+
+
+class MessageQueue:
+    """A POSIX message queue, opened (or created) like ``posix_ipc.MessageQueue``.
+
+    Blocking calls release the GIL while they wait, so other threads keep running.
+    Close it (``close()`` or ``with``); the queue itself lives on until ``unlink()``.
+    """
+
+    def __init__(
+        self,
+        name: str | None,
+        flags: int = 0,
+        mode: int = 0o600,
+        max_messages: int | None = None,
+        max_message_size: int | None = None,
+        read: bool = True,
+        write: bool = True,
+        *,
+        backend: Backend | None = None,
+        mount: Path | str | None = None,
+    ) -> None:
+        if flags & O_EXCL and not flags & O_CREAT:
+            raise ValueError("O_EXCL must be combined with O_CREAT")
+        if name is None and flags & O_CREX != O_CREX:
+            raise ValueError("name can only be None with O_CREX")
+        if not read and not write:
+            raise ValueError("at least one of read or write must be True")
+        self._backend = _resolve_backend(backend, mount)
+        self._readable = read
+        self._writable = write
+        self.mode = mode
+        access = os.O_RDWR if read and write else os.O_RDONLY if read else os.O_WRONLY
+        oflag = flags & ~(os.O_ACCMODE) | access
+        attr = _attributes(max_messages, max_message_size) if flags & O_CREAT else None
+        while True:
+            self._name = _random_name() if name is None else name
+            try:
+                self._mqd = _call(
+                    "open",
+                    self._name,
+                    lambda: self._backend.open(self._name, oflag, mode, attr),
+                )
+                break
+            except ExistentialError as exc:
+                if name is not None or exc.errno != errno.EEXIST:
+                    raise
+        try:
+            attributes = self._getattr()
+        except BaseException:
+            self._backend.close(self._mqd)
+            raise
+        self._max_messages = attributes.maxmsg
+        self._max_message_size = attributes.msgsize
+
+    # -- descriptor and attributes
+
+    @property
+    def name(self) -> str:
+        """The name the queue was opened by ("/name")."""
+        return self._name
+
+    @property
+    def mqd(self) -> int:
+        """The message queue descriptor (a file descriptor); -1 once closed."""
+        return self._mqd
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    def fileno(self) -> int:
+        """The descriptor, for select/poll/epoll/``selectors`` (readable = a message waits)."""
+        return self._open_mqd()
+
+    def _open_mqd(self) -> int:
+        if self._mqd < 0:
+            raise _error(errno.EBADF, "use", self._name)
+        return self._mqd
+
+    def _getattr(self) -> client.Attributes:
+        mqd = self._open_mqd()
+        return _call("mq_getattr", self._name, lambda: self._backend.getattr(mqd))
+
+    @property
+    def max_messages(self) -> int:
+        """mq_maxmsg: how many messages the queue holds."""
+        return self._max_messages
+
+    @property
+    def max_message_size(self) -> int:
+        """mq_msgsize: the longest message the queue takes."""
+        return self._max_message_size
+
+    @property
+    def current_messages(self) -> int:
+        """mq_curmsgs: how many messages are queued now."""
+        return self._getattr().curmsgs
+
+    @property
+    def block(self) -> bool:
+        """False if this descriptor is in non-blocking mode (mq_setattr's O_NONBLOCK)."""
+        return not self._getattr().flags & O_NONBLOCK
+
+    @block.setter
+    def block(self, value: bool) -> None:
+        mqd = self._open_mqd()
+        flags = 0 if value else O_NONBLOCK
+        _call("mq_setattr", self._name, lambda: self._backend.setattr(mqd, flags))
+
+    # -- messages
+
+    def _check_direction(self, writing: bool) -> int:
+        mqd = self._open_mqd()
+        if writing and not self._writable:
+            raise PermissionsError(
+                errno.EBADF, f"queue {self._name!r} is not open for writing (EBADF)"
+            )
+        if not writing and not self._readable:
+            raise PermissionsError(
+                errno.EBADF, f"queue {self._name!r} is not open for reading (EBADF)"
+            )
+        return mqd
+
+    def send(self, message: Message, timeout: float | None = None, priority: int = 0) -> None:
+        """mq_timedsend: queue *message* (bytes, or str as UTF-8) with *priority* (0..32767).
+
+        Waits while the queue is full: for ever (None), not at all (0) or *timeout* seconds.
+        """
+        mqd = self._check_direction(True)
+        payload = _encode(message)
+
+        def attempt(deadline: Deadline | None) -> None:
+            self._backend.send(mqd, payload, priority, deadline)
+
+        self._wait_and_call("send", attempt, select.POLLOUT, timeout)
+
+    def receive(self, timeout: float | None = None) -> tuple[bytes, int]:
+        """mq_timedreceive: the oldest message of the highest priority, as (bytes, priority)."""
+        mqd = self._check_direction(False)
+        size = self._max_message_size
+
+        def attempt(deadline: Deadline | None) -> tuple[bytes, int]:
+            return self._backend.receive(mqd, size, deadline)
+
+        return self._wait_and_call("receive", attempt, select.POLLIN, timeout)
+
+    def _wait_and_call(
+        self,
+        operation: str,
+        attempt: Callable[[Deadline | None], _T],
+        events: int,
+        timeout: float | None,
+    ) -> _T:
+        """Call *attempt* with the deadline *timeout* gives, waiting while it would block.
+
+        The kernel backend's ctypes calls release the GIL, so they simply block. On mqfs
+        the calls are ioctls, and ``fcntl.ioctl`` keeps the GIL while the daemon makes it
+        wait, which would stop every other thread: there each attempt gets a deadline that
+        has already passed (try once: ETIMEDOUT if it would block) and the waiting is done
+        in poll(2), which releases the GIL, until the descriptor is ready or *timeout* ends.
+        """
+        deadline = _deadline(timeout)
+        if not isinstance(self._backend, MqfsBackend):
+            return _call(operation, self._name, lambda: attempt(deadline))
+        end = None if deadline is None else deadline[0] + deadline[1] / 1e9
+        poller = select.poll()
+        poller.register(self._mqd, events)
+        while True:
+            try:
+                return attempt(client.deadline_after(0))
+            except OSError as exc:
+                if exc.errno != errno.ETIMEDOUT:
+                    raise _error(exc.errno or errno.EIO, operation, self._name) from exc
+            milliseconds = None
+            if end is not None:
+                remaining = end - time.clock_gettime(time.CLOCK_REALTIME)
+                if remaining <= 0:
+                    raise _error(errno.ETIMEDOUT, operation, self._name)
+                milliseconds = math.ceil(remaining * 1000)
+            poller.poll(milliseconds)
+
+    def _peeking_backend(self) -> _Peeking:
+        if not isinstance(self._backend, _Peeking):
+            raise NotSupportedError(
+                errno.ENOTTY,
+                f"cannot peek into queue {self._name!r}: the {self._backend.kind} backend"
+                " has no peek; it needs an mqfs mount (ENOTTY)",
+            )
+        return self._backend
+
+    def peek(self, index: int = 0) -> tuple[bytes, int]:
+        """Message *index* in receive order (0 = what receive() returns next), unconsumed.
+
+        Never waits: BusyError (EAGAIN) on an empty queue, NoSuchMessageError (ENOENT) for
+        an index past the last message. mqfs only (NotSupportedError on the kernel's).
+        """
+        mqd = self._check_direction(False)
+        backend = self._peeking_backend()
+        if index < 0:
+            raise InvalidArgumentError(
+                errno.EINVAL, f"peek index must be >= 0, not {index} (EINVAL)"
+            )
+        return _call("peek", self._name, lambda: backend.peek(mqd, index))
+
+    def peek_all(self) -> list[tuple[bytes, int]]:
+        """Every queued message in receive order, as one consistent snapshot, unconsumed."""
+        mqd = self._check_direction(False)
+        backend = self._peeking_backend()
+        if isinstance(backend, MqfsBackend):
+            return _call("peek", self._name, lambda: client.peek_all(mqd))
+        return _peek_one_by_one(self._name, lambda index: backend.peek(mqd, index))
+
+    # -- lifetime
+
+    def close(self) -> None:
+        """mq_close. Closing twice is harmless; every other call afterwards is EBADF."""
+        mqd, self._mqd = self._mqd, -1
+        if mqd >= 0:
+            _call("close", self._name, lambda: self._backend.close(mqd))
+
+    def unlink(self) -> None:
+        """mq_unlink the name; open descriptors keep working until closed."""
+        unlink_message_queue(self._name, backend=self._backend)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __str__(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}({self._name!r}, "
+            f"mode={self.mode:#o}, max_message_size={self._max_message_size}, "
+            f"max_messages={self._max_messages}, read={self._readable}, "
+            f"write={self._writable}, backend={self._backend.spec()!r})"
+        )
+
+
+def _peek_one_by_one(
+    name: str, peek: Callable[[int], tuple[bytes, int]]
+) -> list[tuple[bytes, int]]:
+    """peek_all for a backend with peek but no snapshot: index by index, until the end."""
+    messages: list[tuple[bytes, int]] = []
+    while True:
+        try:
+            messages.append(_call("peek", name, lambda: peek(len(messages))))
+        except (NoSuchMessageError, BusyError):
+            return messages
+
+
+def unlink_message_queue(
+    name: str, *, backend: Backend | None = None, mount: Path | str | None = None
+) -> None:
+    """mq_unlink(*name*): ExistentialError (ENOENT) if there is no such queue."""
+    chosen = _resolve_backend(backend, mount)
+    _call("unlink", name, lambda: chosen.unlink(name))
+
+
+# -- trio ---------------------------------------------------------------------------------
+
+
+class AsyncMessageQueue:
+    """The same queue for trio: ``await send/receive/peek`` wait on the descriptor's readiness.
+
+    Takes MessageQueue's arguments; the descriptor is always non-blocking underneath, and
+    ``block`` is this object's own switch (False: BusyError instead of waiting). Timeouts
+    as the synchronous queue (0 tries once), or use trio's own ``move_on_after``/
+    ``fail_after`` around a call. A task waiting when the queue is closed gets
+    ``trio.ClosedResourceError``.
+    """
+
+    def __init__(
+        self,
+        name: str | None,
+        flags: int = 0,
+        mode: int = 0o600,
+        max_messages: int | None = None,
+        max_message_size: int | None = None,
+        read: bool = True,
+        write: bool = True,
+        *,
+        backend: Backend | None = None,
+        mount: Path | str | None = None,
+    ) -> None:
+        self.block = not flags & O_NONBLOCK
+        self._receive_lock = trio.Lock()
+        self._send_lock = trio.Lock()
+        self._queue = MessageQueue(
+            name,
+            flags | O_NONBLOCK,
+            mode,
+            max_messages,
+            max_message_size,
+            read,
+            write,
+            backend=backend,
+            mount=mount,
+        )
+
+    @property
+    def sync(self) -> MessageQueue:
+        """The underlying (non-blocking) MessageQueue."""
+        return self._queue
+
+    @property
+    def name(self) -> str:
+        return self._queue.name
+
+    @property
+    def mqd(self) -> int:
+        return self._queue.mqd
+
+    @property
+    def backend(self) -> Backend:
+        return self._queue.backend
+
+    @property
+    def max_messages(self) -> int:
+        return self._queue.max_messages
+
+    @property
+    def max_message_size(self) -> int:
+        return self._queue.max_message_size
+
+    @property
+    def current_messages(self) -> int:
+        return self._queue.current_messages
+
+    def fileno(self) -> int:
+        return self._queue.fileno()
+
+    async def _retry(
+        self,
+        attempt: Callable[[], _T],
+        timeout: float | None,
+        writing: bool,
+    ) -> _T:
+        """Run *attempt* (a non-blocking call); on EAGAIN wait for readiness and retry.
+
+        trio lets one task at a time wait for each direction of a descriptor, so waiters
+        queue up on a lock per direction (FIFO) and take turns waiting on the fd.
+        """
+        _deadline(timeout)  # validates
+        operation = "send" if writing else "receive"
+        wait = trio.lowlevel.wait_writable if writing else trio.lowlevel.wait_readable
+        lock = self._send_lock if writing else self._receive_lock
+        await trio.lowlevel.checkpoint_if_cancelled()
+        with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
+            while True:
+                try:
+                    result = attempt()
+                except BusyError as exc:
+                    if exc.errno != errno.EAGAIN or not self.block or timeout == 0:
+                        raise
+                    async with lock:
+                        await wait(self._queue.fileno())
+                    continue
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return result
+        assert scope.cancelled_caught
+        raise _error(errno.ETIMEDOUT, operation, self.name)
+
+    async def send(self, message: Message, timeout: float | None = None, priority: int = 0) -> None:
+        """Queue *message*, waiting (cancellably) while the queue is full."""
+        queue = self._queue
+        await self._retry(
+            lambda: queue.send(message, priority=priority),
+            timeout,
+            writing=True,
+        )
+
+    async def receive(self, timeout: float | None = None) -> tuple[bytes, int]:
+        """Take the next message, waiting (cancellably) while the queue is empty."""
+        return await self._retry(self._queue.receive, timeout, writing=False)
+
+    async def peek(self, index: int = 0, timeout: float | None = None) -> tuple[bytes, int]:
+        """Look at message *index* without consuming it; waits while the queue is empty.
+
+        An *index* past the last message of a non-empty queue is NoSuchMessageError at once.
+        """
+        queue = self._queue
+        return await self._retry(lambda: queue.peek(index), timeout, writing=False)
+
+    async def peek_all(self) -> list[tuple[bytes, int]]:
+        """Every queued message, unconsumed (never waits; ``[]`` when empty)."""
+        await trio.lowlevel.checkpoint()
+        return self._queue.peek_all()
+
+    def close(self) -> None:
+        """Close the descriptor; tasks waiting on it get trio.ClosedResourceError."""
+        if self._queue.mqd >= 0:
+            with suppress(RuntimeError):  # outside trio.run nobody can be waiting
+                trio.lowlevel.notify_closing(self._queue.mqd)
+        self._queue.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def unlink(self) -> None:
+        self._queue.unlink()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__module__}.AsyncMessageQueue({self._queue!r}, block={self.block})"
+
+
+__all__ = [
+    "MESSAGE_QUEUES_SUPPORTED",
+    "O_CREAT",
+    "O_CREX",
+    "O_EXCL",
+    "O_NONBLOCK",
+    "QUEUE_MESSAGES_MAX_DEFAULT",
+    "QUEUE_MESSAGE_SIZE_MAX_DEFAULT",
+    "QUEUE_PRIORITY_MAX",
+    "AsyncMessageQueue",
+    "BusyError",
+    "Error",
+    "ExistentialError",
+    "InvalidArgumentError",
+    "MessageQueue",
+    "MessageTooLongError",
+    "NoSuchMessageError",
+    "NotSupportedError",
+    "PermissionsError",
+    "SignalError",
+    "unlink_message_queue",
+]
