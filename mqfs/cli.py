@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,32 +59,40 @@ def daemon_command(mountpoint: Path, options: Sequence[str], ready_fd: int) -> l
 
 
 def _mount_in_background(args: argparse.Namespace, mountpoint: Path) -> int:
-    """Start ``mount --foreground`` detached and return once it says it is mounted."""
+    """Start ``mount --foreground`` detached and return once it says it is mounted.
+
+    The daemon's stderr goes to $MQFS_LOG (default: a temporary file that is shown, last
+    line, if the daemon fails before it is ready). posix_spawn rather than Popen: the
+    daemon outlives us and is nobody's subprocess to wait for.
+    """
     read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
     command = daemon_command(mountpoint, args.options, write_end)
-    log_path = Path(os.environ.get("MQFS_LOG", "/dev/null"))
-    with open(log_path, "ab") as log_file:
-        child = subprocess.Popen(
+    log_path = os.environ.get("MQFS_LOG")
+    with open(log_path, "a+b") if log_path else tempfile.TemporaryFile() as log_file:
+        pid = os.posix_spawn(
+            command[0],
             command,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.PIPE,
-            pass_fds=(write_end,),
-            start_new_session=True,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_file.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, log_file.fileno(), 2),
+            ],
+            setsid=True,
         )
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as ready:
-        line = ready.readline()  # EOF if the child dies before mounting
-    if line == b"ready\n":
-        if child.stderr is not None:
-            child.stderr.close()
-        return 0
-    _, stderr = child.communicate(timeout=MOUNT_TIMEOUT)
-    message = stderr.decode(errors="replace").strip().splitlines()
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as ready:
+            line = ready.readline()  # EOF if the daemon dies before mounting
+        if line == b"ready\n":
+            return 0
+        _, status = os.waitpid(pid, 0)
+        log_file.seek(0)
+        lines = log_file.read().decode(errors="replace").strip().splitlines()
     raise CommandError(
-        message[-1].removeprefix("mqfs: mount: ")
-        if message
-        else f"the daemon exited with status {child.returncode}"
+        lines[-1].removeprefix("mqfs: mount: ")
+        if lines
+        else f"the daemon exited with status {os.waitstatus_to_exitcode(status)}"
     )
 
 

@@ -265,3 +265,49 @@ def test_installed_entry_point_end_to_end(mqfs_mount: Mount) -> None:
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
     assert outputs == [b"", b"", b"hello", b"hello"]
+
+
+def test_mount_in_the_background_and_umount(tmp_path: Path) -> None:
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    try:
+        assert main(["mount", str(mountpoint), "-o", "msg_default=3"]) == 0
+        assert os.path.ismount(mountpoint)
+        os.mkdir(mountpoint / "q")
+        fd = os.open(mountpoint / "q" / "queue", os.O_RDONLY)
+        try:
+            assert client.get_attributes(fd).maxmsg == 3
+        finally:
+            os.close(fd)
+        status, _, stderr = _cli("mount", str(mountpoint))
+        assert (status, stderr) == (
+            1,
+            f"mqfs: mount: {mountpoint} is already a mount point (EBUSY)\n",
+        )
+        assert main(["umount", str(mountpoint)]) == 0
+        assert not os.path.ismount(mountpoint)
+    finally:
+        if os.path.ismount(mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["mount", "/nonexistent/mnt"], "mqfs: mount: mount point /nonexistent/mnt does not exist (ENOENT)"),
+        (["mount", "/etc/hostname"], "mqfs: mount: mount point /etc/hostname is not a directory (ENOTDIR)"),
+        (["mount", "/tmp", "-o", "bogus=1"], "mqfs: mount: unknown mount option 'bogus' (EINVAL)"),
+        (["mount", "/tmp", "-o", "msg_max=0"], "mqfs: mount: msg_max=0 is outside 1..65536 (EINVAL)"),
+        (["umount", "/tmp"], "mqfs: umount: /tmp is not mounted (EINVAL)"),
+    ],
+)  # fmt: skip
+def test_mount_errors_are_one_line(argv: list[str], message: str) -> None:
+    status, _, stderr = _cli(*argv)
+    assert (status, stderr) == (1, message + "\n")
+
+
+def _cli(*argv: str) -> tuple[int, bytes, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "mqfs", *argv], capture_output=True, timeout=30, check=False
+    )
+    return done.returncode, done.stdout, done.stderr.decode()
