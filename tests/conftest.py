@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import select
 import shutil
@@ -83,6 +84,11 @@ class Mount:
 
     def queue_dir(self, name: str) -> Path:
         return self.path / name
+
+    def blocked_on(self, name: str) -> int:
+        """How many callers the daemon has parked in send/receive on queue *name*."""
+        info = json.loads(os.getxattr(self.path / name, "user.mq.info"))
+        return sum(opener["blocked"] for opener in info["openers"])
 
     def make_queue(self, name: str, mode: int = 0o600) -> Path:
         os.mkdir(self.path / name, mode)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -234,7 +233,7 @@ def test_blocking_read_is_woken_by_a_send_from_another_process(mqfs_mount: Mount
     )
     fd = open_queue(mqfs_mount, "q")
     try:
-        wait_until(lambda: blocked_in_fuse(reader.pid), what="reader to block")
+        wait_until(lambda: mqfs_mount.blocked_on("q"), what="reader to block")
         os.write(fd, b"hello reader")
         out, _ = reader.communicate(timeout=10)
         assert out == b"hello reader"
@@ -257,22 +256,12 @@ def test_blocking_write_is_woken_by_a_receive(mqfs_mount: Mount) -> None:
         ]
     )
     try:
-        wait_until(lambda: blocked_in_fuse(writer.pid), what="writer to block")
+        wait_until(lambda: mqfs_mount.blocked_on("q"), what="writer to block")
         assert os.read(fd, 8192) == b"0"
         assert writer.wait(timeout=10) == 0
         assert [os.read(fd, 8192) for _ in range(10)][-1] == b"late"
     finally:
         os.close(fd)
-
-
-def blocked_in_fuse(pid: int) -> bool:
-    """True once *pid* sleeps inside a FUSE request (its kernel wait channel)."""
-    try:
-        wchan = Path(f"/proc/{pid}/wchan").read_text()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state in ("S", "D") and ("fuse" in wchan or "request_wait_answer" in wchan)
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGUSR1 with a handler"])
@@ -292,7 +281,7 @@ def test_interrupted_reader_loses_nothing(mqfs_mount: Mount, how: str) -> None:
             print("interrupted")
     """)
     reader = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
-    wait_until(lambda: blocked_in_fuse(reader.pid), what="reader to block")
+    wait_until(lambda: mqfs_mount.blocked_on("q"), what="reader to block")
     reader.send_signal(signal.SIGKILL if how == "SIGKILL" else signal.SIGUSR1)
     out, _ = reader.communicate(timeout=10)  # without interrupts this would hang
     assert out.strip() == ("" if how == "SIGKILL" else "interrupted")
@@ -319,7 +308,7 @@ def test_interrupted_ioctl_receive_returns_eintr(mqfs_mount: Mount) -> None:
             print("EINTR")
     """)
     reader = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
-    wait_until(lambda: blocked_in_fuse(reader.pid), what="receiver to block")
+    wait_until(lambda: mqfs_mount.blocked_on("q"), what="receiver to block")
     reader.send_signal(signal.SIGUSR1)
     out, _ = reader.communicate(timeout=10)
     assert out.strip() == "EINTR"
@@ -449,20 +438,11 @@ def test_peek_batch_returns_many_messages_per_call_in_receive_order(
         os.close(write_only)
 
 
-def test_a_blocking_receive_lets_other_threads_run(queue_fd: int) -> None:
+def test_a_blocking_receive_lets_other_threads_run(mqfs_mount: Mount, queue_fd: int) -> None:
     # The sender thread can only run if the blocked ioctl released the GIL; if it did
     # not, the receive would sit out its whole deadline and fail with ETIMEDOUT.
-    receiver_tid = threading.get_native_id()
-
     def send_once_receiver_blocks() -> None:
-        wait_until(
-            lambda: (
-                "fuse" in Path(f"/proc/self/task/{receiver_tid}/wchan").read_text()
-                or "request_wait_answer"
-                in Path(f"/proc/self/task/{receiver_tid}/wchan").read_text()
-            ),
-            what="the receiver to block",
-        )
+        wait_until(lambda: mqfs_mount.blocked_on("q"), what="the receiver to block")
         os.write(queue_fd, b"from another thread")
 
     sender = threading.Thread(target=send_once_receiver_blocks)
