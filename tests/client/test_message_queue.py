@@ -35,11 +35,6 @@ from tests.conftest import Mount, wait_until
 
 
 @pytest.fixture
-def backend(mqfs_mount: Mount) -> MqfsBackend:
-    return MqfsBackend(mqfs_mount.path)
-
-
-@pytest.fixture
 def queue(backend: MqfsBackend) -> Iterator[MessageQueue]:
     with MessageQueue("/q", O_CREX, max_messages=4, max_message_size=64, backend=backend) as q:
         yield q

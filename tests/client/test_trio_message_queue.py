@@ -30,12 +30,6 @@ from mqfs.mq import (
     PermissionsError,
 )
 from tests.client.test_message_queue import kernel_usable
-from tests.conftest import Mount
-
-
-@pytest.fixture
-def backend(mqfs_mount: Mount) -> MqfsBackend:
-    return MqfsBackend(mqfs_mount.path)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from mqfs.backends import KernelBackend, MqfsBackend
+from tests import kernel_mq
 from tests.conftest import mounted
 
 CLONE_NEWIPC = 0x08000000
@@ -36,18 +37,9 @@ BackendFactory = Callable[[dict[str, int]], AbstractContextManager[Backend]]
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def kernel_unavailable() -> str | None:
-    """None if a private kernel mqueue can be set up here, else why not."""
-    if os.geteuid() != 0:
-        return "a private IPC namespace and mount -t mqueue need root"
-    if "mqueue" not in Path("/proc/filesystems").read_text():
-        return "this kernel has no mqueue filesystem"
-    return None
-
-
 @contextmanager
 def kernel_backend(limits: dict[str, int]) -> Iterator[KernelBackend]:
-    reason = kernel_unavailable()
+    reason = kernel_mq.available()
     if reason:
         pytest.skip(f"kernel half skipped: {reason}")
     home = os.open("/proc/self/ns/ipc", os.O_RDONLY | os.O_CLOEXEC)

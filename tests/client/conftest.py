@@ -1,0 +1,14 @@
+"""Fixtures of the client tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from mqfs.backends import MqfsBackend
+from tests.conftest import Mount
+
+
+@pytest.fixture
+def backend(mqfs_mount: Mount) -> MqfsBackend:
+    """The mqfs backend on a fresh mount."""
+    return MqfsBackend(mqfs_mount.path)
