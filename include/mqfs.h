@@ -11,6 +11,7 @@
 #ifndef MQFS_H
 #define MQFS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
 
@@ -107,6 +108,14 @@ struct mqfs_wait {           /* WAIT: block until the queue changes (for watcher
 #define MQFS_IOC_SEND    _IOWR(MQFS_IOC_MAGIC, 5, struct mqfs_xfer)
 #define MQFS_IOC_RECEIVE _IOWR(MQFS_IOC_MAGIC, 6, struct mqfs_xfer)
 #define MQFS_IOC_CREATE  _IOW(MQFS_IOC_MAGIC, 7, struct mqfs_create)
+/* PEEK, SEND and RECEIVE also take a shorter struct: the same header and a data[] of any
+ * length >= 1 (SEND: >= 0), with that total size in the command. The kernel copies
+ * _IOC_SIZE bytes each way, so small messages need not move 16 KiB per call. */
+#define MQFS_IOC_SIZED(cmd, size) \
+	(((cmd) & ~(_IOC_SIZEMASK << _IOC_SIZESHIFT)) | ((unsigned long)(size) << _IOC_SIZESHIFT))
+#define MQFS_PEEK_HEADER_SIZE offsetof(struct mqfs_peek, data)
+#define MQFS_XFER_HEADER_SIZE offsetof(struct mqfs_xfer, data)
+
 #define MQFS_IOC_NOTIFY  _IOW(MQFS_IOC_MAGIC, 8, struct mqfs_notify)
 #define MQFS_IOC_PEEK_BATCH _IOWR(MQFS_IOC_MAGIC, 9, struct mqfs_batch)
 #define MQFS_IOC_WAIT    _IOWR(MQFS_IOC_MAGIC, 10, struct mqfs_wait)

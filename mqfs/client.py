@@ -70,6 +70,18 @@ def _timing(timeout: float | None, deadline: Deadline | None) -> tuple[int, int,
     return (0, 0, 0) if deadline is None else (wire.XFER_TIMED, *deadline)
 
 
+# The kernel copies _IOC_SIZE bytes each way per ioctl, so PEEK/SEND/RECEIVE are issued
+# with a struct just big enough (wire.sized): a 64-byte message moves ~100 bytes, not 16 KiB.
+FIRST_CHUNK = 1024
+"""Payload bytes asked for by the first RECEIVE/PEEK call before the length is known."""
+
+
+def _xfer_call(fd: int, command: int, request: wire.Xfer, capacity: int) -> wire.Xfer:
+    size = wire.XFER_HEADER_SIZE + min(max(capacity, 1), wire.CHUNK)
+    _, buffer = _call(fd, wire.sized(command, size), request.pack(full=size))
+    return wire.Xfer.unpack(buffer)
+
+
 def send(
     fd: int,
     message: bytes,
@@ -96,7 +108,8 @@ def send(
             flags=flags,
             data=chunk,
         )
-        _, reply = _call(fd, wire.IOC_SEND, request.pack(full=True))
+        size = wire.XFER_HEADER_SIZE + len(chunk)
+        _, reply = _call(fd, wire.sized(wire.IOC_SEND, size), request.pack(full=size))
         offset += len(chunk)
         if offset >= len(message):
             return
@@ -109,35 +122,38 @@ def receive(
     """mq_timedreceive with a buffer of *bufsize* bytes: (message, priority)."""
     flags, tv_sec, tv_nsec = _timing(timeout, deadline)
     request = wire.Xfer(msg_len=bufsize, tv_sec=tv_sec, tv_nsec=tv_nsec, flags=flags)
-    _, reply_buffer = _call(fd, wire.IOC_RECEIVE, request.pack(full=True))
-    reply = wire.Xfer.unpack(reply_buffer)
+    reply = _xfer_call(fd, wire.IOC_RECEIVE, request, min(bufsize, FIRST_CHUNK))
     parts = [reply.data]
     received = len(reply.data)
-    while received < reply.msg_len:
+    while received < reply.msg_len:  # the rest of a long message, already ours
         follow = wire.Xfer(msg_len=bufsize, offset=received, xfer_id=reply.xfer_id)
-        _, more_buffer = _call(fd, wire.IOC_RECEIVE, follow.pack(full=True))
-        more = wire.Xfer.unpack(more_buffer)
+        more = _xfer_call(fd, wire.IOC_RECEIVE, follow, reply.msg_len - received)
         parts.append(more.data)
         received += len(more.data)
     return b"".join(parts), reply.msg_prio
 
 
+def _peek_call(fd: int, index: int, offset: int, capacity: int) -> wire.Peek:
+    size = wire.PEEK_HEADER_SIZE + min(max(capacity, 1), wire.CHUNK)
+    request = wire.Peek(index=index, offset=offset)
+    _, buffer = _call(fd, wire.sized(wire.IOC_PEEK, size), request.pack(full=size))
+    return wire.Peek.unpack(buffer)
+
+
 def peek(fd: int, index: int = 0) -> tuple[bytes, int]:
     """Message *index* in receive order, without consuming it: (message, priority).
 
-    Snapshot semantics: a message larger than one chunk is read in several calls,
-    and a concurrent receive between them can change what *index* names.
+    Snapshot semantics: a message larger than one call is read in several, and a
+    concurrent receive between them can change what *index* names.
     """
-    parts: list[bytes] = []
-    offset = 0
-    while True:
-        request = wire.Peek(index=index, offset=offset)
-        _, buffer = _call(fd, wire.IOC_PEEK, request.pack(full=True))
-        reply = wire.Peek.unpack(buffer)
-        parts.append(reply.data)
-        offset += len(reply.data)
-        if offset >= reply.msg_len:
-            return b"".join(parts), reply.msg_prio
+    reply = _peek_call(fd, index, 0, FIRST_CHUNK)
+    parts = [reply.data]
+    offset = len(reply.data)
+    while offset < reply.msg_len:
+        more = _peek_call(fd, index, offset, reply.msg_len - offset)
+        parts.append(more.data)
+        offset += len(more.data)
+    return b"".join(parts), reply.msg_prio
 
 
 def peek_batch(fd: int, index: int = 0, max_count: int = 0) -> wire.Batch:
@@ -189,9 +205,7 @@ def _peek_rest(fd: int, index: int, record: wire.BatchRecord) -> bytes | None:
     parts = [record.data]
     offset = len(record.data)
     while offset < record.msg_len:
-        request = wire.Peek(index=index, offset=offset)
-        _, buffer = _call(fd, wire.IOC_PEEK, request.pack(full=True))
-        reply = wire.Peek.unpack(buffer)
+        reply = _peek_call(fd, index, offset, record.msg_len - offset)
         if (reply.msg_len, reply.msg_prio) != (record.msg_len, record.msg_prio):
             return None
         parts.append(reply.data)

@@ -129,6 +129,16 @@ def _caller(ctx: Any) -> Caller | None:
     return None if ctx is None else Caller(ctx.pid, ctx.uid)
 
 
+RECEIVE = wire.base_command(wire.IOC_RECEIVE)
+SEND = wire.base_command(wire.IOC_SEND)
+PEEK = wire.base_command(wire.IOC_PEEK)
+# The commands whose struct may come in any size from its header up, and that header's size.
+SIZED_COMMANDS = {
+    RECEIVE: wire.XFER_HEADER_SIZE,
+    SEND: wire.XFER_HEADER_SIZE,
+    PEEK: wire.PEEK_HEADER_SIZE,
+}
+
 INFO_XATTR = b"user.mq.info"  # on MNT/NAME: JSON for `mqfs ls -l` and `mqfs who`
 
 
@@ -517,12 +527,16 @@ class MqueueFS(pyfuse3.Operations):
                         return self._ioctl_create(in_buf, ctx)
                     _fail(errno.ENOTTY)
                 handle = self._queue_handle(fh)
-                if cmd == wire.IOC_RECEIVE:
-                    return await self._ioctl_receive(handle, in_buf)
-                if cmd == wire.IOC_SEND:
-                    return await self._ioctl_send(handle, in_buf, _caller(ctx))
-                if cmd == wire.IOC_PEEK:
-                    return self._ioctl_peek(handle.descriptor, in_buf)
+                base = wire.base_command(cmd)
+                if base in SIZED_COMMANDS:  # data[] may be shorter than CHUNK: see wire.sized
+                    # Room for the header, and for at least one byte where data comes back.
+                    if out_size < SIZED_COMMANDS[base] + (base != SEND):
+                        _fail(errno.EINVAL)
+                    if base == RECEIVE:
+                        return await self._ioctl_receive(handle, in_buf, out_size)
+                    if base == SEND:
+                        return await self._ioctl_send(handle, in_buf, _caller(ctx))
+                    return self._ioctl_peek(handle.descriptor, in_buf, out_size)
                 if cmd == wire.IOC_GETATTR:
                     return 0, wire.Attr(*handle.descriptor.attributes()).pack()
                 if cmd == wire.IOC_SETATTR:
@@ -574,12 +588,13 @@ class MqueueFS(pyfuse3.Operations):
         return 0, b""
 
     @staticmethod
-    def _ioctl_peek(descriptor: Descriptor, in_buf: bytes) -> tuple[int, bytes]:
+    def _ioctl_peek(descriptor: Descriptor, in_buf: bytes, out_size: int) -> tuple[int, bytes]:
         request = wire.Peek.unpack(in_buf)
         message = descriptor.peek(request.index)
         if request.offset > len(message.payload):
             raise errors.InvalidArgument("offset beyond the end of the message")
-        chunk = message.payload[request.offset : request.offset + wire.CHUNK]
+        capacity = min(out_size - wire.PEEK_HEADER_SIZE, wire.CHUNK)
+        chunk = message.payload[request.offset : request.offset + capacity]
         reply = wire.Peek(
             index=request.index,
             offset=request.offset,
@@ -673,13 +688,16 @@ class MqueueFS(pyfuse3.Operations):
         await descriptor.send(bytes(payload), priority, deadline, sender)
         return 0, b""
 
-    async def _ioctl_receive(self, handle: QueueHandle, in_buf: bytes) -> tuple[int, bytes]:
+    async def _ioctl_receive(
+        self, handle: QueueHandle, in_buf: bytes, out_size: int
+    ) -> tuple[int, bytes]:
         request = wire.Xfer.unpack(in_buf)
+        capacity = min(out_size - wire.XFER_HEADER_SIZE, wire.CHUNK)
         if request.xfer_id:
             parked = handle.parked_receives.get(request.xfer_id)
             if parked is None or request.offset > len(parked.payload):
                 raise errors.InvalidArgument("unknown transfer or offset")
-            chunk = parked.payload[request.offset : request.offset + wire.CHUNK]
+            chunk = parked.payload[request.offset : request.offset + capacity]
             if request.offset + len(chunk) >= len(parked.payload):
                 del handle.parked_receives[request.xfer_id]
             reply = wire.Xfer(
@@ -700,11 +718,11 @@ class MqueueFS(pyfuse3.Operations):
         message = await handle.descriptor.receive(request.msg_len, deadline)
         # From here on no checkpoint: the message is ours and must reach the caller.
         transfer = 0
-        if len(message.payload) > wire.CHUNK:
+        if len(message.payload) > capacity:
             transfer = self._next_transfer
             self._next_transfer += 1
             handle.parked_receives[transfer] = message
-        chunk = message.payload[: wire.CHUNK]
+        chunk = message.payload[:capacity]
         reply = wire.Xfer(
             msg_len=len(message.payload),
             xfer_id=transfer,

@@ -41,6 +41,28 @@ IOC_READ = 2  # daemon -> kernel -> user
 _IOC_SIZE_LIMIT = 1 << 14
 
 
+_IOC_SIZE_MASK = (_IOC_SIZE_LIMIT - 1) << 16
+
+
+def ioc_size(command: int) -> int:
+    """_IOC_SIZE(command): how many bytes the kernel copies in and/or out."""
+    return (command & _IOC_SIZE_MASK) >> 16
+
+
+def base_command(command: int) -> int:
+    """*command* with its size field cleared: what PEEK/SEND/RECEIVE are matched on."""
+    return command & ~_IOC_SIZE_MASK
+
+
+def sized(command: int, size: int) -> int:
+    """PEEK, SEND or RECEIVE with a smaller struct: the same header, a shorter data[].
+
+    The kernel copies _IOC_SIZE bytes each way, so a 64-byte message need not pay for a
+    16 KiB copy in and out; the daemon reads the capacity from the command.
+    """
+    return base_command(command) | (size << 16)
+
+
 def _ioc(direction: int, number: int, size: int) -> int:
     if not 0 <= size < _IOC_SIZE_LIMIT:
         raise ValueError(f"ioctl struct of {size} bytes does not fit _IOC_SIZE")
@@ -61,8 +83,10 @@ _BATCH_RECORD = struct.Struct("=Q2I")
 _WAIT = struct.Struct("=Q2q2I")
 
 ATTR_SIZE = _ATTR.size
-PEEK_SIZE = _PEEK_HEADER.size + CHUNK
-XFER_SIZE = _XFER_HEADER.size + CHUNK
+PEEK_HEADER_SIZE = _PEEK_HEADER.size
+XFER_HEADER_SIZE = _XFER_HEADER.size
+PEEK_SIZE = PEEK_HEADER_SIZE + CHUNK
+XFER_SIZE = XFER_HEADER_SIZE + CHUNK
 CREATE_SIZE = _CREATE.size
 PRIO_SIZE = _PRIO.size
 NOTIFY_SIZE = _NOTIFY.size
@@ -102,9 +126,14 @@ def _check_chunk(data: bytes) -> None:
         raise ValueError(f"a chunk holds at most {CHUNK} bytes, not {len(data)}")
 
 
-def _finish(header: bytes, data: bytes, full: bool, size: int) -> bytes:
+def _finish(header: bytes, data: bytes, full: bool | int, size: int) -> bytes:
+    """header + data, padded to *size* if *full* is True, or to *full* bytes if an int."""
     packed = header + data
-    return packed.ljust(size, b"\0") if full else packed
+    if full is True:
+        return packed.ljust(size, b"\0")
+    if full is False:
+        return packed
+    return packed.ljust(full, b"\0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +166,9 @@ class Peek:
     msg_prio: int = 0
     data: bytes = b""
 
-    def pack(self, full: bool = True) -> bytes:
-        """The struct; *full* pads it to PEEK_SIZE (a request), else header + data."""
+    def pack(self, full: bool | int = True) -> bytes:
+        """The struct; *full* pads it to PEEK_SIZE (or to *full* bytes if an int: a
+        request of a sized() command), False gives header + data (a reply)."""
         _check_chunk(self.data)
         header = _PEEK_HEADER.pack(
             self.index, self.offset, self.msg_len, self.msg_prio, len(self.data)
@@ -166,8 +196,9 @@ class Xfer:
     flags: int = 0
     data: bytes = b""
 
-    def pack(self, full: bool = True) -> bytes:
-        """The struct; *full* pads it to XFER_SIZE (a request), else header + data."""
+    def pack(self, full: bool | int = True) -> bytes:
+        """The struct; *full* pads it to XFER_SIZE (or to *full* bytes if an int: a
+        request of a sized() command), False gives header + data (a reply)."""
         _check_chunk(self.data)
         header = _XFER_HEADER.pack(
             self.msg_len,

@@ -451,3 +451,17 @@ def test_a_blocking_receive_lets_other_threads_run(mqfs_mount: Mount, queue_fd: 
         assert client.receive(queue_fd, 8192, timeout=20) == (b"from another thread", 0)
     finally:
         sender.join()
+
+
+def test_sized_commands_move_only_what_they_need(queue_fd: int) -> None:
+    client.send(queue_fd, b"0123456789", 4)  # a 10-byte SEND struct after the header
+    size = wire.PEEK_HEADER_SIZE + 4
+    buffer = bytearray(wire.Peek(index=0, offset=2).pack(full=size))
+    copied = fcntl.ioctl(queue_fd, wire.sized(wire.IOC_PEEK, size), buffer, True)
+    assert copied == 4
+    assert wire.Peek.unpack(buffer) == wire.Peek(0, 2, 10, 4, b"2345")
+    for too_small in (wire.PEEK_HEADER_SIZE, wire.PEEK_HEADER_SIZE - 8):
+        with pytest.raises(OSError) as invalid:  # no room for a byte of data
+            fcntl.ioctl(queue_fd, wire.sized(wire.IOC_PEEK, too_small), bytearray(too_small), True)
+        assert invalid.value.errno == errno.EINVAL
+    assert client.receive(queue_fd, 8192) == (b"0123456789", 4)

@@ -27,6 +27,10 @@ CONSTANTS = {
     "MQFS_IOC_NOTIFY": wire.IOC_NOTIFY,
     "MQFS_IOC_PEEK_BATCH": wire.IOC_PEEK_BATCH,
     "MQFS_IOC_WAIT": wire.IOC_WAIT,
+    "MQFS_IOC_SIZED(MQFS_IOC_SEND, MQFS_XFER_HEADER_SIZE + 64)": wire.sized(
+        wire.IOC_SEND, wire.XFER_HEADER_SIZE + 64
+    ),
+    "MQFS_PEEK_HEADER_SIZE": wire.PEEK_HEADER_SIZE,
     "sizeof(struct mqfs_wait)": wire.WAIT_SIZE,
     "MQFS_BATCH_MORE": wire.BATCH_MORE,
     "sizeof(struct mqfs_batch)": wire.BATCH_SIZE,
