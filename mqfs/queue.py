@@ -31,7 +31,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import outcome
 import trio
@@ -102,12 +102,14 @@ class _Waiter:
 _NSIG = 64  # signals 0.._NSIG are valid_signal() in the kernel
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who makes a request: its process (thread-group) id and user id."""
+class Caller(Protocol):
+    """Who makes a request: its (thread) id and user id. pyfuse3's RequestContext is one."""
 
-    pid: int
-    uid: int
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def uid(self) -> int: ...
 
 
 @dataclass(slots=True)
@@ -148,11 +150,15 @@ class Queue:
     _watchers: list[Callable[[], Any]] = field(default_factory=list)
     notifier: Notifier | None = None
     generation: int = 0  # bumped by every send and receive: equal means unchanged
+    meta_time: int = 0
     owner_uid: int = 0  # the user charged for this queue's memory (RLIMIT_MSGQUEUE)
     charge: int = 0
 
     def __post_init__(self) -> None:
         self.mtime = self.ctime = self.atime
+        # Times of the directory views (MNT/NAME/, msgs/): creation, then mode/owner
+        # changes only, so the kernel may cache them; the queue file carries the rest.
+        self.meta_time = self.atime
 
     # -- state --------------------------------------------------------------
     def __len__(self) -> int:

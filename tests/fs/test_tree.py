@@ -274,3 +274,29 @@ def test_queue_memory_is_charged_to_rlimit_msgqueue(mount_factory: object) -> No
         client.create(root, "c", 0o600, maxmsg=1, msgsize=128)
     finally:
         os.close(root)
+
+
+def test_cached_views_never_go_stale(mqfs_mount: Mount) -> None:
+    # The kernel caches msgs/ names and attributes; every change must invalidate them.
+    mqfs_mount.make_queue("q", 0o640)
+    msgs = mqfs_mount.path / "q" / "msgs"
+    send_all(mqfs_mount, "q", [(b"long first", 1), (b"2nd", 0)])
+    assert [os.stat(msgs / name).st_size for name in sorted(os.listdir(msgs))] == [10, 3]
+    assert subprocess.run(["ls", "-l", str(msgs)], capture_output=True, check=True).stdout
+    fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR)
+    try:
+        client.receive(fd, 8192)  # everything cached above is now wrong
+        assert os.listdir(msgs) == ["0"]
+        assert os.stat(msgs / "0").st_size == 3
+        assert (msgs / "0").read_bytes() == b"2nd"
+        assert not (msgs / "1").exists()
+        client.send(fd, b"urgent!", 9)  # a new head, and an index 1 again
+        assert os.stat(msgs / "0").st_size == 7
+        assert os.getxattr(msgs / "0", "user.mq.priority") == b"9"
+        assert os.stat(msgs / "1").st_size == 3
+        os.chmod(mqfs_mount.path / "q" / "queue", 0o600)  # modes show on every view
+        assert stat.S_IMODE(os.stat(msgs / "0").st_mode) == 0o400
+        assert stat.S_IMODE(os.stat(msgs).st_mode) == 0o500
+        assert stat.S_IMODE(os.stat(mqfs_mount.path / "q").st_mode) == 0o700
+    finally:
+        os.close(fd)
