@@ -1,0 +1,1116 @@
+"""mqfs benchmark: the kernel's mqueue, the FUSE floor and mqfs, measured side by side.
+
+Method
+------
+Every figure is compared with a baseline measured in the same run, and the ratio is what
+the table and the targets are about; absolute numbers are printed too, but they depend on
+the machine. Rates are measured in *groups*: each group holds a subject and its baselines
+(e.g. a send+receive pair through mqfs, the no-op ioctl of the same daemon, and the
+kernel's own pair). Every subject is first calibrated (which also warms it up) to a count
+of operations that takes about ``--rep-seconds`` (0.25 s); then the group runs several repetitions,
+interleaved — A B C, C B A, A B C ... — so that a noisy neighbour on a shared machine
+slows subject and baseline alike instead of one of them. A figure is the median over the
+repetitions of the mean time per operation within one repetition; a ratio between two
+figures of one group is the median of the per-repetition ratios (each repetition against
+its neighbour), so that a slow moment cancels out. The spread column is ± half the range
+(max - min) of the repetitions, relative to the median. Shell commands
+(``ls -l``, ``cat``) are timed by wall clock, a few runs each, interleaved with the same
+command on a tmpfs baseline. The dump (batch peek vs one peek per message), the memory
+(daemon VmRSS before and after queuing) and the FUSE requests of one ``ls -l`` (counted
+from the libfuse debug log of a second daemon mounted with ``-o debug``) are taken once.
+
+Set-up: the process moves into a private IPC namespace (``unshare(CLONE_NEWIPC)``), so the
+kernel queues it makes are invisible to, and cannot collide with, the rest of the machine
+(if that fails, the names carry the pid and are unlinked at the end). mqfs daemons are
+started in the foreground at temporary mount points, each in its own session and told to
+die with this process, and are always stopped and unmounted in ``finally`` — after an
+error, Ctrl-C or SIGTERM too. Single-threaded figures run with this process and the
+daemon pinned to one CPU (``--no-pin`` to leave them free): a FUSE round trip between two
+CPUs costs about twice one on a shared CPU, and unpinned the scheduler flips between the
+two mid-run. The 2+2 runs use every CPU.
+
+Run ``scripts/bench`` (``--quick`` for a smoke run with small counts, ``--json PATH``).
+The exit status is 0 when the measurement ran, whether or not the targets pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import json
+import multiprocessing
+import os
+import platform
+import re
+import resource
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from mqfs import client, wire
+from mqfs.backends import KernelBackend
+from mqfs.cli import daemon_command
+
+Timer = Callable[[int], float]
+"""Runs an operation *count* times and returns the seconds per operation."""
+
+CLONE_NEWIPC = 0x08000000
+PR_SET_PDEATHSIG = 1
+READY_TIMEOUT = 30.0
+MOUNT_OPTIONS = ("msg_max=65536", "msgsize_max=8192", "ignore_rlimit")
+SMALL, LARGE = 64, 8192
+PAIR_QUEUE_DEPTH = 10  # the kernel's msg_max in a fresh IPC namespace
+NOOP_BUDGET = 2.5  # target (a): NOOP round trips per 64 B send+receive pair
+PEEK_RATIO_LIMIT = 1.2  # target (b)
+DUMP_SPEEDUP_MIN = 50.0  # target (c)
+LS_SECONDS_MAX = 1.0  # target (d)
+RSS_OVERHEAD_MAX = 300.0  # target (e): bytes per queued 64 B message over the payload
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class BenchError(Exception):
+    """The benchmark could not run (not a target that failed)."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much work each measurement does (full run or --quick)."""
+
+    repetitions: int
+    rep_seconds: float
+    one_off_repetitions: int  # ls -l and cat as subprocesses
+    peek_queue: int  # messages in the peek/dump queue (65,536 in a full run)
+    ls_messages: int
+    memory_messages: int
+    parallel_start: int  # first calibration count of a 2+2 run (each forks 4 workers)
+
+
+FULL = Scale(
+    repetitions=7,
+    rep_seconds=0.25,
+    one_off_repetitions=3,
+    peek_queue=65536,
+    ls_messages=10_000,
+    memory_messages=100_000,
+    parallel_start=1024,
+)
+QUICK = Scale(
+    repetitions=3,
+    rep_seconds=0.02,
+    one_off_repetitions=1,
+    peek_queue=2048,
+    ls_messages=300,
+    memory_messages=20_000,
+    parallel_start=64,
+)
+
+
+# -- results ---------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """Everything measured: figures (samples), ratios, targets, and the printed rows."""
+
+    meta: dict[str, Any]
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ratios: dict[str, dict[str, Any]] = field(default_factory=dict)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+
+    def record_group(
+        self, group: str, samples: dict[str, list[float]], labels: dict[str, tuple[str, str]]
+    ) -> None:
+        """Record the figures measured together (interleaved): key -> (label, unit)."""
+        for key, (label, unit) in labels.items():
+            self.figure(key, label, unit, samples[key], group)
+
+    def figure(
+        self, key: str, label: str, unit: str, samples: Sequence[float], group: str
+    ) -> float:
+        """Record seconds per *unit* (one sample per repetition); return the median."""
+        median = statistics.median(samples)
+        self.figures[key] = {
+            "label": label,
+            "unit": unit,
+            "group": group,
+            "seconds_per_unit": median,
+            "per_second": 1 / median if median > 0 else None,
+            "samples": list(samples),
+            "spread": (max(samples) - min(samples)) / median if median > 0 else 0.0,
+        }
+        return median
+
+    def ratio(self, key: str, numerator: str, denominator: str, meaning: str) -> float:
+        """Record how many times the denominator's time per unit the numerator's is.
+
+        Figures of one interleaved group: the median of the per-repetition ratios (each
+        repetition of the subject against the same repetition of its baseline, which ran
+        next to it). Figures of different groups: the ratio of their medians.
+        """
+        top, bottom = self.figures[numerator], self.figures[denominator]
+        paired = top["group"] == bottom["group"] and len(top["samples"]) == len(bottom["samples"])
+        if paired:
+            pairs = zip(top["samples"], bottom["samples"], strict=True)
+            value = float(statistics.median(a / b for a, b in pairs))
+        else:
+            value = float(top["seconds_per_unit"] / bottom["seconds_per_unit"])
+        self.ratios[key] = {
+            "value": value,
+            "numerator": numerator,
+            "denominator": denominator,
+            "method": "median of paired repetitions" if paired else "ratio of medians",
+            "meaning": meaning,
+        }
+        return value
+
+    def target(self, key: str, description: str, value: float, limit: float, at_most: bool) -> None:
+        passed = value <= limit if at_most else value >= limit
+        self.targets.append(
+            {
+                "id": key,
+                "description": description,
+                "value": value,
+                "limit": limit,
+                "comparison": "<=" if at_most else ">=",
+                "pass": passed,
+            }
+        )
+
+    def section(self, title: str) -> None:
+        self.rows.append((title,))
+
+    def row(self, key: str, rate: str, ratio: str = "") -> None:
+        """A table row for figure *key*: label, rate, time per unit, spread, ratio."""
+        figure = self.figures[key]
+        spread = f"±{figure['spread'] * 50:.0f}%" if len(figure["samples"]) > 1 else "once"
+        per_unit = format_seconds(figure["seconds_per_unit"])
+        self.rows.append((figure["label"], rate, per_unit, spread, ratio))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "meta": self.meta,
+            "figures": self.figures,
+            "ratios": self.ratios,
+            "targets": self.targets,
+            "targets_passed": sum(self.targets_by_letter().values()),
+            "targets_total": len(self.targets_by_letter()),
+            **self.extra,
+        }
+
+    def targets_by_letter(self) -> dict[str, bool]:
+        """(a) .. (e): a target passes when every one of its measurements does."""
+        verdicts: dict[str, bool] = {}
+        for target in self.targets:
+            letter = target["id"].split("-")[0]
+            verdicts[letter] = verdicts.get(letter, True) and target["pass"]
+        return verdicts
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def format_rate(seconds_per_unit: float, unit: str) -> str:
+    return f"{1 / seconds_per_unit:,.0f} {unit}/s"
+
+
+def progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# -- measuring ------------------------------------------------------------------------
+
+
+def loop_timer(operation: Callable[[], object]) -> Timer:
+    """A Timer that calls *operation* count times."""
+
+    def run(count: int) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            operation()
+        return (time.perf_counter() - start) / count
+
+    return run
+
+
+def pair_timer(send: Callable[[], object], receive: Callable[[], object]) -> Timer:
+    """A Timer of send+receive pairs, one thread: the queue holds at most one message."""
+
+    def run(count: int) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            send()
+            receive()
+        return (time.perf_counter() - start) / count
+
+    return run
+
+
+def calibrate(timer: Timer, seconds: float, start: int = 16) -> int:
+    """The count of operations that lasts about *seconds* (running it warms up too)."""
+    count = start
+    while True:
+        elapsed = timer(count) * count
+        if elapsed >= seconds / 4 or count >= 1 << 22:
+            return max(1, round(count * seconds / max(elapsed, 1e-9)))
+        count *= 4
+
+
+def interleaved(
+    timers: dict[str, Timer], scale: Scale, starts: dict[str, int] | None = None
+) -> dict[str, list[float]]:
+    """Seconds per operation of every timer, one sample per repetition, interleaved."""
+    counts = {
+        key: calibrate(timer, scale.rep_seconds, (starts or {}).get(key, 16))
+        for key, timer in timers.items()
+    }
+    samples: dict[str, list[float]] = {key: [] for key in timers}
+    order = list(timers)
+    for _ in range(scale.repetitions):
+        for key in order:
+            samples[key].append(timers[key](counts[key]))
+        order.reverse()
+    return samples
+
+
+def timed_once(operation: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    operation()
+    return time.perf_counter() - start
+
+
+def interleaved_runs(
+    operations: dict[str, Callable[[], object]], runs: int
+) -> dict[str, list[float]]:
+    """Wall time of each operation, *runs* times, interleaved (for slow one-off commands)."""
+    samples: dict[str, list[float]] = {key: [] for key in operations}
+    order = list(operations)
+    for _ in range(runs):
+        for key in order:
+            samples[key].append(timed_once(operations[key]))
+        order.reverse()
+    return samples
+
+
+# -- the kernel side ---------------------------------------------------------------------
+
+
+def private_ipc_namespace() -> bool:
+    """Move into a fresh IPC namespace (the machine's queues stay untouched)."""
+    if _libc.unshare(CLONE_NEWIPC) == 0:
+        return True
+    code = ctypes.get_errno()
+    progress(f"unshare(CLONE_NEWIPC) failed ({os.strerror(code)}): using unique queue names")
+    return False
+
+
+def lift_msgqueue_rlimit() -> None:
+    """RLIMIT_MSGQUEUE is per user: other kernel queues of root must not make us fail."""
+    with suppress(ValueError, OSError):
+        unlimited = resource.RLIM_INFINITY
+        resource.setrlimit(resource.RLIMIT_MSGQUEUE, (unlimited, unlimited))
+
+
+@dataclass
+class KernelQueues:
+    backend: KernelBackend
+    prefix: str
+    names: list[str] = field(default_factory=list)
+
+    def open(self, name: str, msgsize: int) -> int:
+        full = f"/{self.prefix}-{name}"
+        mqd = self.backend.open(full, os.O_RDWR | os.O_CREAT, 0o600, (PAIR_QUEUE_DEPTH, msgsize))
+        self.names.append(full)
+        return mqd
+
+    def unlink_all(self) -> None:
+        for name in self.names:
+            with suppress(OSError):
+                self.backend.unlink(name)
+
+
+def kernel_pair_timer(backend: KernelBackend, mqd: int, size: int) -> Timer:
+    message = bytes(size)
+    return pair_timer(partial(backend.send, mqd, message), partial(backend.receive, mqd, size))
+
+
+# -- the mqfs side ---------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the daemon child: SIGTERM (and so an unmount) when the benchmark dies."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def mounted_paths() -> set[str]:
+    with open("/proc/self/mounts") as mounts:
+        return {line.split()[1] for line in mounts if len(line.split()) > 1}
+
+
+@dataclass
+class Daemon:
+    path: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def rss(self) -> int:
+        """The daemon's resident set size in bytes (VmRSS)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        if match is None:
+            raise BenchError("no VmRSS in the daemon's /proc status")
+        return int(match.group(1)) * 1024
+
+    def create(self, name: str, maxmsg: int, msgsize: int) -> Path:
+        root = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            client.create(root, name, 0o600, maxmsg=maxmsg, msgsize=msgsize)
+        finally:
+            os.close(root)
+        return self.path / name
+
+
+@contextmanager
+def mqfs_daemon(workdir: Path, options: Sequence[str]) -> Iterator[Daemon]:
+    """Mount a foreground mqfs daemon at a new directory; always stop and unmount it."""
+    path = Path(tempfile.mkdtemp(prefix="mnt-", dir=workdir))
+    log_path = path.with_name(path.name + ".log")
+    read_end, write_end = os.pipe()
+    try:
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                daemon_command(path, options, write_end),
+                pass_fds=(write_end,),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # Ctrl-C is ours to handle, not the daemon's
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl)
+            )
+    finally:
+        os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], READY_TIMEOUT)
+        if (os.read(read_end, 64) if ready else b"") != b"ready\n":
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise BenchError(f"mqfs did not mount at {path}: {' / '.join(tail)}")
+        yield Daemon(path, process, log_path)
+    finally:
+        os.close(read_end)
+        stop_daemon(process, path)
+        if "Traceback" in log_path.read_text(errors="replace"):
+            progress(f"warning: the daemon at {path} logged an exception, see {log_path}")
+        with suppress(OSError):
+            path.rmdir()
+
+
+def stop_daemon(process: subprocess.Popen[bytes], path: Path) -> None:
+    """SIGTERM, wait; SIGKILL if wedged; then a lazy unmount if it is still mounted."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    if str(path) in mounted_paths():
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, check=False)
+
+
+@contextmanager
+def placed(pids: Sequence[int], cpus: set[int] | None) -> Iterator[None]:
+    """Run with this process (and forks) and *pids* on *cpus*; None leaves them free.
+
+    A FUSE round trip costs about twice as much when the caller and the daemon sit on
+    different CPUs (a cross-CPU wake-up, expensive in a VM) as when they share one, and
+    the scheduler moves them between the two placements at will: unpinned, a figure and
+    its baseline can be measured in different placements. So single-threaded figures run
+    with both on one CPU (a synchronous round trip never uses two at once).
+    """
+    everywhere = os.sched_getaffinity(0)
+    for pid in (0, *pids):
+        os.sched_setaffinity(pid, cpus or everywhere)
+    try:
+        yield
+    finally:
+        for pid in (0, *pids):
+            with suppress(OSError):  # the daemon may be gone after an error
+                os.sched_setaffinity(pid, everywhere)
+
+
+def open_queue(queue_dir: Path, flags: int = os.O_RDWR) -> int:
+    return os.open(queue_dir / "queue", flags | os.O_CLOEXEC)
+
+
+def noop_timer(fd: int) -> Timer:
+    return loop_timer(lambda: client._call(fd, wire.IOC_NOOP, b""))
+
+
+def fill(fd: int, count: int) -> None:
+    """Queue *count* distinct 64-byte messages (message i is its index, zero-padded)."""
+    for index in range(count):
+        os.write(fd, b"%064d" % index)
+
+
+# -- 1-3: send+receive pairs and the FUSE floor ------------------------------------------
+
+
+def measure_pairs_and_floor(
+    report: Report, scale: Scale, daemon: Daemon, kernel: KernelQueues, stack: ExitStack
+) -> None:
+    progress("kernel pairs, FUSE floor and mqfs pairs (one thread)")
+    backend = kernel.backend
+    fds: dict[str, int] = {}
+    for size in (SMALL, LARGE):
+        queue = daemon.create(f"pairs{size}", PAIR_QUEUE_DEPTH, size)
+        fds[f"mqfs{size}"] = open_queue(queue)
+        fds[f"kernel{size}"] = kernel.open(f"pairs{size}", size)
+    status = os.open(daemon.path / f"pairs{SMALL}" / "status", os.O_RDONLY | os.O_CLOEXEC)
+    for fd in (*fds.values(), status):
+        stack.callback(os.close, fd)
+    small, large = bytes(SMALL), bytes(LARGE)
+    mqfs64, mqfs8k = fds[f"mqfs{SMALL}"], fds[f"mqfs{LARGE}"]
+    timers: dict[str, Timer] = {
+        "kernel_pair_64": kernel_pair_timer(backend, fds[f"kernel{SMALL}"], SMALL),
+        "kernel_pair_8k": kernel_pair_timer(backend, fds[f"kernel{LARGE}"], LARGE),
+        "floor_noop": noop_timer(mqfs64),
+        "floor_read_64": loop_timer(lambda: os.pread(status, 64, 0)),
+        "mqfs_rw_64": pair_timer(partial(os.write, mqfs64, small), partial(os.read, mqfs64, SMALL)),
+        "mqfs_ioctl_64": pair_timer(
+            partial(client.send, mqfs64, small), partial(client.receive, mqfs64, SMALL)
+        ),
+        "mqfs_rw_8k": pair_timer(partial(os.write, mqfs8k, large), partial(os.read, mqfs8k, LARGE)),
+        "mqfs_ioctl_8k": pair_timer(
+            partial(client.send, mqfs8k, large), partial(client.receive, mqfs8k, LARGE)
+        ),
+    }
+    samples = interleaved(timers, scale)
+    labels = {
+        "kernel_pair_64": ("send+receive 64 B, 1 thread", "pair"),
+        "kernel_pair_8k": ("send+receive 8 KiB, 1 thread", "pair"),
+        "floor_noop": ("NOOP ioctl", "call"),
+        "floor_read_64": ("64 B direct_io read (status)", "call"),
+        "mqfs_rw_64": ("write/read 64 B", "pair"),
+        "mqfs_ioctl_64": ("SEND/RECEIVE ioctls 64 B", "pair"),
+        "mqfs_rw_8k": ("write/read 8 KiB", "pair"),
+        "mqfs_ioctl_8k": ("SEND/RECEIVE ioctls 8 KiB", "pair"),
+    }
+    report.record_group("pairs", samples, labels)
+
+    report.section("1 kernel mqueue (ctypes librt, private IPC namespace)")
+    for key in ("kernel_pair_64", "kernel_pair_8k"):
+        report.row(key, rate(report, key), "baseline")
+    report.section("2 FUSE floor (same daemon)")
+    report.ratio("floor_noop_vs_kernel", "floor_noop", "kernel_pair_64", "NOOP / kernel pair")
+    report.ratio("floor_read_vs_noop", "floor_read_64", "floor_noop", "read / NOOP")
+    report.row("floor_noop", rate(report, "floor_noop"), "= 1 NOOP (the unit below)")
+    report.row(
+        "floor_read_64",
+        rate(report, "floor_read_64"),
+        f"{report.ratios['floor_read_vs_noop']['value']:.2f} NOOP",
+    )
+
+    report.section("3 mqfs send+receive, 1 thread")
+    for interface in ("rw", "ioctl"):
+        for suffix, kernel_key in (("64", "kernel_pair_64"), ("8k", "kernel_pair_8k")):
+            key = f"mqfs_{interface}_{suffix}"
+            in_noops = report.ratio(f"{key}_in_noops", key, "floor_noop", "pair / NOOP")
+            slower = report.ratio(f"{key}_vs_kernel", key, kernel_key, "pair / kernel pair")
+            report.row(key, rate(report, key), f"{in_noops:.2f} NOOP; {slower:.0f}x kernel")
+    for interface, name in (("rw", "write/read"), ("ioctl", "SEND/RECEIVE ioctls")):
+        report.target(
+            f"a-{interface}",
+            f"64 B pair via {name} costs <= {NOOP_BUDGET} NOOP round trips",
+            report.ratios[f"mqfs_{interface}_64_in_noops"]["value"],
+            NOOP_BUDGET,
+            at_most=True,
+        )
+
+
+def rate(report: Report, key: str) -> str:
+    figure = report.figures[key]
+    return format_rate(figure["seconds_per_unit"], figure["unit"] + "s")
+
+
+# -- 1, 3: two producers + two consumers ----------------------------------------------------
+
+
+Worker = Callable[[int], None]
+"""Opens what it needs, then returns; the returned loop runs *count* operations."""
+
+
+def _worker_main(
+    prepare: Callable[[], Worker],
+    count: int,
+    barrier: Any,
+    results: Any,
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent cleans up after Ctrl-C
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        work = prepare()
+        barrier.wait(timeout=30)
+        start = time.perf_counter()
+        work(count)
+        results.put((start, time.perf_counter(), None))
+    except BaseException as exc:  # reported to the parent, which raises
+        results.put((0.0, 0.0, repr(exc)))
+
+
+def two_by_two_timer(producer: Callable[[], Worker], consumer: Callable[[], Worker]) -> Timer:
+    """A Timer of *count* pairs moved by 2 producer and 2 consumer processes (forked)."""
+    context = multiprocessing.get_context("fork")
+
+    def run(count: int) -> float:
+        each = max(1, count // 2)
+        barrier = context.Barrier(5)
+        results = context.Queue()
+        workers = [
+            context.Process(target=_worker_main, args=(role, each, barrier, results))
+            for role in (producer, producer, consumer, consumer)
+        ]
+        try:
+            for worker in workers:
+                worker.start()
+            barrier.wait(timeout=30)
+            spans = [results.get(timeout=120) for _ in workers]
+        except BaseException:
+            for worker in workers:
+                if worker.is_alive():
+                    worker.terminate()
+            raise
+        finally:
+            for worker in workers:
+                worker.join(timeout=10)
+                if worker.is_alive():
+                    worker.kill()
+                    worker.join()
+        failures = [error for _, _, error in spans if error]
+        if failures:
+            raise BenchError(f"a 2+2 worker failed: {failures[0]}")
+        elapsed = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
+        return float(elapsed) / (2 * each)
+
+    return run
+
+
+def kernel_worker(backend: KernelBackend, name: str, role: str) -> Callable[[], Worker]:
+    def prepare() -> Worker:
+        mqd = backend.open(name, os.O_RDWR)
+        message = bytes(SMALL)
+
+        def send_all(count: int) -> None:
+            for _ in range(count):
+                backend.send(mqd, message)
+
+        def receive_all(count: int) -> None:
+            for _ in range(count):
+                backend.receive(mqd, SMALL)
+
+        return send_all if role == "send" else receive_all
+
+    return prepare
+
+
+def mqfs_worker(queue_dir: Path, role: str) -> Callable[[], Worker]:
+    def prepare() -> Worker:
+        fd = open_queue(queue_dir, os.O_WRONLY if role == "send" else os.O_RDONLY)
+        message = bytes(SMALL)
+
+        def send_all(count: int) -> None:
+            for _ in range(count):
+                os.write(fd, message)
+
+        def receive_all(count: int) -> None:
+            for _ in range(count):
+                os.read(fd, SMALL)
+
+        return send_all if role == "send" else receive_all
+
+    return prepare
+
+
+def measure_two_by_two(report: Report, scale: Scale, daemon: Daemon, kernel: KernelQueues) -> None:
+    progress("2 producers + 2 consumers (processes)")
+    kernel_mqd = kernel.open("parallel", SMALL)
+    kernel.backend.close(kernel_mqd)
+    kernel_name = kernel.names[-1]
+    queue = daemon.create("parallel", PAIR_QUEUE_DEPTH, SMALL)
+    timers = {
+        "kernel_2x2_64": two_by_two_timer(
+            kernel_worker(kernel.backend, kernel_name, "send"),
+            kernel_worker(kernel.backend, kernel_name, "receive"),
+        ),
+        "mqfs_2x2_64": two_by_two_timer(mqfs_worker(queue, "send"), mqfs_worker(queue, "receive")),
+    }
+    starts = dict.fromkeys(timers, scale.parallel_start)
+    labels = {
+        "kernel_2x2_64": ("kernel 2+2 processes, 64 B (total)", "pair"),
+        "mqfs_2x2_64": ("mqfs 2+2 processes, write/read 64 B", "pair"),
+    }
+    report.record_group("2x2", interleaved(timers, scale, starts), labels)
+    slower = report.ratio("mqfs_2x2_vs_kernel", "mqfs_2x2_64", "kernel_2x2_64", "mqfs / kernel")
+    gain = report.ratio("mqfs_2x2_vs_1", "mqfs_rw_64", "mqfs_2x2_64", "2+2 rate / 1-thread rate")
+    report.section("1+3 two producers + two consumers (processes)")
+    report.row("kernel_2x2_64", rate(report, "kernel_2x2_64"), "baseline")
+    report.row(
+        "mqfs_2x2_64",
+        rate(report, "mqfs_2x2_64"),
+        f"{slower:.0f}x kernel; {gain:.2f}x 1-thread rate",
+    )
+
+
+# -- 3: peek, cat, dump ------------------------------------------------------------------
+
+
+def measure_peek_cat_dump(
+    report: Report, scale: Scale, daemon: Daemon, stack: ExitStack, baseline_dir: Path
+) -> None:
+    size = scale.peek_queue
+    progress(f"filling a queue with {size:,} messages")
+    queue = daemon.create("peek", size, SMALL)
+    fd = open_queue(queue)
+    stack.callback(os.close, fd)
+    fill_seconds = timed_once(lambda: fill(fd, size))
+    report.extra["fill"] = {"messages": size, "seconds": fill_seconds}
+
+    progress("peek latency and cat")
+    middle = min(1000, size - 1)
+    indices = {"peek_first": 0, "peek_1000": middle, "peek_last": size - 1}
+    message_path = queue / "msgs" / str(middle)
+    baseline_file = baseline_dir / "message"
+    baseline_file.write_bytes(b"%064d" % middle)
+    timers: dict[str, Timer] = {"peek_noop": noop_timer(fd)}
+    for key, index in indices.items():
+        timers[key] = loop_timer(partial(client.peek, fd, index))
+    timers["cat_mqfs"] = loop_timer(lambda: read_whole_file(message_path))
+    timers["cat_baseline"] = loop_timer(lambda: read_whole_file(baseline_file))
+    labels = {"peek_noop": ("NOOP ioctl (this group's baseline)", "call")}
+    labels |= {key: (f"peek({index}) of {size:,}", "call") for key, index in indices.items()}
+    labels["cat_mqfs"] = (f"open+read+close msgs/{middle}", "call")
+    labels["cat_baseline"] = ("open+read+close, tmpfs file", "call")
+    report.record_group("peek", interleaved(timers, scale), labels)
+
+    report.section(f"3 mqfs peek and cat on a {size:,}-message queue")
+    report.row("peek_noop", rate(report, "peek_noop"), "= 1 NOOP")
+    for key in indices:
+        in_noops = report.ratio(f"{key}_in_noops", key, "peek_noop", "peek / NOOP")
+        to_first = report.ratio(f"{key}_vs_first", key, "peek_first", "peek(I) / peek(0)")
+        report.row(key, rate(report, key), f"{in_noops:.2f} NOOP; {to_first:.2f}x peek(0)")
+    report.target(
+        "b",
+        f"peek({size - 1}) / peek(0) <= {PEEK_RATIO_LIMIT}",
+        report.ratios["peek_last_vs_first"]["value"],
+        PEEK_RATIO_LIMIT,
+        at_most=True,
+    )
+    in_noops = report.ratio("cat_in_noops", "cat_mqfs", "peek_noop", "cat / NOOP")
+    to_tmpfs = report.ratio("cat_vs_tmpfs", "cat_mqfs", "cat_baseline", "cat mqfs / tmpfs")
+    report.row("cat_mqfs", rate(report, "cat_mqfs"), f"{in_noops:.2f} NOOP; {to_tmpfs:.0f}x tmpfs")
+    report.row("cat_baseline", rate(report, "cat_baseline"), "baseline")
+
+    measure_dump(report, fd, size)
+
+
+def read_whole_file(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def measure_dump(report: Report, fd: int, size: int) -> None:
+    progress(f"dump of {size:,} messages: batch peek, then one peek per message")
+    expected = [(b"%064d" % index, 0) for index in range(size)]
+    batch: list[tuple[bytes, int]] = []
+    one_by_one: list[tuple[bytes, int]] = []
+    batch_seconds = timed_once(lambda: batch.extend(client.peek_all(fd)))
+    each_seconds = timed_once(lambda: one_by_one.extend(client.peek(fd, i) for i in range(size)))
+    if batch != expected or one_by_one != expected:
+        raise BenchError("the dumped messages differ from those queued")
+    labels = {
+        "dump_batch": (f"dump {size:,} x 64 B, batch peek", "dump"),
+        "dump_each": (f"dump {size:,} x 64 B, peek each", "dump"),
+    }
+    samples = {"dump_batch": [batch_seconds], "dump_each": [each_seconds]}
+    report.record_group("dump", samples, labels)
+    speedup = report.ratio("dump_speedup", "dump_each", "dump_batch", "one-by-one / batch")
+    report.row("dump_batch", f"{size / batch_seconds:,.0f} msgs/s", f"{speedup:.0f}x faster")
+    report.row("dump_each", f"{size / each_seconds:,.0f} msgs/s", "baseline")
+    report.target(
+        "c",
+        f"dump batch >= {DUMP_SPEEDUP_MIN:.0f}x faster than one peek per message",
+        speedup,
+        DUMP_SPEEDUP_MIN,
+        at_most=False,
+    )
+
+
+# -- 3: ls -l and cat as commands ------------------------------------------------------------
+
+
+def run_quietly(command: Sequence[str | Path]) -> None:
+    subprocess.run(
+        [str(part) for part in command],
+        stdout=subprocess.DEVNULL,
+        check=True,
+        env={**os.environ, "LC_ALL": "C"},
+    )
+
+
+def baseline_directory(parent: Path, count: int) -> Path:
+    """*count* 64-byte files named 0..count-1 in a tmpfs directory (ls's baseline)."""
+    directory = parent / "ls-baseline"
+    directory.mkdir()
+    for index in range(count):
+        (directory / str(index)).write_bytes(b"%064d" % index)
+    return directory
+
+
+def measure_ls_and_cat_commands(
+    report: Report, scale: Scale, daemon: Daemon, stack: ExitStack, baseline_dir: Path
+) -> None:
+    count = scale.ls_messages
+    progress(f"ls -l and cat on {count:,} messages")
+    queue = daemon.create("ls", count, SMALL)
+    fd = open_queue(queue)
+    stack.callback(os.close, fd)
+    fill(fd, count)
+    tmpfs = baseline_directory(baseline_dir, count)
+    index = str(count // 2)
+    samples = interleaved_runs(
+        {
+            "ls_mqfs": lambda: run_quietly(["ls", "-l", queue / "msgs"]),
+            "ls_baseline": lambda: run_quietly(["ls", "-l", tmpfs]),
+            "cat_command_mqfs": lambda: run_quietly(["cat", queue / "msgs" / index]),
+            "cat_command_baseline": lambda: run_quietly(["cat", tmpfs / index]),
+        },
+        scale.one_off_repetitions,
+    )
+    labels = {
+        "ls_mqfs": (f"ls -l msgs/ ({count:,} messages)", "run"),
+        "ls_baseline": (f"ls -l tmpfs ({count:,} files)", "run"),
+        "cat_command_mqfs": ("cat msgs/N (subprocess)", "run"),
+        "cat_command_baseline": ("cat tmpfs file (subprocess)", "run"),
+    }
+    report.record_group("commands", samples, labels)
+    ls_ratio = report.ratio("ls_vs_tmpfs", "ls_mqfs", "ls_baseline", "ls -l mqfs / tmpfs")
+    cat_ratio = report.ratio(
+        "cat_command_vs_tmpfs", "cat_command_mqfs", "cat_command_baseline", "cat mqfs / tmpfs"
+    )
+    ls_seconds = report.figures["ls_mqfs"]["seconds_per_unit"]
+    report.section("3 mqfs as a shell sees it (wall time of the command)")
+    per_entry = format_seconds(ls_seconds / count)
+    report.row("ls_mqfs", f"{per_entry}/entry", f"{ls_ratio:.0f}x tmpfs")
+    report.row("ls_baseline", "", "baseline")
+    report.row("cat_command_mqfs", "", f"{cat_ratio:.2f}x tmpfs")
+    report.row("cat_command_baseline", "", "baseline")
+    report.target(
+        "d",
+        f"ls -l of {count:,} messages < {LS_SECONDS_MAX:.0f} s",
+        ls_seconds,
+        LS_SECONDS_MAX,
+        True,
+    )
+
+
+# -- 3: FUSE requests per ls -l (libfuse debug output) --------------------------------------
+
+
+def count_requests(log: Path, since: int) -> Counter[str]:
+    """Requests libfuse logged ("unique: N, opcode: NAME (n), ...") after byte *since*."""
+    size, stable_since = -1, time.monotonic()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # let asynchronous RELEASEDIR/FORGET arrive
+        current = log.stat().st_size
+        if current != size:
+            size, stable_since = current, time.monotonic()
+        elif time.monotonic() - stable_since > 0.3:
+            break
+        time.sleep(0.05)
+    with open(log, "rb") as file:
+        file.seek(since)
+        text = file.read().decode(errors="replace")
+    return Counter(re.findall(r"opcode: (\w+)", text))
+
+
+def measure_request_counts(report: Report, scale: Scale, workdir: Path) -> None:
+    count = scale.ls_messages
+    progress(f"FUSE requests of one ls -l on {count:,} messages (a daemon with -o debug)")
+    with mqfs_daemon(workdir, (*MOUNT_OPTIONS, "debug")) as daemon:
+        queue = daemon.create("ls", count, SMALL)
+        fd = open_queue(queue)
+        try:
+            fill(fd, count)
+        finally:
+            os.close(fd)
+        commands: dict[str, list[str | Path]] = {
+            "ls -l msgs/": ["ls", "-l", queue / "msgs"],
+            "cat msgs/N": ["cat", queue / "msgs" / str(count // 2)],
+        }
+        counts: dict[str, Counter[str]] = {}
+        for what, command in commands.items():
+            since = daemon.log.stat().st_size
+            run_quietly(command)
+            counts[what] = count_requests(daemon.log, since)
+    report.extra["fuse_requests"] = {
+        what: {"messages": count, "total": sum(c.values()), "by_opcode": dict(c.most_common())}
+        for what, c in counts.items()
+    }
+    for what, counter in counts.items():
+        breakdown = ", ".join(f"{op} {n:,}" for op, n in counter.most_common())
+        report.rows.append((f"  {what}: {sum(counter.values()):,} requests", breakdown))
+
+
+# -- 3: memory -----------------------------------------------------------------------------
+
+
+def measure_memory(report: Report, scale: Scale, workdir: Path) -> None:
+    total = scale.memory_messages
+    progress(f"daemon RSS before and after queuing {total:,} messages (a fresh daemon)")
+    with mqfs_daemon(workdir, MOUNT_OPTIONS) as daemon:
+        per_queue = [total // 2, total - total // 2]
+        fds = [
+            open_queue(daemon.create(f"memory{i}", max(n, 1), SMALL))
+            for i, n in enumerate(per_queue)
+        ]
+        try:
+            for fd in fds:  # warm the code paths up, leave the queues empty
+                fill(fd, 100)
+                for _ in range(100):
+                    os.read(fd, SMALL)
+            before = daemon.rss()
+            for fd, n in zip(fds, per_queue, strict=True):
+                fill(fd, n)
+            after = daemon.rss()
+        finally:
+            for fd in fds:
+                os.close(fd)
+    per_message = (after - before) / total
+    overhead = per_message - SMALL
+    report.extra["memory"] = {
+        "messages": total,
+        "rss_before": before,
+        "rss_after": after,
+        "bytes_per_message": per_message,
+        "bytes_over_payload": overhead,
+    }
+    report.section("3 mqfs memory (daemon VmRSS)")
+    report.rows.append(
+        (
+            f"{total:,} queued 64 B messages",
+            f"{before / 2**20:.1f} → {after / 2**20:.1f} MiB",
+            f"{per_message:.0f} B/msg",
+            "once",
+            f"{overhead:.0f} B over payload ({per_message / SMALL:.1f}x payload)",
+        )
+    )
+    report.target(
+        "e",
+        f"RSS per queued 64 B message <= {RSS_OVERHEAD_MAX:.0f} B over the payload",
+        overhead,
+        RSS_OVERHEAD_MAX,
+        at_most=True,
+    )
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+HEADER = ("rate", "per op", "spread")
+
+
+def print_table(report: Report) -> None:
+    meta = report.meta
+    placement = (
+        f"caller and daemon pinned to CPU {meta['pinned_cpus'][0]} (not the 2+2 runs)"
+        if meta["pinned_cpus"]
+        else "unpinned"
+    )
+    print(
+        f"mqfs benchmark: {meta['cpus']} CPUs, Linux {meta['kernel']}, Python {meta['python']}, "
+        f"commit {meta['commit']}{' (+ local changes)' if meta['dirty'] else ''}"
+        f"{' (--quick)' if meta['quick'] else ''}\n"
+        f"medians of {meta['repetitions']} interleaved repetitions; {placement}"
+    )
+    widths = (44, 22, 10, 6)
+    print()
+    print(
+        "  figure".ljust(widths[0])
+        + "".join(
+            f"  {title.rjust(width)}" for title, width in zip(HEADER, widths[1:], strict=True)
+        )
+        + "  ratio to baseline"
+    )
+    for row in report.rows:
+        if len(row) == 1:
+            print(f"\n{row[0]}")
+        elif len(row) == 2:
+            print(
+                f"{row[0]}: {row[1]}" if not row[0].startswith("  ") else f"{row[0]}\n    {row[1]}"
+            )
+        else:
+            label, *middle, ratio = row
+            cells = [f"  {label}".ljust(widths[0])]
+            cells += [text.rjust(width) for text, width in zip(middle, widths[1:], strict=True)]
+            print("  ".join(cells) + f"  {ratio}")
+    print("\ntargets")
+    for target in report.targets:
+        verdict = "PASS" if target["pass"] else "FAIL"
+        value = target["value"]
+        shown = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        print(f"  {verdict}  ({target['id']}) {target['description']}: {shown}")
+    letters = report.targets_by_letter()
+    print(f"\ntargets: {sum(letters.values())}/{len(letters)} pass")
+
+
+def git_commit() -> tuple[str, bool]:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+    return commit, bool(dirty)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Benchmark mqfs against the kernel's mqueue and the FUSE floor.",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path("bench-results.json"),
+        metavar="PATH",
+        help="where to write the results (default: %(default)s)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
+    parser.add_argument(
+        "--repetitions", type=int, metavar="N", help="interleaved repetitions per figure"
+    )
+    parser.add_argument(
+        "--rep-seconds", type=float, metavar="S", help="how long one repetition of a rate lasts"
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="leave the benchmark and the daemon unpinned (by default single-threaded "
+        "figures run with both on one CPU)",
+    )
+    return parser.parse_args(argv)
+
+
+def chosen_scale(args: argparse.Namespace) -> Scale:
+    scale = QUICK if args.quick else FULL
+    if args.repetitions:
+        scale = dataclasses.replace(scale, repetitions=max(1, args.repetitions))
+    if args.rep_seconds:
+        scale = dataclasses.replace(scale, rep_seconds=args.rep_seconds)
+    return scale
+
+
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(scale: Scale, quick: bool, pin: set[int] | None) -> Report:
+    commit, dirty = git_commit()
+    private = private_ipc_namespace()
+    lift_msgqueue_rlimit()
+    report = Report(
+        meta={
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "commit": commit,
+            "dirty": dirty,
+            "quick": quick,
+            "repetitions": scale.repetitions,
+            "rep_seconds": scale.rep_seconds,
+            "private_ipc_namespace": private,
+            "pinned_cpus": sorted(pin) if pin else None,
+            "mount_options": list(MOUNT_OPTIONS),
+        }
+    )
+    kernel = KernelQueues(KernelBackend(), f"mqfs-bench-{os.getpid()}")
+    workdir = Path(tempfile.mkdtemp(prefix="mqfs-bench-"))
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    baseline_dir = Path(tempfile.mkdtemp(prefix="mqfs-bench-", dir=shm))
+    started = time.monotonic()
+    try:
+        with ExitStack() as stack:
+            daemon = stack.enter_context(mqfs_daemon(workdir, MOUNT_OPTIONS))
+            with placed([daemon.process.pid], pin):
+                measure_pairs_and_floor(report, scale, daemon, kernel, stack)
+            measure_two_by_two(report, scale, daemon, kernel)  # 4 workers: every CPU
+            with placed([daemon.process.pid], pin):
+                measure_peek_cat_dump(report, scale, daemon, stack, baseline_dir)
+                measure_ls_and_cat_commands(report, scale, daemon, stack, baseline_dir)
+        measure_request_counts(report, scale, workdir)
+        measure_memory(report, scale, workdir)
+    finally:
+        kernel.unlink_all()
+        shutil.rmtree(baseline_dir, ignore_errors=True)
+        if not any(path.startswith(f"{workdir}/") for path in mounted_paths()):
+            shutil.rmtree(workdir, ignore_errors=True)
+    report.meta["seconds"] = time.monotonic() - started
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    try:
+        pin = None if args.no_pin else {max(os.sched_getaffinity(0))}
+        report = run(chosen_scale(args), args.quick, pin)
+    except KeyboardInterrupt:
+        print("bench: interrupted; every mount was undone", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    print_table(report)
+    args.json.write_text(json.dumps(report.as_json(), indent=2) + "\n")
+    print(f"results: {args.json} ({report.meta['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
