@@ -76,12 +76,6 @@ FIRST_CHUNK = 1024
 """Payload bytes asked for by the first RECEIVE/PEEK call before the length is known."""
 
 
-def _xfer_call(fd: int, command: int, request: wire.Xfer, capacity: int) -> wire.Xfer:
-    size = wire.XFER_HEADER_SIZE + min(max(capacity, 1), wire.CHUNK)
-    _, buffer = _call(fd, wire.sized(command, size), request.pack(full=size))
-    return wire.Xfer.unpack(buffer)
-
-
 def send(
     fd: int,
     message: bytes,
@@ -93,27 +87,26 @@ def send(
     """mq_timedsend: block while full (unless O_NONBLOCK), up to *timeout* seconds or
     until the absolute *deadline*; atomic for any length (several chunks, one transfer)."""
     flags, tv_sec, tv_nsec = _timing(timeout, deadline)
+    priority &= 0xFFFFFFFF  # an unsigned int, as in C
     transfer = 0
-    view = memoryview(message)
     offset = 0
+    view = memoryview(message)
     while True:
-        chunk = bytes(view[offset : offset + wire.CHUNK])
-        request = wire.Xfer(
-            msg_len=len(message),
-            offset=offset,
-            xfer_id=transfer,
-            tv_sec=tv_sec,
-            tv_nsec=tv_nsec,
-            msg_prio=priority & 0xFFFFFFFF,  # an unsigned int, as in C
-            flags=flags,
-            data=chunk,
-        )
+        chunk = view[offset : offset + wire.CHUNK]
         size = wire.XFER_HEADER_SIZE + len(chunk)
-        _, reply = _call(fd, wire.sized(wire.IOC_SEND, size), request.pack(full=size))
+        request = wire.xfer_request(
+            size, len(message), offset, transfer, tv_sec, tv_nsec, priority, flags, chunk
+        )
+        _, reply = _call(fd, wire.sized(wire.IOC_SEND, size), request)
         offset += len(chunk)
         if offset >= len(message):
             return
-        transfer = wire.Xfer.unpack(reply).xfer_id
+        transfer = wire.xfer_reply(reply)[1]
+
+
+# How much the first RECEIVE of a descriptor asks for: the length of the last message
+# received on it, rounded up (a stream of similar messages then costs one call each).
+_last_length: dict[int, int] = {}
 
 
 def receive(
@@ -121,16 +114,25 @@ def receive(
 ) -> tuple[bytes, int]:
     """mq_timedreceive with a buffer of *bufsize* bytes: (message, priority)."""
     flags, tv_sec, tv_nsec = _timing(timeout, deadline)
-    request = wire.Xfer(msg_len=bufsize, tv_sec=tv_sec, tv_nsec=tv_nsec, flags=flags)
-    reply = _xfer_call(fd, wire.IOC_RECEIVE, request, min(bufsize, FIRST_CHUNK))
-    parts = [reply.data]
-    received = len(reply.data)
-    while received < reply.msg_len:  # the rest of a long message, already ours
-        follow = wire.Xfer(msg_len=bufsize, offset=received, xfer_id=reply.xfer_id)
-        more = _xfer_call(fd, wire.IOC_RECEIVE, follow, reply.msg_len - received)
-        parts.append(more.data)
-        received += len(more.data)
-    return b"".join(parts), reply.msg_prio
+    hint = max(_last_length.get(fd, FIRST_CHUNK), 64)
+    capacity = min(bufsize, 1 << (hint - 1).bit_length(), wire.CHUNK)
+    size = wire.XFER_HEADER_SIZE + max(capacity, 1)
+    request = wire.xfer_request(size, bufsize, tv_sec=tv_sec, tv_nsec=tv_nsec, flags=flags)
+    _, buffer = _call(fd, wire.sized(wire.IOC_RECEIVE, size), request)
+    msg_len, transfer, priority, data = wire.xfer_reply(buffer)
+    _last_length[fd] = msg_len
+    if len(data) == msg_len:
+        return data, priority
+    parts = [data]
+    received = len(data)
+    while received < msg_len:  # the rest of a long message, already ours
+        size = wire.XFER_HEADER_SIZE + min(msg_len - received, wire.CHUNK)
+        request = wire.xfer_request(size, bufsize, received, transfer)
+        _, buffer = _call(fd, wire.sized(wire.IOC_RECEIVE, size), request)
+        more = wire.xfer_reply(buffer)[3]
+        parts.append(more)
+        received += len(more)
+    return b"".join(parts), priority
 
 
 def _peek_call(fd: int, index: int, offset: int, capacity: int) -> wire.Peek:
@@ -182,21 +184,24 @@ def _snapshot(fd: int) -> list[tuple[bytes, int]] | None:
     generation: int | None = None
     unconfirmed = False  # PEEKs made after the last batch: confirm with one more batch
     while True:
-        batch = peek_batch(fd, len(messages))
+        request = wire.Batch(index=len(messages)).pack(full=True)
+        _, buffer = _call(fd, wire.IOC_PEEK_BATCH, request)
+        _, batch_generation, flags, records = wire.unpack_batch_records(buffer)
         if generation is None:
-            generation = batch.generation
-        elif batch.generation != generation:
+            generation = batch_generation
+        elif batch_generation != generation:
             return None
         unconfirmed = False
-        for record in batch.records:
-            data = record.data
-            if len(data) < record.msg_len:
-                whole = _peek_rest(fd, len(messages), record)
-                if whole is None:
-                    return None
-                data, unconfirmed = whole, True
-            messages.append((data, record.msg_prio))
-        if not batch.flags & wire.BATCH_MORE and not unconfirmed:
+        for msg_len, msg_prio, chunk in records:
+            if len(chunk) == msg_len:
+                messages.append((chunk, msg_prio))
+                continue
+            whole = _peek_rest(fd, len(messages), wire.BatchRecord(msg_len, msg_prio, chunk))
+            if whole is None:
+                return None
+            messages.append((whole, msg_prio))
+            unconfirmed = True
+        if not flags & wire.BATCH_MORE and not unconfirmed:
             return messages
 
 

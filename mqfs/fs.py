@@ -689,32 +689,17 @@ class MqueueFS(pyfuse3.Operations):
     def _ioctl_peek_batch(descriptor: Descriptor, in_buf: bytes) -> tuple[int, bytes]:
         request = wire.Batch.unpack(in_buf)
         queue = descriptor.queue
-        limit = request.max_count or len(queue)
-        budget = wire.CHUNK
-        records: list[wire.BatchRecord] = []
-        for message in descriptor.messages_from(request.index):
-            if len(records) >= limit:
-                break
-            size = wire.Batch.record_size(len(message.payload))
-            if size > budget:
-                if not records:  # too big for any batch: its first chunk; PEEK the rest
-                    chunk = message.payload[: wire.CHUNK - wire.BATCH_RECORD_HEADER_SIZE]
-                    records.append(wire.BatchRecord(len(message.payload), message.priority, chunk))
-                break
-            records.append(
-                wire.BatchRecord(len(message.payload), message.priority, message.payload)
-            )
-            budget -= size
-        following = request.index + len(records)
-        reply = wire.Batch(
+        messages = descriptor.payloads_from(request.index)
+        count, body = wire.pack_batch_body(messages, request.max_count or len(queue))
+        following = request.index + count
+        header = wire.Batch(
             index=request.index,
             max_count=request.max_count,
             next=following,
             generation=queue.generation,
             flags=wire.BATCH_MORE if following < len(queue) else 0,
-            records=tuple(records),
         )
-        return len(records), reply.pack(full=False)
+        return count, header.pack(full=False, body=(count, body))
 
     def _transfer_id(self, handle: QueueHandle) -> int:
         if len(handle.staged_sends) + len(handle.parked_receives) >= MAX_STAGED_TRANSFERS:

@@ -23,6 +23,7 @@ Pure Python: no trio, no pyfuse3. Errors are mqfs's own exceptions.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -187,6 +188,18 @@ class MessageStore:
             fifo = self._fifos[priority]
             for offset in range(position, len(fifo)):
                 yield Message(fifo[offset], priority)
+            position_in_order += len(fifo) - position
+
+    def payloads_from(self, index: int = 0) -> Iterator[tuple[bytes, int]]:
+        """(payload, priority) from *index* on, in receive order: messages_from without
+        making a Message per entry, for batch peeks (the store must not change meanwhile)."""
+        position_in_order = max(index, 0)
+        while position_in_order < self._count:
+            priority, position = self._locate(position_in_order)
+            fifo = self._fifos[priority]
+            start = fifo.head + position
+            for payload in itertools.islice(fifo.payloads, start, None):
+                yield payload, priority
             position_in_order += len(fifo) - position
 
     def __iter__(self) -> Iterator[Message]:

@@ -30,6 +30,7 @@ much of ``data`` is valid.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 MAGIC = ord("Q")
@@ -316,45 +317,44 @@ class Batch:
     def record_size(payload_length: int) -> int:
         return _align8(BATCH_RECORD_HEADER_SIZE + payload_length)
 
-    def pack(self, full: bool = True) -> bytes:
-        body = bytearray()
-        for record in self.records:
-            body += _BATCH_RECORD.pack(record.msg_len, record.msg_prio, len(record.data))
-            body += record.data
-            body += bytes(_align8(len(body)) - len(body))
-        if len(body) > CHUNK:
-            raise ValueError(f"batch of {len(body)} bytes exceeds {CHUNK}")
+    def pack(self, full: bool = True, body: tuple[int, bytes] | None = None) -> bytes:
+        """The struct with `records`, or with a *body* (count, data) that
+        :func:`pack_batch_body` made (the daemon's fast path)."""
+        if body is None:
+            data = bytearray()
+            for record in self.records:
+                data += _BATCH_RECORD.pack(record.msg_len, record.msg_prio, len(record.data))
+                data += record.data
+                data += bytes(_align8(len(data)) - len(data))
+            body = len(self.records), bytes(data)
+        count, data_bytes = body
+        if len(data_bytes) > CHUNK:
+            raise ValueError(f"batch of {len(data_bytes)} bytes exceeds {CHUNK}")
         header = _BATCH_HEADER.pack(
             self.index,
             self.next,
             self.generation,
             self.max_count,
-            len(self.records),
+            count,
             self.flags,
-            len(body),
+            len(data_bytes),
         )
-        return _finish(header, bytes(body), full, BATCH_SIZE)
+        return _finish(header, data_bytes, full, BATCH_SIZE)
 
     @classmethod
     def unpack(cls, buffer: bytes | bytearray) -> Batch:
         if len(buffer) < _BATCH_HEADER.size:
             raise ValueError(f"mqfs_batch needs {_BATCH_HEADER.size} bytes, got {len(buffer)}")
-        index, next_index, generation, max_count, count, flags, used = _BATCH_HEADER.unpack_from(
-            buffer
+        index, next_index, generation, max_count, _, flags, _ = _BATCH_HEADER.unpack_from(buffer)
+        _, _, _, records = unpack_batch_records(buffer)
+        return cls(
+            index,
+            max_count,
+            next_index,
+            generation,
+            flags,
+            tuple(BatchRecord(*record) for record in records),
         )
-        body = _payload(buffer, _BATCH_HEADER.size, used)
-        records = []
-        offset = 0
-        for _ in range(count):
-            if offset + BATCH_RECORD_HEADER_SIZE > len(body):
-                raise ValueError("batch record header beyond the data")
-            msg_len, msg_prio, chunk_len = _BATCH_RECORD.unpack_from(body, offset)
-            start = offset + BATCH_RECORD_HEADER_SIZE
-            if start + chunk_len > len(body) or chunk_len > msg_len:
-                raise ValueError("batch record beyond the data")
-            records.append(BatchRecord(msg_len, msg_prio, body[start : start + chunk_len]))
-            offset = _align8(start + chunk_len)
-        return cls(index, max_count, next_index, generation, flags, tuple(records))
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +376,94 @@ class Wait:
             raise ValueError(f"mqfs_wait needs {WAIT_SIZE} bytes, got {len(buffer)}")
         generation, tv_sec, tv_nsec, flags, _ = _WAIT.unpack_from(buffer)
         return cls(generation, tv_sec, tv_nsec, flags)
+
+
+def xfer_request(
+    size: int,
+    msg_len: int,
+    offset: int = 0,
+    xfer_id: int = 0,
+    tv_sec: int = 0,
+    tv_nsec: int = 0,
+    msg_prio: int = 0,
+    flags: int = 0,
+    data: bytes | bytearray | memoryview = b"",
+) -> bytearray:
+    """A *size*-byte mqfs_xfer request buffer, packed in place (the client's hot path)."""
+    buffer = bytearray(size)
+    _XFER_HEADER.pack_into(
+        buffer, 0, msg_len, offset, xfer_id, tv_sec, tv_nsec, msg_prio, flags, len(data), 0
+    )
+    buffer[_XFER_HEADER.size : _XFER_HEADER.size + len(data)] = data
+    return buffer
+
+
+def xfer_reply(buffer: bytes | bytearray) -> tuple[int, int, int, bytes]:
+    """(msg_len, xfer_id, msg_prio, data) of an mqfs_xfer reply."""
+    msg_len, _, xfer_id, _, _, msg_prio, _, chunk_len, _ = _XFER_HEADER.unpack_from(buffer)
+    return msg_len, xfer_id, msg_prio, _payload(buffer, _XFER_HEADER.size, chunk_len)
+
+
+_PADDING = tuple(bytes(n) for n in range(8))
+
+
+def pack_batch_body(
+    messages: Iterable[tuple[bytes, int]], limit: int, capacity: int = CHUNK
+) -> tuple[int, bytes]:
+    """(count, data) of a PEEK_BATCH reply: as many of *messages* as fit, at most *limit*.
+
+    The hot path of a dump, so plain struct calls, no objects per record. A message
+    too large for any batch is cut to its first chunk when it comes first.
+    """
+    parts: list[bytes] = []
+    used = 0
+    count = 0
+    pack = _BATCH_RECORD.pack
+    header = BATCH_RECORD_HEADER_SIZE
+    for payload, priority in messages:
+        if count >= limit:
+            break
+        length = len(payload)
+        chunk = payload
+        size = (header + length + 7) & ~7
+        if used + size > capacity:
+            if count:
+                break
+            chunk = payload[: capacity - header]
+            size = (header + len(chunk) + 7) & ~7
+        parts.append(pack(length, priority, len(chunk)))
+        parts.append(chunk)
+        parts.append(_PADDING[size - header - len(chunk)])
+        used += size
+        count += 1
+    return count, b"".join(parts)
+
+
+def unpack_batch_records(
+    buffer: bytes | bytearray,
+) -> tuple[int, int, int, list[tuple[int, int, bytes]]]:
+    """(next, generation, flags, [(msg_len, msg_prio, data), ...]) of a PEEK_BATCH reply,
+    without an object per record (the client's side of a dump)."""
+    if len(buffer) < _BATCH_HEADER.size:
+        raise ValueError(f"mqfs_batch needs {_BATCH_HEADER.size} bytes, got {len(buffer)}")
+    _, next_index, generation, _, count, flags, used = _BATCH_HEADER.unpack_from(buffer)
+    end = _BATCH_HEADER.size + used
+    if used > CHUNK or end > len(buffer):
+        raise ValueError("batch data beyond the buffer")
+    view = memoryview(buffer)
+    unpack = _BATCH_RECORD.unpack_from
+    offset = _BATCH_HEADER.size
+    records = []
+    for _ in range(count):
+        if offset + BATCH_RECORD_HEADER_SIZE > end:
+            raise ValueError("batch record header beyond the data")
+        msg_len, msg_prio, chunk_len = unpack(buffer, offset)
+        start = offset + BATCH_RECORD_HEADER_SIZE
+        if start + chunk_len > end or chunk_len > msg_len:
+            raise ValueError("batch record beyond the data")
+        records.append((msg_len, msg_prio, bytes(view[start : start + chunk_len])))
+        offset = (start + chunk_len + 7) & ~7
+    return next_index, generation, flags, records
 
 
 def encode_prio(priority: int) -> bytes:
