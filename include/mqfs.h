@@ -85,12 +85,14 @@ struct mqfs_batch {          /* PEEK_BATCH: many messages per call, for dumps */
 	uint8_t data[MQFS_CHUNK];
 };
 
-struct mqfs_batch_record {   /* in data, each one 8-byte aligned */
+/* data holds `count` record headers, then the records' bytes back to back: record i's
+ * bytes start at data + count * sizeof(struct mqfs_batch_record) + the chunk_lens of
+ * records 0..i-1. */
+struct mqfs_batch_record {
 	uint64_t msg_len;        /* the whole message's length */
 	uint32_t msg_prio;
 	uint32_t chunk_len;      /* < msg_len only for a message too big for one batch: */
-	uint8_t bytes[];         /* read the rest with MQFS_IOC_PEEK by offset */
-};
+};                           /* read the rest with MQFS_IOC_PEEK by offset */
 
 struct mqfs_wait {           /* WAIT: block until the queue changes (for watchers) */
 	uint64_t generation;     /* in: the generation seen last; out: the current one */

@@ -192,15 +192,16 @@ def _snapshot(fd: int) -> list[tuple[bytes, int]] | None:
         elif batch_generation != generation:
             return None
         unconfirmed = False
-        for msg_len, msg_prio, chunk in records:
-            if len(chunk) == msg_len:
-                messages.append((chunk, msg_prio))
-                continue
+        if records and len(records[0][2]) < records[0][0]:
+            # Only a message too big for any batch comes cut, alone: PEEK the rest.
+            msg_len, msg_prio, chunk = records[0]
             whole = _peek_rest(fd, len(messages), wire.BatchRecord(msg_len, msg_prio, chunk))
             if whole is None:
                 return None
             messages.append((whole, msg_prio))
             unconfirmed = True
+        else:
+            messages.extend([(chunk, msg_prio) for _, msg_prio, chunk in records])
         if not flags & wire.BATCH_MORE and not unconfirmed:
             return messages
 

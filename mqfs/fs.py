@@ -689,8 +689,10 @@ class MqueueFS(pyfuse3.Operations):
     def _ioctl_peek_batch(descriptor: Descriptor, in_buf: bytes) -> tuple[int, bytes]:
         request = wire.Batch.unpack(in_buf)
         queue = descriptor.queue
-        messages = descriptor.payloads_from(request.index)
-        count, body = wire.pack_batch_body(messages, request.max_count or len(queue))
+        # No more records than fit even if every message were empty.
+        limit = min(request.max_count or len(queue), wire.CHUNK // wire.BATCH_RECORD_HEADER_SIZE)
+        messages = descriptor.payloads_from(request.index, limit)
+        count, body = wire.pack_batch_body(messages, limit)
         following = request.index + count
         header = wire.Batch(
             index=request.index,

@@ -23,7 +23,6 @@ Pure Python: no trio, no pyfuse3. Errors are mqfs's own exceptions.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -190,17 +189,24 @@ class MessageStore:
                 yield Message(fifo[offset], priority)
             position_in_order += len(fifo) - position
 
-    def payloads_from(self, index: int = 0) -> Iterator[tuple[bytes, int]]:
-        """(payload, priority) from *index* on, in receive order: messages_from without
-        making a Message per entry, for batch peeks (the store must not change meanwhile)."""
+    def payloads_from(
+        self, index: int = 0, limit: int | None = None
+    ) -> Iterator[tuple[bytes, int]]:
+        """(payload, priority) for at most *limit* messages from *index* on, in receive
+        order: messages_from without a Message per entry, for batch peeks. Each FIFO is
+        sliced, so the cost is O(log P + limit), wherever *index* is (the store must not
+        change meanwhile)."""
+        remaining = self._count if limit is None else limit
         position_in_order = max(index, 0)
-        while position_in_order < self._count:
+        while position_in_order < self._count and remaining > 0:
             priority, position = self._locate(position_in_order)
             fifo = self._fifos[priority]
             start = fifo.head + position
-            for payload in itertools.islice(fifo.payloads, start, None):
+            segment = fifo.payloads[start : start + min(remaining, len(fifo) - position)]
+            for payload in segment:
                 yield payload, priority
-            position_in_order += len(fifo) - position
+            position_in_order += len(segment)
+            remaining -= len(segment)
 
     def __iter__(self) -> Iterator[Message]:
         return self.messages_from(0)

@@ -19,8 +19,8 @@ Layouts (native byte order, natural alignment, no padding anywhere)::
     struct mqfs_batch  {u64 index, next, generation; u32 max_count, count, flags, used;
                         u8 data[CHUNK]}                                               16360
     struct mqfs_wait   {u64 generation; i64 tv_sec, tv_nsec; u32 flags, reserved}       32
-      data holds `count` records, each 8-byte aligned:
-        struct mqfs_batch_record {u64 msg_len; u32 msg_prio, chunk_len; u8 bytes[]}
+      data holds `count` record headers, then their payload chunks back to back:
+        struct mqfs_batch_record {u64 msg_len; u32 msg_prio, chunk_len}               16
 
 Replies may be shorter than the struct (header plus the bytes actually copied): the
 kernel copies back only what the daemon returns, and ``copied``/``chunk_len`` say how
@@ -29,6 +29,7 @@ much of ``data`` is valid.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -293,10 +294,6 @@ class BatchRecord:
     data: bytes
 
 
-def _align8(length: int) -> int:
-    return (length + 7) & ~7
-
-
 @dataclass(frozen=True, slots=True)
 class Batch:
     """struct mqfs_batch: PEEK_BATCH, many messages per call for dumps.
@@ -313,20 +310,14 @@ class Batch:
     flags: int = 0
     records: tuple[BatchRecord, ...] = ()
 
-    @staticmethod
-    def record_size(payload_length: int) -> int:
-        return _align8(BATCH_RECORD_HEADER_SIZE + payload_length)
-
     def pack(self, full: bool = True, body: tuple[int, bytes] | None = None) -> bytes:
         """The struct with `records`, or with a *body* (count, data) that
         :func:`pack_batch_body` made (the daemon's fast path)."""
         if body is None:
-            data = bytearray()
-            for record in self.records:
-                data += _BATCH_RECORD.pack(record.msg_len, record.msg_prio, len(record.data))
-                data += record.data
-                data += bytes(_align8(len(data)) - len(data))
-            body = len(self.records), bytes(data)
+            headers = b"".join(
+                _BATCH_RECORD.pack(r.msg_len, r.msg_prio, len(r.data)) for r in self.records
+            )
+            body = len(self.records), headers + b"".join(r.data for r in self.records)
         count, data_bytes = body
         if len(data_bytes) > CHUNK:
             raise ValueError(f"batch of {len(data_bytes)} bytes exceeds {CHUNK}")
@@ -404,65 +395,54 @@ def xfer_reply(buffer: bytes | bytearray) -> tuple[int, int, int, bytes]:
     return msg_len, xfer_id, msg_prio, _payload(buffer, _XFER_HEADER.size, chunk_len)
 
 
-_PADDING = tuple(bytes(n) for n in range(8))
-
-
 def pack_batch_body(
     messages: Iterable[tuple[bytes, int]], limit: int, capacity: int = CHUNK
 ) -> tuple[int, bytes]:
     """(count, data) of a PEEK_BATCH reply: as many of *messages* as fit, at most *limit*.
 
-    The hot path of a dump, so plain struct calls, no objects per record. A message
-    too large for any batch is cut to its first chunk when it comes first.
+    The hot path of a dump: no object per record. A message too large for any batch is
+    cut to its first chunk when it comes first (the reader completes it with PEEK).
     """
-    parts: list[bytes] = []
+    headers: list[bytes] = []
+    chunks: list[bytes] = []
     used = 0
-    count = 0
     pack = _BATCH_RECORD.pack
-    header = BATCH_RECORD_HEADER_SIZE
-    for payload, priority in messages:
-        if count >= limit:
-            break
+    per_record = BATCH_RECORD_HEADER_SIZE
+    for payload, priority in itertools.islice(messages, limit):
         length = len(payload)
-        chunk = payload
-        size = (header + length + 7) & ~7
-        if used + size > capacity:
-            if count:
+        if used + per_record + length > capacity:
+            if headers:
                 break
-            chunk = payload[: capacity - header]
-            size = (header + len(chunk) + 7) & ~7
-        parts.append(pack(length, priority, len(chunk)))
-        parts.append(chunk)
-        parts.append(_PADDING[size - header - len(chunk)])
-        used += size
-        count += 1
-    return count, b"".join(parts)
+            payload = payload[: capacity - per_record]  # noqa: PLW2901 (its first chunk)
+        headers.append(pack(length, priority, len(payload)))
+        chunks.append(payload)
+        used += per_record + len(payload)
+    return len(headers), b"".join(headers) + b"".join(chunks)
 
 
 def unpack_batch_records(
     buffer: bytes | bytearray,
 ) -> tuple[int, int, int, list[tuple[int, int, bytes]]]:
     """(next, generation, flags, [(msg_len, msg_prio, data), ...]) of a PEEK_BATCH reply,
-    without an object per record (the client's side of a dump)."""
+    without a Python-level step per header (the client's side of a dump)."""
     if len(buffer) < _BATCH_HEADER.size:
         raise ValueError(f"mqfs_batch needs {_BATCH_HEADER.size} bytes, got {len(buffer)}")
     _, next_index, generation, _, count, flags, used = _BATCH_HEADER.unpack_from(buffer)
-    end = _BATCH_HEADER.size + used
-    if used > CHUNK or end > len(buffer):
+    start = _BATCH_HEADER.size
+    end = start + used
+    chunks_at = start + count * BATCH_RECORD_HEADER_SIZE
+    if used > CHUNK or end > len(buffer) or chunks_at > end:
         raise ValueError("batch data beyond the buffer")
-    view = memoryview(buffer)
-    unpack = _BATCH_RECORD.unpack_from
-    offset = _BATCH_HEADER.size
-    records = []
-    for _ in range(count):
-        if offset + BATCH_RECORD_HEADER_SIZE > end:
-            raise ValueError("batch record header beyond the data")
-        msg_len, msg_prio, chunk_len = unpack(buffer, offset)
-        start = offset + BATCH_RECORD_HEADER_SIZE
-        if start + chunk_len > end or chunk_len > msg_len:
-            raise ValueError("batch record beyond the data")
-        records.append((msg_len, msg_prio, bytes(view[start : start + chunk_len])))
-        offset = (start + chunk_len + 7) & ~7
+    headers = list(_BATCH_RECORD.iter_unpack(bytes(buffer[start:chunks_at])))
+    offsets = list(itertools.accumulate((h[2] for h in headers), initial=chunks_at))
+    if offsets[-1] > end or any(h[2] > h[0] for h in headers):
+        raise ValueError("batch record beyond the data")
+    data = bytes(buffer[chunks_at : offsets[-1]])
+    base = chunks_at
+    records = [
+        (msg_len, msg_prio, data[a - base : b - base])
+        for (msg_len, msg_prio, _), a, b in zip(headers, offsets, offsets[1:], strict=False)
+    ]
     return next_index, generation, flags, records
 
 

@@ -148,10 +148,12 @@ class StoreAgainstModel(RuleBasedStateMachine):
             with pytest.raises(errors.NoSuchMessage):
                 self.store.peek(index)
 
-    @rule(index=st.integers(0, 20))
-    def iterate_from(self, index: int) -> None:
+    @rule(index=st.integers(0, 20), limit=st.integers(0, 8))
+    def iterate_from(self, index: int, limit: int) -> None:
         expected = [Message(p, -n) for n, _, p in self.model[index:]]
         assert list(self.store.messages_from(index)) == expected
+        raw = [(m.payload, m.priority) for m in expected[:limit]]
+        assert list(self.store.payloads_from(index, limit)) == raw
 
     @invariant()
     def totals_agree(self) -> None:

@@ -145,7 +145,7 @@ def test_create_and_attr_round_trip() -> None:
     assert wire.decode_prio(wire.encode_prio(32767)) == 32767
 
 
-def test_batch_round_trip_with_alignment() -> None:
+def test_batch_round_trip() -> None:
     records = (
         wire.BatchRecord(3, 7, b"abc"),
         wire.BatchRecord(0, 0, b""),
@@ -153,9 +153,19 @@ def test_batch_round_trip_with_alignment() -> None:
     )
     batch = wire.Batch(index=4, next=7, generation=99, flags=wire.BATCH_MORE, records=records)
     packed = batch.pack(full=False)
-    assert len(packed) == wire.BATCH_SIZE - wire.CHUNK + 24 + 16 + 72
+    assert len(packed) == wire.BATCH_SIZE - wire.CHUNK + 3 * 16 + 53
     assert wire.Batch.unpack(packed) == batch
     corrupt = bytearray(packed)
     corrupt[28:32] = (5).to_bytes(4, sys.byteorder)  # count larger than the records
     with pytest.raises(ValueError):
         wire.Batch.unpack(corrupt)
+
+
+def test_pack_batch_body_fills_one_chunk_and_cuts_only_a_first_giant() -> None:
+    messages = [(b"m" * 100, 3)] * 1000
+    count, body = wire.pack_batch_body(iter(messages), limit=1000)
+    assert count == wire.CHUNK // 116
+    assert len(body) == count * 116
+    count, body = wire.pack_batch_body(iter([(b"g" * 100_000, 1), (b"x", 0)]), limit=10)
+    assert (count, len(body)) == (1, wire.CHUNK)
+    assert wire.pack_batch_body(iter(messages), limit=2)[0] == 2

@@ -1,0 +1,228 @@
+"""The LD_PRELOAD shim (preload/mqfs_preload.c): unmodified programs' mq_* on an mqfs mount.
+
+C programs in this folder are compiled into tmp_path and run twice: on the kernel's own
+queues (no LD_PRELOAD, no MQFS_MOUNT; in a fresh IPC namespace where ``unshare`` works) and
+under the shim against a real mount. Their transcripts must be identical. The shim is built
+by ``scripts/build-preload`` (a no-op when up to date), as ``scripts/setup`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Mount, wait_until
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+LIBRARY = ROOT / ".venv" / "lib" / "libmqfs-preload.so"
+TIMEOUT = 120
+
+Compile = Callable[[str], Path]
+
+
+@pytest.fixture(scope="session")
+def preload_library() -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    subprocess.run([ROOT / "scripts" / "build-preload"], check=True)
+    return LIBRARY
+
+
+@pytest.fixture
+def compile_c(tmp_path: Path) -> Compile:
+    """Compile tests/preload/NAME.c into tmp_path (fortified: mq_open may be __mq_open_2)."""
+
+    def build(name: str) -> Path:
+        program = tmp_path / name
+        subprocess.run(
+            ["gcc", "-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-Wextra", "-Werror",
+             "-o", program, HERE / f"{name}.c", "-lrt", "-lpthread"],
+            check=True,
+        )  # fmt: skip
+        return program
+
+    return build
+
+
+def unique(tag: str) -> str:
+    """A queue name no other run uses: kernel queues are shared by the whole namespace."""
+    return f"mqfs-preload-{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def plain_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    env.pop("MQFS_MOUNT", None)
+    return env
+
+
+def shim_env(library: Path, mount: Path | None) -> dict[str, str]:
+    env = plain_env()
+    env["LD_PRELOAD"] = str(library)
+    if mount is not None:
+        env["MQFS_MOUNT"] = str(mount)
+    return env
+
+
+def run(command: list[str | Path], env: dict[str, str]) -> str:
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == 0, f"{command} failed ({done.returncode}):\n{done.stderr}"
+    return done.stdout
+
+
+def on_kernel(command: list[str | Path], msgsize_max: int | None = None) -> str:
+    """*command* on the kernel's queues, in a new IPC namespace (own limits, no leftovers)."""
+    probe = subprocess.run(["unshare", "--ipc", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        if msgsize_max is not None:
+            pytest.skip("kernel half needs unshare --ipc to raise msgsize_max")
+        return run(command, plain_env())
+    setup = f"echo {msgsize_max} > /proc/sys/fs/mqueue/msgsize_max && " if msgsize_max else ""
+    script = f'{setup}exec "$@"'
+    return run(["unshare", "--ipc", "sh", "-c", script, "sh", *command], plain_env())
+
+
+def test_transcript_same_as_kernel(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+) -> None:
+    program = compile_c("mq_transcript")
+    prefix = unique("t")
+    kernel = on_kernel([program, prefix])
+    shim = run([program, prefix], shim_env(preload_library, mqfs_mount.path))
+    assert shim.splitlines() == kernel.splitlines()
+    assert "receive SA_RESTART: 4 prio 2 'late'" in shim
+    assert os.listdir(mqfs_mount.path) == []  # every queue was unlinked
+
+
+def test_passthrough_without_mqfs_mount(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+) -> None:
+    """LD_PRELOAD without MQFS_MOUNT: every call goes to glibc, nothing reaches the mount."""
+    program = compile_c("mq_transcript")
+    prefix = unique("p")
+    kernel = on_kernel([program, prefix])
+    passed = on_kernel(["env", f"LD_PRELOAD={preload_library}", program, prefix])
+    assert passed == kernel
+    assert os.listdir(mqfs_mount.path) == []
+
+
+def test_queues_visible_in_the_mount_while_running(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+) -> None:
+    program = compile_c("mq_hold")
+    name = unique("hold")
+    holder = subprocess.Popen(
+        [program, f"/{name}"],
+        env=shim_env(preload_library, mqfs_mount.path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline() == "ready\n"
+        queue = mqfs_mount.path / name
+        assert os.listdir(mqfs_mount.path) == [name]
+        assert sorted(os.listdir(queue / "msgs")) == ["0", "1"]
+        assert (queue / "msgs" / "0").read_bytes() == b"second"  # peek: nothing consumed
+        assert os.getxattr(queue / "msgs" / "1", "user.mq.priority") == b"1"
+        assert oct((queue / "queue").stat().st_mode & 0o777) == oct(0o640 & ~_umask())
+        out, _ = holder.communicate("go\n", timeout=TIMEOUT)
+        assert out == "9 second\n1 first\n"
+        assert holder.returncode == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert os.listdir(mqfs_mount.path) == []
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_large_messages_same_as_kernel(
+    preload_library: Path, compile_c: Compile, mount_factory: Callable[..., Mount]
+) -> None:
+    """Messages of several ioctl chunks go whole, with the kernel's EMSGSIZE and EAGAIN."""
+    mount = mount_factory("msgsize_max=65536")
+    program = compile_c("mq_large")
+    name = f"/{unique('large')}"
+    kernel = on_kernel([program, name], msgsize_max=65536)
+    shim = run([program, name], shim_env(preload_library, mount.path))
+    assert shim == kernel
+    assert "receive 3: 65536 prio 2 intact 1" in shim
+
+
+def test_stress_many_processes_and_threads(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+) -> None:
+    procs, threads, count = 2, 3, 1000
+    program = compile_c("mq_stress")
+    name = unique("stress")
+    out = run(
+        [program, f"/{name}", str(procs), str(threads), str(count)],
+        shim_env(preload_library, mqfs_mount.path),
+    )
+    got = Counter(out.splitlines())
+    expected = {
+        f"s {p} {t} {i}" for p in range(procs) for t in range(threads) for i in range(count)
+    }
+    assert set(got) == expected, "lost or foreign messages"
+    assert max(got.values()) == 1, "duplicated messages"
+    assert os.listdir(mqfs_mount.path) == []
+
+
+POSIX_IPC_PROGRAM = textwrap.dedent("""
+    import posix_ipc, sys
+    q = posix_ipc.MessageQueue(sys.argv[1], posix_ipc.O_CREX, max_messages=4,
+                               max_message_size=64)
+    q.send(b"hello from posix_ipc", priority=3)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(q.receive())
+    q.close()
+    q.unlink()
+""")
+
+
+def test_posix_ipc_unmodified(preload_library: Path, mqfs_mount: Mount) -> None:
+    """A real third-party binding: posix_ipc's C extension calls glibc's mq_*."""
+    check = subprocess.run([sys.executable, "-c", "import posix_ipc"], check=False)
+    if check.returncode != 0:
+        pytest.skip("posix_ipc is not installed (it belongs in the test extras)")
+    name = unique("posix-ipc")
+    child = subprocess.Popen(
+        [sys.executable, "-c", POSIX_IPC_PROGRAM, f"/{name}"],
+        env=shim_env(preload_library, mqfs_mount.path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
+        wait_until(lambda: os.path.isdir(mqfs_mount.path / name), what="the queue")
+        assert (mqfs_mount.path / name / "msgs" / "0").read_bytes() == b"hello from posix_ipc"
+        out, _ = child.communicate("go\n", timeout=TIMEOUT)
+        assert out == "(b'hello from posix_ipc', 3)\n"
+        assert child.returncode == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert os.listdir(mqfs_mount.path) == []
