@@ -1,6 +1,7 @@
 /* mq_transcript.c - POSIX message-queue behaviour as a transcript, for side-by-side runs.
  *
  * Usage: mq_transcript PREFIX   (PREFIX makes the queue names unique; all are unlinked)
+ *        mq_transcript PREFIX fork-thread   (only SIGEV_THREAD across fork)
  * Run once on the kernel and once under the mqfs LD_PRELOAD shim: the outputs must be
  * identical. Every line is a call and its result: the value, or -1 and the errno's name.
  */
@@ -319,6 +320,28 @@ static void notify(void)
 	result("notify thread after firing", mq_notify(q, &th));
 	result("unregister", mq_notify(q, NULL));
 	received("receive", q, 8, NULL);
+	mq_close(q);
+	mq_unlink(qn);
+}
+
+/* SIGEV_THREAD in the parent, then in a forked child on the inherited descriptor. Not part
+ * of the side-by-side transcript: glibc 2.36's own SIGEV_THREAD (netlink) often never runs
+ * the child's function (ETIMEDOUT), so the kernel side is unreliable. */
+static void fork_thread(void)
+{
+	struct mq_attr attr = {.mq_maxmsg = 2, .mq_msgsize = 8};
+	const char *qn = name("forkthread");
+	mqd_t q = opened("create", mq_open(qn, O_RDWR | O_CREAT | O_EXCL, 0600, &attr));
+	sem_init(&notified, 0, 0);
+	main_thread = pthread_self();
+	struct sigevent th = {.sigev_notify = SIGEV_THREAD, .sigev_notify_function = on_notify};
+	th.sigev_value.sival_int = 777;
+	result("notify thread", mq_notify(q, &th));
+	result("send", mq_send(q, "t", 1, 0));
+	struct timespec limit = after_ms(5000);
+	result("thread ran", wait_notified(&limit));
+	printf("thread value %d\n", thread_value.sival_int);
+	received("receive", q, 8, NULL);
 	/* a forked child registers on the inherited descriptor: its own thread runs */
 	pid_t child = fork();
 	if (child == 0) {
@@ -385,8 +408,14 @@ static void interrupted(int restart)
 
 int main(int argc, char **argv)
 {
+	if (argc == 3 && strcmp(argv[2], "fork-thread") == 0) {
+		prefix = argv[1];
+		setvbuf(stdout, NULL, _IOLBF, 0);
+		fork_thread();
+		return 0;
+	}
 	if (argc != 2) {
-		fprintf(stderr, "usage: %s PREFIX\n", argv[0]);
+		fprintf(stderr, "usage: %s PREFIX [fork-thread]\n", argv[0]);
 		return 2;
 	}
 	prefix = argv[1];

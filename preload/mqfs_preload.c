@@ -1,0 +1,768 @@
+/* mqfs_preload.c - run unmodified programs' POSIX message queues on an mqfs mount.
+ *
+ *   LD_PRELOAD=libmqfs-preload.so MQFS_MOUNT=/run/mqfs ./program
+ *
+ * Interposes glibc's mq_* calls. With MQFS_MOUNT set (non-empty), mq_open("/name") becomes
+ * the CREATE ioctl on the mount's root plus open(MNT/name/queue), and the returned mqd_t is
+ * that real file descriptor: fork, dup, close, poll/select/epoll and FD_CLOEXEC behave as
+ * with the kernel's mqd_t. Send/receive/getattr/setattr/notify are the mqfs ioctls of
+ * include/mqfs.h. Without MQFS_MOUNT every call goes straight to glibc (dlsym RTLD_NEXT).
+ *
+ * A descriptor that is not an mqfs queue (the ioctl says ENOTTY) is handed to glibc too, so
+ * mq_send on a pipe still gets the kernel's EBADF.
+ *
+ * Behaviour the shim chooses (see README, "LD_PRELOAD"):
+ *  - EINTR: a blocked FUSE request interrupted by a signal fails with EINTR whatever
+ *    SA_RESTART says. The kernel restarts mq_(timed)send/receive when the handler has
+ *    SA_RESTART. The shim cannot learn which signal interrupted it, so it restarts only when
+ *    that is certainly right: when every caught signal of the process has SA_RESTART (or
+ *    the interrupting signal was the shim's own notification signal). Otherwise EINTR.
+ *    A restart keeps the absolute deadline, so timed calls still end on time.
+ *  - SIGEV_THREAD: registered with the daemon as SIGEV_SIGNAL with the shim's signal
+ *    (MQFS_NOTIFY_SIGNAL, default SIGRTMAX) and a cookie; the shim's handler passes the
+ *    cookie to a helper thread, which starts a detached thread running the function with
+ *    the value, as glibc does. The status line therefore shows NOTIFY:0 SIGNO:<that signal>.
+ */
+#define _GNU_SOURCE
+#undef _FORTIFY_SOURCE /* we define __mq_open_2 and mq_open ourselves */
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <mqueue.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mqfs.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define NAME_MAX_MQ 255
+#define FIRST_CHUNK 1024 /* as mqfs/client.py: ask small first, fetch the rest by xfer_id */
+
+mqd_t __mq_open_2(const char *name, int oflag);
+
+/* -- the real functions and the mount, looked up once ------------------------------------ */
+
+static struct {
+	mqd_t (*mq_open)(const char *, int, ...);
+	mqd_t (*mq_open_2)(const char *, int);
+	int (*mq_close)(mqd_t);
+	int (*mq_unlink)(const char *);
+	int (*mq_timedsend)(mqd_t, const char *, size_t, unsigned, const struct timespec *);
+	ssize_t (*mq_timedreceive)(mqd_t, char *, size_t, unsigned *, const struct timespec *);
+	int (*mq_getattr)(mqd_t, struct mq_attr *);
+	int (*mq_setattr)(mqd_t, const struct mq_attr *, struct mq_attr *);
+	int (*mq_notify)(mqd_t, const struct sigevent *);
+} real;
+
+static char mount_path[PATH_MAX - NAME_MAX_MQ - 16]; /* "" = pass everything to glibc */
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void *lookup(const char *symbol)
+{
+	void *found = dlsym(RTLD_NEXT, symbol);
+	if (found == NULL) { /* glibc always has these; say so rather than crash later */
+		fprintf(stderr, "mqfs-preload: %s not found: %s\n", symbol, dlerror());
+		abort();
+	}
+	return found;
+}
+
+static void init(void)
+{
+	real.mq_open = (__typeof__(real.mq_open))lookup("mq_open");
+	real.mq_open_2 = (__typeof__(real.mq_open_2))lookup("__mq_open_2");
+	real.mq_close = (__typeof__(real.mq_close))lookup("mq_close");
+	real.mq_unlink = (__typeof__(real.mq_unlink))lookup("mq_unlink");
+	real.mq_timedsend = (__typeof__(real.mq_timedsend))lookup("mq_timedsend");
+	real.mq_timedreceive = (__typeof__(real.mq_timedreceive))lookup("mq_timedreceive");
+	real.mq_getattr = (__typeof__(real.mq_getattr))lookup("mq_getattr");
+	real.mq_setattr = (__typeof__(real.mq_setattr))lookup("mq_setattr");
+	real.mq_notify = (__typeof__(real.mq_notify))lookup("mq_notify");
+	/* Read once: getenv is not safe against a concurrent setenv in another thread. */
+	const char *mount = getenv("MQFS_MOUNT");
+	if (mount != NULL && mount[0] != '\0' && strlen(mount) < sizeof mount_path) {
+		strcpy(mount_path, mount);
+		size_t len = strlen(mount_path);
+		while (len > 1 && mount_path[len - 1] == '/')
+			mount_path[--len] = '\0';
+	} else if (mount != NULL && mount[0] != '\0') {
+		fprintf(stderr, "mqfs-preload: MQFS_MOUNT is too long; using the kernel's queues\n");
+	}
+}
+
+static int active(void)
+{
+	pthread_once(&init_once, init);
+	return mount_path[0] != '\0';
+}
+
+static int fail(int code)
+{
+	errno = code;
+	return -1;
+}
+
+/* -- EINTR and SA_RESTART ------------------------------------------------------------------ */
+
+/* Counts the shim's own notification signals handled by this thread: if one arrived during
+ * a blocked call, that call is restarted (the kernel's netlink SIGEV_THREAD never interrupts
+ * anything). initial-exec: the handler must not trigger a lazy TLS allocation. */
+static __thread volatile sig_atomic_t own_signals __attribute__((tls_model("initial-exec")));
+
+/* Whether the kernel would surely have restarted the interrupted call: every caught signal
+ * has SA_RESTART. Uncaught ones that do not kill (SIGSTOP/SIGCONT...) restart in the kernel. */
+static int restart_is_safe(void)
+{
+	for (int signo = 1; signo < NSIG; signo++) {
+		struct sigaction current;
+		if (signo == SIGKILL || signo == SIGSTOP || sigaction(signo, NULL, &current) != 0)
+			continue; /* glibc's internal signals give EINVAL: never user handlers */
+		if (current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN)
+			continue;
+		if (!(current.sa_flags & SA_RESTART))
+			return 0;
+	}
+	return 1;
+}
+
+/* An ioctl that may block in the daemon: EINTR is retried where the kernel would restart. */
+static int blocking_ioctl(int fd, unsigned long cmd, void *arg)
+{
+	for (;;) {
+		sig_atomic_t seen = own_signals;
+		int result = ioctl(fd, cmd, arg);
+		if (result >= 0 || errno != EINTR)
+			return result;
+		if (own_signals == seen && !restart_is_safe())
+			return result;
+	}
+}
+
+/* -- names and mq_open ------------------------------------------------------------------- */
+
+/* glibc's check (a leading slash) and then the kernel's, as mqfs/names.py. */
+static const char *bare_name(const char *name)
+{
+	if (name[0] != '/') {
+		errno = EINVAL;
+		return NULL;
+	}
+	const char *bare = name + 1;
+	size_t len = strlen(bare);
+	if (len > NAME_MAX_MQ)
+		errno = ENAMETOOLONG;
+	else if (len == 0)
+		errno = ENOENT;
+	else if (strchr(bare, '/') != NULL || strcmp(bare, ".") == 0 || strcmp(bare, "..") == 0)
+		errno = EACCES;
+	else
+		return bare;
+	return NULL;
+}
+
+static void queue_path(char *out, size_t size, const char *bare, const char *leaf)
+{
+	snprintf(out, size, "%s/%s%s%s", mount_path, bare, leaf[0] ? "/" : "", leaf);
+}
+
+/* The umask without changing it: umask(0)+umask(old) would race with other threads'
+ * file creation. /proc/self/status has "Umask:" since Linux 4.7. */
+static mode_t current_umask(void)
+{
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		char buffer[4096];
+		ssize_t got = read(fd, buffer, sizeof buffer - 1);
+		close(fd);
+		if (got > 0) {
+			buffer[got] = '\0';
+			char *line = strstr(buffer, "\nUmask:");
+			if (line != NULL)
+				return (mode_t)strtoul(line + 7, NULL, 8);
+		}
+	}
+	mode_t mask = umask(0);
+	umask(mask);
+	return mask;
+}
+
+static int create_queue(const char *bare, int exclusive, mode_t mode, const struct mq_attr *attr)
+{
+	struct mqfs_create request;
+	memset(&request, 0, sizeof request);
+	strcpy(request.name, bare); /* bare_name checked: at most 255 bytes */
+	request.mode = (uint32_t)(mode & 07777 & ~current_umask());
+	request.flags = exclusive ? MQFS_CREATE_EXCL : 0;
+	if (attr != NULL) {
+		request.flags |= MQFS_CREATE_ATTR;
+		request.maxmsg = attr->mq_maxmsg;
+		request.msgsize = attr->mq_msgsize;
+	}
+	int root = open(mount_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return -1;
+	int result = ioctl(root, MQFS_IOC_CREATE, &request);
+	int saved = errno;
+	close(root);
+	errno = saved;
+	return result < 0 ? -1 : 0;
+}
+
+static mqd_t shim_open(const char *name, int oflag, mode_t mode, const struct mq_attr *attr)
+{
+	const char *bare = bare_name(name);
+	if (bare == NULL)
+		return -1;
+	char path[PATH_MAX];
+	queue_path(path, sizeof path, bare, "queue");
+	if ((oflag & O_ACCMODE) == O_ACCMODE) {
+		/* The kernel's prepare_open: O_RDWR|O_WRONLY is EINVAL on an existing queue (after
+		 * O_CREAT|O_EXCL's EEXIST), but a new queue is made and opened with access mode 3. */
+		if (!(oflag & O_CREAT)) {
+			struct stat st;
+			if (stat(path, &st) < 0)
+				return -1; /* ENOENT first */
+			return fail(EINVAL);
+		}
+		if (create_queue(bare, 1, mode, attr) < 0) {
+			if (errno == EEXIST && !(oflag & O_EXCL))
+				errno = EINVAL;
+			return -1;
+		}
+	} else if (oflag & O_CREAT) {
+		if (create_queue(bare, oflag & O_EXCL, mode, attr) < 0)
+			return -1;
+	}
+	/* Only what mq_open means reaches open(2): O_CREAT/O_EXCL were the CREATE ioctl's, and
+	 * O_TRUNC, O_DIRECTORY, O_PATH... mean nothing to the kernel's mq_open. Its mqd_t is
+	 * always close-on-exec. */
+	return open(path, (oflag & (O_ACCMODE | O_NONBLOCK)) | O_CLOEXEC);
+}
+
+EXPORT mqd_t mq_open(const char *name, int oflag, ...)
+{
+	mode_t mode = 0;
+	struct mq_attr *attr = NULL;
+	if (oflag & O_CREAT) {
+		va_list ap;
+		va_start(ap, oflag);
+		mode = va_arg(ap, mode_t);
+		attr = va_arg(ap, struct mq_attr *);
+		va_end(ap);
+	}
+	if (!active())
+		return real.mq_open(name, oflag, mode, attr);
+	return shim_open(name, oflag, mode, attr);
+}
+
+/* The _FORTIFY_SOURCE entry for mq_open(name, oflag) with two arguments. */
+EXPORT mqd_t __mq_open_2(const char *name, int oflag)
+{
+	if (!active() || (oflag & O_CREAT)) /* glibc's own fortify failure for O_CREAT */
+		return real.mq_open_2(name, oflag);
+	return shim_open(name, oflag, 0, NULL);
+}
+
+EXPORT int mq_unlink(const char *name)
+{
+	if (!active())
+		return real.mq_unlink(name);
+	const char *bare = bare_name(name);
+	if (bare == NULL)
+		return -1;
+	char path[PATH_MAX];
+	queue_path(path, sizeof path, bare, "");
+	int result = rmdir(path);
+	if (result < 0 && errno == EPERM) /* as glibc's mq_unlink */
+		errno = EACCES;
+	return result;
+}
+
+/* -- send and receive ---------------------------------------------------------------------- */
+
+static void set_deadline(struct mqfs_xfer *x, const struct timespec *deadline)
+{
+	if (deadline != NULL) { /* passed unchecked: the daemon gives the kernel's EINVAL */
+		x->flags = MQFS_XFER_TIMED;
+		x->tv_sec = deadline->tv_sec;
+		x->tv_nsec = deadline->tv_nsec;
+	}
+}
+
+/* 1: the descriptor is not an mqfs queue; the caller hands the call to glibc. */
+static int not_ours(int result)
+{
+	return result < 0 && errno == ENOTTY;
+}
+
+/* Whole-message atomic send in chunks (mqfs/client.py's send). The message enters the queue
+ * when the last chunk arrives, and that call is the one that blocks; an interrupted last
+ * chunk ends the transfer in the daemon, so a restart starts it again from the beginning. */
+static int shim_send(mqd_t mqd, const char *msg, size_t len, unsigned prio,
+		     const struct timespec *deadline)
+{
+	size_t capacity = len < MQFS_CHUNK ? len : MQFS_CHUNK;
+	struct mqfs_xfer *x = malloc(MQFS_XFER_HEADER_SIZE + capacity);
+	if (x == NULL)
+		return fail(ENOMEM);
+	int result;
+restart:;
+	size_t offset = 0;
+	uint64_t transfer = 0;
+	do {
+		size_t chunk = len - offset < MQFS_CHUNK ? len - offset : MQFS_CHUNK;
+		memset(x, 0, MQFS_XFER_HEADER_SIZE);
+		x->msg_len = len;
+		x->offset = offset;
+		x->xfer_id = transfer;
+		x->msg_prio = prio;
+		x->chunk_len = (uint32_t)chunk;
+		set_deadline(x, deadline);
+		memcpy(x->data, msg + offset, chunk);
+		unsigned long cmd = MQFS_IOC_SIZED(MQFS_IOC_SEND, MQFS_XFER_HEADER_SIZE + chunk);
+		sig_atomic_t seen = own_signals;
+		result = ioctl(mqd, cmd, x);
+		if (result < 0) {
+			if (offset == 0 && not_ours(result)) {
+				free(x);
+				return real.mq_timedsend(mqd, msg, len, prio, deadline);
+			}
+			if (errno == EINTR && (own_signals != seen || restart_is_safe()))
+				goto restart;
+			break;
+		}
+		offset += chunk;
+		transfer = x->xfer_id;
+	} while (offset < len);
+	int saved = errno;
+	free(x);
+	errno = saved;
+	return result < 0 ? -1 : 0;
+}
+
+static ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
+			    const struct timespec *deadline)
+{
+	size_t capacity = buflen < FIRST_CHUNK ? (buflen ? buflen : 1) : FIRST_CHUNK;
+	size_t most = buflen < MQFS_CHUNK ? (buflen ? buflen : 1) : MQFS_CHUNK;
+	struct mqfs_xfer *x = malloc(MQFS_XFER_HEADER_SIZE + most);
+	if (x == NULL)
+		return fail(ENOMEM);
+	memset(x, 0, MQFS_XFER_HEADER_SIZE);
+	x->msg_len = buflen;
+	set_deadline(x, deadline);
+	unsigned long cmd = MQFS_IOC_SIZED(MQFS_IOC_RECEIVE, MQFS_XFER_HEADER_SIZE + capacity);
+	if (blocking_ioctl(mqd, cmd, x) < 0) {
+		int saved = errno;
+		free(x);
+		if (saved == ENOTTY) /* not an mqfs queue */
+			return real.mq_timedreceive(mqd, buffer, buflen, prio, deadline);
+		errno = saved;
+		return -1;
+	}
+	/* From here the message is ours: the rest is parked in the daemon under xfer_id. */
+	uint64_t length = x->msg_len, transfer = x->xfer_id;
+	unsigned priority = x->msg_prio;
+	size_t received = x->chunk_len;
+	if (received > buflen) /* cannot happen (EMSGSIZE otherwise); never overrun */
+		received = buflen;
+	memcpy(buffer, x->data, received);
+	while (received < length && received < buflen) {
+		size_t want = length - received < MQFS_CHUNK ? length - received : MQFS_CHUNK;
+		memset(x, 0, MQFS_XFER_HEADER_SIZE);
+		x->msg_len = buflen;
+		x->offset = received;
+		x->xfer_id = transfer;
+		cmd = MQFS_IOC_SIZED(MQFS_IOC_RECEIVE, MQFS_XFER_HEADER_SIZE + want);
+		int result;
+		do /* never blocks in the daemon; retry any EINTR rather than lose the message */
+			result = ioctl(mqd, cmd, x);
+		while (result < 0 && errno == EINTR);
+		if (result < 0 || x->chunk_len == 0) {
+			int saved = result < 0 ? errno : EIO;
+			free(x);
+			return fail(saved);
+		}
+		size_t chunk = x->chunk_len;
+		if (chunk > buflen - received)
+			chunk = buflen - received;
+		memcpy(buffer + received, x->data, chunk);
+		received += chunk;
+	}
+	free(x);
+	if (prio != NULL)
+		*prio = priority;
+	return (ssize_t)received;
+}
+
+EXPORT int mq_timedsend(mqd_t mqd, const char *msg, size_t len, unsigned prio,
+			const struct timespec *deadline)
+{
+	if (!active())
+		return real.mq_timedsend(mqd, msg, len, prio, deadline);
+	return shim_send(mqd, msg, len, prio, deadline);
+}
+
+EXPORT int mq_send(mqd_t mqd, const char *msg, size_t len, unsigned prio)
+{
+	if (!active())
+		return real.mq_timedsend(mqd, msg, len, prio, NULL);
+	return shim_send(mqd, msg, len, prio, NULL);
+}
+
+EXPORT ssize_t mq_timedreceive(mqd_t mqd, char *buffer, size_t len, unsigned *prio,
+			       const struct timespec *deadline)
+{
+	if (!active())
+		return real.mq_timedreceive(mqd, buffer, len, prio, deadline);
+	return shim_receive(mqd, buffer, len, prio, deadline);
+}
+
+EXPORT ssize_t mq_receive(mqd_t mqd, char *buffer, size_t len, unsigned *prio)
+{
+	if (!active())
+		return real.mq_timedreceive(mqd, buffer, len, prio, NULL);
+	return shim_receive(mqd, buffer, len, prio, NULL);
+}
+
+/* -- attributes ---------------------------------------------------------------------------- */
+
+static void to_mq_attr(const struct mqfs_attr *from, struct mq_attr *to)
+{
+	memset(to, 0, sizeof *to);
+	to->mq_flags = from->flags;
+	to->mq_maxmsg = from->maxmsg;
+	to->mq_msgsize = from->msgsize;
+	to->mq_curmsgs = from->curmsgs;
+}
+
+EXPORT int mq_getattr(mqd_t mqd, struct mq_attr *attr)
+{
+	if (!active())
+		return real.mq_getattr(mqd, attr);
+	struct mqfs_attr got;
+	memset(&got, 0, sizeof got);
+	int result = ioctl(mqd, MQFS_IOC_GETATTR, &got);
+	if (not_ours(result))
+		return real.mq_getattr(mqd, attr);
+	if (result < 0)
+		return -1;
+	to_mq_attr(&got, attr);
+	return 0;
+}
+
+EXPORT int mq_setattr(mqd_t mqd, const struct mq_attr *attr, struct mq_attr *old)
+{
+	if (!active())
+		return real.mq_setattr(mqd, attr, old);
+	struct mqfs_attr request;
+	memset(&request, 0, sizeof request);
+	int result;
+	/* <mqueue.h> says attr is nonnull, but glibc passes NULL through to the kernel, where
+	 * it means "only get": keep that, hiding the pointer from the nonnull assumption. */
+	__asm__("" : "+r"(attr));
+	if (attr == NULL) {
+		result = ioctl(mqd, MQFS_IOC_GETATTR, &request);
+	} else {
+		request.flags = attr->mq_flags;
+		result = ioctl(mqd, MQFS_IOC_SETATTR, &request);
+	}
+	if (not_ours(result))
+		return real.mq_setattr(mqd, attr, old);
+	if (result < 0)
+		return -1;
+	if (old != NULL)
+		to_mq_attr(&request, old);
+	return 0;
+}
+
+/* -- mq_notify and SIGEV_THREAD ------------------------------------------------------------ */
+
+struct thread_note {
+	struct thread_note *next;
+	uint64_t cookie; /* the sigev_value the daemon sends back */
+	int mqd;
+	void (*function)(union sigval);
+	union sigval value;
+	int has_attr; /* what of sigev_notify_attributes could be copied */
+	size_t stacksize, guardsize;
+	int inheritsched, schedpolicy, scope;
+	struct sched_param schedparam;
+};
+
+static pthread_mutex_t notes_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct thread_note *notes;
+static uint64_t next_cookie = 1;
+static int notify_pipe[2] = {-1, -1};
+static int notify_signo;
+static int handler_installed;
+static pid_t helper_pid; /* the process the helper thread runs in (0: none yet) */
+
+static void notify_handler(int signo, siginfo_t *info, void *context)
+{
+	(void)signo;
+	(void)context;
+	if (info->si_code != SI_MESGQ)
+		return;
+	int saved = errno;
+	own_signals = own_signals + 1;
+	uint64_t cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
+	ssize_t written = write(notify_pipe[1], &cookie, sizeof cookie); /* async-signal-safe */
+	(void)written; /* the pipe holds 8192 notifications: cannot fill up in practice */
+	errno = saved;
+}
+
+static struct thread_note *take_note_locked(uint64_t cookie)
+{
+	for (struct thread_note **link = &notes; *link != NULL; link = &(*link)->next) {
+		if ((*link)->cookie == cookie) {
+			struct thread_note *found = *link;
+			*link = found->next;
+			return found;
+		}
+	}
+	return NULL;
+}
+
+static void drop_notes_locked(int mqd)
+{
+	struct thread_note **link = &notes;
+	while (*link != NULL) {
+		if ((*link)->mqd == mqd) {
+			struct thread_note *gone = *link;
+			*link = gone->next;
+			free(gone);
+		} else {
+			link = &(*link)->next;
+		}
+	}
+}
+
+static void *run_notification(void *arg)
+{
+	struct thread_note note = *(struct thread_note *)arg;
+	free(arg);
+	sigset_t all; /* glibc's notification thread unblocks every signal; so do we */
+	sigfillset(&all);
+	pthread_sigmask(SIG_UNBLOCK, &all, NULL);
+	note.function(note.value);
+	return NULL;
+}
+
+static void start_notification(struct thread_note *note)
+{
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (note->has_attr) {
+		pthread_attr_setstacksize(&attr, note->stacksize);
+		pthread_attr_setguardsize(&attr, note->guardsize);
+		pthread_attr_setinheritsched(&attr, note->inheritsched);
+		pthread_attr_setschedpolicy(&attr, note->schedpolicy);
+		pthread_attr_setschedparam(&attr, &note->schedparam);
+		pthread_attr_setscope(&attr, note->scope);
+	}
+	pthread_t thread;
+	if (pthread_create(&thread, &attr, run_notification, note) != 0)
+		free(note); /* glibc drops the notification too when it cannot make the thread */
+	pthread_attr_destroy(&attr);
+}
+
+/* The helper thread: turns cookies from the signal handler into notification threads. */
+static void *notify_helper(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	for (;;) {
+		uint64_t cookie;
+		ssize_t got = read(fd, &cookie, sizeof cookie);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got != (ssize_t)sizeof cookie)
+			return NULL;
+		pthread_mutex_lock(&notes_lock);
+		struct thread_note *note = take_note_locked(cookie);
+		pthread_mutex_unlock(&notes_lock);
+		if (note != NULL)
+			start_notification(note);
+	}
+}
+
+/* A forked child has the parent's list and pipe but no helper thread, and the parent's
+ * registrations are not its own: start afresh. */
+static void before_fork(void) { pthread_mutex_lock(&notes_lock); }
+static void after_fork_parent(void) { pthread_mutex_unlock(&notes_lock); }
+static void after_fork_child(void)
+{
+	pthread_mutex_init(&notes_lock, NULL);
+	while (notes != NULL) {
+		struct thread_note *gone = notes;
+		notes = gone->next;
+		free(gone);
+	}
+	/* The pipe is shared with the parent, whose helper would steal the child's cookies: the
+	 * next SIGEV_THREAD registration makes a new pipe and helper. The handler stays. */
+	int old_read = notify_pipe[0], old_write = notify_pipe[1];
+	notify_pipe[0] = notify_pipe[1] = -1;
+	if (old_read >= 0)
+		close(old_read);
+	if (old_write >= 0)
+		close(old_write);
+	helper_pid = 0;
+}
+
+/* Called with notes_lock held. */
+static int start_helper_locked(void)
+{
+	if (helper_pid == getpid())
+		return 0;
+	if (!handler_installed) {
+		const char *chosen = getenv("MQFS_NOTIFY_SIGNAL");
+		notify_signo = chosen != NULL && chosen[0] ? atoi(chosen) : SIGRTMAX;
+		if (notify_signo <= 0 || notify_signo >= NSIG)
+			return fail(ENOSYS);
+		struct sigaction current;
+		if (sigaction(notify_signo, NULL, &current) != 0)
+			return fail(ENOSYS);
+		if (current.sa_handler != SIG_DFL) /* the program uses that signal itself */
+			return fail(ENOSYS);
+		struct sigaction action;
+		memset(&action, 0, sizeof action);
+		action.sa_sigaction = notify_handler;
+		action.sa_flags = SA_SIGINFO | SA_RESTART;
+		sigfillset(&action.sa_mask);
+		if (sigaction(notify_signo, &action, NULL) != 0)
+			return -1;
+		pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+		handler_installed = 1;
+	}
+	/* Until the pipe exists the handler's write fails with EBADF: nothing was registered. */
+	if (notify_pipe[0] < 0 && pipe2(notify_pipe, O_CLOEXEC) != 0)
+		return -1;
+	/* The helper runs with every signal blocked, so it never takes the handler itself. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_t thread;
+	int failed = pthread_create(&thread, &attr, notify_helper, (void *)(intptr_t)notify_pipe[0]);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (failed)
+		return fail(EAGAIN);
+	helper_pid = getpid();
+	return 0;
+}
+
+static int notify_ioctl(mqd_t mqd, uint32_t action, int how, int signo, uint64_t value)
+{
+	struct mqfs_notify request;
+	memset(&request, 0, sizeof request);
+	request.action = action;
+	request.sigev_notify = how;
+	request.sigev_signo = signo;
+	request.sigev_value = value;
+	return ioctl(mqd, MQFS_IOC_NOTIFY, &request);
+}
+
+static int notify_thread(mqd_t mqd, const struct sigevent *sev)
+{
+	struct thread_note *note = calloc(1, sizeof *note);
+	if (note == NULL)
+		return fail(ENOMEM);
+	note->mqd = mqd;
+	note->function = sev->sigev_notify_function;
+	note->value = sev->sigev_value;
+	pthread_attr_t *attr = sev->sigev_notify_attributes;
+	if (attr != NULL) { /* no public pthread_attr copy: keep what can be read back */
+		note->has_attr = 1;
+		pthread_attr_getstacksize(attr, &note->stacksize);
+		pthread_attr_getguardsize(attr, &note->guardsize);
+		pthread_attr_getinheritsched(attr, &note->inheritsched);
+		pthread_attr_getschedpolicy(attr, &note->schedpolicy);
+		pthread_attr_getschedparam(attr, &note->schedparam);
+		pthread_attr_getscope(attr, &note->scope);
+	}
+	pthread_mutex_lock(&notes_lock);
+	if (start_helper_locked() < 0) {
+		int saved = errno;
+		pthread_mutex_unlock(&notes_lock);
+		free(note);
+		return fail(saved);
+	}
+	uint64_t cookie = next_cookie++;
+	note->cookie = cookie;
+	/* The list entry goes in before the registration: the signal can come at once. */
+	note->next = notes;
+	notes = note;
+	pthread_mutex_unlock(&notes_lock);
+	/* From here the helper may take and free note: only the cookie is used. */
+	int result = notify_ioctl(mqd, MQFS_NOTIFY_REGISTER, SIGEV_SIGNAL, notify_signo, cookie);
+	int saved = errno;
+	pthread_mutex_lock(&notes_lock);
+	struct thread_note *mine = result < 0 ? take_note_locked(cookie) : NULL;
+	if (result == 0) { /* a former registration through this mqd is certainly over */
+		struct thread_note **link = &notes;
+		while (*link != NULL) {
+			if ((*link)->mqd == mqd && (*link)->cookie != cookie) {
+				struct thread_note *gone = *link;
+				*link = gone->next;
+				free(gone);
+			} else {
+				link = &(*link)->next;
+			}
+		}
+	}
+	pthread_mutex_unlock(&notes_lock);
+	free(mine);
+	if (result < 0 && saved == ENOTTY)
+		return real.mq_notify(mqd, sev);
+	errno = saved;
+	return result < 0 ? -1 : 0;
+}
+
+EXPORT int mq_notify(mqd_t mqd, const struct sigevent *sev)
+{
+	if (!active())
+		return real.mq_notify(mqd, sev);
+	if (sev != NULL && sev->sigev_notify == SIGEV_THREAD)
+		return notify_thread(mqd, sev);
+	int result;
+	if (sev == NULL) {
+		result = notify_ioctl(mqd, MQFS_NOTIFY_UNREGISTER, 0, 0, 0);
+		if (result == 0) {
+			pthread_mutex_lock(&notes_lock);
+			drop_notes_locked(mqd);
+			pthread_mutex_unlock(&notes_lock);
+		}
+	} else {
+		result = notify_ioctl(mqd, MQFS_NOTIFY_REGISTER, sev->sigev_notify, sev->sigev_signo,
+				      (uint64_t)(uintptr_t)sev->sigev_value.sival_ptr);
+	}
+	if (not_ours(result))
+		return real.mq_notify(mqd, sev);
+	return result;
+}
+
+EXPORT int mq_close(mqd_t mqd)
+{
+	if (!active())
+		return real.mq_close(mqd);
+	/* close(2), as glibc's mq_close; the daemon ends this process's registration on the
+	 * queue, so forget the matching SIGEV_THREAD cookie. */
+	pthread_mutex_lock(&notes_lock);
+	drop_notes_locked(mqd);
+	pthread_mutex_unlock(&notes_lock);
+	return close(mqd);
+}
