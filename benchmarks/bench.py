@@ -44,7 +44,6 @@ import os
 import platform
 import re
 import resource
-import select
 import shutil
 import signal
 import statistics
@@ -62,14 +61,12 @@ from typing import Any
 
 from mqfs import client, wire
 from mqfs.backends import KernelBackend
-from mqfs.cli import daemon_command
+from mqfs.foreground import DaemonNotReady, foreground_daemon
 
 Timer = Callable[[int], float]
 """Runs an operation *count* times and returns the seconds per operation."""
 
 CLONE_NEWIPC = 0x08000000
-PR_SET_PDEATHSIG = 1
-READY_TIMEOUT = 30.0
 MOUNT_OPTIONS = ("msg_max=65536", "msgsize_max=8192", "ignore_rlimit")
 SMALL, LARGE = 64, 8192
 PAIR_QUEUE_DEPTH = 10  # the kernel's msg_max in a fresh IPC namespace
@@ -357,11 +354,6 @@ def kernel_pair_timer(backend: KernelBackend, mqd: int, size: int) -> Timer:
 # -- the mqfs side ---------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the daemon child: SIGTERM (and so an unmount) when the benchmark dies."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def mounted_paths() -> set[str]:
     with open("/proc/self/mounts") as mounts:
         return {line.split()[1] for line in mounts if len(line.split()) > 1}
@@ -395,46 +387,16 @@ def mqfs_daemon(workdir: Path, options: Sequence[str]) -> Iterator[Daemon]:
     """Mount a foreground mqfs daemon at a new directory; always stop and unmount it."""
     path = Path(tempfile.mkdtemp(prefix="mnt-", dir=workdir))
     log_path = path.with_name(path.name + ".log")
-    read_end, write_end = os.pipe()
     try:
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                daemon_command(path, options, write_end),
-                pass_fds=(write_end,),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,  # Ctrl-C is ours to handle, not the daemon's
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl)
-            )
+        with foreground_daemon(path, options, log_path) as process:
+            yield Daemon(path, process, log_path)
+    except DaemonNotReady as exc:
+        raise BenchError(str(exc)) from None
     finally:
-        os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], READY_TIMEOUT)
-        if (os.read(read_end, 64) if ready else b"") != b"ready\n":
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            raise BenchError(f"mqfs did not mount at {path}: {' / '.join(tail)}")
-        yield Daemon(path, process, log_path)
-    finally:
-        os.close(read_end)
-        stop_daemon(process, path)
-        if "Traceback" in log_path.read_text(errors="replace"):
+        if log_path.exists() and "Traceback" in log_path.read_text(errors="replace"):
             progress(f"warning: the daemon at {path} logged an exception, see {log_path}")
         with suppress(OSError):
             path.rmdir()
-
-
-def stop_daemon(process: subprocess.Popen[bytes], path: Path) -> None:
-    """SIGTERM, wait; SIGKILL if wedged; then a lazy unmount if it is still mounted."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    if str(path) in mounted_paths():
-        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, check=False)
 
 
 @contextmanager

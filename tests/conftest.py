@@ -11,13 +11,10 @@ on the same machine.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
-import select
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -28,10 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from mqfs.cli import daemon_command
+from mqfs.foreground import DaemonNotReady, foreground_daemon
 
 MOUNT_ROOT = Path(tempfile.gettempdir()) / "mqfs-test-mounts"
-READY_TIMEOUT = 30.0
 
 
 def fuse_usable() -> str | None:
@@ -68,15 +64,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         _lazy_unmount(stale)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the daemon child: get SIGTERM (and unmount) when the test process dies."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 @dataclass
 class Mount:
     path: Path
@@ -111,40 +98,18 @@ def mounted(options: tuple[str, ...] = ()) -> Iterator[Mount]:
         pytest.skip(reason)
     MOUNT_ROOT.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix="mnt-", dir=MOUNT_ROOT))
-    read_end, write_end = os.pipe()
-    command = daemon_command(path, options, write_end)
-    process = subprocess.Popen(
-        command,
-        pass_fds=(write_end,),
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl, async-signal-safe)
-    )
-    os.close(write_end)
+    log_path = path.with_name(path.name + ".log")
     try:
-        ready, _, _ = select.select([read_end], [], [], READY_TIMEOUT)
-        line = os.read(read_end, 64) if ready else b""
-        if line != b"ready\n":
-            process.kill()
-            _, stderr = process.communicate(timeout=10)
-            pytest.fail(f"mqfs did not mount: {stderr.decode(errors='replace')}")
-        yield Mount(path, process)
+        try:
+            with foreground_daemon(path, options, log_path) as process:
+                yield Mount(path, process)
+        except DaemonNotReady as exc:
+            pytest.fail(str(exc))
+        logged = log_path.read_text(errors="replace")
+        if "Traceback" in logged:
+            pytest.fail(f"the mqfs daemon logged an exception:\n{logged}")
     finally:
-        os.close(read_end)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        if str(path) in _mounts_under(MOUNT_ROOT):
-            _lazy_unmount(str(path))
-        if process.stderr is not None:
-            errors_logged = process.stderr.read().decode(errors="replace")
-            process.stderr.close()
-            if "Traceback" in errors_logged:
-                pytest.fail(f"the mqfs daemon logged an exception:\n{errors_logged}")
+        log_path.unlink(missing_ok=True)
         with suppress(OSError):
             path.rmdir()
 
