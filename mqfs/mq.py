@@ -59,9 +59,8 @@ exception posix_ipc raises in their place, so ``except ValueError`` keeps workin
 ``PermissionsError``       EACCES, EPERM; and EBADF for sending on a queue opened with
                            ``write=False`` or receiving/peeking with ``read=False``
                            (checked before the call, as posix_ipc does)
-``SignalError``            EINTR: a signal interrupted the wait (kernel backend; on mqfs
-                           the wait is a poll(2) that Python restarts after a handler
-                           returns, and an exception the handler raises propagates)
+``SignalError``            EINTR: a signal interrupted the wait (on mqfs too: a FUSE
+                           request is not restarted, even under SA_RESTART)
 ``InvalidArgumentError``   also a ``ValueError``: EINVAL (bad name, attributes,
                            priority >= 32768, ...), ENAMETOOLONG
 ``MessageTooLongError``    also a ``ValueError``: EMSGSIZE (message > max_message_size)
@@ -71,11 +70,9 @@ exception posix_ipc raises in their place, so ``except ValueError`` keeps workin
 ``Error``                  anything else (ENOSPC, EMFILE, ...), errno kept
 =========================  ==========================================================
 
-**Waiting without the GIL.** On mqfs, ``send``/``receive`` are ioctls, and ``fcntl.ioctl``
-holds the GIL while the daemon makes it wait; so a blocking call here tries once with a
-deadline already passed and waits in poll(2) on the descriptor (POLLOUT/POLLIN), which lets
-other threads run, until it can go on or the timeout ends. A woken caller may find another
-was faster and waits again; what a call returns or raises is mq_timedsend/receive's.
+**Waiting without the GIL.** A blocking ``send``/``receive`` is one call that waits in the
+kernel (or the mqfs daemon) with the GIL released, as mq_timedsend/receive do; other
+threads keep running.
 
 **Peek** (mqfs only) never blocks and never changes the queue: ``peek(i)`` is message *i* in
 receive order (``BusyError``/EAGAIN on an empty queue, ``NoSuchMessageError`` past the end);
@@ -95,9 +92,7 @@ import errno
 import math
 import os
 import secrets
-import select
 import string
-import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -411,7 +406,7 @@ class MessageQueue:
         def attempt(deadline: Deadline | None) -> None:
             self._backend.send(mqd, payload, priority, deadline)
 
-        self._wait_and_call("send", attempt, select.POLLOUT, timeout)
+        self._wait_and_call("send", attempt, timeout)
 
     def receive(self, timeout: float | None = None) -> tuple[bytes, int]:
         """mq_timedreceive: the oldest message of the highest priority, as (bytes, priority)."""
@@ -421,42 +416,21 @@ class MessageQueue:
         def attempt(deadline: Deadline | None) -> tuple[bytes, int]:
             return self._backend.receive(mqd, size, deadline)
 
-        return self._wait_and_call("receive", attempt, select.POLLIN, timeout)
+        return self._wait_and_call("receive", attempt, timeout)
 
     def _wait_and_call(
         self,
         operation: str,
         attempt: Callable[[Deadline | None], _T],
-        events: int,
         timeout: float | None,
     ) -> _T:
-        """Call *attempt* with the deadline *timeout* gives, waiting while it would block.
+        """Call *attempt* with the deadline *timeout* gives; it blocks as the C call does.
 
-        The kernel backend's ctypes calls release the GIL, so they simply block. On mqfs
-        the calls are ioctls, and ``fcntl.ioctl`` keeps the GIL while the daemon makes it
-        wait, which would stop every other thread: there each attempt gets a deadline that
-        has already passed (try once: ETIMEDOUT if it would block) and the waiting is done
-        in poll(2), which releases the GIL, until the descriptor is ready or *timeout* ends.
+        Both backends release the GIL while they wait (ctypes calls), so other threads
+        keep running.
         """
         deadline = _deadline(timeout)
-        if not isinstance(self._backend, MqfsBackend):
-            return _call(operation, self._name, lambda: attempt(deadline))
-        end = None if deadline is None else deadline[0] + deadline[1] / 1e9
-        poller = select.poll()
-        poller.register(self._mqd, events)
-        while True:
-            try:
-                return attempt(client.deadline_after(0))
-            except OSError as exc:
-                if exc.errno != errno.ETIMEDOUT:
-                    raise _error(exc.errno or errno.EIO, operation, self._name) from exc
-            milliseconds = None
-            if end is not None:
-                remaining = end - time.clock_gettime(time.CLOCK_REALTIME)
-                if remaining <= 0:
-                    raise _error(errno.ETIMEDOUT, operation, self._name)
-                milliseconds = math.ceil(remaining * 1000)
-            poller.poll(milliseconds)
+        return _call(operation, self._name, lambda: attempt(deadline))
 
     def _peeking_backend(self) -> _Peeking:
         if not isinstance(self._backend, _Peeking):

@@ -629,3 +629,11 @@ def test_selector_wakes_when_another_thread_sends(
         sender.join(timeout=30)
         assert [mask for _, mask in events] == [selectors.EVENT_READ]
         assert queue.receive(timeout=0) == (b"from a thread", 0)
+
+
+def test_a_signal_during_a_blocked_receive_on_mqfs_is_a_signal_error(queue: MessageQueue) -> None:
+    outcome = _interrupt_blocked_receive(queue, lambda signo, frame: None)
+    assert isinstance(outcome, SignalError)
+    assert outcome.errno == errno.EINTR
+    queue.send(b"still here")  # the interrupted receive took nothing
+    assert queue.receive() == (b"still here", 0)
