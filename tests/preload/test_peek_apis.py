@@ -1,0 +1,349 @@
+"""The proposed kernel peek APIs on mqfs, through the LD_PRELOAD shim.
+
+``fcntl(mqd, F_MQ_PEEK, &struct mq_peek_attr)`` (Shaurya Rane's RFC, March 2026) and
+``mq_timedreceive2(mqd, &args, MQ_PEEK, index, timeout)`` (Mathura Kumar's series, x86-64
+syscall 548) are not merged. ``include/mqfs/peek.h`` defines them as the patches do;
+``tests/preload/peek_apis.c`` uses them the way the patches' own descriptions and selftest
+do, compiled into tmp_path and run under the shim against a real mount. Each API keeps its
+own text where the two disagree: F_MQ_PEEK truncates to ``buf_len`` and says ``ENOMSG`` for
+any missing index (an empty queue too); mq_timedreceive2 says ``EMSGSIZE`` for a buffer
+smaller than ``mq_msgsize``, ``EAGAIN`` for an empty queue and ``ENOENT`` past the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from mqfs import client
+from tests.conftest import Mount
+from tests.preload.test_preload import (
+    HERE,
+    LIBRARY,
+    ROOT,
+    on_kernel,
+    run,
+    shim_env,
+    unique,
+)
+
+API = ["fcntl", "syscall"]
+EXAMPLE = ROOT / "examples" / "criu_dump_restore.c"
+
+Compile = Callable[..., Path]
+
+# What the scenario queue holds, (priority, payload) in send order, and in receive order:
+# highest priority first, FIFO within a priority.
+SENT = [(3, "alpha"), (7, "bravo"), (3, "charlie"), (0, "delta"), (7, "echo"), (31, "foxtrot"),
+        (5, "")]  # fmt: skip
+RECEIVE_ORDER = sorted(SENT, key=lambda message: -message[0])
+PAST_END = {"fcntl": "ENOMSG", "syscall": "ENOENT"}
+EMPTY = {"fcntl": "ENOMSG", "syscall": "EAGAIN"}
+
+
+@pytest.fixture(scope="session")
+def peek_library() -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    subprocess.run([ROOT / "scripts" / "build-preload"], check=True)
+    return LIBRARY
+
+
+@pytest.fixture
+def compile_peek(tmp_path: Path) -> Compile:
+    """Compile a C file that includes <mqfs/peek.h> into tmp_path, as a user would."""
+
+    def build(source: Path, *defines: str) -> Path:
+        program = tmp_path / source.stem
+        subprocess.run(
+            ["gcc", "-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-Wextra", "-Werror",
+             "-I", ROOT / "include", *defines, "-o", program, source, "-lrt"],
+            check=True,
+        )  # fmt: skip
+        return program
+
+    return build
+
+
+def scenarios(library: Path, build: Compile, mount: Mount, api: str) -> list[str]:
+    program = build(HERE / "peek_apis.c")
+    out = run([program, api, f"/{unique(api)}"], shim_env(library, mount.path))
+    assert os.listdir(mount.path) == []  # the program unlinked its queue
+    return out.splitlines()
+
+
+def peek_line(label: str, index: int, prio: int, payload: str) -> str:
+    return f"{label} {index}: prio {prio} len {len(payload)} '{payload}'"
+
+
+@pytest.mark.parametrize("api", API)
+def test_peek_every_message_of_several_priorities(
+    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
+) -> None:
+    lines = scenarios(peek_library, compile_peek, mqfs_mount, api)
+    peeked = [line for line in lines if line.startswith("peek ") and line[5].isdigit()]
+    expected = [peek_line("peek", i, p, text) for i, (p, text) in enumerate(RECEIVE_ORDER)]
+    assert peeked == [*expected, f"peek 7: -1 {PAST_END[api]}"]
+    assert peek_line("peek again", 2, 7, "echo") in lines
+    # Nothing was consumed, and receive then returns exactly what the peeks showed.
+    assert "curmsgs before peeks: 7" in lines
+    assert "curmsgs after peeks: 7" in lines
+    received = [line.split(" same as peek")[0] for line in lines if line.startswith("receive: ")]
+    assert received[:7] == [
+        f"receive: prio {p} len {len(text)} '{text}'" for p, text in RECEIVE_ORDER
+    ]
+
+
+@pytest.mark.parametrize("api", API)
+def test_peek_then_receive_gives_the_same_message(
+    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
+) -> None:
+    lines = scenarios(peek_library, compile_peek, mqfs_mount, api)
+    same = [line for line in lines if "same as peek" in line]
+    assert len(same) == 7
+    assert all(line.endswith("same as peek 1") for line in same), same
+    assert f"drained 0: -1 {EMPTY[api]}" in lines
+
+
+@pytest.mark.parametrize("api", API)
+def test_empty_queue(
+    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
+) -> None:
+    lines = scenarios(peek_library, compile_peek, mqfs_mount, api)
+    assert lines[:2] == [f"empty 0: -1 {EMPTY[api]}", f"empty 3: -1 {EMPTY[api]}"]
+
+
+@pytest.mark.parametrize("api", API)
+def test_index_past_the_end(
+    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
+) -> None:
+    lines = scenarios(peek_library, compile_peek, mqfs_mount, api)
+    assert lines[2:5] == [
+        peek_line("one", 0, 4, "only"),
+        f"past end 1: -1 {PAST_END[api]}",
+        f"past end 1000: -1 {PAST_END[api]}",
+    ]
+
+
+@pytest.mark.parametrize("api", API)
+def test_descriptor_opened_write_only(
+    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
+) -> None:
+    lines = scenarios(peek_library, compile_peek, mqfs_mount, api)
+    assert "write-only 0: -1 EBADF" in lines
+    assert peek_line("read-only", 0, 6, "hello world") in lines
+
+
+@pytest.mark.parametrize("api", API)
+def test_buffer_too_small(
+    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
+) -> None:
+    """F_MQ_PEEK truncates to buf_len; mq_timedreceive2 wants msg_len >= mq_msgsize."""
+    lines = scenarios(peek_library, compile_peek, mqfs_mount, api)
+    full = peek_line("buffer msgsize", 0, 6, "hello world")
+    if api == "fcntl":
+        assert "small buffer 0: prio 6 len 4 'hell'" in lines
+        assert peek_line("buffer msgsize-1", 0, 6, "hello world") in lines
+    else:
+        assert "small buffer 0: -1 EMSGSIZE" in lines
+        assert "buffer msgsize-1 0: -1 EMSGSIZE" in lines  # the message would fit: no matter
+    assert full in lines
+    assert "curmsgs: 1" in lines
+
+
+def test_fcntl_argument_checks(
+    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount
+) -> None:
+    """do_mq_peek's EINVAL for offset < 0, buf_len 0 and buf NULL; fcntl64 is the same."""
+    lines = scenarios(peek_library, compile_peek, mqfs_mount, "fcntl")
+    assert lines[-4:] == [
+        "offset -1: -1 EINVAL",
+        "buf_len 0: -1 EINVAL",
+        "buf NULL: -1 EINVAL",
+        "fcntl64: 5 prio 6 'hello'",
+    ]
+
+
+def test_mq_timedreceive2_without_peek_receives(
+    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount
+) -> None:
+    """Without MQ_PEEK it is mq_timedreceive (EMSGSIZE, EAGAIN, ETIMEDOUT); a peek ignores
+    abs_timeout and never blocks; unknown flags and an index without MQ_PEEK are EINVAL."""
+    lines = scenarios(peek_library, compile_peek, mqfs_mount, "syscall")
+    assert lines[-8:] == [
+        "unknown flag: -1 EINVAL",
+        "index without MQ_PEEK: -1 EINVAL",
+        "peek msg_prio NULL: 11 'hello world'",
+        "receive msgsize-1: -1 EMSGSIZE",
+        "receive: 11 prio 6 'hello world' curmsgs 0",
+        "receive empty: -1 EAGAIN",
+        "peek empty, blocking, deadline: -1 EAGAIN",
+        "receive empty, blocking, deadline: -1 ETIMEDOUT",
+    ]
+
+
+@pytest.mark.parametrize("api", API)
+def test_messages_of_several_chunks(
+    peek_library: Path,
+    compile_peek: Compile,
+    mount_factory: Callable[..., Mount],
+    api: str,
+) -> None:
+    """Longer than one PEEK ioctl (16320 bytes): read by offset, whole and unchanged."""
+    mount = mount_factory("msgsize_max=65536")
+    program = compile_peek(HERE / "peek_apis.c")
+    out = run([program, f"large-{api}", f"/{unique('large')}"], shim_env(peek_library, mount.path))
+    expected = [
+        "peek 0: 16321 prio 9 intact 1",
+        "peek 1: 40000 prio 4 intact 1",
+        "peek 2: 65536 prio 4 intact 1",
+        "peek 3: 100 prio 1 intact 1",
+    ]
+    if api == "fcntl":
+        expected.append("truncated: 20000 prio 4 intact 1 untouched 1")
+    assert out.splitlines() == [*expected, "curmsgs: 4"]
+
+
+def test_other_descriptors_go_to_the_kernel(
+    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount
+) -> None:
+    """Only mqfs queues are the shim's: on a pipe the kernel answers, as today (EINVAL for
+    the unknown fcntl command, ENOSYS for syscall 548)."""
+    program = compile_peek(HERE / "peek_apis.c")
+    out = run(
+        [program, "foreign", f"/{unique('foreign')}"], shim_env(peek_library, mqfs_mount.path)
+    )
+    assert out.splitlines() == [
+        "pipe fcntl: -1 EINVAL",
+        "pipe syscall: -1 ENOSYS",
+        "queue fcntl: 1 ",
+        "queue syscall: 1 ",
+    ]
+
+
+def test_without_mqfs_mount_the_kernel_answers(
+    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount
+) -> None:
+    """On this kernel neither proposal exists: EINVAL and ENOSYS, with or without the shim
+    when MQFS_MOUNT is unset."""
+    program = compile_peek(HERE / "peek_apis.c")
+    command: list[str | Path] = [program, "foreign", f"/{unique('kernel')}"]
+    kernel = on_kernel(command)
+    assert kernel.splitlines() == [
+        "pipe fcntl: -1 EINVAL",
+        "pipe syscall: -1 ENOSYS",
+        "queue fcntl: -1 EINVAL",
+        "queue syscall: -1 ENOSYS",
+    ]
+    assert on_kernel(["env", f"LD_PRELOAD={peek_library}", *command]) == kernel
+    assert os.listdir(mqfs_mount.path) == []
+
+
+def test_other_commands_and_syscalls_pass_through(
+    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount
+) -> None:
+    """fcntl with int and pointer arguments and syscall() with up to six: as without the
+    shim, on an mqfs queue and on a plain file."""
+    program = compile_peek(HERE / "peek_apis.c")
+    command: list[str | Path] = [program, "passthrough", f"/{unique('pass')}"]
+    kernel = on_kernel(command)
+    shim = run(command, shim_env(peek_library, mqfs_mount.path))
+    assert shim == kernel
+    assert "SYS_mmap six arguments: 1 'page two'" in shim
+    assert "F_GETLK: 0 unlocked 1" in shim
+    assert os.listdir(mqfs_mount.path) == []
+
+
+def test_syscall_number_from_the_environment(
+    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount
+) -> None:
+    """The number is only proposed: MQFS_MQ_TIMEDRECEIVE2_NR follows a program built with
+    another one, and 548 then passes through like any other syscall."""
+    program = compile_peek(HERE / "peek_apis.c", "-D__NR_mq_timedreceive2=600")
+    name = f"/{unique('nr')}"
+    env = shim_env(peek_library, mqfs_mount.path)
+    assert "queue syscall: -1 ENOSYS" in run([program, "foreign", name], env)
+    env["MQFS_MQ_TIMEDRECEIVE2_NR"] = "600"
+    assert "queue syscall: 1 " in run([program, "foreign", name], env)
+
+
+# -- the CRIU use case ----------------------------------------------------------------------
+
+CRIU_MESSAGES = [(2, b"first at 2"), (9, b"urgent"), (2, b"second at 2"), (0, b""),
+                 (9, b"urgent too"), (5, bytes(range(256)) * 120), (2, b"third at 2")]  # fmt: skip
+
+
+@contextmanager
+def opened(path: Path, flags: int) -> Iterator[int]:
+    fd = os.open(path, flags)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def drain(queue: Path, msgsize: int) -> list[tuple[int, bytes]]:
+    got = []
+    with opened(queue, os.O_RDONLY | os.O_NONBLOCK) as fd:
+        while True:
+            try:
+                data, prio = client.receive(fd, msgsize)
+            except BlockingIOError:
+                return got
+            got.append((prio, data))
+
+
+def test_criu_dump_and_restore(
+    peek_library: Path,
+    compile_peek: Compile,
+    mount_factory: Callable[..., Mount],
+    tmp_path: Path,
+) -> None:
+    """examples/criu_dump_restore.c: dump a queue through F_MQ_PEEK without changing it,
+    restore it into a new queue with mq_send: same messages, order and priorities."""
+    mount = mount_factory("msgsize_max=65536")
+    program = compile_peek(EXAMPLE)
+    source, target = unique("criu"), unique("criu-restored")
+    with opened(mount.path, os.O_RDONLY | os.O_DIRECTORY) as root:
+        client.create(root, source, 0o600, maxmsg=8, msgsize=40000)
+    with opened(mount.path / source / "queue", os.O_WRONLY) as fd:
+        for prio, data in CRIU_MESSAGES:  # one of them is two PEEK chunks long
+            client.send(fd, data, prio)
+    status = mount.path / source / "status"
+    status_before = status.read_text()
+    with opened(mount.path / source / "queue", os.O_RDONLY) as fd:
+        snapshot_before = client.peek_all(fd)
+
+    env = shim_env(peek_library, mount.path)
+    dump = tmp_path / "queue.mqdump"
+    out = run([program, "dump", f"/{source}", dump], env)
+    assert out == "dumped 7 messages; curmsgs before 7 after 7\n"
+    assert status.read_text() == status_before
+    with opened(mount.path / source / "queue", os.O_RDONLY) as fd:
+        assert client.peek_all(fd) == snapshot_before
+        assert client.get_attributes(fd).curmsgs == 7
+
+    assert run([program, "restore", f"/{target}", dump], env) == "restored 7 messages\n"
+    with opened(mount.path / target / "queue", os.O_RDONLY) as fd:
+        restored_attributes = client.get_attributes(fd)
+    assert (restored_attributes.maxmsg, restored_attributes.msgsize) == (8, 40000)
+    assert (mount.path / target / "status").read_text() == status_before
+
+    expected = sorted(CRIU_MESSAGES, key=lambda message: -message[0])
+    assert drain(mount.path / target / "queue", 40000) == expected
+    assert drain(mount.path / source / "queue", 40000) == expected
+    again = subprocess.run(
+        [program, "restore", f"/{target}", dump],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 1  # O_EXCL: a restore never mixes into an existing queue
+    assert "File exists" in again.stderr
