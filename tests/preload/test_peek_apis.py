@@ -13,7 +13,6 @@ smaller than ``mq_msgsize``, ``EAGAIN`` for an empty queue and ``ENOENT`` past t
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,6 @@ from mqfs import client
 from tests.conftest import Mount
 from tests.preload.test_preload import (
     HERE,
-    LIBRARY,
     ROOT,
     on_kernel,
     run,
@@ -45,14 +43,6 @@ SENT = [(3, "alpha"), (7, "bravo"), (3, "charlie"), (0, "delta"), (7, "echo"), (
 RECEIVE_ORDER = sorted(SENT, key=lambda message: -message[0])
 PAST_END = {"fcntl": "ENOMSG", "syscall": "ENOENT"}
 EMPTY = {"fcntl": "ENOMSG", "syscall": "EAGAIN"}
-
-
-@pytest.fixture(scope="session")
-def peek_library() -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    subprocess.run([ROOT / "scripts" / "build-preload"], check=True)
-    return LIBRARY
 
 
 @pytest.fixture
@@ -84,9 +74,9 @@ def peek_line(label: str, index: int, prio: int, payload: str) -> str:
 
 @pytest.mark.parametrize("api", API)
 def test_peek_every_message_of_several_priorities(
-    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
 ) -> None:
-    lines = scenarios(peek_library, compile_peek, mqfs_mount, api)
+    lines = scenarios(preload_library, compile_peek, mqfs_mount, api)
     peeked = [line for line in lines if line.startswith("peek ") and line[5].isdigit()]
     expected = [peek_line("peek", i, p, text) for i, (p, text) in enumerate(RECEIVE_ORDER)]
     assert peeked == [*expected, f"peek 7: -1 {PAST_END[api]}"]
@@ -102,9 +92,9 @@ def test_peek_every_message_of_several_priorities(
 
 @pytest.mark.parametrize("api", API)
 def test_peek_then_receive_gives_the_same_message(
-    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
 ) -> None:
-    lines = scenarios(peek_library, compile_peek, mqfs_mount, api)
+    lines = scenarios(preload_library, compile_peek, mqfs_mount, api)
     same = [line for line in lines if "same as peek" in line]
     assert len(same) == 7
     assert all(line.endswith("same as peek 1") for line in same), same
@@ -113,17 +103,17 @@ def test_peek_then_receive_gives_the_same_message(
 
 @pytest.mark.parametrize("api", API)
 def test_empty_queue(
-    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
 ) -> None:
-    lines = scenarios(peek_library, compile_peek, mqfs_mount, api)
+    lines = scenarios(preload_library, compile_peek, mqfs_mount, api)
     assert lines[:2] == [f"empty 0: -1 {EMPTY[api]}", f"empty 3: -1 {EMPTY[api]}"]
 
 
 @pytest.mark.parametrize("api", API)
 def test_index_past_the_end(
-    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
 ) -> None:
-    lines = scenarios(peek_library, compile_peek, mqfs_mount, api)
+    lines = scenarios(preload_library, compile_peek, mqfs_mount, api)
     assert lines[2:5] == [
         peek_line("one", 0, 4, "only"),
         f"past end 1: -1 {PAST_END[api]}",
@@ -133,19 +123,19 @@ def test_index_past_the_end(
 
 @pytest.mark.parametrize("api", API)
 def test_descriptor_opened_write_only(
-    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
 ) -> None:
-    lines = scenarios(peek_library, compile_peek, mqfs_mount, api)
+    lines = scenarios(preload_library, compile_peek, mqfs_mount, api)
     assert "write-only 0: -1 EBADF" in lines
     assert peek_line("read-only", 0, 6, "hello world") in lines
 
 
 @pytest.mark.parametrize("api", API)
 def test_buffer_too_small(
-    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str
 ) -> None:
     """F_MQ_PEEK truncates to buf_len; mq_timedreceive2 wants msg_len >= mq_msgsize."""
-    lines = scenarios(peek_library, compile_peek, mqfs_mount, api)
+    lines = scenarios(preload_library, compile_peek, mqfs_mount, api)
     full = peek_line("buffer msgsize", 0, 6, "hello world")
     if api == "fcntl":
         assert "small buffer 0: prio 6 len 4 'hell'" in lines
@@ -158,10 +148,10 @@ def test_buffer_too_small(
 
 
 def test_fcntl_argument_checks(
-    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount
 ) -> None:
     """do_mq_peek's EINVAL for offset < 0, buf_len 0 and buf NULL; fcntl64 is the same."""
-    lines = scenarios(peek_library, compile_peek, mqfs_mount, "fcntl")
+    lines = scenarios(preload_library, compile_peek, mqfs_mount, "fcntl")
     assert lines[-4:] == [
         "offset -1: -1 EINVAL",
         "buf_len 0: -1 EINVAL",
@@ -171,11 +161,11 @@ def test_fcntl_argument_checks(
 
 
 def test_mq_timedreceive2_without_peek_receives(
-    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount
 ) -> None:
     """Without MQ_PEEK it is mq_timedreceive (EMSGSIZE, EAGAIN, ETIMEDOUT); a peek ignores
     abs_timeout and never blocks; unknown flags and an index without MQ_PEEK are EINVAL."""
-    lines = scenarios(peek_library, compile_peek, mqfs_mount, "syscall")
+    lines = scenarios(preload_library, compile_peek, mqfs_mount, "syscall")
     assert lines[-8:] == [
         "unknown flag: -1 EINVAL",
         "index without MQ_PEEK: -1 EINVAL",
@@ -190,7 +180,7 @@ def test_mq_timedreceive2_without_peek_receives(
 
 @pytest.mark.parametrize("api", API)
 def test_messages_of_several_chunks(
-    peek_library: Path,
+    preload_library: Path,
     compile_peek: Compile,
     mount_factory: Callable[..., Mount],
     api: str,
@@ -198,7 +188,9 @@ def test_messages_of_several_chunks(
     """Longer than one PEEK ioctl (16320 bytes): read by offset, whole and unchanged."""
     mount = mount_factory("msgsize_max=65536")
     program = compile_peek(HERE / "peek_apis.c")
-    out = run([program, f"large-{api}", f"/{unique('large')}"], shim_env(peek_library, mount.path))
+    out = run(
+        [program, f"large-{api}", f"/{unique('large')}"], shim_env(preload_library, mount.path)
+    )
     expected = [
         "peek 0: 16321 prio 9 intact 1",
         "peek 1: 40000 prio 4 intact 1",
@@ -211,13 +203,13 @@ def test_messages_of_several_chunks(
 
 
 def test_other_descriptors_go_to_the_kernel(
-    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount
 ) -> None:
     """Only mqfs queues are the shim's: on a pipe the kernel answers, as today (EINVAL for
     the unknown fcntl command, ENOSYS for syscall 548)."""
     program = compile_peek(HERE / "peek_apis.c")
     out = run(
-        [program, "foreign", f"/{unique('foreign')}"], shim_env(peek_library, mqfs_mount.path)
+        [program, "foreign", f"/{unique('foreign')}"], shim_env(preload_library, mqfs_mount.path)
     )
     assert out.splitlines() == [
         "pipe fcntl: -1 EINVAL",
@@ -228,7 +220,7 @@ def test_other_descriptors_go_to_the_kernel(
 
 
 def test_without_mqfs_mount_the_kernel_answers(
-    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount
 ) -> None:
     """On this kernel neither proposal exists: EINVAL and ENOSYS, with or without the shim
     when MQFS_MOUNT is unset."""
@@ -241,19 +233,19 @@ def test_without_mqfs_mount_the_kernel_answers(
         "queue fcntl: -1 EINVAL",
         "queue syscall: -1 ENOSYS",
     ]
-    assert on_kernel(["env", f"LD_PRELOAD={peek_library}", *command]) == kernel
+    assert on_kernel(["env", f"LD_PRELOAD={preload_library}", *command]) == kernel
     assert os.listdir(mqfs_mount.path) == []
 
 
 def test_other_commands_and_syscalls_pass_through(
-    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount
 ) -> None:
     """fcntl with int and pointer arguments and syscall() with up to six: as without the
     shim, on an mqfs queue and on a plain file."""
     program = compile_peek(HERE / "peek_apis.c")
     command: list[str | Path] = [program, "passthrough", f"/{unique('pass')}"]
     kernel = on_kernel(command)
-    shim = run(command, shim_env(peek_library, mqfs_mount.path))
+    shim = run(command, shim_env(preload_library, mqfs_mount.path))
     assert shim == kernel
     assert "SYS_mmap six arguments: 1 'page two'" in shim
     assert "F_GETLK: 0 unlocked 1" in shim
@@ -261,13 +253,13 @@ def test_other_commands_and_syscalls_pass_through(
 
 
 def test_syscall_number_from_the_environment(
-    peek_library: Path, compile_peek: Compile, mqfs_mount: Mount
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount
 ) -> None:
     """The number is only proposed: MQFS_MQ_TIMEDRECEIVE2_NR follows a program built with
     another one, and 548 then passes through like any other syscall."""
     program = compile_peek(HERE / "peek_apis.c", "-D__NR_mq_timedreceive2=600")
     name = f"/{unique('nr')}"
-    env = shim_env(peek_library, mqfs_mount.path)
+    env = shim_env(preload_library, mqfs_mount.path)
     assert "queue syscall: -1 ENOSYS" in run([program, "foreign", name], env)
     env["MQFS_MQ_TIMEDRECEIVE2_NR"] = "600"
     assert "queue syscall: 1 " in run([program, "foreign", name], env)
@@ -300,7 +292,7 @@ def drain(queue: Path, msgsize: int) -> list[tuple[int, bytes]]:
 
 
 def test_criu_dump_and_restore(
-    peek_library: Path,
+    preload_library: Path,
     compile_peek: Compile,
     mount_factory: Callable[..., Mount],
     tmp_path: Path,
@@ -320,7 +312,7 @@ def test_criu_dump_and_restore(
     with opened(mount.path / source / "queue", os.O_RDONLY) as fd:
         snapshot_before = client.peek_all(fd)
 
-    env = shim_env(peek_library, mount.path)
+    env = shim_env(preload_library, mount.path)
     dump = tmp_path / "queue.mqdump"
     out = run([program, "dump", f"/{source}", dump], env)
     assert out == "dumped 7 messages; curmsgs before 7 after 7\n"

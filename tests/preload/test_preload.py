@@ -9,7 +9,6 @@ by ``scripts/build-preload`` (a no-op when up to date), as ``scripts/setup`` doe
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -28,14 +27,6 @@ LIBRARY = ROOT / ".venv" / "lib" / "libmqfs-preload.so"
 TIMEOUT = 120
 
 Compile = Callable[[str], Path]
-
-
-@pytest.fixture(scope="session")
-def preload_library() -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    subprocess.run([ROOT / "scripts" / "build-preload"], check=True)
-    return LIBRARY
 
 
 @pytest.fixture
