@@ -691,8 +691,7 @@ class MqueueFS(pyfuse3.Operations):
         queue = descriptor.queue
         # No more records than fit even if every message were empty.
         limit = min(request.max_count or len(queue), wire.CHUNK // wire.BATCH_RECORD_HEADER_SIZE)
-        messages = descriptor.payloads_from(request.index, limit)
-        count, body = wire.pack_batch_body(messages, limit)
+        count, body = wire.pack_batch_body(descriptor.segments_from(request.index, limit))
         following = request.index + count
         header = wire.Batch(
             index=request.index,

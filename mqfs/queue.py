@@ -184,9 +184,9 @@ class Queue:
     def peek(self, index: int) -> Message:
         return self.store.peek(index)
 
-    def payloads_from(self, index: int, limit: int) -> Iterator[tuple[bytes, int]]:
-        """(payload, priority) of *limit* messages from *index* on (do not await meanwhile)."""
-        return self.store.payloads_from(index, limit)
+    def segments_from(self, index: int, limit: int) -> Iterator[tuple[int, list[bytes]]]:
+        """(priority, payloads) runs of *limit* messages from *index* on (no await meanwhile)."""
+        return self.store.segments_from(index, limit)
 
     def add_watcher(self, wake: Callable[[], Any]) -> None:
         """Call *wake* once, the next time readiness may have changed."""
@@ -409,14 +409,14 @@ class Descriptor:
             raise errors.BadDescriptor("queue descriptor is not open for reading")
         return self.queue.peek(index)
 
-    def payloads_from(self, index: int, limit: int) -> Iterator[tuple[bytes, int]]:
-        """(payload, priority) of *limit* messages from *index* on, for batch peeks:
+    def segments_from(self, index: int, limit: int) -> Iterator[tuple[int, list[bytes]]]:
+        """(priority, payloads) runs of *limit* messages from *index* on, for batch peeks:
         EBADF, ENOENT past the end."""
         if not self.readable:
             raise errors.BadDescriptor("queue descriptor is not open for reading")
         if not 0 <= index <= len(self.queue):
             raise errors.NoSuchMessage(f"no message at index {index}")
-        return self.queue.payloads_from(index, limit)
+        return self.queue.segments_from(index, limit)
 
     def attributes(self) -> tuple[int, int, int, int]:
         """(mq_flags, mq_maxmsg, mq_msgsize, mq_curmsgs) as mq_getattr."""

@@ -189,22 +189,19 @@ class MessageStore:
                 yield Message(fifo[offset], priority)
             position_in_order += len(fifo) - position
 
-    def payloads_from(
-        self, index: int = 0, limit: int | None = None
-    ) -> Iterator[tuple[bytes, int]]:
-        """(payload, priority) for at most *limit* messages from *index* on, in receive
-        order: messages_from without a Message per entry, for batch peeks. Each FIFO is
-        sliced, so the cost is O(log P + limit), wherever *index* is (the store must not
-        change meanwhile)."""
-        remaining = self._count if limit is None else limit
+    def segments_from(self, index: int, limit: int) -> Iterator[tuple[int, list[bytes]]]:
+        """(priority, payloads) runs covering at most *limit* messages from *index* on, in
+        receive order: a batch peek packs whole runs without a Python step per message.
+        Each FIFO is sliced, so the cost is O(log P + limit), wherever *index* is (the
+        store must not change while the iterator is in use)."""
+        remaining = limit
         position_in_order = max(index, 0)
         while position_in_order < self._count and remaining > 0:
             priority, position = self._locate(position_in_order)
             fifo = self._fifos[priority]
             start = fifo.head + position
             segment = fifo.payloads[start : start + min(remaining, len(fifo) - position)]
-            for payload in segment:
-                yield payload, priority
+            yield priority, segment
             position_in_order += len(segment)
             remaining -= len(segment)
 

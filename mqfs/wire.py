@@ -29,9 +29,11 @@ much of ``data`` is valid.
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import operator
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 MAGIC = ord("Q")
@@ -396,27 +398,39 @@ def xfer_reply(buffer: bytes | bytearray) -> tuple[int, int, int, bytes]:
 
 
 def pack_batch_body(
-    messages: Iterable[tuple[bytes, int]], limit: int, capacity: int = CHUNK
+    segments: Iterable[tuple[int, Sequence[bytes]]], capacity: int = CHUNK
 ) -> tuple[int, bytes]:
-    """(count, data) of a PEEK_BATCH reply: as many of *messages* as fit, at most *limit*.
+    """(count, data) of a PEEK_BATCH reply from (priority, payloads) runs, as many
+    messages as fit in *capacity*.
 
-    The hot path of a dump: no object per record. A message too large for any batch is
-    cut to its first chunk when it comes first (the reader completes it with PEEK).
+    The hot path of a dump, so the per-message work is done by C-level map/accumulate
+    over whole runs. A message too large for any batch is cut to its first chunk when
+    it comes first (the reader completes it with PEEK).
     """
     headers: list[bytes] = []
     chunks: list[bytes] = []
     used = 0
-    pack = _BATCH_RECORD.pack
     per_record = BATCH_RECORD_HEADER_SIZE
-    for payload, priority in itertools.islice(messages, limit):
-        length = len(payload)
-        if used + per_record + length > capacity:
-            if headers:
-                break
-            payload = payload[: capacity - per_record]  # noqa: PLW2901 (its first chunk)
-        headers.append(pack(length, priority, len(payload)))
-        chunks.append(payload)
-        used += per_record + len(payload)
+    for priority, payloads in segments:
+        lengths = list(map(len, payloads))
+        ends = list(
+            itertools.accumulate(
+                map(operator.add, lengths, itertools.repeat(per_record)), initial=used
+            )
+        )
+        fitting = bisect.bisect_right(ends, capacity) - 1
+        if fitting == 0 and not headers and lengths:
+            first = payloads[0][: capacity - per_record]
+            return 1, _BATCH_RECORD.pack(lengths[0], priority, len(first)) + first
+        headers.extend(
+            map(
+                _BATCH_RECORD.pack, lengths[:fitting], itertools.repeat(priority), lengths[:fitting]
+            )
+        )
+        chunks.extend(payloads[:fitting])
+        used = ends[fitting]
+        if fitting < len(payloads):
+            break
     return len(headers), b"".join(headers) + b"".join(chunks)
 
 

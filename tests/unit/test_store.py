@@ -153,7 +153,8 @@ class StoreAgainstModel(RuleBasedStateMachine):
         expected = [Message(p, -n) for n, _, p in self.model[index:]]
         assert list(self.store.messages_from(index)) == expected
         raw = [(m.payload, m.priority) for m in expected[:limit]]
-        assert list(self.store.payloads_from(index, limit)) == raw
+        runs = self.store.segments_from(index, limit)
+        assert [(p, prio) for prio, payloads in runs for p in payloads] == raw
 
     @invariant()
     def totals_agree(self) -> None:

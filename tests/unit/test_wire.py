@@ -162,10 +162,12 @@ def test_batch_round_trip() -> None:
 
 
 def test_pack_batch_body_fills_one_chunk_and_cuts_only_a_first_giant() -> None:
-    messages = [(b"m" * 100, 3)] * 1000
-    count, body = wire.pack_batch_body(iter(messages), limit=1000)
+    runs = [(3, [b"m" * 100] * 600), (1, [b"n" * 100] * 600)]
+    count, body = wire.pack_batch_body(runs)
     assert count == wire.CHUNK // 116
     assert len(body) == count * 116
-    count, body = wire.pack_batch_body(iter([(b"g" * 100_000, 1), (b"x", 0)]), limit=10)
+    _, _, _, records = wire.unpack_batch_records(wire.Batch().pack(full=False, body=(count, body)))
+    assert [r[1] for r in records] == [3] * count
+    count, body = wire.pack_batch_body([(1, [b"g" * 100_000, b"x"]), (0, [b"y"])])
     assert (count, len(body)) == (1, wire.CHUNK)
-    assert wire.pack_batch_body(iter(messages), limit=2)[0] == 2
+    assert wire.pack_batch_body([(5, [b"a", b"b"]), (2, [b"c"])])[0] == 3
