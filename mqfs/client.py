@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import math
+import operator
 import os
 import time
 from dataclasses import dataclass
@@ -179,6 +180,9 @@ def peek_all(fd: int, attempts: int = 10) -> list[tuple[bytes, int]]:
     raise OSError(errno.EAGAIN, "the queue kept changing during the snapshot")
 
 
+_PRIORITY, _CHUNK = operator.itemgetter(1), operator.itemgetter(2)
+
+
 def _snapshot(fd: int) -> list[tuple[bytes, int]] | None:
     messages: list[tuple[bytes, int]] = []
     generation: int | None = None
@@ -201,7 +205,7 @@ def _snapshot(fd: int) -> list[tuple[bytes, int]] | None:
             messages.append((whole, msg_prio))
             unconfirmed = True
         else:
-            messages.extend([(chunk, msg_prio) for _, msg_prio, chunk in records])
+            messages.extend(zip(map(_CHUNK, records), map(_PRIORITY, records), strict=True))
         if not flags & wire.BATCH_MORE and not unconfirmed:
             return messages
 

@@ -84,6 +84,7 @@ _PRIO = struct.Struct("=I")
 _NOTIFY = struct.Struct("=I2iIQ")
 _BATCH_HEADER = struct.Struct("=3Q4I")
 _BATCH_RECORD = struct.Struct("=Q2I")
+_FIRST, _SECOND, _THIRD = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
 _WAIT = struct.Struct("=Q2q2I")
 
 ATTR_SIZE = _ATTR.size
@@ -437,8 +438,11 @@ def pack_batch_body(
 def unpack_batch_records(
     buffer: bytes | bytearray,
 ) -> tuple[int, int, int, list[tuple[int, int, bytes]]]:
-    """(next, generation, flags, [(msg_len, msg_prio, data), ...]) of a PEEK_BATCH reply,
-    without a Python-level step per header (the client's side of a dump)."""
+    """(next, generation, flags, [(msg_len, msg_prio, data), ...]) of a PEEK_BATCH reply.
+
+    The client's side of a dump: the per-record work is C-level (iter_unpack, map over
+    slices), as :func:`pack_batch_body` on the daemon's side.
+    """
     if len(buffer) < _BATCH_HEADER.size:
         raise ValueError(f"mqfs_batch needs {_BATCH_HEADER.size} bytes, got {len(buffer)}")
     _, next_index, generation, _, count, flags, used = _BATCH_HEADER.unpack_from(buffer)
@@ -448,15 +452,14 @@ def unpack_batch_records(
     if used > CHUNK or end > len(buffer) or chunks_at > end:
         raise ValueError("batch data beyond the buffer")
     headers = list(_BATCH_RECORD.iter_unpack(bytes(buffer[start:chunks_at])))
-    offsets = list(itertools.accumulate((h[2] for h in headers), initial=chunks_at))
-    if offsets[-1] > end or any(h[2] > h[0] for h in headers):
+    lengths = list(map(_THIRD, headers))
+    totals = list(map(_FIRST, headers))
+    offsets = list(itertools.accumulate(lengths, initial=0))
+    if chunks_at + offsets[-1] > end or any(map(operator.gt, lengths, totals)):
         raise ValueError("batch record beyond the data")
-    data = bytes(buffer[chunks_at : offsets[-1]])
-    base = chunks_at
-    records = [
-        (msg_len, msg_prio, data[a - base : b - base])
-        for (msg_len, msg_prio, _), a, b in zip(headers, offsets, offsets[1:], strict=False)
-    ]
+    data = bytes(buffer[chunks_at : chunks_at + offsets[-1]])
+    chunks = map(data.__getitem__, map(slice, offsets, offsets[1:]))
+    records = list(zip(totals, map(_SECOND, headers), chunks, strict=True))
     return next_index, generation, flags, records
 
 
