@@ -84,7 +84,7 @@ _PRIO = struct.Struct("=I")
 _NOTIFY = struct.Struct("=I2iIQ")
 _BATCH_HEADER = struct.Struct("=3Q4I")
 _BATCH_RECORD = struct.Struct("=Q2I")
-_FIRST, _SECOND, _THIRD = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
+_BATCH_SLICE = 128
 _WAIT = struct.Struct("=Q2q2I")
 
 ATTR_SIZE = _ATTR.size
@@ -412,27 +412,28 @@ def pack_batch_body(
     chunks: list[bytes] = []
     used = 0
     per_record = BATCH_RECORD_HEADER_SIZE
-    for priority, payloads in segments:
-        lengths = list(map(len, payloads))
-        ends = list(
-            itertools.accumulate(
-                map(operator.add, lengths, itertools.repeat(per_record)), initial=used
+    for priority, run in segments:
+        # In slices, so that a long run costs what fits, not what was offered.
+        for start in range(0, len(run), _BATCH_SLICE):
+            payloads = run[start : start + _BATCH_SLICE]
+            lengths = list(map(len, payloads))
+            ends = list(
+                itertools.accumulate(
+                    map(operator.add, lengths, itertools.repeat(per_record)), initial=used
+                )
             )
-        )
-        fitting = bisect.bisect_right(ends, capacity) - 1
-        if fitting == 0 and not headers and lengths:
-            first = payloads[0][: capacity - per_record]
-            return 1, _BATCH_RECORD.pack(lengths[0], priority, len(first)) + first
-        headers.extend(
-            map(
-                _BATCH_RECORD.pack, lengths[:fitting], itertools.repeat(priority), lengths[:fitting]
+            fitting = bisect.bisect_right(ends, capacity) - 1
+            if fitting == 0 and not headers:
+                first = payloads[0][: capacity - per_record]
+                return 1, _BATCH_RECORD.pack(lengths[0], priority, len(first)) + first
+            headers.extend(
+                map(_BATCH_RECORD.pack, lengths[:fitting], itertools.repeat(priority), lengths)
             )
-        )
-        chunks.extend(payloads[:fitting])
-        used = ends[fitting]
-        if fitting < len(payloads):
-            break
-    return len(headers), b"".join(headers) + b"".join(chunks)
+            chunks.extend(payloads[:fitting])
+            used = ends[fitting]
+            if fitting < len(payloads):
+                return len(chunks), b"".join(headers) + b"".join(chunks)
+    return len(chunks), b"".join(headers) + b"".join(chunks)
 
 
 def unpack_batch_records(
@@ -451,15 +452,15 @@ def unpack_batch_records(
     chunks_at = start + count * BATCH_RECORD_HEADER_SIZE
     if used > CHUNK or end > len(buffer) or chunks_at > end:
         raise ValueError("batch data beyond the buffer")
-    headers = list(_BATCH_RECORD.iter_unpack(bytes(buffer[start:chunks_at])))
-    lengths = list(map(_THIRD, headers))
-    totals = list(map(_FIRST, headers))
+    # One struct call for all the headers: (msg_len, msg_prio, chunk_len) * count.
+    flat = struct.unpack_from(f"={count * 'QII'}", buffer, start) if count else ()
+    totals, priorities, lengths = flat[0::3], flat[1::3], flat[2::3]
     offsets = list(itertools.accumulate(lengths, initial=0))
     if chunks_at + offsets[-1] > end or any(map(operator.gt, lengths, totals)):
         raise ValueError("batch record beyond the data")
     data = bytes(buffer[chunks_at : chunks_at + offsets[-1]])
-    chunks = map(data.__getitem__, map(slice, offsets, offsets[1:]))
-    records = list(zip(totals, map(_SECOND, headers), chunks, strict=True))
+    chunks = [data[a:b] for a, b in itertools.pairwise(offsets)]
+    records = list(zip(totals, priorities, chunks, strict=True))
     return next_index, generation, flags, records
 
 
