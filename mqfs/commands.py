@@ -64,13 +64,19 @@ def _failure(exc: OSError, name: str, action: str) -> CommandError:
     return CommandError(reasons.get(code, f"{action} on {name!r}: {os.strerror(code)}"), code)
 
 
-@contextlib.contextmanager
-def _queue_fd(args: argparse.Namespace, flags: int, action: str) -> Iterator[int]:
-    name = args.name
+def _queue_name(args: argparse.Namespace) -> str:
+    """args.name, checked as the kernel checks queue names, so that a path like '../x'
+    can never make a command act outside the mount."""
     try:
-        names.check_name(name)
+        names.check_name(args.name)
     except errors.MqfsError as exc:
         raise CommandError(exc.message, exc.errno) from None
+    return str(args.name)
+
+
+@contextlib.contextmanager
+def _queue_fd(args: argparse.Namespace, flags: int, action: str) -> Iterator[int]:
+    name = _queue_name(args)
     try:
         fd = os.open(_mount(args) / name / "queue", flags | os.O_CLOEXEC)
     except OSError as exc:
@@ -128,7 +134,7 @@ def create(args: argparse.Namespace) -> int:
         client.create(
             root,
             args.name,
-            int(args.mode, 8),
+            args.mode,
             maxmsg=args.maxmsg,
             msgsize=args.msgsize,
             exclusive=args.exclusive,
@@ -146,8 +152,9 @@ def create(args: argparse.Namespace) -> int:
 
 
 def remove(args: argparse.Namespace) -> int:
+    name = _queue_name(args)
     try:
-        os.rmdir(_mount(args) / args.name)
+        os.rmdir(_mount(args) / name)
     except OSError as exc:
         raise _failure(exc, args.name, "rm") from None
     return 0
@@ -197,7 +204,7 @@ def _print_table(table: Sequence[Sequence[str]]) -> None:
 def who(args: argparse.Namespace) -> int:
     mount = _mount(args)
     try:
-        info = _info(mount, args.name)
+        info = _info(mount, _queue_name(args))
     except OSError as exc:
         raise _failure(exc, args.name, "who") from None
     if args.json:
@@ -372,6 +379,15 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
             raise argparse.ArgumentTypeError("must be at least 1")
         return value
 
+    def octal_mode(text: str) -> int:
+        try:
+            value = int(text, 8)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode") from None
+        if not 0 <= value <= 0o7777:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a mode (0..7777)")
+        return value
+
     def seconds(text: str) -> float:
         value = float(text)
         if value < 0:
@@ -382,7 +398,9 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
     parser.add_argument("name")
     parser.add_argument("--maxmsg", type=positive)
     parser.add_argument("--msgsize", type=positive)
-    parser.add_argument("--mode", default="0600", help="octal, before the umask (default 0600)")
+    parser.add_argument(
+        "--mode", type=octal_mode, default="0600", help="octal, before the umask (default 0600)"
+    )
     parser.add_argument("--exclusive", action="store_true", help="fail if it exists (O_EXCL)")
 
     parser = command("rm", "remove a queue's name (mq_unlink)", remove)

@@ -64,7 +64,9 @@ def test_main_in_process_create_send_peek_recv(
         (["create", "big", "--maxmsg", "99", "--msgsize", "64"],
          "mqfs: create: invalid attributes for queue 'big' (maxmsg/msgsize out of range) (EINVAL)"),
         (["send", "q", "x", "--prio", "40000"], "mqfs: send: priority 40000 is not in 0..32767 (EINVAL)"),
-        (["rm", "../x"], "mqfs: rm: no queue named '../x' (ENOENT)"),
+        (["rm", "../x"], "mqfs: rm: invalid queue name '../x' (EACCES)"),
+        (["who", ".."], "mqfs: who: invalid queue name '..' (EACCES)"),
+        (["rm", "nope"], "mqfs: rm: no queue named 'nope' (ENOENT)"),
         (["restore", "/nonexistent.json"], "mqfs: restore: cannot read /nonexistent.json: No such file or directory (ENOENT)"),
     ],
 )  # fmt: skip
@@ -311,3 +313,11 @@ def _cli(*argv: str) -> tuple[int, bytes, str]:
         [sys.executable, "-m", "mqfs", *argv], capture_output=True, timeout=30, check=False
     )
     return done.returncode, done.stdout, done.stderr.decode()
+
+
+def test_a_bad_mode_is_a_usage_error_not_a_traceback(mqfs_mount: Mount) -> None:
+    status, _, stderr = run(mqfs_mount, "create", "q", "--mode", "abc")
+    assert status == 2
+    assert stderr.endswith("error: argument --mode: 'abc' is not an octal mode\n")
+    assert "Traceback" not in stderr
+    assert os.listdir(mqfs_mount.path) == []
