@@ -62,6 +62,7 @@ from typing import Any
 from mqfs import client, wire
 from mqfs.backends import KernelBackend
 from mqfs.foreground import DaemonNotReady, foreground_daemon
+from mqfs.mounts import mounts_under
 
 Timer = Callable[[int], float]
 """Runs an operation *count* times and returns the seconds per operation."""
@@ -352,11 +353,6 @@ def kernel_pair_timer(backend: KernelBackend, mqd: int, size: int) -> Timer:
 
 
 # -- the mqfs side ---------------------------------------------------------------------
-
-
-def mounted_paths() -> set[str]:
-    with open("/proc/self/mounts") as mounts:
-        return {line.split()[1] for line in mounts if len(line.split()) > 1}
 
 
 @dataclass
@@ -1050,7 +1046,7 @@ def run(scale: Scale, quick: bool, pin: set[int] | None) -> Report:
     finally:
         kernel.unlink_all()
         shutil.rmtree(baseline_dir, ignore_errors=True)
-        if not any(path.startswith(f"{workdir}/") for path in mounted_paths()):
+        if not mounts_under(workdir):
             shutil.rmtree(workdir, ignore_errors=True)
     report.meta["seconds"] = time.monotonic() - started
     return report

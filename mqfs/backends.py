@@ -214,9 +214,12 @@ class KernelBackend:
 # -- mqfs ---------------------------------------------------------------------------------
 
 
+DEFAULT_MOUNT = "/run/mqfs"
+
+
 def default_mount() -> Path:
     """Where mqfs is mounted unless told otherwise: $MQFS_MOUNT, else /run/mqfs."""
-    return Path(os.environ.get("MQFS_MOUNT") or "/run/mqfs")
+    return Path(os.environ.get("MQFS_MOUNT") or DEFAULT_MOUNT)
 
 
 class MqfsBackend:

@@ -17,14 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mqfs import commands, errors
+from mqfs.backends import default_mount
 from mqfs.commands import CommandError
-
-DEFAULT_MOUNT = "/run/mqfs"
-MOUNT_TIMEOUT = 30.0
+from mqfs.mounts import is_mounted
 
 
 def default_mountpoint() -> str:
-    return os.environ.get("MQFS_MOUNT") or DEFAULT_MOUNT
+    return str(default_mount())
 
 
 def _mount(args: argparse.Namespace) -> int:
@@ -98,8 +97,6 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: Path) -> int:
 
 def _umount(args: argparse.Namespace) -> int:
     mountpoint = os.path.realpath(args.mountpoint)
-    from mqfs.daemon import is_mounted
-
     if not is_mounted(Path(mountpoint)):
         raise CommandError(f"{mountpoint} is not mounted", errno.EINVAL)
     done = subprocess.run(

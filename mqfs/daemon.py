@@ -16,6 +16,7 @@ from pathlib import Path
 import trio
 
 from mqfs import errors, processes
+from mqfs.mounts import is_mounted
 from mqfs.queue import Limits, Namespace
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,6 @@ def check_mountpoint(mountpoint: Path) -> None:
         )
     if os.path.ismount(mountpoint) or is_mounted(mountpoint):
         raise errors.Busy(f"{mountpoint} is already a mount point")
-
-
-def is_mounted(mountpoint: Path) -> bool:
-    target = os.path.realpath(mountpoint)
-    with open("/proc/self/mounts") as mounts:
-        return any(line.split()[1] == target for line in mounts if len(line.split()) > 1)
 
 
 async def serve(

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mqfs.cli import daemon_command
+from mqfs.mounts import is_mounted
 
 READY_TIMEOUT = 30.0
 _PR_SET_PDEATHSIG = 1
@@ -31,11 +32,6 @@ class DaemonNotReady(RuntimeError):
 
 def _die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def is_mounted(path: Path) -> bool:
-    with open("/proc/self/mounts") as mounts:
-        return any(line.split()[1] == str(path) for line in mounts if len(line.split()) > 1)
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from mqfs.foreground import DaemonNotReady, foreground_daemon
+from mqfs.mounts import mounts_under
 
 MOUNT_ROOT = Path(tempfile.gettempdir()) / "mqfs-test-mounts"
 
@@ -41,12 +42,6 @@ def fuse_usable() -> str | None:
     return None
 
 
-def _mounts_under(root: Path) -> list[str]:
-    with open("/proc/self/mounts") as mounts:
-        points = [line.split()[1] for line in mounts]
-    return [p for p in points if p.startswith(str(root) + "/")]
-
-
 def _lazy_unmount(path: str) -> None:
     subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, check=False)
 
@@ -60,7 +55,7 @@ def _is_dead(path: str) -> bool:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    for stale in filter(_is_dead, _mounts_under(MOUNT_ROOT)):
+    for stale in filter(_is_dead, mounts_under(MOUNT_ROOT)):
         _lazy_unmount(stale)
 
 
