@@ -370,11 +370,7 @@ class Daemon:
         return int(match.group(1)) * 1024
 
     def create(self, name: str, maxmsg: int, msgsize: int) -> Path:
-        root = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            client.create(root, name, 0o600, maxmsg=maxmsg, msgsize=msgsize)
-        finally:
-            os.close(root)
+        client.create_at(self.path, name, 0o600, maxmsg=maxmsg, msgsize=msgsize)
         return self.path / name
 
 

@@ -271,18 +271,14 @@ class MqfsBackend:
         if oflag & os.O_CREAT:
             umask = os.umask(0)
             os.umask(umask)
-            root = os.open(self.mount, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                client.create(
-                    root,
-                    bare,
-                    mode & 0o7777 & ~umask,
-                    maxmsg=attr[0] if attr else None,
-                    msgsize=attr[1] if attr else None,
-                    exclusive=bool(oflag & os.O_EXCL),
-                )
-            finally:
-                os.close(root)
+            client.create_at(
+                self.mount,
+                bare,
+                mode & 0o7777 & ~umask,
+                maxmsg=attr[0] if attr else None,
+                msgsize=attr[1] if attr else None,
+                exclusive=bool(oflag & os.O_EXCL),
+            )
         else:  # no O_CREAT: only the kernel's answer for a missing queue
             os.stat(self.mount / bare / "queue")
 

@@ -17,6 +17,7 @@ import operator
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from mqfs import wire
 
@@ -296,3 +297,19 @@ def create(
         msgsize=msgsize or 0,
     )
     _call(root_fd, wire.IOC_CREATE, request.pack())
+
+
+def create_at(
+    mount: Path,
+    name: str,
+    mode: int = 0o600,
+    maxmsg: int | None = None,
+    msgsize: int | None = None,
+    exclusive: bool = False,
+) -> None:
+    """:func:`create` on the mqfs mounted at *mount* (opens and closes its root)."""
+    root = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        create(root, name, mode, maxmsg, msgsize, exclusive)
+    finally:
+        os.close(root)

@@ -129,10 +129,9 @@ def create(args: argparse.Namespace) -> int:
     mount = _mount(args)
     if (args.maxmsg is None) != (args.msgsize is None):
         raise CommandError("give both --maxmsg and --msgsize, or neither", errno.EINVAL)
-    root = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        client.create(
-            root,
+        client.create_at(
+            mount,
             args.name,
             args.mode,
             maxmsg=args.maxmsg,
@@ -146,8 +145,6 @@ def create(args: argparse.Namespace) -> int:
                 errno.EINVAL,
             ) from None
         raise _failure(exc, args.name, "create") from None
-    finally:
-        os.close(root)
     return 0
 
 

@@ -30,11 +30,7 @@ def test_random_queues_round_trip(
 ) -> None:
     source, target = _mounts(mount_factory)
     name = f"q{next(_names)}"
-    root = os.open(source.path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        client.create(root, name, mode, maxmsg=maxmsg, msgsize=300)
-    finally:
-        os.close(root)
+    client.create_at(source.path, name, mode, maxmsg=maxmsg, msgsize=300)
     fd = os.open(source.path / name / "queue", os.O_WRONLY)
     try:
         for payload, priority in messages:

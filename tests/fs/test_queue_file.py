@@ -342,11 +342,7 @@ def test_invalid_timespec_is_einval_even_when_it_would_not_block(queue_fd: int) 
 
 def test_messages_larger_than_one_ioctl_are_atomic(mount_factory: object) -> None:
     mount = mount_factory("msgsize_max=200000")  # type: ignore[operator]
-    root = os.open(mount.path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        client.create(root, "big", 0o600, maxmsg=4, msgsize=200000)
-    finally:
-        os.close(root)
+    client.create_at(mount.path, "big", 0o600, maxmsg=4, msgsize=200000)
     fd = open_queue(mount, "big")
     try:
         big = bytes(range(256)) * 700  # 179,200 bytes: eleven chunks
@@ -367,11 +363,7 @@ def test_write_too_large_for_one_fuse_request_sends_nothing(mount_factory: objec
     # turn one write() into several messages.
     limit = plain_io_limit()
     mount = mount_factory("msgsize_max=4000000,ignore_rlimit")  # type: ignore[operator]
-    root = os.open(mount.path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        client.create(root, "huge", 0o600, maxmsg=4, msgsize=2_000_000)
-    finally:
-        os.close(root)
+    client.create_at(mount.path, "huge", 0o600, maxmsg=4, msgsize=2_000_000)
     fd = open_queue(mount, "huge")
     try:
         for size in (limit + 1, 1 << 20, 2_000_000):
@@ -397,11 +389,7 @@ def test_peek_batch_returns_many_messages_per_call_in_receive_order(
     mount_factory: object,
 ) -> None:
     mount = mount_factory("msg_max=2000,msgsize_max=60000,ignore_rlimit")  # type: ignore[operator]
-    root = os.open(mount.path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        client.create(root, "q", 0o600, maxmsg=2000, msgsize=60000)
-    finally:
-        os.close(root)
+    client.create_at(mount.path, "q", 0o600, maxmsg=2000, msgsize=60000)
     fd = open_queue(mount, "q")
     try:
         assert client.peek_all(fd) == []

@@ -261,19 +261,15 @@ def test_queue_memory_is_charged_to_rlimit_msgqueue(mount_factory: object) -> No
     if limit == resource.RLIM_INFINITY or limit > 50_000_000:
         pytest.skip(f"RLIMIT_MSGQUEUE is {limit}: too large to exhaust in a test")
     mount = mount_factory(f"msgsize_max={limit},msg_max=1")  # type: ignore[operator]
-    root = os.open(mount.path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        half = limit // 2 - 96
-        client.create(root, "a", 0o600, maxmsg=1, msgsize=half)
-        client.create(root, "b", 0o600, maxmsg=1, msgsize=half)
-        with pytest.raises(OSError) as over:
-            client.create(root, "c", 0o600, maxmsg=1, msgsize=128)
-        assert over.value.errno == errno.EMFILE
-        assert sorted(os.listdir(mount.path)) == ["a", "b"]
-        os.rmdir(mount.path / "a")  # destroyed (nobody has it open): the charge goes
-        client.create(root, "c", 0o600, maxmsg=1, msgsize=128)
-    finally:
-        os.close(root)
+    half = limit // 2 - 96
+    client.create_at(mount.path, "a", 0o600, maxmsg=1, msgsize=half)
+    client.create_at(mount.path, "b", 0o600, maxmsg=1, msgsize=half)
+    with pytest.raises(OSError) as over:
+        client.create_at(mount.path, "c", 0o600, maxmsg=1, msgsize=128)
+    assert over.value.errno == errno.EMFILE
+    assert sorted(os.listdir(mount.path)) == ["a", "b"]
+    os.rmdir(mount.path / "a")  # destroyed (nobody has it open): the charge goes
+    client.create_at(mount.path, "c", 0o600, maxmsg=1, msgsize=128)
 
 
 def test_cached_views_never_go_stale(mqfs_mount: Mount) -> None:

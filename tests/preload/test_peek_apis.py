@@ -302,8 +302,7 @@ def test_criu_dump_and_restore(
     mount = mount_factory("msgsize_max=65536")
     program = compile_peek(EXAMPLE)
     source, target = unique("criu"), unique("criu-restored")
-    with opened(mount.path, os.O_RDONLY | os.O_DIRECTORY) as root:
-        client.create(root, source, 0o600, maxmsg=8, msgsize=40000)
+    client.create_at(mount.path, source, 0o600, maxmsg=8, msgsize=40000)
     with opened(mount.path / source / "queue", os.O_WRONLY) as fd:
         for prio, data in CRIU_MESSAGES:  # one of them is two PEEK chunks long
             client.send(fd, data, prio)
