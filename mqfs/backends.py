@@ -75,6 +75,10 @@ class Backend(Protocol):
         """The queue's status line, as ``cat /dev/mqueue/NAME`` prints it."""
         ...
 
+    def queue_file(self, name: str) -> Path:
+        """The file that carries the queue's mode, owner and times (chmod/chown/stat)."""
+        ...
+
 
 def _raise(code: int, what: str) -> None:
     raise OSError(code, os.strerror(code), what)
@@ -207,8 +211,11 @@ class KernelBackend:
             pointer = ctypes.pointer(event)
         self._check(self._rt.mq_notify(mqd, pointer), "mq_notify")
 
+    def queue_file(self, name: str) -> Path:
+        return self.mqueue_dir / names.strip_posix_name(name)
+
     def status(self, name: str) -> bytes:
-        return (self.mqueue_dir / names.strip_posix_name(name)).read_bytes()
+        return self.queue_file(name).read_bytes()
 
 
 # -- mqfs ---------------------------------------------------------------------------------
@@ -240,7 +247,7 @@ class MqfsBackend:
             code = exc.errno or errno.EINVAL
             raise OSError(code, os.strerror(code), posix_name) from None
 
-    def queue_path(self, name: str) -> Path:
+    def queue_file(self, name: str) -> Path:
         return self.mount / self._name(name) / "queue"
 
     def open(

@@ -16,11 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from mqfs import client, dump, errors, names
+from mqfs import client, dump, errors, names, wire
 from mqfs.backends import MqfsBackend
 from mqfs.store import MQ_PRIO_MAX
-
-INFO_XATTR = "user.mq.info"
 
 
 class CommandError(Exception):
@@ -36,7 +34,7 @@ class CommandError(Exception):
         return f"{text} ({name})" if name else text
 
 
-NOTIFY_NAMES = {0: "signal", 1: "none", 2: "thread"}
+NOTIFY_NAMES = {wire.SIGEV_SIGNAL: "signal", wire.SIGEV_NONE: "none", wire.SIGEV_THREAD: "thread"}
 
 
 def _mount(args: argparse.Namespace) -> Path:
@@ -90,7 +88,7 @@ def _queue_fd(args: argparse.Namespace, flags: int, action: str) -> Iterator[int
 
 
 def _info(mount: Path, name: str) -> dict[str, Any]:
-    info: dict[str, Any] = json.loads(os.getxattr(mount / name, INFO_XATTR))
+    info: dict[str, Any] = json.loads(os.getxattr(mount / name, wire.INFO_XATTR))
     status = os.stat(mount / name / "queue")
     info.update(
         name=name,
@@ -112,7 +110,7 @@ def _notify_text(note: dict[str, Any] | None) -> str:
     if note is None:
         return "-"
     kind = NOTIFY_NAMES.get(note["sigev_notify"], str(note["sigev_notify"]))
-    signal_part = f":{note['signo']}" if note["sigev_notify"] == 0 else ""
+    signal_part = f":{note['signo']}" if note["sigev_notify"] == wire.SIGEV_SIGNAL else ""
     return f"{kind}{signal_part}@{note['pid']}"
 
 

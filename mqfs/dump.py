@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mqfs import client, errors, names
-from mqfs.backends import Backend, KernelBackend, MqfsBackend
+from mqfs.backends import Backend
 from mqfs.client import Attributes
 from mqfs.store import MQ_PRIO_MAX
 
@@ -166,14 +166,6 @@ def from_json(text: str) -> list[QueueDump]:
     return queues
 
 
-def _queue_file(backend: Backend, name: str) -> Path | None:
-    if isinstance(backend, MqfsBackend):
-        return backend.mount / name / "queue"
-    if isinstance(backend, KernelBackend):
-        return backend.mqueue_dir / name
-    return None
-
-
 def restore(
     queues: list[QueueDump],
     backend: Backend,
@@ -212,9 +204,8 @@ def restore(
                 sent += 1
                 if progress is not None:
                     progress(sent, total)
-            path = _queue_file(backend, queue.name)
-            if path is not None and queue.name in created and os.geteuid() == 0:
-                os.chown(path, queue.uid, queue.gid)
+            if queue.name in created and os.geteuid() == 0:
+                os.chown(backend.queue_file(f"/{queue.name}"), queue.uid, queue.gid)
         created.clear()
     finally:
         for _, descriptor in opened:

@@ -164,7 +164,8 @@ SIZED_COMMANDS = {
     PEEK: wire.PEEK_HEADER_SIZE,
 }
 
-INFO_XATTR = b"user.mq.info"  # on MNT/NAME: JSON for `mqfs ls -l` and `mqfs who`
+INFO_XATTR = wire.INFO_XATTR.encode()
+PRIORITY_XATTR = wire.PRIORITY_XATTR.encode()
 
 
 class MqueueFS(pyfuse3.Operations):
@@ -372,7 +373,7 @@ class MqueueFS(pyfuse3.Operations):
         slot = inode & ((1 << QID_SHIFT) - 1)
         if inode != pyfuse3.ROOT_INODE and slot == SLOT_DIR and name == INFO_XATTR:
             return json.dumps(self._queue_info(self._queue_of(inode))).encode()
-        if inode == pyfuse3.ROOT_INODE or slot < SLOT_FIRST_MESSAGE or name != b"user.mq.priority":
+        if inode == pyfuse3.ROOT_INODE or slot < SLOT_FIRST_MESSAGE or name != PRIORITY_XATTR:
             _fail(pyfuse3.ENOATTR)
         message = self._message_at(self._queue_of(inode), slot - SLOT_FIRST_MESSAGE)
         return str(message.priority).encode()
@@ -409,7 +410,7 @@ class MqueueFS(pyfuse3.Operations):
             return [INFO_XATTR]
         if inode != pyfuse3.ROOT_INODE and slot >= SLOT_FIRST_MESSAGE:
             self._message_at(self._queue_of(inode), slot - SLOT_FIRST_MESSAGE)
-            return [b"user.mq.priority"]
+            return [PRIORITY_XATTR]
         return []
 
     # -- queues as directories ---------------------------------------------------

@@ -112,6 +112,11 @@ IOC_NOTIFY = _ioc(IOC_WRITE, 8, NOTIFY_SIZE)
 IOC_PEEK_BATCH = _ioc(IOC_READ | IOC_WRITE, 9, BATCH_SIZE)
 IOC_WAIT = _ioc(IOC_READ | IOC_WRITE, 10, WAIT_SIZE)
 
+INFO_XATTR = "user.mq.info"
+"""xattr of MNT/NAME: JSON with the attributes, notify state and openers (`mqfs ls -l`)."""
+PRIORITY_XATTR = "user.mq.priority"
+"""xattr of MNT/NAME/msgs/I: the message's priority in decimal."""
+
 XFER_TIMED = 1
 """mqfs_xfer.flags: tv_sec/tv_nsec hold an absolute CLOCK_REALTIME deadline."""
 CREATE_EXCL = 1

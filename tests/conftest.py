@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from mqfs import wire
 from mqfs.foreground import DaemonNotReady, foreground_daemon
 from mqfs.mounts import mounts_under
 
@@ -69,7 +70,7 @@ class Mount:
 
     def blocked_on(self, name: str) -> int:
         """How many callers the daemon has parked in send/receive on queue *name*."""
-        info = json.loads(os.getxattr(self.path / name, "user.mq.info"))
+        info = json.loads(os.getxattr(self.path / name, wire.INFO_XATTR))
         return sum(opener["blocked"] for opener in info["openers"])
 
     def make_queue(self, name: str, mode: int = 0o600) -> Path:

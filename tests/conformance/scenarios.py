@@ -116,13 +116,6 @@ def deadline(when: str) -> tuple[int, int]:
     raise ValueError(when)
 
 
-def queue_file(backend: KernelBackend | MqfsBackend, name: str) -> Path:
-    """The file whose mode, owner and times are the queue's."""
-    if isinstance(backend, KernelBackend):
-        return backend.mqueue_dir / name.lstrip("/")
-    return backend.mount / name.lstrip("/") / "queue"
-
-
 def _state(pid: int) -> tuple[str, str]:
     try:
         wchan = Path(f"/proc/{pid}/wchan").read_text()
@@ -325,13 +318,13 @@ class Runner:
     # -- the queue file: mode, owner, times --------------------------------------------
 
     def op_chmod(self, name: str, mode: int) -> None:
-        os.chmod(queue_file(self.backend, name), mode)
+        os.chmod(self.backend.queue_file(name), mode)
 
     def op_chown(self, name: str, uid: int, gid: int) -> None:
-        os.chown(queue_file(self.backend, name), uid, gid)
+        os.chown(self.backend.queue_file(name), uid, gid)
 
     def op_owner(self, name: str) -> tuple[str, int, int]:
-        st = os.stat(queue_file(self.backend, name))
+        st = os.stat(self.backend.queue_file(name))
         return oct(stat.S_IMODE(st.st_mode)), st.st_uid, st.st_gid
 
     def op_umask(self, mask: int) -> None:
@@ -342,7 +335,7 @@ class Runner:
     def op_age(self, name: str) -> None:
         """Set the queue file's times far back, then wait for the clock's next second
         (the kernel's mqueue stamps whole seconds), so that any later change shows."""
-        path = queue_file(self.backend, name)
+        path = self.backend.queue_file(name)
         os.utime(path, ns=(10**18, 10**18))
         self.aged[name] = os.stat(path)
         ctime_second = self.aged[name].st_ctime_ns // 10**9
@@ -350,7 +343,7 @@ class Runner:
         wait_for(lambda: time.clock_gettime(coarse) >= ctime_second + 1, "the next second")
 
     def op_times(self, name: str) -> tuple[str, str]:
-        before, now = self.aged[name], os.stat(queue_file(self.backend, name))
+        before, now = self.aged[name], os.stat(self.backend.queue_file(name))
         return (
             "mtime changed" if now.st_mtime_ns != before.st_mtime_ns else "mtime same",
             "ctime changed" if now.st_ctime_ns != before.st_ctime_ns else "ctime same",
