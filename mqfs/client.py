@@ -160,11 +160,14 @@ def peek(fd: int, index: int = 0) -> tuple[bytes, int]:
     return b"".join(parts), reply.msg_prio
 
 
+def _batch_call(fd: int, index: int, max_count: int = 0) -> bytearray:
+    request = wire.Batch(index=index, max_count=max_count)
+    return _call(fd, wire.IOC_PEEK_BATCH, request.pack(full=True))[1]
+
+
 def peek_batch(fd: int, index: int = 0, max_count: int = 0) -> wire.Batch:
     """One PEEK_BATCH call: as many messages from *index* on as fit in one ioctl."""
-    request = wire.Batch(index=index, max_count=max_count)
-    _, buffer = _call(fd, wire.IOC_PEEK_BATCH, request.pack(full=True))
-    return wire.Batch.unpack(buffer)
+    return wire.Batch.unpack(_batch_call(fd, index, max_count))
 
 
 def peek_all(fd: int, attempts: int = 10) -> list[tuple[bytes, int]]:
@@ -189,8 +192,7 @@ def _snapshot(fd: int) -> list[tuple[bytes, int]] | None:
     generation: int | None = None
     unconfirmed = False  # PEEKs made after the last batch: confirm with one more batch
     while True:
-        request = wire.Batch(index=len(messages)).pack(full=True)
-        _, buffer = _call(fd, wire.IOC_PEEK_BATCH, request)
+        buffer = _batch_call(fd, len(messages))
         _, batch_generation, flags, records = wire.unpack_batch_records(buffer)
         if generation is None:
             generation = batch_generation

@@ -138,6 +138,11 @@ def plain_io_limit() -> int:
     return (max_pages - 1) * page
 
 
+def _deadline(flags: int, tv_sec: int, tv_nsec: int) -> float:
+    """The trio deadline a request asks for: its timespec if XFER_TIMED, else none."""
+    return deadline_from_timespec(tv_sec, tv_nsec) if flags & wire.XFER_TIMED else math.inf
+
+
 def _caller(ctx: Any) -> Caller | None:
     """The caller of this request (thread id, uid), where FUSE tells it."""
     if ctx is None:
@@ -678,11 +683,7 @@ class MqueueFS(pyfuse3.Operations):
     @staticmethod
     async def _ioctl_wait(queue: Queue, in_buf: bytes) -> tuple[int, bytes]:
         request = wire.Wait.unpack(in_buf)
-        deadline = (
-            deadline_from_timespec(request.tv_sec, request.tv_nsec)
-            if request.flags & wire.XFER_TIMED
-            else math.inf
-        )
+        deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
         generation = await queue.wait_changed(request.generation, deadline)
         return 0, wire.Wait(generation=generation).pack()
 
@@ -714,11 +715,7 @@ class MqueueFS(pyfuse3.Operations):
         self, handle: QueueHandle, in_buf: bytes, sender: Caller | None
     ) -> tuple[int, bytes]:
         request = wire.Xfer.unpack(in_buf)
-        deadline = (
-            deadline_from_timespec(request.tv_sec, request.tv_nsec)
-            if request.flags & wire.XFER_TIMED
-            else float("inf")
-        )
+        deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
         descriptor = handle.descriptor
         if request.offset + len(request.data) > request.msg_len:
             raise errors.InvalidArgument("chunk extends beyond msg_len")
@@ -765,11 +762,7 @@ class MqueueFS(pyfuse3.Operations):
                 data=chunk,
             )
             return len(chunk), reply.pack(full=False)
-        deadline = (
-            deadline_from_timespec(request.tv_sec, request.tv_nsec)
-            if request.flags & wire.XFER_TIMED
-            else float("inf")
-        )
+        deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
         if len(handle.parked_receives) + len(handle.staged_sends) >= MAX_STAGED_TRANSFERS:
             raise errors.Busy("too many unfinished multi-chunk transfers on this descriptor")
         message = await handle.descriptor.receive(request.msg_len, deadline)

@@ -97,13 +97,14 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self, TypeVar, runtime_checkable
+from typing import Self, TypeVar
 
 import trio
 
 from mqfs import client
 from mqfs.backends import Backend, MqfsBackend
 from mqfs.client import Deadline
+from mqfs.store import MQ_PRIO_MAX
 
 O_CREAT: int = os.O_CREAT
 O_EXCL: int = os.O_EXCL
@@ -112,7 +113,7 @@ O_NONBLOCK: int = os.O_NONBLOCK
 
 QUEUE_MESSAGES_MAX_DEFAULT = 10
 QUEUE_MESSAGE_SIZE_MAX_DEFAULT = 8192
-QUEUE_PRIORITY_MAX = 32767
+QUEUE_PRIORITY_MAX = MQ_PRIO_MAX - 1
 MESSAGE_QUEUES_SUPPORTED = True
 
 Message = bytes | bytearray | memoryview | str
@@ -226,11 +227,6 @@ def _call(operation: str, name: str | None, function: Callable[[], _T]) -> _T:
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class _Peeking(Protocol):
-    def peek(self, mqd: int, index: int = 0) -> tuple[bytes, int]: ...
 
 
 def _resolve_backend(backend: Backend | None, mount: Path | str | None) -> Backend:
@@ -402,38 +398,18 @@ class MessageQueue:
         """
         mqd = self._check_direction(True)
         payload = _encode(message)
-
-        def attempt(deadline: Deadline | None) -> None:
-            self._backend.send(mqd, payload, priority, deadline)
-
-        self._wait_and_call("send", attempt, timeout)
+        deadline = _deadline(timeout)
+        _call("send", self._name, lambda: self._backend.send(mqd, payload, priority, deadline))
 
     def receive(self, timeout: float | None = None) -> tuple[bytes, int]:
         """mq_timedreceive: the oldest message of the highest priority, as (bytes, priority)."""
         mqd = self._check_direction(False)
         size = self._max_message_size
-
-        def attempt(deadline: Deadline | None) -> tuple[bytes, int]:
-            return self._backend.receive(mqd, size, deadline)
-
-        return self._wait_and_call("receive", attempt, timeout)
-
-    def _wait_and_call(
-        self,
-        operation: str,
-        attempt: Callable[[Deadline | None], _T],
-        timeout: float | None,
-    ) -> _T:
-        """Call *attempt* with the deadline *timeout* gives; it blocks as the C call does.
-
-        Both backends release the GIL while they wait (ctypes calls), so other threads
-        keep running.
-        """
         deadline = _deadline(timeout)
-        return _call(operation, self._name, lambda: attempt(deadline))
+        return _call("receive", self._name, lambda: self._backend.receive(mqd, size, deadline))
 
-    def _peeking_backend(self) -> _Peeking:
-        if not isinstance(self._backend, _Peeking):
+    def _peeking_backend(self) -> MqfsBackend:
+        if not isinstance(self._backend, MqfsBackend):
             raise NotSupportedError(
                 errno.ENOTTY,
                 f"cannot peek into queue {self._name!r}: the {self._backend.kind} backend"
@@ -458,10 +434,8 @@ class MessageQueue:
     def peek_all(self) -> list[tuple[bytes, int]]:
         """Every queued message in receive order, as one consistent snapshot, unconsumed."""
         mqd = self._check_direction(False)
-        backend = self._peeking_backend()
-        if isinstance(backend, MqfsBackend):
-            return _call("peek", self._name, lambda: client.peek_all(mqd))
-        return _peek_one_by_one(self._name, lambda index: backend.peek(mqd, index))
+        self._peeking_backend()
+        return _call("peek", self._name, lambda: client.peek_all(mqd))
 
     # -- lifetime
 
@@ -496,18 +470,6 @@ class MessageQueue:
             f"max_messages={self._max_messages}, read={self._readable}, "
             f"write={self._writable}, backend={self._backend.spec()!r})"
         )
-
-
-def _peek_one_by_one(
-    name: str, peek: Callable[[int], tuple[bytes, int]]
-) -> list[tuple[bytes, int]]:
-    """peek_all for a backend with peek but no snapshot: index by index, until the end."""
-    messages: list[tuple[bytes, int]] = []
-    while True:
-        try:
-            messages.append(_call("peek", name, lambda: peek(len(messages))))
-        except (NoSuchMessageError, BusyError):
-            return messages
 
 
 def unlink_message_queue(

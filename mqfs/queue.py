@@ -152,7 +152,6 @@ class Queue:
     generation: int = 0  # bumped by every send and receive: equal means unchanged
     meta_time: int = 0
     owner_uid: int = 0  # the user charged for this queue's memory (RLIMIT_MSGQUEUE)
-    charge: int = 0
 
     def __post_init__(self) -> None:
         self.mtime = self.ctime = self.atime
@@ -501,7 +500,6 @@ class Namespace:
             gid=gid,
             notifier=self.notifier,
             owner_uid=uid,
-            charge=charge,
         )
         self.charged[uid] = self.charged.get(uid, 0) + charge
         self._next_qid += 1
@@ -530,7 +528,7 @@ class Namespace:
             del self._references[queue.qid]
             queue.store.clear()
             queue.notification = None
-            self.charged[queue.owner_uid] -= queue.charge
+            self.charged[queue.owner_uid] -= memory_charge(queue.maxmsg, queue.msgsize)
             self.live -= 1
 
     def is_alive(self, queue: Queue) -> bool:

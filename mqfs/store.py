@@ -83,14 +83,13 @@ class MessageStore:
     (b'high', 2, 7)
     """
 
-    __slots__ = ("_bytes", "_count", "_fifos", "_size", "_top_bit", "_tree", "prio_max")
+    __slots__ = ("_bytes", "_count", "_fifos", "_size", "_tree", "prio_max")
 
     def __init__(self, prio_max: int = MQ_PRIO_MAX) -> None:
         if prio_max < 1:
             raise ValueError("prio_max must be at least 1")
         self.prio_max = prio_max
         self._size = 1 << (prio_max - 1).bit_length()  # tree size: a power of two
-        self._top_bit = self._size
         # 1-based Fenwick tree over ranks 0.._size-1 (slot rank+1).
         self._tree = [0] * (self._size + 1)
         self._fifos: dict[int, _Fifo] = {}
@@ -123,7 +122,7 @@ class MessageStore:
         tree = self._tree
         slot = 0
         remaining = index
-        step = self._top_bit
+        step = self._size
         while step:
             probe = slot + step
             if probe <= self._size and tree[probe] <= remaining:
@@ -178,16 +177,12 @@ class MessageStore:
     def messages_from(self, index: int = 0) -> Iterator[Message]:
         """Messages *index*, *index*+1, ... in receive order.
 
-        Each priority switch costs one tree descent, each message O(1). The store must
-        not change while the iterator is in use.
+        Each priority run costs one tree descent, each message O(1). The store must not
+        change while the iterator is in use.
         """
-        position_in_order = max(index, 0)
-        while position_in_order < self._count:
-            priority, position = self._locate(position_in_order)
-            fifo = self._fifos[priority]
-            for offset in range(position, len(fifo)):
-                yield Message(fifo[offset], priority)
-            position_in_order += len(fifo) - position
+        for priority, run in self.segments_from(index, self._count):
+            for payload in run:
+                yield Message(payload, priority)
 
     def segments_from(self, index: int, limit: int) -> Iterator[tuple[int, list[bytes]]]:
         """(priority, payloads) runs covering at most *limit* messages from *index* on, in

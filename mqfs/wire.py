@@ -43,14 +43,7 @@ IOC_NONE = 0
 IOC_WRITE = 1  # user -> kernel (-> daemon)
 IOC_READ = 2  # daemon -> kernel -> user
 _IOC_SIZE_LIMIT = 1 << 14
-
-
 _IOC_SIZE_MASK = (_IOC_SIZE_LIMIT - 1) << 16
-
-
-def ioc_size(command: int) -> int:
-    """_IOC_SIZE(command): how many bytes the kernel copies in and/or out."""
-    return (command & _IOC_SIZE_MASK) >> 16
 
 
 def base_command(command: int) -> int:
@@ -446,8 +439,8 @@ def unpack_batch_records(
 ) -> tuple[int, int, int, list[tuple[int, int, bytes]]]:
     """(next, generation, flags, [(msg_len, msg_prio, data), ...]) of a PEEK_BATCH reply.
 
-    The client's side of a dump: the per-record work is C-level (iter_unpack, map over
-    slices), as :func:`pack_batch_body` on the daemon's side.
+    The client's side of a dump: one struct call unpacks every record header, and the
+    payloads are cut from one copy of the data.
     """
     if len(buffer) < _BATCH_HEADER.size:
         raise ValueError(f"mqfs_batch needs {_BATCH_HEADER.size} bytes, got {len(buffer)}")
