@@ -1,77 +1,18 @@
-"""The kernel's POSIX message queues through ctypes, for side-by-side tests.
+"""The kernel's mqueue filesystem for side-by-side tests (the mq_* calls themselves are
+mqfs.backends.KernelBackend).
 
-Talks to librt's mq_* directly (no extra package), and mounts ``-t mqueue`` at a
-temporary directory so the kernel's status line can be read. ``available()`` says
-why the kernel side cannot run here, so tests skip with that reason.
+Mounts ``-t mqueue`` at a temporary directory so the kernel's status line can be read;
+``available()`` says why the kernel side cannot run here, so tests skip with that reason.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-
-class MqAttr(ctypes.Structure):
-    _fields_ = [
-        ("mq_flags", ctypes.c_long),
-        ("mq_maxmsg", ctypes.c_long),
-        ("mq_msgsize", ctypes.c_long),
-        ("mq_curmsgs", ctypes.c_long),
-        ("pad", ctypes.c_long * 4),
-    ]
-
-
-_rt = ctypes.CDLL(ctypes.util.find_library("rt") or "librt.so.1", use_errno=True)
-_rt.mq_open.restype = ctypes.c_int
-_rt.mq_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(MqAttr)]
-_rt.mq_send.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint]
-_rt.mq_receive.restype = ctypes.c_ssize_t
-_rt.mq_receive.argtypes = [
-    ctypes.c_int,
-    ctypes.c_char_p,
-    ctypes.c_size_t,
-    ctypes.POINTER(ctypes.c_uint),
-]
-_rt.mq_unlink.argtypes = [ctypes.c_char_p]
-_rt.mq_close.argtypes = [ctypes.c_int]
-
-
-def _check(result: int) -> int:
-    if result < 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-    return result
-
-
-def mq_open(name: str, flags: int, mode: int = 0o600, maxmsg: int = 0, msgsize: int = 0) -> int:
-    attr = MqAttr(0, maxmsg, msgsize, 0) if maxmsg else None
-    pointer = ctypes.pointer(attr) if attr is not None else None
-    return _check(_rt.mq_open(name.encode(), flags, mode, pointer))
-
-
-def mq_send(mqd: int, message: bytes, priority: int = 0) -> None:
-    _check(_rt.mq_send(mqd, message, len(message), priority))
-
-
-def mq_receive(mqd: int, bufsize: int) -> tuple[bytes, int]:
-    buffer = ctypes.create_string_buffer(bufsize)
-    priority = ctypes.c_uint()
-    length = _check(_rt.mq_receive(mqd, buffer, bufsize, ctypes.byref(priority)))
-    return buffer.raw[:length], priority.value
-
-
-def mq_close(mqd: int) -> None:
-    _check(_rt.mq_close(mqd))
-
-
-def mq_unlink(name: str) -> None:
-    _check(_rt.mq_unlink(name.encode()))
 
 
 def available() -> str | None:

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from mqfs import client
+from mqfs.backends import KernelBackend
 from tests import kernel_mq
 from tests.conftest import Mount
 
@@ -227,17 +228,18 @@ def test_status_line_equals_the_kernels_byte_for_byte(mqfs_mount: Mount) -> None
     scenario: list[tuple[bytes, int]] = [(b"", 0), (b"x" * 8192, 3), (b"hello", 32767)]
     name = f"mqfs-status-{os.getpid()}"
     with kernel_mq.mqueue_mount() as kernel_root:
-        mqd = kernel_mq.mq_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        kernel = KernelBackend(kernel_root)
+        mqd = kernel.open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         mqfs_mount.make_queue(name)
         fd = os.open(mqfs_mount.path / name / "queue", os.O_RDWR)
         try:
             kernel_lines, mqfs_lines = [], []
             for payload, priority in scenario:
-                kernel_mq.mq_send(mqd, payload, priority)
+                kernel.send(mqd, payload, priority)
                 client.send(fd, payload, priority)
                 kernel_lines.append((kernel_root / name).read_bytes())
                 mqfs_lines.append((mqfs_mount.path / name / "status").read_bytes())
-            received = [kernel_mq.mq_receive(mqd, 8192) for _ in scenario]
+            received = [kernel.receive(mqd, 8192) for _ in scenario]
             assert [client.receive(fd, 8192) for _ in scenario] == received
             kernel_lines.append((kernel_root / name).read_bytes())
             mqfs_lines.append((mqfs_mount.path / name / "status").read_bytes())
@@ -250,8 +252,8 @@ def test_status_line_equals_the_kernels_byte_for_byte(mqfs_mount: Mount) -> None
                 assert [ours.read(7) for _ in range(10)] == [kernel_file.read(7) for _ in range(10)]
         finally:
             os.close(fd)
-            kernel_mq.mq_close(mqd)
-            kernel_mq.mq_unlink("/" + name)
+            kernel.close(mqd)
+            kernel.unlink("/" + name)
 
 
 def test_queue_memory_is_charged_to_rlimit_msgqueue(mount_factory: object) -> None:
