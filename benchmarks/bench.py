@@ -59,7 +59,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mqfs import client, wire
+from mqfs import client
 from mqfs.backends import KernelBackend
 from mqfs.foreground import DaemonNotReady, foreground_daemon
 from mqfs.mounts import mounts_under
@@ -417,7 +417,7 @@ def open_queue(queue_dir: Path, flags: int = os.O_RDWR) -> int:
 
 
 def noop_timer(fd: int) -> Timer:
-    return loop_timer(lambda: client._call(fd, wire.IOC_NOOP, b""))
+    return loop_timer(lambda: client.noop(fd))
 
 
 def fill(fd: int, count: int) -> None:

@@ -249,6 +249,11 @@ def notify(fd: int, sigev_notify: int | None, signo: int = 0, value: int = 0) ->
     _call(fd, wire.IOC_NOTIFY, request.pack())
 
 
+def noop(fd: int) -> None:
+    """The NOOP ioctl: one FUSE round trip that does nothing (the benchmark's floor)."""
+    _call(fd, wire.IOC_NOOP, b"")
+
+
 def get_attributes(fd: int) -> Attributes:
     """mq_getattr."""
     _, buffer = _call(fd, wire.IOC_GETATTR, bytes(wire.ATTR_SIZE))
