@@ -8,15 +8,49 @@ needs "message N" for every peek, every ``msgs/N`` lookup and every ``ls``, so i
   Popping advances the head (O(1)); the dead prefix is cut off once it is the larger half,
   so the amortised cost stays O(1) and the memory stays within 2x. Indexing into the
   middle of a FIFO is O(1), which a ``deque`` could not give us.
-* a Fenwick (binary indexed) tree of message counts, indexed by *rank* = prio_max-1-priority
-  so that rank 0 is the highest priority. The prefix sum up to rank r is the number of
-  messages that are received before any message of the priority at rank r+1. "Which
-  priority holds message N" is a descent of the tree (binary lifting): O(log P), with
-  P = prio_max (32768, so 15 steps), independent of how many messages are queued.
+* the *top* FIFO (the highest priority holding messages) on its own, outside the tree:
+  every pop takes from it, and many queues only ever use one priority, so the common
+  paths (push at the top, pop, peek within the top run) touch no tree at all.
+* a Fenwick (binary indexed) tree of the message counts of the priorities *below* the
+  top, indexed by *rank* = prio_max-1-priority so that rank 0 is the highest priority.
+  The prefix sum up to rank r is the number of those messages that are received before
+  any message of the priority at rank r+1. "Which priority holds message N" is a descent
+  of the tree (binary lifting): O(log P), with P = prio_max (32768, so 15 steps),
+  independent of how many messages are queued. When the top FIFO empties, the next
+  priority (one descent) leaves the tree and becomes the top.
 
-push, pop and peek(N) are therefore O(log P). Only payloads are stored (priorities are
-implied by which FIFO holds them) to keep the cost per queued message low; ``Message``
-objects are made on the way out.
+The tree is sized by the priorities in use, not by P: a dense list of P+1 counts would
+cost 263 KB per queue, even an empty one. It has two forms:
+
+* *sparse*, a dict from node to count holding only the nonzero nodes: a missing node
+  reads as 0, so the descent is the dense one with ``dict.get`` probes, and adding a
+  priority creates exactly the nodes on its update path;
+* *dense*, the plain list, once more than P/8 nodes (4096) are nonzero: by then the dict
+  (an entry plus an int key per node) costs as much as the list, and its probes are
+  ~1.6x slower (int keys compared by value, a table several times the list's size).
+  It turns sparse again below P/32 nodes, so each switch, O(P), is paid for by at
+  least P/32 node insertions or removals since the last.
+
+Bounds, P = 32768, whatever priorities a user picks:
+
+* an empty store holds no node, and neither does a store using one priority (the top);
+* each distinct priority below the top adds at most log2(P)+1 = 16 nodes (its update
+  path; rank 0, priority P-1, has the longest) and there are never more than P nodes;
+* sparse, a node costs at most ~0.3 KB: its dict entry, within 12 table slots of ~18
+  bytes (CPython grows a table to at most 6x its entries and the dict is rebuilt when
+  it falls below half its peak), plus two ints of 32 bytes; dense, the 256 KiB list is
+  kept only while at least P/32 = 1024 nodes, so at least 64 priorities, are live: at
+  most 4 KiB per priority. Either way the index costs at most ~5 KB per distinct
+  queued priority, hence per queued message (the worst we could construct, priorities
+  chosen greedily to maximise the nodes, costs ~1.5 KB per message, FIFO included);
+* the FIFO dict and the sparse tree are rebuilt (CPython's dicts never shrink on
+  deletion) when they fall below half of their peak size, so memory follows what is
+  queued, not what once was: a store emptied by pops or ``clear`` is a new one again.
+
+push, pop and peek(N) are therefore O(log P), amortised for the rebuilds and the
+switches of form (O(1) per node or FIFO removed). Only payloads are stored (priorities
+are implied by which FIFO holds them) to keep the cost per queued message low;
+``Message`` objects are made on the way out.
 
 Pure Python: no trio, no pyfuse3. Errors are mqfs's own exceptions.
 """
@@ -34,6 +68,14 @@ MQ_PRIO_MAX = 32768
 # A FIFO compacts when its dead prefix is at least this long and at least half the list.
 _COMPACT_MIN = 32
 
+# The FIFO dict and the sparse tree are rebuilt when their size falls below 1/_SHRINK
+# of the peak they reached since the last rebuild.
+_SHRINK = 2
+# The tree turns dense (a list) above size >> _DENSE_AT nonzero nodes and sparse (a
+# dict) again below size >> _SPARSE_AT.
+_DENSE_AT = 3
+_SPARSE_AT = 5
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -48,15 +90,12 @@ class _Fifo:
 
     __slots__ = ("head", "payloads")
 
-    def __init__(self) -> None:
-        self.payloads: list[bytes] = []
+    def __init__(self, payloads: list[bytes]) -> None:
+        self.payloads = payloads
         self.head = 0
 
     def __len__(self) -> int:
         return len(self.payloads) - self.head
-
-    def append(self, payload: bytes) -> None:
-        self.payloads.append(payload)
 
     def popleft(self) -> bytes:
         payload = self.payloads[self.head]
@@ -68,6 +107,10 @@ class _Fifo:
 
     def __getitem__(self, position: int) -> bytes:
         return self.payloads[self.head + position]
+
+
+_NO_FIFO = _Fifo([])
+"""The top FIFO of an empty store (priority -1): never written to."""
 
 
 class MessageStore:
@@ -83,16 +126,35 @@ class MessageStore:
     (b'high', 2, 7)
     """
 
-    __slots__ = ("_bytes", "_count", "_fifos", "_size", "_tree", "prio_max")
+    __slots__ = (
+        "_bytes",
+        "_count",
+        "_fifos",
+        "_fifos_peak",
+        "_nodes",
+        "_size",
+        "_top",
+        "_top_fifo",
+        "_tree",
+        "_tree_peak",
+        "prio_max",
+    )
 
     def __init__(self, prio_max: int = MQ_PRIO_MAX) -> None:
         if prio_max < 1:
             raise ValueError("prio_max must be at least 1")
         self.prio_max = prio_max
         self._size = 1 << (prio_max - 1).bit_length()  # tree size: a power of two
-        # 1-based Fenwick tree over ranks 0.._size-1 (slot rank+1).
-        self._tree = [0] * (self._size + 1)
+        self._top = -1  # the highest priority holding messages; -1 when empty
+        self._top_fifo = _NO_FIFO
+        # The FIFOs of the priorities below the top, and the 1-based Fenwick tree of
+        # their counts over ranks 0.._size-1 (node rank+1): sparse, a dict holding the
+        # nonzero nodes, or dense, a list of _size+1 (see the module docstring).
         self._fifos: dict[int, _Fifo] = {}
+        self._tree: dict[int, int] | list[int] = {}
+        self._nodes = 0  # nonzero nodes in the tree
+        self._fifos_peak = 0
+        self._tree_peak = 0
         self._count = 0
         self._bytes = 0
 
@@ -109,39 +171,143 @@ class MessageStore:
         return self._bytes
 
     # -- the Fenwick tree ----------------------------------------------------------
-    def _add(self, priority: int, delta: int) -> None:
-        slot = self.prio_max - priority  # rank + 1
-        tree = self._tree
+    def _insert(self, priority: int, fifo: _Fifo) -> None:
+        """Put *fifo*, of a priority below the top and not in the tree, into the tree."""
+        fifos = self._fifos
+        fifos[priority] = fifo
+        self._fifos_peak = max(self._fifos_peak, len(fifos))
+        count = len(fifo)
+        node = self.prio_max - priority  # rank + 1
         size = self._size
-        while slot <= size:
-            tree[slot] += delta
-            slot += slot & -slot
+        tree = self._tree
+        if isinstance(tree, list):
+            nodes = self._nodes
+            while node <= size:
+                if not tree[node]:
+                    nodes += 1
+                tree[node] += count
+                node += node & -node
+            self._nodes = nodes
+            return
+        get = tree.get
+        while node <= size:
+            tree[node] = get(node, 0) + count
+            node += node & -node
+        nodes = self._nodes = len(tree)
+        self._tree_peak = max(self._tree_peak, nodes)
+        if nodes > size >> _DENSE_AT:
+            dense = [0] * (size + 1)
+            for filled, filled_count in tree.items():
+                dense[filled] = filled_count
+            self._tree = dense
+
+    def _remove(self, priority: int) -> _Fifo:
+        """Take the FIFO of *priority* out of the tree and return it."""
+        fifo = self._fifos.pop(priority)
+        count = len(fifo)
+        node = self.prio_max - priority
+        size = self._size
+        tree = self._tree
+        if isinstance(tree, list):
+            nodes = self._nodes
+            while node <= size:
+                left = tree[node] - count
+                tree[node] = left
+                if not left:
+                    nodes -= 1
+                node += node & -node
+            self._nodes = nodes
+            if nodes < size >> _SPARSE_AT:
+                self._tree = {filled: n for filled, n in enumerate(tree) if n}
+                self._tree_peak = nodes
+        else:
+            while node <= size:
+                left = tree[node] - count
+                if left:
+                    tree[node] = left
+                else:
+                    del tree[node]
+                node += node & -node
+            nodes = self._nodes = len(tree)
+            if nodes * _SHRINK < self._tree_peak:
+                # CPython's dicts never shrink on deletion: copy to a table sized to
+                # what is live (amortised O(1) per removed entry).
+                self._tree = dict(tree)
+                self._tree_peak = nodes
+        if len(self._fifos) * _SHRINK < self._fifos_peak:
+            self._fifos = dict(self._fifos)
+            self._fifos_peak = len(self._fifos)
+        return fifo
 
     def _locate(self, index: int) -> tuple[int, int]:
-        """(priority, position in its FIFO) of message *index* (0 <= index < len)."""
+        """(priority, position in its FIFO) of message *index* of the tree
+        (0 <= index < number of messages below the top)."""
         tree = self._tree
-        slot = 0
-        remaining = index
-        step = self._size
-        while step:
-            probe = slot + step
-            if probe <= self._size and tree[probe] <= remaining:
-                slot = probe
-                remaining -= tree[probe]
-            step >>= 1
-        # slot is now the largest slot whose prefix sum is <= index, i.e. the rank.
-        return self.prio_max - 1 - slot, remaining
+        node = 0
+        # Node _size holds the whole tree's count, which is > index: start below it.
+        step = self._size >> 1
+        if isinstance(tree, list):
+            while step:
+                count = tree[node + step]
+                if count <= index:
+                    node += step
+                    index -= count
+                step >>= 1
+        else:
+            get = tree.get  # an absent node counts 0
+            while step:
+                count = get(node + step, 0)
+                if count <= index:
+                    node += step
+                    index -= count
+                step >>= 1
+        # node is now the largest node whose prefix sum is <= index, i.e. the rank.
+        return self.prio_max - 1 - node, index
+
+    def _find(self, index: int) -> tuple[int, _Fifo, int]:
+        """(priority, FIFO, position in the FIFO) of message *index* (0 <= index < len)."""
+        top = self._top_fifo
+        above = len(top)
+        if index < above:
+            return self._top, top, index
+        priority, position = self._locate(index - above)
+        return priority, self._fifos[priority], position
 
     # -- operations ----------------------------------------------------------------
     def push(self, payload: bytes, priority: int) -> None:
         """Queue *payload* behind every message of the same or higher priority."""
-        if not 0 <= priority < self.prio_max:
-            raise errors.InvalidArgument(f"priority {priority} is outside 0..{self.prio_max - 1}")
-        fifo = self._fifos.get(priority)
-        if fifo is None:
-            fifo = self._fifos[priority] = _Fifo()
-        fifo.append(payload)
-        self._add(priority, 1)
+        top = self._top
+        if priority == top:
+            if top < 0:  # an empty store's top is -1
+                raise errors.InvalidArgument(
+                    f"priority {priority} is outside 0..{self.prio_max - 1}"
+                )
+            self._top_fifo.payloads.append(payload)
+        elif priority < top:
+            if priority < 0:
+                raise errors.InvalidArgument(
+                    f"priority {priority} is outside 0..{self.prio_max - 1}"
+                )
+            fifo = self._fifos.get(priority)
+            if fifo is None:
+                self._insert(priority, _Fifo([payload]))
+            else:
+                fifo.payloads.append(payload)
+                tree = self._tree
+                node = self.prio_max - priority
+                size = self._size
+                while node <= size:
+                    tree[node] += 1
+                    node += node & -node
+        else:
+            if priority >= self.prio_max:
+                raise errors.InvalidArgument(
+                    f"priority {priority} is outside 0..{self.prio_max - 1}"
+                )
+            if top >= 0:  # the old top goes into the tree
+                self._insert(top, self._top_fifo)
+            self._top = priority
+            self._top_fifo = _Fifo([payload])
         self._count += 1
         self._bytes += len(payload)
 
@@ -149,14 +315,18 @@ class MessageStore:
         """Remove and return the message a receive gets: highest priority, oldest."""
         if not self._count:
             raise errors.WouldBlock("the queue is empty")
-        priority, _ = self._locate(0)
-        fifo = self._fifos[priority]
+        fifo = self._top_fifo
+        priority = self._top
         payload = fifo.popleft()
-        if not fifo:
-            del self._fifos[priority]
-        self._add(priority, -1)
         self._count -= 1
         self._bytes -= len(payload)
+        if fifo.head == len(fifo.payloads):  # the top FIFO is empty: promote the next
+            if self._count:
+                self._top, _ = self._locate(0)
+                self._top_fifo = self._remove(self._top)
+            else:
+                self._top = -1
+                self._top_fifo = _NO_FIFO
         return Message(payload, priority)
 
     def peek(self, index: int) -> Message:
@@ -171,7 +341,11 @@ class MessageStore:
             raise errors.NoSuchMessage(
                 f"no message at index {index} (the queue holds {self._count})"
             )
-        priority, position = self._locate(index)
+        top = self._top_fifo
+        above = len(top.payloads) - top.head
+        if index < above:
+            return Message(top.payloads[top.head + index], self._top)
+        priority, position = self._locate(index - above)
         return Message(self._fifos[priority][position], priority)
 
     def messages_from(self, index: int = 0) -> Iterator[Message]:
@@ -192,8 +366,7 @@ class MessageStore:
         remaining = limit
         position_in_order = max(index, 0)
         while position_in_order < self._count and remaining > 0:
-            priority, position = self._locate(position_in_order)
-            fifo = self._fifos[priority]
+            priority, fifo, position = self._find(position_in_order)
             start = fifo.head + position
             segment = fifo.payloads[start : start + min(remaining, len(fifo) - position)]
             yield priority, segment
@@ -205,30 +378,65 @@ class MessageStore:
 
     def clear(self) -> None:
         """Drop every message (the queue is being destroyed)."""
-        self._tree = [0] * (self._size + 1)
-        self._fifos.clear()
+        self._top = -1
+        self._top_fifo = _NO_FIFO
+        self._fifos = {}
+        self._tree = {}
+        self._nodes = 0
+        self._fifos_peak = 0
+        self._tree_peak = 0
         self._count = 0
         self._bytes = 0
 
     # -- checking ------------------------------------------------------------------
     def check_invariants(self) -> None:
         """Raise AssertionError if the tree, the FIFOs and the totals disagree."""
-        counts = [0] * (self._size + 1)
+        assert not _NO_FIFO.payloads, "the empty top FIFO was written to"
+        assert _NO_FIFO.head == 0
+        fifos = dict(self._fifos)
+        if self._count:
+            assert 0 <= self._top < self.prio_max, self._top
+            assert len(self._top_fifo) > 0, "empty top FIFO"
+            assert self._top not in fifos, "the top priority is also in the tree"
+            fifos[self._top] = self._top_fifo
+        else:
+            assert self._top == -1, self._top
+            assert self._top_fifo is _NO_FIFO
         total = 0
         total_bytes = 0
-        for priority, fifo in self._fifos.items():
-            assert 0 <= priority < self.prio_max, priority
+        for priority, fifo in fifos.items():
+            assert 0 <= priority <= self._top, (priority, self._top)
             assert len(fifo) > 0, f"empty FIFO kept for priority {priority}"
             assert 0 <= fifo.head <= len(fifo.payloads)
-            counts[self.prio_max - priority] = len(fifo)
             total += len(fifo)
             total_bytes += sum(len(fifo[i]) for i in range(len(fifo)))
         assert total == self._count, (total, self._count)
         assert total_bytes == self._bytes, (total_bytes, self._bytes)
-        # Rebuild the Fenwick tree from the counts and compare node by node.
-        expected = counts[:]
-        for slot in range(1, self._size + 1):
-            parent = slot + (slot & -slot)
-            if parent <= self._size:
-                expected[parent] += expected[slot]
-        assert expected[1:] == self._tree[1:], "Fenwick tree out of step with the FIFOs"
+        # Rebuild the Fenwick tree of the priorities below the top from their counts and
+        # compare node by node: no node may be zero, missing or extra.
+        expected: dict[int, int] = {}
+        for priority, fifo in self._fifos.items():
+            node = self.prio_max - priority
+            while node <= self._size:
+                expected[node] = expected.get(node, 0) + len(fifo)
+                node += node & -node
+        tree = self._tree
+        assert self._nodes == len(expected), (self._nodes, len(expected))
+        if isinstance(tree, list):
+            assert len(tree) == self._size + 1
+            assert tree[0] == 0
+            assert {node: count for node, count in enumerate(tree) if count} == expected
+            assert all(count >= 0 for count in tree)
+            assert self._nodes >= self._size >> _SPARSE_AT, "dense tree kept for few nodes"
+        else:
+            assert tree == expected, "Fenwick tree out of step with the FIFOs"
+            assert self._nodes <= self._size >> _DENSE_AT, "sparse tree kept for many nodes"
+            # The dict is no bigger than a constant times what is live.
+            assert len(tree) <= self._tree_peak <= _SHRINK * len(tree), (
+                len(tree),
+                self._tree_peak,
+            )
+        assert len(self._fifos) <= self._fifos_peak <= _SHRINK * len(self._fifos), (
+            len(self._fifos),
+            self._fifos_peak,
+        )

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import errno
+import gc
+import random
+import sys
+import tracemalloc
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -99,27 +103,193 @@ def test_clear() -> None:
     store.check_invariants()
 
 
+def footprint(store: MessageStore) -> int:
+    """Bytes of every object reachable from *store* (classes excepted), payloads included."""
+    seen: set[int] = set()
+    total = 0
+    todo: list[object] = [store]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        todo.extend(gc.get_referents(obj))
+    return total
+
+
+EMPTY_FOOTPRINT = footprint(MessageStore())
+
+
+def test_an_empty_store_costs_a_few_hundred_bytes() -> None:
+    assert EMPTY_FOOTPRINT < 1024
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        stores = [MessageStore() for _ in range(1000)]
+        each = (tracemalloc.get_traced_memory()[0] - before) / len(stores)
+    finally:
+        tracemalloc.stop()
+    assert each < 1024, f"{each:.0f} bytes per empty store"
+
+
+@pytest.mark.parametrize(
+    ("priorities", "limit"),
+    [
+        ([MQ_PRIO_MAX - 1], 1024),  # the top costs no tree node at all
+        ([0], 1024),
+        ([0, MQ_PRIO_MAX - 1], 2048),  # priority 0 is one node
+        ([MQ_PRIO_MAX - 1, MQ_PRIO_MAX - 2], 3072),  # rank 1: a 15-node path
+        (list(range(MQ_PRIO_MAX - 1, MQ_PRIO_MAX - 17, -1)), 16 * 1024),
+    ],
+)
+def test_hostile_priorities_cost_little(priorities: list[int], limit: int) -> None:
+    store = MessageStore()
+    for priority in priorities:
+        store.push(b"", priority)
+    store.check_invariants()
+    assert footprint(store) < limit
+
+
+def test_one_message_at_the_highest_priority_in_many_queues() -> None:
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        stores = []
+        for _ in range(1000):
+            store = MessageStore()
+            store.push(b"", MQ_PRIO_MAX - 1)
+            stores.append(store)
+        each = (tracemalloc.get_traced_memory()[0] - before) / len(stores)
+    finally:
+        tracemalloc.stop()
+    assert each < 2048, f"{each:.0f} bytes per queue"
+
+
+@pytest.mark.parametrize("distinct", [3, 40, 2000])  # 2000 priorities: the dense tree
+def test_the_index_shrinks_back_when_messages_go(distinct: int) -> None:
+    rng = random.Random(distinct)
+    store = MessageStore()
+    priorities = rng.sample(range(MQ_PRIO_MAX), distinct)
+    for priority in priorities * 2:
+        store.push(b"", priority)
+    store.check_invariants()
+    assert footprint(store) > EMPTY_FOOTPRINT + distinct * 100
+    while len(store) > 4:  # the 2 lowest priorities are left, 2 messages each
+        store.pop()
+    store.check_invariants()
+    assert footprint(store) < 3 * 1024
+    while store:
+        store.pop()
+    store.check_invariants()
+    assert footprint(store) == EMPTY_FOOTPRINT < 1024
+    # and again with clear(), from the full store
+    for priority in priorities:
+        store.push(b"", priority)
+    store.clear()
+    store.check_invariants()
+    assert footprint(store) == EMPTY_FOOTPRINT < 1024
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    priorities=st.lists(
+        st.one_of(
+            st.integers(0, MQ_PRIO_MAX - 1),
+            st.integers(MQ_PRIO_MAX - 64, MQ_PRIO_MAX - 1),
+            st.sampled_from([0, 1, MQ_PRIO_MAX // 2, MQ_PRIO_MAX - 1]),
+        ),
+        max_size=80,
+    ),
+    pops=st.integers(0, 80),
+)
+def test_memory_follows_what_is_queued(priorities: list[int], pops: int) -> None:
+    """The module docstring's bound: at most ~5 KB of index per queued message, whatever
+    the priorities, and an emptied store is a new one."""
+    store = MessageStore()
+    for priority in priorities:
+        store.push(b"", priority)
+    for _ in range(min(pops, len(store))):
+        store.pop()
+    store.check_invariants()
+    assert footprint(store) <= 1024 + 5 * 1024 * len(store)
+
+
+def test_peek_pop_and_runs_across_the_dense_tree() -> None:
+    """Enough priorities to turn the tree dense, then few enough to turn it sparse."""
+    rng = random.Random(7)
+    store = MessageStore()
+    model: list[tuple[int, int, bytes]] = []
+    for sequence in range(6000):
+        priority = rng.randrange(MQ_PRIO_MAX)
+        payload = sequence.to_bytes(2, "big")
+        store.push(payload, priority)
+        model.append((-priority, sequence, payload))
+    model.sort()
+    store.check_invariants()
+    for index in [*rng.sample(range(len(model)), 200), 0, len(model) - 1]:
+        negated, _, payload = model[index]
+        assert store.peek(index) == Message(payload, -negated)
+    assert [(m.payload, m.priority) for m in store.messages_from(5990)] == [
+        (p, -n) for n, _, p in model[5990:]
+    ]
+    for count, (negated, _, payload) in enumerate(model):
+        assert store.pop() == Message(payload, -negated)
+        if count % 997 == 0:
+            store.check_invariants()
+    assert not store
+    store.check_invariants()
+
+
 class StoreAgainstModel(RuleBasedStateMachine):
     """Random programs of push/pop/peek; the model is a list sorted by (-priority, seq)."""
 
+    # A small priority space makes collisions (FIFO within a priority) frequent, and
+    # takes the tree (64 nodes) between its sparse and dense forms.
+    PRIO_MAX = 64
+    PRIORITIES = st.integers(0, 63)
+
     def __init__(self) -> None:
         super().__init__()
-        # A small priority space makes collisions (FIFO within a priority) frequent.
-        self.store = MessageStore(prio_max=64)
+        self.store = MessageStore(prio_max=self.PRIO_MAX)
         self.model: list[tuple[int, int, bytes]] = []
         self.sequence = 0
 
-    @rule(payload=st.binary(max_size=8), priority=st.integers(0, 63))
-    def push(self, payload: bytes, priority: int) -> None:
+    def _push(self, payload: bytes, priority: int) -> None:
         self.store.push(payload, priority)
         self.model.append((-priority, self.sequence, payload))
         self.model.sort()
         self.sequence += 1
 
-    @rule(priority=st.one_of(st.integers(max_value=-1), st.integers(min_value=64)))
-    def push_bad_priority(self, priority: int) -> None:
+    @rule(payload=st.binary(max_size=8), data=st.data())
+    def push(self, payload: bytes, data: st.DataObject) -> None:
+        self._push(payload, data.draw(self.PRIORITIES))
+
+    @rule(data=st.data(), count=st.integers(1, 40))
+    def push_run(self, data: st.DataObject, count: int) -> None:
+        priority = data.draw(self.PRIORITIES)
+        for _ in range(count):
+            self._push(bytes([count]), priority)
+
+    @rule(data=st.data())
+    def push_bad_priority(self, data: st.DataObject) -> None:
+        priority = data.draw(
+            st.one_of(st.integers(max_value=-1), st.integers(min_value=self.PRIO_MAX))
+        )
         with pytest.raises(errors.InvalidArgument):
             self.store.push(b"x", priority)
+
+    @precondition(lambda self: self.model)
+    @rule(count=st.integers(1, 40))
+    def pop_run(self, count: int) -> None:
+        for _ in range(min(count, len(self.model))):
+            negated, _, payload = self.model.pop(0)
+            assert self.store.pop() == Message(payload, -negated)
+
+    @rule()
+    def clear(self) -> None:
+        self.store.clear()
+        self.model.clear()
 
     @precondition(lambda self: self.model)
     @rule()
@@ -163,7 +333,26 @@ class StoreAgainstModel(RuleBasedStateMachine):
         self.store.check_invariants()
 
 
+class FullRangeStoreAgainstModel(StoreAgainstModel):
+    """The same at Linux's 32768 priorities, where memory must follow what is queued."""
+
+    PRIO_MAX = MQ_PRIO_MAX
+    PRIORITIES = st.one_of(
+        st.integers(0, MQ_PRIO_MAX - 1),
+        st.integers(0, 3),
+        st.integers(MQ_PRIO_MAX - 4, MQ_PRIO_MAX - 1),
+    )
+
+    @invariant()
+    def memory_follows_the_queue(self) -> None:
+        assert footprint(self.store) <= 1024 + 5 * 1024 * len(self.store)
+
+
 StoreAgainstModel.TestCase.settings = settings(
     max_examples=400, stateful_step_count=60, deadline=None
 )
 test_store_against_model = StoreAgainstModel.TestCase
+FullRangeStoreAgainstModel.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=60, deadline=None
+)
+test_full_range_store_against_model = FullRangeStoreAgainstModel.TestCase
