@@ -22,6 +22,11 @@
  *    (MQFS_NOTIFY_SIGNAL, default SIGRTMAX) and a cookie; the shim's handler passes the
  *    cookie to a helper thread, which starts a detached thread running the function with
  *    the value, as glibc does. The status line therefore shows NOTIFY:0 SIGNO:<that signal>.
+ *    The handler never blocks: if the helper thread falls a full pipe behind (8192
+ *    wake-ups by default), further ones are dropped; MQFS_PRELOAD_DEBUG=1 prints how many
+ *    at exit.
+ *  - Replies are not trusted: MQFS_MOUNT may be any FUSE filesystem, so a RECEIVE or PEEK
+ *    reply whose lengths do not fit the request, the message or the buffer gives EIO.
  *
  * The two proposed peek APIs of include/mqfs/peek.h run here too (README, "Developing
  * against the proposed peek APIs"): fcntl/fcntl64(mqd, F_MQ_PEEK, &attr) on an mqfs queue,
@@ -77,7 +82,10 @@ static struct {
 static long timedreceive2_nr = __NR_mq_timedreceive2; /* MQFS_MQ_TIMEDRECEIVE2_NR */
 
 static char mount_path[PATH_MAX - NAME_MAX_MQ - 16]; /* "" = pass everything to glibc */
+static int debug_enabled; /* MQFS_PRELOAD_DEBUG: report dropped wake-ups at exit */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+/* 1 once init() has finished: real.* and mount_path are set and never change again. */
+static int ready;
 
 static void *lookup(const char *symbol)
 {
@@ -88,6 +96,10 @@ static void *lookup(const char *symbol)
 	}
 	return found;
 }
+
+static void before_fork(void);
+static void after_fork_parent(void);
+static void after_fork_child(void);
 
 static void init(void)
 {
@@ -113,6 +125,8 @@ static void init(void)
 			fprintf(stderr, "mqfs-preload: MQFS_MQ_TIMEDRECEIVE2_NR=%s is not a syscall "
 				"number; using %ld\n", number, timedreceive2_nr);
 	}
+	const char *debug = getenv("MQFS_PRELOAD_DEBUG");
+	debug_enabled = debug != NULL && debug[0] != '\0' && strcmp(debug, "0") != 0;
 	/* Read once: getenv is not safe against a concurrent setenv in another thread. */
 	const char *mount = getenv("MQFS_MOUNT");
 	if (mount != NULL && mount[0] != '\0' && strlen(mount) < sizeof mount_path) {
@@ -123,12 +137,40 @@ static void init(void)
 	} else if (mount != NULL && mount[0] != '\0') {
 		fprintf(stderr, "mqfs-preload: MQFS_MOUNT is too long; using the kernel's queues\n");
 	}
+	/* Registered here, once and outside notes_lock: pthread_atfork takes glibc's atfork
+	 * lock, which a concurrent fork holds while its prepare handlers wait for notes_lock. */
+	if (mount_path[0] != '\0')
+		pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+	__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+}
+
+/* Everything is looked up when the library is loaded, so the interposed fcntl and syscall
+ * never need pthread_once (which a call made from inside init, e.g. by an allocator that
+ * uses syscall(), would deadlock on). */
+__attribute__((constructor)) static void init_at_load(void)
+{
+	pthread_once(&init_once, init);
 }
 
 static int active(void)
 {
-	pthread_once(&init_once, init);
+	/* Only an mq_* call made before our constructor (from another library's) gets here
+	 * unready; fcntl and syscall never come here unready. */
+	if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
+		pthread_once(&init_once, init);
 	return mount_path[0] != '\0';
+}
+
+/* glibc's `symbol` for fcntl/fcntl64/syscall called before the constructor ran (or from
+ * inside init itself): looked up on the spot, without pthread_once; the race is benign. */
+static void *early_lookup(void **cache, const char *symbol)
+{
+	void *found = __atomic_load_n(cache, __ATOMIC_RELAXED);
+	if (found == NULL) {
+		found = lookup(symbol);
+		__atomic_store_n(cache, found, __ATOMIC_RELAXED);
+	}
+	return found;
 }
 
 static int fail(int code)
@@ -324,6 +366,16 @@ static void set_deadline(struct mqfs_xfer *x, const struct timespec *deadline)
 	}
 }
 
+/* Whether a reply's chunk is possible: `chunk` bytes from `offset` of a `length`-byte
+ * message, for a request of at most `asked` bytes. MQFS_MOUNT may be any FUSE filesystem,
+ * so no length or offset from a reply is used (to copy, or to size a copy) before this
+ * says yes; the callers treat no as EIO. The chunk then fits the ioctl buffer (sized for
+ * `asked`) and, as length <= the caller's room, the caller's buffer. */
+static int chunk_fits(uint64_t length, uint64_t offset, uint64_t chunk, size_t asked)
+{
+	return chunk <= asked && offset <= length && chunk <= length - offset;
+}
+
 /* 1: the descriptor is not an mqfs queue; the caller hands the call to glibc. */
 static int not_ours(int result)
 {
@@ -395,14 +447,17 @@ static ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *pr
 		errno = saved;
 		return -1;
 	}
-	/* From here the message is ours: the rest is parked in the daemon under xfer_id. */
+	/* From here the message is ours: the rest is parked in the daemon under xfer_id. Every
+	 * length in a reply is checked against what was asked and what was allocated first. */
 	uint64_t length = x->msg_len, transfer = x->xfer_id;
 	unsigned priority = x->msg_prio;
 	size_t received = x->chunk_len;
-	if (received > buflen) /* cannot happen (EMSGSIZE otherwise); never overrun */
-		received = buflen;
+	if (length > buflen || length > SSIZE_MAX || /* the daemon gives EMSGSIZE for those */
+	    !chunk_fits(length, 0, x->chunk_len, capacity) ||
+	    (received < length && transfer == 0)) /* a second xfer_id 0 call would receive anew */
+		goto bad_reply;
 	memcpy(buffer, x->data, received);
-	while (received < length && received < buflen) {
+	while (received < length) {
 		size_t want = length - received < MQFS_CHUNK ? length - received : MQFS_CHUNK;
 		memset(x, 0, MQFS_XFER_HEADER_SIZE);
 		x->msg_len = buflen;
@@ -413,21 +468,24 @@ static ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *pr
 		do /* never blocks in the daemon; retry any EINTR rather than lose the message */
 			result = ioctl(mqd, cmd, x);
 		while (result < 0 && errno == EINTR);
-		if (result < 0 || x->chunk_len == 0) {
-			int saved = result < 0 ? errno : EIO;
+		if (result < 0) {
+			int saved = errno;
 			free(x);
 			return fail(saved);
 		}
-		size_t chunk = x->chunk_len;
-		if (chunk > buflen - received)
-			chunk = buflen - received;
-		memcpy(buffer + received, x->data, chunk);
-		received += chunk;
+		if (x->msg_len != length || x->chunk_len == 0 ||
+		    !chunk_fits(length, received, x->chunk_len, want))
+			goto bad_reply;
+		memcpy(buffer + received, x->data, x->chunk_len);
+		received += x->chunk_len;
 	}
 	free(x);
 	if (prio != NULL)
 		*prio = priority;
 	return (ssize_t)received;
+bad_reply: /* not mqfs's protocol: the message is lost, and nothing was overrun */
+	free(x);
+	return fail(EIO);
 }
 
 EXPORT int mq_timedsend(mqd_t mqd, const char *msg, size_t len, unsigned prio,
@@ -533,18 +591,34 @@ static int notify_signo;
 static int handler_installed;
 static pid_t helper_pid; /* the process the helper thread runs in (0: none yet) */
 
+/* Wake-ups the handler could not pass on because the pipe was full (the helper thread
+ * stalled): those SIGEV_THREAD notifications are lost. MQFS_PRELOAD_DEBUG prints the count
+ * at exit. Lock-free, so the handler may update it. */
+static unsigned long dropped_wakeups;
+
 static void notify_handler(int signo, siginfo_t *info, void *context)
 {
 	(void)signo;
 	(void)context;
-	if (info->si_code != SI_MESGQ)
-		return;
 	int saved = errno;
-	own_signals = own_signals + 1;
-	uint64_t cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
-	ssize_t written = write(notify_pipe[1], &cookie, sizeof cookie); /* async-signal-safe */
-	(void)written; /* the pipe holds 8192 notifications: cannot fill up in practice */
+	if (info->si_code == SI_MESGQ) {
+		own_signals = own_signals + 1;
+		uint64_t cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
+		/* The write end is O_NONBLOCK: a stalled helper must never block the handler (and
+		 * with it whatever thread the signal interrupted). 8 bytes < PIPE_BUF: all or
+		 * nothing. Until a pipe exists this is EBADF: nothing was registered. */
+		int fd = __atomic_load_n(&notify_pipe[1], __ATOMIC_ACQUIRE);
+		if (write(fd, &cookie, sizeof cookie) < 0 && errno == EAGAIN)
+			__atomic_fetch_add(&dropped_wakeups, 1, __ATOMIC_RELAXED);
+	}
 	errno = saved;
+}
+
+__attribute__((destructor)) static void report_at_exit(void)
+{
+	if (debug_enabled)
+		fprintf(stderr, "mqfs-preload: %lu SIGEV_THREAD wake-ups dropped (notify pipe full)\n",
+			__atomic_load_n(&dropped_wakeups, __ATOMIC_RELAXED));
 }
 
 static struct thread_note *take_note_locked(uint64_t cookie)
@@ -622,13 +696,14 @@ static void *notify_helper(void *arg)
 	}
 }
 
-/* A forked child has the parent's list and pipe but no helper thread, and the parent's
- * registrations are not its own: start afresh. */
+/* fork: the forking thread takes notes_lock (the prepare handler, registered by init), so
+ * no other thread is inside a critical section when the address space is copied; both
+ * sides then unlock it. A forked child has the parent's list and pipe but no helper thread,
+ * and the parent's registrations are not its own: it starts afresh. */
 static void before_fork(void) { pthread_mutex_lock(&notes_lock); }
 static void after_fork_parent(void) { pthread_mutex_unlock(&notes_lock); }
 static void after_fork_child(void)
 {
-	pthread_mutex_init(&notes_lock, NULL);
 	while (notes != NULL) {
 		struct thread_note *gone = notes;
 		notes = gone->next;
@@ -637,12 +712,33 @@ static void after_fork_child(void)
 	/* The pipe is shared with the parent, whose helper would steal the child's cookies: the
 	 * next SIGEV_THREAD registration makes a new pipe and helper. The handler stays. */
 	int old_read = notify_pipe[0], old_write = notify_pipe[1];
-	notify_pipe[0] = notify_pipe[1] = -1;
+	__atomic_store_n(&notify_pipe[1], -1, __ATOMIC_RELEASE);
+	notify_pipe[0] = -1;
 	if (old_read >= 0)
 		close(old_read);
 	if (old_write >= 0)
 		close(old_write);
 	helper_pid = 0;
+	pthread_mutex_unlock(&notes_lock); /* held by this thread since before_fork */
+}
+
+/* The helper's pipe: a blocking read end (the helper waits on it) and a non-blocking
+ * write end (the signal handler's). Published only when complete. */
+static int make_notify_pipe(void)
+{
+	int ends[2];
+	if (pipe2(ends, O_CLOEXEC) != 0)
+		return -1;
+	int flags = real.fcntl(ends[1], F_GETFL);
+	if (flags < 0 || real.fcntl(ends[1], F_SETFL, flags | O_NONBLOCK) < 0) {
+		int saved = errno;
+		close(ends[0]);
+		close(ends[1]);
+		return fail(saved);
+	}
+	notify_pipe[0] = ends[0];
+	__atomic_store_n(&notify_pipe[1], ends[1], __ATOMIC_RELEASE);
+	return 0;
 }
 
 /* Called with notes_lock held. */
@@ -667,11 +763,9 @@ static int start_helper_locked(void)
 		sigfillset(&action.sa_mask);
 		if (sigaction(notify_signo, &action, NULL) != 0)
 			return -1;
-		pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 		handler_installed = 1;
 	}
-	/* Until the pipe exists the handler's write fails with EBADF: nothing was registered. */
-	if (notify_pipe[0] < 0 && pipe2(notify_pipe, O_CLOEXEC) != 0)
+	if (notify_pipe[0] < 0 && make_notify_pipe() < 0)
 		return -1;
 	/* The helper runs with every signal blocked, so it never takes the handler itself. */
 	sigset_t all, old;
@@ -870,6 +964,10 @@ static ssize_t peek_into(int fd, uint64_t index, char *buf, size_t bufmax, unsig
 			break;
 		uint64_t length = p->msg_len;
 		unsigned priority = p->msg_prio;
+		if (!chunk_fits(length, 0, p->copied, first)) {
+			errno = EIO; /* not mqfs's protocol: copy nothing */
+			break;
+		}
 		size_t want = length < bufmax ? (size_t)length : bufmax;
 		size_t got = p->copied < want ? p->copied : want;
 		memcpy(buf, p->data, got);
@@ -886,17 +984,25 @@ static ssize_t peek_into(int fd, uint64_t index, char *buf, size_t bufmax, unsig
 			}
 			continue;
 		}
-		int changed = 0;
+		int changed = 0, bad = 0;
 		while (got < want) {
-			size_t ask = want - got < MQFS_CHUNK ? want - got : MQFS_CHUNK;
+			size_t ask = want - got < MQFS_CHUNK ? want - got : MQFS_CHUNK; /* <= most */
 			if (peek_chunk(fd, p, index, got, ask) < 0 || p->msg_len != length ||
-			    p->msg_prio != priority || p->copied == 0) {
+			    p->msg_prio != priority) {
 				changed = 1; /* gone or replaced: the next attempt says what is there */
 				break;
 			}
-			size_t chunk = p->copied < want - got ? p->copied : want - got;
-			memcpy(buf + got, p->data, chunk);
-			got += chunk;
+			/* The same message has at least one byte at got: none is a broken reply. */
+			if (p->copied == 0 || !chunk_fits(length, got, p->copied, ask)) {
+				bad = 1;
+				break;
+			}
+			memcpy(buf + got, p->data, p->copied); /* <= ask <= want - got */
+			got += p->copied;
+		}
+		if (bad) {
+			errno = EIO;
+			break;
 		}
 		int steady = !changed && queue_generation(fd, &after) == 0 && after == before;
 		if (steady || (!changed && attempt >= PEEK_ATTEMPTS)) {
@@ -925,20 +1031,23 @@ static int shim_mq_peek(int fd, struct mq_peek_attr *attr)
 	if (attr->offset < 0 || attr->buf_len == 0 || attr->buf == NULL)
 		return fail(EINVAL);
 	unsigned prio = 0;
-	ssize_t copied = peek_into(fd, (uint64_t)attr->offset, attr->buf, attr->buf_len, &prio);
+	/* The count is returned as an int: no more than INT_MAX bytes, whatever a daemon says. */
+	size_t room = attr->buf_len < INT_MAX ? attr->buf_len : INT_MAX;
+	ssize_t copied = peek_into(fd, (uint64_t)attr->offset, attr->buf, room, &prio);
 	if (copied < 0) {
 		if (errno == EAGAIN || errno == ENOENT) /* the RFC: -ENOMSG if offset >= curmsgs */
 			errno = ENOMSG;
 		return -1;
 	}
 	attr->msg_prio = prio;
-	return (int)copied; /* <= mq_msgsize, an int */
+	return (int)copied; /* <= room */
 }
 
+/* Only once ready (see fcntl): mount_path is read directly, never through pthread_once. */
 static int fcntl_with(int (*real_fcntl)(int, int, ...), int fd, int cmd, void *arg)
 {
 	struct mqfs_attr attr;
-	if (cmd == F_MQ_PEEK && active() && mqfs_queue(fd, &attr))
+	if (cmd == F_MQ_PEEK && mount_path[0] != '\0' && mqfs_queue(fd, &attr))
 		return shim_mq_peek(fd, arg);
 	return real_fcntl(fd, cmd, arg);
 }
@@ -951,7 +1060,10 @@ EXPORT int fcntl(int fd, int cmd, ...)
 	va_start(ap, cmd);
 	void *arg = va_arg(ap, void *);
 	va_end(ap);
-	pthread_once(&init_once, init);
+	if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+		static void *early;
+		return ((int (*)(int, int, ...))early_lookup(&early, "fcntl"))(fd, cmd, arg);
+	}
 	return fcntl_with(real.fcntl, fd, cmd, arg);
 }
 
@@ -961,7 +1073,10 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 	va_start(ap, cmd);
 	void *arg = va_arg(ap, void *);
 	va_end(ap);
-	pthread_once(&init_once, init);
+	if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+		static void *early;
+		return ((int (*)(int, int, ...))early_lookup(&early, "fcntl64"))(fd, cmd, arg);
+	}
 	return fcntl_with(real.fcntl64, fd, cmd, arg);
 }
 
@@ -1008,7 +1123,11 @@ EXPORT long syscall(long number, ...)
 	long a0 = va_arg(ap, long), a1 = va_arg(ap, long), a2 = va_arg(ap, long);
 	long a3 = va_arg(ap, long), a4 = va_arg(ap, long), a5 = va_arg(ap, long);
 	va_end(ap);
-	pthread_once(&init_once, init);
+	if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+		static void *early;
+		return ((long (*)(long, ...))early_lookup(&early, "syscall"))(number, a0, a1, a2,
+										a3, a4, a5);
+	}
 	struct mqfs_attr attr;
 	if (number == timedreceive2_nr && mount_path[0] != '\0' && mqfs_queue((int)a0, &attr))
 		return shim_timedreceive2((mqd_t)a0, (struct mq_timedreceive2_args *)a1,
