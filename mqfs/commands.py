@@ -114,7 +114,10 @@ def _notify_text(note: dict[str, Any] | None) -> str:
     return f"{kind}{signal_part}@{note['pid']}"
 
 
-def _openers_text(openers: list[dict[str, Any]]) -> str:
+def _openers_text(row: dict[str, Any]) -> str:
+    openers = row["openers"]
+    if openers is None:  # not ours to see: the daemon gave counts only
+        return f"{row['open']} open" if row["open"] else "-"
     if not openers:
         return "-"
     return ",".join(f"{o['pid']}{o['access']}{'*' if o['blocked'] else ''}" for o in openers)
@@ -181,7 +184,7 @@ def list_queues(args: argparse.Namespace) -> int:
                 str(row["msgsize"]),
                 str(row["qsize"]),
                 _notify_text(row["notify"]),
-                _openers_text(row["openers"]),
+                _openers_text(row),
             )
         )
     _print_table(table)
@@ -202,6 +205,12 @@ def who(args: argparse.Namespace) -> int:
         info = _info(mount, _queue_name(args))
     except OSError as exc:
         raise _failure(exc, args.name, "who") from None
+    if info["openers"] is None:
+        raise CommandError(
+            f"who: only the owner of queue {args.name!r} and root may see its openers "
+            f"({info['open']} open, {info['blocked']} blocked)",
+            errno.EACCES,
+        )
     if args.json:
         print(json.dumps(info["openers"], indent=1))
         return 0

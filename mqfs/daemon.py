@@ -22,12 +22,22 @@ from mqfs.queue import Limits, Namespace
 log = logging.getLogger(__name__)
 
 # Each request that blocks (a read on an empty queue, a write to a full one) holds one
-# of pyfuse3's worker tasks until it is answered; with too few, every other request
-# would wait behind the blocked ones. Tasks are cheap; idle ones exit again.
-MAX_WORKER_TASKS = 10_000
+# of pyfuse3's worker tasks until it is answered, and pyfuse3 reads /dev/fuse only while
+# a task is free: at the cap nothing is read, not even the interrupt that would free a
+# blocked caller. So there is no cap here; how many callers may block is limited per
+# user instead (Limits.blocked_max, EAGAIN past it), where it cannot stop anyone else.
+# Idle tasks exit again.
+MAX_WORKER_TASKS = 2**31 - 1
 MIN_WORKER_TASKS = 4
 FUSE_OPTIONS = ("fsname=mqfs", "subtype=mqfs", "default_permissions")
-LIMIT_OPTIONS = ("msg_default", "msgsize_default", "msg_max", "msgsize_max", "queues_max")
+LIMIT_OPTIONS = (
+    "msg_default",
+    "msgsize_default",
+    "msg_max",
+    "msgsize_max",
+    "queues_max",
+    "blocked_max",
+)
 
 
 def import_patched_pyfuse3() -> object:
@@ -88,13 +98,14 @@ async def serve(
     pyfuse3: object = import_patched_pyfuse3()
     from mqfs.fs import MqueueFS
 
-    operations = MqueueFS(Namespace(limits, notifier=processes.deliver_notification))
+    namespace = Namespace(limits, notifier=processes.deliver_notification)
+    operations = MqueueFS(namespace)
     options = set(FUSE_OPTIONS) | set(fuse_options)
     pyfuse3.init(operations, str(mountpoint), options)  # type: ignore[attr-defined]
     log.info("mounted at %s with %s", mountpoint, limits)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, pyfuse3)
+            nursery.start_soon(_stop_on_signal, pyfuse3, namespace)
             if ready is not None:
                 ready.set()
             if ready_fd is not None:
@@ -109,9 +120,12 @@ async def serve(
         log.info("unmounted %s", mountpoint)
 
 
-async def _stop_on_signal(pyfuse3: object) -> None:
+async def _stop_on_signal(pyfuse3: object, namespace: Namespace) -> None:
+    """On SIGINT/SIGTERM/SIGHUP: answer every blocked caller (ENOTCONN), so that no
+    request is left open, then end the main loop; serve() unmounts."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("signal %d: unmounting", signum)
+            namespace.close()
             pyfuse3.terminate()  # type: ignore[attr-defined]
             return

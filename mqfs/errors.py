@@ -16,6 +16,8 @@ back from the kernel into them again. One tree::
     ├── QueueExists          EEXIST        O_CREAT|O_EXCL on an existing name
     ├── TooManyQueues        ENOSPC        queues_max reached
     ├── OverQuota            EMFILE        the user's RLIMIT_MSGQUEUE bytes exhausted
+    ├── OutOfMemory          ENOMEM        a user's unfinished multi-chunk transfers are
+    │                                      at their limit
     ├── NameTooLong          ENAMETOOLONG  name longer than NAME_MAX
     ├── PermissionDenied     EACCES        mode bits, or a name the kernel refuses
     ├── Busy                 EBUSY         notify already registered
@@ -84,6 +86,10 @@ class TooManyQueues(MqfsError):
 
 class OverQuota(MqfsError):
     default_errno = errno.EMFILE
+
+
+class OutOfMemory(MqfsError):
+    default_errno = errno.ENOMEM
 
 
 class NameTooLong(MqfsError):

@@ -10,9 +10,16 @@ turn :class:`~mqfs.errors.MqfsError` into the errno the caller sees. Layout::
     MNT/NAME/msgs/I      message I in receive order, read without consuming it
 
 Inode numbers are derived, never allocated: a queue gets a serial number (``qid``,
-never reused), and each of its files is ``qid << 24 | slot``. Nothing is keyed by
-lookup count, so ``forget`` has nothing to free; a queue's memory goes when it is
-unlinked and its last descriptor closes (:meth:`Namespace.release`), as in the kernel.
+never reused), and each of its files is ``qid << 24 | slot``. A slot is only ever made
+from a checked value (``msgs/N`` exists only for N < curmsgs <= 65536, far below 2**24),
+so no two live objects share a number and no number overflows into another queue's.
+Nothing is keyed by lookup count, so ``forget`` has nothing to free; a queue's memory
+goes when it is unlinked and its last descriptor closes (:meth:`Namespace.release`), as
+in the kernel.
+
+Every handler runs behind a last-resort boundary (:func:`_last_resort`): pyfuse3 stops
+serving on any exception other than ``FUSEError``, which would lose every queue, so a
+bug is logged with its traceback and answered with EIO instead.
 
 Every attribute and entry timeout is zero and every data file is ``direct_io``:
 queue contents change on each send and receive, and the kernel must never answer a
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import inspect
 import json
 import logging
 import math
@@ -30,8 +39,9 @@ import os
 import select
 import stat
 import time
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
 
 import pyfuse3
 
@@ -45,6 +55,7 @@ from mqfs.queue import (
     deadline_from_timespec,
 )
 from mqfs.store import Message
+from mqfs.transfers import TransferBudget, Transfers
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +64,9 @@ SLOT_DIR, SLOT_QUEUE, SLOT_STATUS, SLOT_MSGS = 0, 1, 2, 3
 SLOT_FIRST_MESSAGE = 16
 QUEUE_FILES = {b"queue": SLOT_QUEUE, b"status": SLOT_STATUS, b"msgs": SLOT_MSGS}
 KERNEL_QUEUE_FILE_SIZE = 80  # st_size of /dev/mqueue/NAME (FILENT_SIZE)
-MAX_STAGED_TRANSFERS = 64  # per descriptor: unfinished multi-chunk sends/receives
+# A write() piece shorter than this cannot be the first part of a write the kernel split
+# by pages: that takes max_pages (256) page slots, each carrying at least one byte.
+MIN_SPLIT_PIECE = 256
 
 POLL_IN = select.POLLIN | select.POLLRDNORM
 POLL_OUT = select.POLLOUT | select.POLLWRNORM
@@ -90,15 +103,34 @@ def _errno() -> _ErrnoBoundary:
     return _BOUNDARY
 
 
+_Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def _last_resort(handler: _Handler) -> _Handler:
+    """Answer EIO, with the traceback in the log, for any exception a handler lets
+    through other than FUSEError: pyfuse3 would otherwise stop serving every queue."""
+
+    @functools.wraps(handler)
+    async def guarded(*args: Any) -> Any:
+        try:
+            return await handler(*args)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception:
+            log.exception("bug in the %s handler; answered EIO and kept serving", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return guarded  # type: ignore[return-value]
+
+
 @dataclass
 class QueueHandle:
     """An open MNT/NAME/queue: the descriptor plus transfer and poll state."""
 
     descriptor: Descriptor
-    staged_sends: dict[int, tuple[int, bytearray]] = field(default_factory=dict)
-    parked_receives: dict[int, Message] = field(default_factory=dict)
+    transfers: Transfers
     poll_handle: Any = None
-    watching: bool = False
+    poll_watcher: int | None = None  # key of the queue watcher that wakes the poller
 
 
 @dataclass
@@ -173,6 +205,15 @@ INFO_XATTR = wire.INFO_XATTR.encode()
 PRIORITY_XATTR = wire.PRIORITY_XATTR.encode()
 
 
+def _guard_handlers(cls: type[pyfuse3.Operations]) -> type[pyfuse3.Operations]:
+    """Put every FUSE handler *cls* defines behind :func:`_last_resort`."""
+    for name, member in list(vars(cls).items()):
+        if inspect.iscoroutinefunction(member) and hasattr(pyfuse3.Operations, name):
+            setattr(cls, name, _last_resort(member))
+    return cls
+
+
+@_guard_handlers
 class MqueueFS(pyfuse3.Operations):
     """Thin handlers: decode, guard, delegate to the queue layer, map errors."""
 
@@ -187,18 +228,17 @@ class MqueueFS(pyfuse3.Operations):
         super().__init__()
         self.namespace = namespace
         self.plain_io_max = plain_io_limit() if plain_io_max is None else plain_io_max
-        self._queues_by_qid: dict[int, Queue] = {}
+        # Unfinished multi-chunk transfers, per user: 64 of the largest messages.
+        self.transfer_budget = TransferBudget(64 * namespace.limits.msgsize_max)
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
-        self._next_transfer = 1
         self._root_times = time.time_ns()
         self._msgs_cached: set[int] = set()  # qids whose msgs/ entries the kernel may cache
 
     # -- inode helpers -------------------------------------------------------
     def _queue_of(self, inode: int) -> Queue:
-        queue = self._queues_by_qid.get(inode >> QID_SHIFT)
-        if queue is None or not self.namespace.is_alive(queue):
-            self._queues_by_qid.pop(inode >> QID_SHIFT, None)
+        queue = self.namespace.by_id(inode >> QID_SHIFT)
+        if queue is None:
             _fail(errno.ENOENT)
         return queue
 
@@ -308,7 +348,6 @@ class MqueueFS(pyfuse3.Operations):
         if parent == pyfuse3.ROOT_INODE:
             with _errno():
                 queue = self.namespace.lookup(os.fsdecode(name))
-            self._queues_by_qid[queue.qid] = queue
             return self._attributes(queue.qid << QID_SHIFT)
         queue = self._queue_of(parent)
         base = queue.qid << QID_SHIFT
@@ -316,7 +355,10 @@ class MqueueFS(pyfuse3.Operations):
         if slot == SLOT_DIR and name in QUEUE_FILES:
             return self._attributes(base | QUEUE_FILES[name])
         if slot == SLOT_MSGS:
-            return self._attributes(base | (SLOT_FIRST_MESSAGE + self._message_index(name)))
+            index = self._message_index(name)
+            if index >= len(queue):  # also keeps the slot below 2**24: see the docstring
+                _fail(errno.ENOENT)
+            return self._attributes(base | (SLOT_FIRST_MESSAGE + index))
         _fail(errno.ENOENT)
 
     async def forget(self, inode_list: Any) -> None:
@@ -377,27 +419,38 @@ class MqueueFS(pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         slot = inode & ((1 << QID_SHIFT) - 1)
         if inode != pyfuse3.ROOT_INODE and slot == SLOT_DIR and name == INFO_XATTR:
-            return json.dumps(self._queue_info(self._queue_of(inode))).encode()
+            return json.dumps(self._queue_info(self._queue_of(inode), ctx)).encode()
         if inode == pyfuse3.ROOT_INODE or slot < SLOT_FIRST_MESSAGE or name != PRIORITY_XATTR:
             _fail(pyfuse3.ENOATTR)
         message = self._message_at(self._queue_of(inode), slot - SLOT_FIRST_MESSAGE)
         return str(message.priority).encode()
 
-    def _queue_info(self, queue: Queue) -> dict[str, Any]:
-        """What `mqfs ls -l` and `mqfs who` show: attributes, notify, who has it open."""
+    def _queue_info(self, queue: Queue, ctx: Any) -> dict[str, Any]:
+        """What `mqfs ls -l` and `mqfs who` show: attributes, notify, who has it open.
+
+        Which processes have a queue open is shown to root and the queue's owner only
+        (the kernel shows a process's descriptors to its owner and root); anyone else
+        gets the counts, with ``openers`` null."""
         note = queue.notification
-        openers = [
-            {
-                "pid": handle.descriptor.pid,
-                "access": ("r" if handle.descriptor.readable else "")
-                + ("w" if handle.descriptor.writable else ""),
-                "nonblock": handle.descriptor.nonblock,
-                "blocked": handle.descriptor.waiting,
-            }
+        descriptors = [
+            handle.descriptor
             for handle in self._handles.values()
             if isinstance(handle, QueueHandle) and handle.descriptor.queue is queue
         ]
+        openers = [
+            {
+                "pid": descriptor.pid,
+                "access": ("r" if descriptor.readable else "")
+                + ("w" if descriptor.writable else ""),
+                "nonblock": descriptor.nonblock,
+                "blocked": descriptor.waiting,
+            }
+            for descriptor in descriptors
+        ]
         return {
+            "open": len(descriptors),
+            "blocked": sum(descriptor.waiting for descriptor in descriptors),
+            "openers": openers if ctx.uid in (0, queue.uid) else None,
             "maxmsg": queue.maxmsg,
             "msgsize": queue.msgsize,
             "curmsgs": len(queue),
@@ -405,7 +458,6 @@ class MqueueFS(pyfuse3.Operations):
             "notify": None
             if note is None
             else {"pid": note.pid, "sigev_notify": note.sigev_notify, "signo": note.signo},
-            "openers": openers,
         }
 
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
@@ -430,15 +482,17 @@ class MqueueFS(pyfuse3.Operations):
                 gid=ctx.gid,
                 exclusive=True,
                 byte_limit=processes.msgqueue_rlimit(ctx.pid),
+                privileged=processes.has_sys_resource(ctx.pid),
             )
-        self._queues_by_qid[queue.qid] = queue
         return self._attributes(queue.qid << QID_SHIFT)
 
     async def rmdir(self, parent: int, name: bytes, ctx: Any) -> None:
         if parent != pyfuse3.ROOT_INODE:
             _fail(errno.EPERM)
         with _errno():
-            self.namespace.unlink(os.fsdecode(name))
+            queue = self.namespace.unlink(os.fsdecode(name))
+        if not self.namespace.is_alive(queue):
+            self._msgs_cached.discard(queue.qid)
 
     async def unlink(self, parent: int, name: bytes, ctx: Any) -> None:
         _fail(errno.EISDIR if parent == pyfuse3.ROOT_INODE else errno.EPERM)
@@ -458,7 +512,6 @@ class MqueueFS(pyfuse3.Operations):
             for queue in sorted(self.namespace.queues.values(), key=lambda q: q.qid):
                 if queue.qid <= start_id:
                     continue
-                self._queues_by_qid[queue.qid] = queue
                 attrs = self._attributes(queue.qid << QID_SHIFT)
                 if not pyfuse3.readdir_reply(token, os.fsencode(queue.name), attrs, queue.qid):
                     return
@@ -497,7 +550,7 @@ class MqueueFS(pyfuse3.Operations):
                 nonblock=bool(flags & os.O_NONBLOCK),
                 pid=ctx.pid,
             )
-            handle = QueueHandle(descriptor)
+            handle = QueueHandle(descriptor, Transfers(self.transfer_budget, ctx.uid))
             self.namespace.acquire(queue)
         elif access != os.O_RDONLY:
             _fail(errno.EACCES)  # status and msgs/I are read-only, even for root
@@ -516,7 +569,7 @@ class MqueueFS(pyfuse3.Operations):
         handle = self._handle(fh)
         if isinstance(handle, QueueHandle):
             with _errno():
-                message = await handle.descriptor.receive(size)
+                message = await handle.descriptor.receive(size, caller=_caller(None))
             return message.payload
         if isinstance(handle, StatusHandle):
             return handle.queue.status_line()[off : off + size]
@@ -529,18 +582,35 @@ class MqueueFS(pyfuse3.Operations):
         if not isinstance(handle, QueueHandle):
             _fail(errno.EBADF)
         descriptor = handle.descriptor
+        caller = _caller(None)
         with _errno():
-            if len(buf) > self.plain_io_max:
-                # Possibly the first piece of a write() the kernel split into several
-                # requests, which would become several messages: refuse it, so that
-                # nothing is sent. Larger messages go through the SEND ioctl.
+            if self._split_by_kernel(len(buf), caller):
+                # The first piece of a write() the kernel cut into several requests, which
+                # would become several messages: refuse it, so that nothing is sent and
+                # the write() fails. Large messages go through the SEND ioctl.
                 descriptor.check_send(len(buf), descriptor.send_priority)  # EBADF first
                 raise errors.MessageTooLong(
-                    f"write() of {len(buf)} bytes is not atomic through FUSE "
-                    f"(limit {self.plain_io_max}); use the SEND ioctl"
+                    f"this write() reaches mqfs in pieces (this one {len(buf)} bytes), so it "
+                    f"would not be one message; write at most {self.plain_io_max} bytes "
+                    "from one buffer, or use the SEND ioctl"
                 )
-            await descriptor.send(buf, descriptor.send_priority, sender=_caller(None))
+            await descriptor.send(buf, descriptor.send_priority, sender=caller)
         return len(buf)
+
+    def _split_by_kernel(self, length: int, caller: Caller | None) -> bool:
+        """Whether this write request is only the first piece of the caller's write().
+
+        The kernel cuts a direct_io write into requests of at most max_pages page slots,
+        one slot per page of each iovec, so a writev of many small buffers is cut as well
+        as one large write. The request does not say so; the caller's pending system call
+        does (/proc/TID/syscall). Too short a piece cannot be a cut one, so small
+        messages skip the look."""
+        if length > self.plain_io_max:
+            return True
+        if length < MIN_SPLIT_PIECE or caller is None:
+            return False
+        total = processes.pending_write_size(caller.pid)
+        return total is not None and total > length
 
     async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:
         handle = self._handle(fh)
@@ -550,14 +620,13 @@ class MqueueFS(pyfuse3.Operations):
         revents = (POLL_IN if len(queue) else 0) | (0 if queue.is_full else POLL_OUT)
         if poll_handle is not None:
             handle.poll_handle = poll_handle  # replaces (and so frees) the previous one
-            if not handle.watching:
-                handle.watching = True
-                queue.add_watcher(lambda: self._wake_poller(handle))
+            if handle.poll_watcher is None:
+                handle.poll_watcher = queue.add_watcher(lambda: self._wake_poller(handle))
         return revents
 
     @staticmethod
     def _wake_poller(handle: QueueHandle) -> None:
-        handle.watching = False
+        handle.poll_watcher = None
         poll_handle, handle.poll_handle = handle.poll_handle, None
         if poll_handle is not None:
             poll_handle.notify()
@@ -579,8 +648,14 @@ class MqueueFS(pyfuse3.Operations):
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
         if isinstance(handle, QueueHandle):
+            queue = handle.descriptor.queue
             handle.poll_handle = None
-            self.namespace.release(handle.descriptor.queue)
+            if handle.poll_watcher is not None:
+                queue.remove_watcher(handle.poll_watcher)
+            handle.transfers.drop_all()
+            self.namespace.release(queue)
+            if not self.namespace.is_alive(queue):
+                self._msgs_cached.discard(queue.qid)
 
     # -- ioctls ------------------------------------------------------------------
     async def ioctl(
@@ -609,7 +684,7 @@ class MqueueFS(pyfuse3.Operations):
                     if out_size < SIZED_COMMANDS[base] + (base != SEND):
                         _fail(errno.EINVAL)
                     if base == RECEIVE:
-                        return await self._ioctl_receive(handle, in_buf, out_size)
+                        return await self._ioctl_receive(handle, in_buf, out_size, _caller(ctx))
                     if base == SEND:
                         return await self._ioctl_send(handle, in_buf, _caller(ctx))
                     return self._ioctl_peek(handle.descriptor, in_buf, out_size)
@@ -620,7 +695,7 @@ class MqueueFS(pyfuse3.Operations):
                     handle.descriptor.set_flags(wire.Attr.unpack(in_buf).flags)
                     return 0, previous.pack()
                 if cmd == wire.IOC_WAIT:
-                    return await self._ioctl_wait(handle.descriptor.queue, in_buf)
+                    return await self._ioctl_wait(handle.descriptor.queue, in_buf, ctx)
                 if cmd == wire.IOC_PEEK_BATCH:
                     return self._ioctl_peek_batch(handle.descriptor, in_buf)
                 if cmd == wire.IOC_NOTIFY:
@@ -650,7 +725,7 @@ class MqueueFS(pyfuse3.Operations):
     def _ioctl_create(self, in_buf: bytes, ctx: Any) -> tuple[int, bytes]:
         request = wire.Create.unpack(in_buf)
         with_attr = bool(request.flags & wire.CREATE_ATTR)
-        queue = self.namespace.create(
+        self.namespace.create(
             os.fsdecode(request.name),
             mode=request.mode,
             uid=ctx.uid,
@@ -659,8 +734,8 @@ class MqueueFS(pyfuse3.Operations):
             msgsize=request.msgsize if with_attr else None,
             exclusive=bool(request.flags & wire.CREATE_EXCL),
             byte_limit=processes.msgqueue_rlimit(ctx.pid),
+            privileged=processes.has_sys_resource(ctx.pid),
         )
-        self._queues_by_qid[queue.qid] = queue
         return 0, b""
 
     @staticmethod
@@ -681,10 +756,10 @@ class MqueueFS(pyfuse3.Operations):
         return len(chunk), reply.pack(full=False)
 
     @staticmethod
-    async def _ioctl_wait(queue: Queue, in_buf: bytes) -> tuple[int, bytes]:
+    async def _ioctl_wait(queue: Queue, in_buf: bytes, ctx: Any) -> tuple[int, bytes]:
         request = wire.Wait.unpack(in_buf)
         deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
-        generation = await queue.wait_changed(request.generation, deadline)
+        generation = await queue.wait_changed(request.generation, deadline, ctx)
         return 0, wire.Wait(generation=generation).pack()
 
     @staticmethod
@@ -704,79 +779,61 @@ class MqueueFS(pyfuse3.Operations):
         )
         return count, header.pack(full=False, body=(count, body))
 
-    def _transfer_id(self, handle: QueueHandle) -> int:
-        if len(handle.staged_sends) + len(handle.parked_receives) >= MAX_STAGED_TRANSFERS:
-            raise errors.Busy("too many unfinished multi-chunk transfers on this descriptor")
-        transfer = self._next_transfer
-        self._next_transfer += 1
-        return transfer
-
     async def _ioctl_send(
         self, handle: QueueHandle, in_buf: bytes, sender: Caller | None
     ) -> tuple[int, bytes]:
         request = wire.Xfer.unpack(in_buf)
         deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
         descriptor = handle.descriptor
-        if request.offset + len(request.data) > request.msg_len:
+        if request.xfer_id:
+            message = handle.transfers.add_chunk(request.xfer_id, request.offset, request.data)
+            if message is None:
+                reply = wire.Xfer(msg_len=request.msg_len, xfer_id=request.xfer_id)
+                return 0, reply.pack(full=False)
+            await descriptor.send(message.payload, message.priority, deadline, sender)
+            return 0, b""
+        if request.offset != 0:
+            raise errors.InvalidArgument("a transfer starts at offset 0")
+        if len(request.data) > request.msg_len:
             raise errors.InvalidArgument("chunk extends beyond msg_len")
-        if request.xfer_id == 0:
-            if request.offset != 0:
-                raise errors.InvalidArgument("a transfer starts at offset 0")
-            if len(request.data) == request.msg_len:  # the whole message in one call
-                await descriptor.send(request.data, request.msg_prio, deadline, sender)
-                return 0, b""
-            descriptor.check_send(request.msg_len, request.msg_prio)
-            if descriptor.nonblock and descriptor.queue.is_full:
-                raise errors.WouldBlock(f"queue {descriptor.queue.name!r} is full")
-            transfer = self._transfer_id(handle)
-            handle.staged_sends[transfer] = (request.msg_prio, bytearray(request.data))
-            return 0, wire.Xfer(msg_len=request.msg_len, xfer_id=transfer).pack(full=False)
-        staged = handle.staged_sends.get(request.xfer_id)
-        if staged is None or request.offset != len(staged[1]):
-            raise errors.InvalidArgument("unknown transfer or out-of-order chunk")
-        priority, payload = staged
-        payload += request.data
-        if len(payload) < request.msg_len:
-            return 0, wire.Xfer(msg_len=request.msg_len, xfer_id=request.xfer_id).pack(full=False)
-        del handle.staged_sends[request.xfer_id]
-        await descriptor.send(bytes(payload), priority, deadline, sender)
-        return 0, b""
+        if len(request.data) == request.msg_len:  # the whole message in one call
+            await descriptor.send(request.data, request.msg_prio, deadline, sender)
+            return 0, b""
+        descriptor.check_send(request.msg_len, request.msg_prio)
+        if descriptor.nonblock and descriptor.queue.is_full:
+            raise errors.WouldBlock(f"queue {descriptor.queue.name!r} is full")
+        transfer = handle.transfers.start_send(request.msg_len, request.msg_prio, request.data)
+        return 0, wire.Xfer(msg_len=request.msg_len, xfer_id=transfer).pack(full=False)
 
     async def _ioctl_receive(
-        self, handle: QueueHandle, in_buf: bytes, out_size: int
+        self, handle: QueueHandle, in_buf: bytes, out_size: int, caller: Caller | None
     ) -> tuple[int, bytes]:
         request = wire.Xfer.unpack(in_buf)
         capacity = min(out_size - wire.XFER_HEADER_SIZE, wire.CHUNK)
+        transfers = handle.transfers
         if request.xfer_id:
-            parked = handle.parked_receives.get(request.xfer_id)
-            if parked is None or request.offset > len(parked.payload):
-                raise errors.InvalidArgument("unknown transfer or offset")
-            chunk = parked.payload[request.offset : request.offset + capacity]
-            if request.offset + len(chunk) >= len(parked.payload):
-                del handle.parked_receives[request.xfer_id]
+            message = transfers.parked(request.xfer_id, request.offset)
+            chunk = message.payload[request.offset : request.offset + capacity]
+            if request.offset + len(chunk) >= len(message.payload):
+                transfers.finish_receive(request.xfer_id)
             reply = wire.Xfer(
-                msg_len=len(parked.payload),
+                msg_len=len(message.payload),
                 offset=request.offset,
                 xfer_id=request.xfer_id,
-                msg_prio=parked.priority,
+                msg_prio=message.priority,
                 data=chunk,
             )
             return len(chunk), reply.pack(full=False)
         deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
-        if len(handle.parked_receives) + len(handle.staged_sends) >= MAX_STAGED_TRANSFERS:
-            raise errors.Busy("too many unfinished multi-chunk transfers on this descriptor")
-        message = await handle.descriptor.receive(request.msg_len, deadline)
+        if handle.descriptor.queue.msgsize > capacity:  # the message may need parking
+            transfers.check_room(handle.descriptor.queue.msgsize)
+        message = await handle.descriptor.receive(request.msg_len, deadline, caller)
         # From here on no checkpoint: the message is ours and must reach the caller.
-        transfer = 0
-        if len(message.payload) > capacity:
-            transfer = self._next_transfer
-            self._next_transfer += 1
-            handle.parked_receives[transfer] = message
-        chunk = message.payload[:capacity]
+        transfer = transfers.park(message) if len(message.payload) > capacity else 0
         reply = wire.Xfer(
             msg_len=len(message.payload),
             xfer_id=transfer,
             msg_prio=message.priority,
-            data=chunk,
+            data=message.payload[:capacity],
         )
-        return len(chunk), reply.pack(full=False)
+        return min(len(message.payload), capacity), reply.pack(full=False)

@@ -26,6 +26,8 @@ ETIMEDOUT.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
 import time
@@ -54,6 +56,10 @@ class Limits:
     msg_max: int = 10
     msgsize_max: int = 8192
     queues_max: int = 256
+    # Callers one user may have blocked in send, receive or WAIT at once (EAGAIN past it).
+    # The kernel has no such cap, but each blocked caller holds a task and a request
+    # buffer in the daemon; per user, so that one user can never block another.
+    blocked_max: int = 4096
     # Charge each queue's memory to its creator's RLIMIT_MSGQUEUE (EMFILE), as the kernel.
     enforce_rlimit: bool = True
 
@@ -64,6 +70,7 @@ class Limits:
             "msgsize_max": (128, HARD_MSGSIZEMAX),
             "msgsize_default": (128, HARD_MSGSIZEMAX),
             "queues_max": (0, 1 << 30),
+            "blocked_max": (1, 1 << 20),
         }
         for name, (low, high) in bounds.items():
             value = getattr(self, name)
@@ -74,10 +81,17 @@ class Limits:
         """(maxmsg, msgsize) for a queue created without attributes, as the kernel."""
         return min(self.msg_default, self.msg_max), min(self.msgsize_default, self.msgsize_max)
 
-    def check_attributes(self, maxmsg: int, msgsize: int) -> None:
-        """The kernel's ``mqueue_attr_ok`` for a caller without CAP_SYS_RESOURCE."""
+    def check_attributes(self, maxmsg: int, msgsize: int, privileged: bool = False) -> None:
+        """The kernel's ``mq_attr_ok``: a caller with CAP_SYS_RESOURCE (*privileged*) is
+        held to the hard limits only, anyone else to msg_max and msgsize_max."""
         if maxmsg <= 0 or msgsize <= 0:
             raise errors.InvalidArgument("mq_maxmsg and mq_msgsize must be positive")
+        if privileged:
+            if maxmsg > HARD_MSGMAX or msgsize > HARD_MSGSIZEMAX:
+                raise errors.InvalidArgument(
+                    f"maxmsg {maxmsg} > {HARD_MSGMAX} or msgsize {msgsize} > {HARD_MSGSIZEMAX}"
+                )
+            return
         if maxmsg > self.msg_max or msgsize > self.msgsize_max:
             raise errors.InvalidArgument(
                 f"maxmsg {maxmsg} > msg_max {self.msg_max} or "
@@ -97,6 +111,36 @@ def deadline_from_timespec(tv_sec: int, tv_nsec: int) -> float:
 class _Waiter:
     task: trio.lowlevel.Task
     message: Message | None = None  # what a blocked sender wants to enqueue
+
+
+class BlockedCallers:
+    """How many callers each user has parked right now, capped per user.
+
+    Every blocked caller holds one of the daemon's request tasks until it is answered;
+    the cap keeps one user from tying up the daemon's memory, and being per user it
+    never makes anyone else wait. Over the cap a call fails with EAGAIN at once.
+    """
+
+    __slots__ = ("by_uid", "per_user")
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self.by_uid: dict[int, int] = {}
+
+    def admit(self, uid: int) -> None:
+        count = self.by_uid.get(uid, 0)
+        if count >= self.per_user:
+            raise errors.WouldBlock(
+                f"user {uid} already has {count} callers blocked on this mount (blocked_max)"
+            )
+        self.by_uid[uid] = count + 1
+
+    def leave(self, uid: int) -> None:
+        count = self.by_uid[uid] - 1
+        if count:
+            self.by_uid[uid] = count
+        else:
+            del self.by_uid[uid]
 
 
 _NSIG = 64  # signals 0.._NSIG are valid_signal() in the kernel
@@ -126,7 +170,7 @@ Notifier = Callable[[Notification, Caller | None], None]
 """Delivers a registration that fired; *Caller* is the sender of the message."""
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class Queue:
     """One message queue: attributes, messages, waiters and who watches it."""
 
@@ -145,13 +189,17 @@ class Queue:
     ctime: int = 0
     _receivers: dict[int, _Waiter] = field(default_factory=dict)
     _senders: dict[int, _Waiter] = field(default_factory=dict)
-    _next_waiter: int = 0
-    # Called with no arguments whenever readiness may have changed (poll wake-ups).
-    _watchers: list[Callable[[], Any]] = field(default_factory=list)
+    _next_key: int = 0
+    # Called once, with no arguments, the next time readiness may have changed (poll
+    # wake-ups, WAIT, cache invalidation); keyed so that whoever stops caring removes it.
+    _watchers: dict[int, Callable[[], Any]] = field(default_factory=dict)
     notifier: Notifier | None = None
+    blocked: BlockedCallers | None = None  # the namespace's per-user cap on waiting
     generation: int = 0  # bumped by every send and receive: equal means unchanged
     meta_time: int = 0
     owner_uid: int = 0  # the user charged for this queue's memory (RLIMIT_MSGQUEUE)
+    references: int = 0  # open descriptors: the queue is destroyed at unlinked and 0
+    closing: bool = False  # the daemon is stopping: every wait ends with ENOTCONN
 
     def __post_init__(self) -> None:
         self.mtime = self.ctime = self.atime
@@ -187,27 +235,76 @@ class Queue:
         """(priority, payloads) runs of *limit* messages from *index* on (no await meanwhile)."""
         return self.store.segments_from(index, limit)
 
-    def add_watcher(self, wake: Callable[[], Any]) -> None:
-        """Call *wake* once, the next time readiness may have changed."""
-        self._watchers.append(wake)
+    def add_watcher(self, wake: Callable[[], Any]) -> int:
+        """Call *wake* once, the next time readiness may have changed; returns a key for
+        :meth:`remove_watcher`."""
+        key = self._next_key
+        self._next_key += 1
+        self._watchers[key] = wake
+        return key
 
-    async def wait_changed(self, generation: int, deadline: float = math.inf) -> int:
-        """Wait until the queue's generation differs from *generation*; return the new one."""
-        while self.generation == generation:
-            changed = trio.Event()
-            self.add_watcher(changed.set)
-            with trio.move_on_at(deadline):
-                await changed.wait()
-            if trio.current_time() >= deadline:
-                break
+    def remove_watcher(self, key: int) -> None:
+        """Forget a watcher that has not fired (no error if it has)."""
+        self._watchers.pop(key, None)
+
+    async def wait_changed(
+        self, generation: int, deadline: float = math.inf, caller: Caller | None = None
+    ) -> int:
+        """Wait until the queue's generation differs from *generation* or *deadline*
+        passes; return the generation then. The watcher goes on every exit path."""
+        self._check_open()
+        if self.generation != generation or deadline <= trio.current_time():
+            return self.generation
+        task = trio.lowlevel.current_task()
+        key = self.add_watcher(lambda: trio.lowlevel.reschedule(task))
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self.remove_watcher(key)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        with self._blocking(caller), trio.move_on_at(deadline):
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        self._check_open()
         return self.generation
 
     def _changed(self) -> None:
         self.generation += 1
         self.atime = self.mtime = self.ctime = time.time_ns()
-        watchers, self._watchers = self._watchers, []
-        for wake in watchers:
+        self._wake_watchers()
+
+    def _wake_watchers(self) -> None:
+        watchers, self._watchers = self._watchers, {}
+        for wake in watchers.values():
             wake()
+
+    def close(self) -> None:
+        """The daemon is stopping: fail every blocked caller now, and every later wait."""
+        self.closing = True
+        for waiters in (self._receivers, self._senders):
+            parked = list(waiters.values())
+            waiters.clear()
+            for waiter in parked:
+                trio.lowlevel.reschedule(waiter.task, outcome.Error(self._closing_error()))
+        self._wake_watchers()  # WAIT callers see `closing` when they resume
+
+    def _closing_error(self) -> errors.MqfsError:
+        return errors.MqfsError("mqfs is shutting down", errno_value=errno.ENOTCONN)
+
+    def _check_open(self) -> None:
+        if self.closing:
+            raise self._closing_error()
+
+    @contextlib.contextmanager
+    def _blocking(self, caller: Caller | None) -> Iterator[None]:
+        """Count *caller* against its user's cap on blocked callers while it waits."""
+        if self.blocked is None or caller is None:
+            yield
+            return
+        self.blocked.admit(caller.uid)
+        try:
+            yield
+        finally:
+            self.blocked.leave(caller.uid)
 
     # -- mq_notify ------------------------------------------------------------
     def register_notification(self, request: Notification) -> None:
@@ -266,17 +363,25 @@ class Queue:
         self._changed()
         return message
 
-    async def _park(self, waiters: dict[int, _Waiter], waiter: _Waiter, deadline: float) -> Any:
-        key = self._next_waiter
-        self._next_waiter += 1
-        waiters[key] = waiter
+    async def _park(
+        self,
+        waiters: dict[int, _Waiter],
+        waiter: _Waiter,
+        deadline: float,
+        caller: Caller | None,
+    ) -> Any:
+        self._check_open()
+        key = self._next_key
+        self._next_key += 1
+        with self._blocking(caller):
+            waiters[key] = waiter
 
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            del waiters[key]
-            return trio.lowlevel.Abort.SUCCEEDED
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                del waiters[key]
+                return trio.lowlevel.Abort.SUCCEEDED
 
-        with trio.move_on_at(deadline):
-            return await trio.lowlevel.wait_task_rescheduled(abort)
+            with trio.move_on_at(deadline):
+                return await trio.lowlevel.wait_task_rescheduled(abort)
         raise errors.TimedOut("timed out waiting on the queue")
 
     # -- operations (called through a Descriptor) ---------------------------
@@ -294,20 +399,20 @@ class Queue:
         if deadline <= trio.current_time():
             raise errors.TimedOut("timed out waiting on the queue")
         waiter = _Waiter(trio.lowlevel.current_task(), Message(payload, priority))
-        await self._park(self._senders, waiter, deadline)
+        await self._park(self._senders, waiter, deadline, sender)
 
     def receive_nowait(self) -> Message:
         if not self.store:
             raise errors.WouldBlock(f"queue {self.name!r} is empty")
         return self._dequeue()
 
-    async def receive(self, deadline: float) -> Message:
+    async def receive(self, deadline: float, caller: Caller | None = None) -> Message:
         if self.store:
             return self._dequeue()
         if deadline <= trio.current_time():
             raise errors.TimedOut("timed out waiting on the queue")
         message: Message = await self._park(
-            self._receivers, _Waiter(trio.lowlevel.current_task()), deadline
+            self._receivers, _Waiter(trio.lowlevel.current_task()), deadline, caller
         )
         return message
 
@@ -391,14 +496,16 @@ class Descriptor:
                 f"buffer of {bufsize} bytes is smaller than msgsize {self.queue.msgsize}"
             )
 
-    async def receive(self, bufsize: int, deadline: float = math.inf) -> Message:
+    async def receive(
+        self, bufsize: int, deadline: float = math.inf, caller: Caller | None = None
+    ) -> Message:
         """mq_timedreceive: EBADF, EMSGSIZE (buffer < msgsize), then EAGAIN or wait."""
         self.check_receive(bufsize)
         if self.nonblock:
             return self.queue.receive_nowait()
         self.waiting += 1
         try:
-            return await self.queue.receive(deadline)
+            return await self.queue.receive(deadline, caller)
         finally:
             self.waiting -= 1
 
@@ -436,16 +543,26 @@ def memory_charge(maxmsg: int, msgsize: int) -> int:
 
 
 class Namespace:
-    """All queues of one mount, by name: the kernel's ipc namespace for mqueue."""
+    """All queues of one mount, by name: the kernel's ipc namespace for mqueue.
+
+    A queue lives from its creation until it is unlinked *and* its last descriptor is
+    closed (the kernel's evict); only then is its memory, its charge and its qid let go.
+    Nothing here grows with history: ``by_qid`` holds exactly the live queues.
+    """
 
     def __init__(self, limits: Limits | None = None, notifier: Notifier | None = None) -> None:
         self.limits = limits or Limits()
         self.notifier = notifier
         self.queues: dict[str, Queue] = {}
+        self.by_qid: dict[int, Queue] = {}  # named or unlinked-but-open: counts for queues_max
         self.charged: dict[int, int] = {}  # uid -> bytes charged, as the kernel's mq_bytes
-        self.live = 0  # queues that exist, named or unlinked-but-open (counts for queues_max)
+        self.blocked = BlockedCallers(self.limits.blocked_max)
         self._next_qid = 1
-        self._references: dict[int, int] = {}
+
+    @property
+    def live(self) -> int:
+        """Queues that exist, named or unlinked-but-open (what queues_max limits)."""
+        return len(self.by_qid)
 
     def lookup(self, name: str) -> Queue:
         check_name(name)
@@ -453,6 +570,10 @@ class Namespace:
             return self.queues[name]
         except KeyError:
             raise errors.NoSuchQueue(f"no queue named {name!r}") from None
+
+    def by_id(self, qid: int) -> Queue | None:
+        """The live queue with *qid*, or None (never created, or destroyed since)."""
+        return self.by_qid.get(qid)
 
     def create(
         self,
@@ -465,13 +586,16 @@ class Namespace:
         msgsize: int | None = None,
         exclusive: bool = False,
         byte_limit: float = math.inf,
+        privileged: bool = False,
     ) -> Queue:
         """mq_open(O_CREAT): the existing queue (EEXIST if *exclusive*) or a new one.
 
         Attributes of an existing queue are not checked, as in the kernel; for a new
         queue the checks run in the kernel's order: ENOSPC, then EINVAL, then EMFILE
         when the queue's memory would take user *uid* over *byte_limit* (the creator's
-        RLIMIT_MSGQUEUE). The charge lasts until the queue is destroyed, not unlinked.
+        RLIMIT_MSGQUEUE). A *privileged* creator (CAP_SYS_RESOURCE) passes queues_max
+        and msg_max/msgsize_max as in the kernel, but not its RLIMIT_MSGQUEUE, which the
+        kernel does not waive either. The charge lasts until the queue is destroyed.
         """
         check_name(name)
         existing = self.queues.get(name)
@@ -479,12 +603,12 @@ class Namespace:
             if exclusive:
                 raise errors.QueueExists(f"queue {name!r} exists")
             return existing
-        if self.live >= self.limits.queues_max:
+        if self.live >= self.limits.queues_max and not privileged:
             raise errors.TooManyQueues(f"queues_max ({self.limits.queues_max}) reached")
         if maxmsg is None or msgsize is None:
             maxmsg, msgsize = self.limits.default_attributes()
         else:
-            self.limits.check_attributes(maxmsg, msgsize)
+            self.limits.check_attributes(maxmsg, msgsize, privileged)
         charge = memory_charge(maxmsg, msgsize)
         if self.limits.enforce_rlimit and self.charged.get(uid, 0) + charge > byte_limit:
             raise errors.OverQuota(
@@ -499,13 +623,13 @@ class Namespace:
             uid=uid,
             gid=gid,
             notifier=self.notifier,
+            blocked=self.blocked,
             owner_uid=uid,
         )
         self.charged[uid] = self.charged.get(uid, 0) + charge
         self._next_qid += 1
         self.queues[name] = queue
-        self._references[queue.qid] = 0
-        self.live += 1
+        self.by_qid[queue.qid] = queue
         return queue
 
     def unlink(self, name: str) -> Queue:
@@ -517,19 +641,27 @@ class Namespace:
         return queue
 
     def acquire(self, queue: Queue) -> None:
-        self._references[queue.qid] += 1
+        queue.references += 1
 
     def release(self, queue: Queue) -> None:
-        self._references[queue.qid] -= 1
+        queue.references -= 1
         self._maybe_destroy(queue)
 
     def _maybe_destroy(self, queue: Queue) -> None:
-        if queue.unlinked and self._references.get(queue.qid) == 0:
-            del self._references[queue.qid]
+        if queue.unlinked and queue.references == 0 and self.is_alive(queue):
+            del self.by_qid[queue.qid]
             queue.store.clear()
             queue.notification = None
-            self.charged[queue.owner_uid] -= memory_charge(queue.maxmsg, queue.msgsize)
-            self.live -= 1
+            remaining = self.charged[queue.owner_uid] - memory_charge(queue.maxmsg, queue.msgsize)
+            if remaining:
+                self.charged[queue.owner_uid] = remaining
+            else:
+                del self.charged[queue.owner_uid]
 
     def is_alive(self, queue: Queue) -> bool:
-        return queue.qid in self._references
+        return self.by_qid.get(queue.qid) is queue
+
+    def close(self) -> None:
+        """The daemon is stopping: every blocked caller, now and later, gets ENOTCONN."""
+        for queue in self.by_qid.values():
+            queue.close()

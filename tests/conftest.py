@@ -14,14 +14,17 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
+import pwd
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -29,6 +32,7 @@ from mqfs import wire
 from mqfs.foreground import DaemonNotReady, foreground_daemon
 from mqfs.mounts import mounts_under
 
+T = TypeVar("T")
 MOUNT_ROOT = Path(tempfile.gettempdir()) / "mqfs-test-mounts"
 
 
@@ -41,6 +45,76 @@ def fuse_usable() -> str | None:
     if shutil.which("fusermount3") is None:
         return "fusermount3 is not installed (apt install fuse3)"
     return None
+
+
+TEST_USER = "mqfs-tester"
+"""A real unprivileged account for tests of what other users can and cannot do."""
+
+
+def unprivileged_user() -> pwd.struct_passwd:
+    """The unprivileged test account, created (as a system user, no home) if missing."""
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(TEST_USER)
+
+
+def run_as_user(
+    argv: list[str], timeout: float = 60, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    """Run *argv* as the unprivileged test user; output captured as text."""
+    account = unprivileged_user()
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        argv,
+        user=account.pw_uid,
+        group=account.pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,
+    )
+
+
+def as_user(function: Callable[[], T]) -> T:
+    """Call *function* in a forked child running as the unprivileged test user (real and
+    effective uid and gid, no supplementary groups); its result or exception comes back."""
+    account = unprivileged_user()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+            try:
+                outcome: tuple[bool, object] = (True, function())
+            except BaseException as exc:
+                outcome = (False, exc)
+            with os.fdopen(write_end, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    if not data:
+        pytest.fail("the child running as the test user died")
+    succeeded, value = pickle.loads(data)
+    if not succeeded:
+        raise value  # type: ignore[misc]
+    return value  # type: ignore[no-any-return]
 
 
 def _lazy_unmount(path: str) -> None:
@@ -64,6 +138,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 class Mount:
     path: Path
     process: subprocess.Popen[bytes]
+    log_path: Path
 
     def queue_dir(self, name: str) -> Path:
         return self.path / name
@@ -88,7 +163,9 @@ def wait_until(condition: object, timeout: float = 10.0, what: str = "condition"
 
 
 @contextmanager
-def mounted(options: tuple[str, ...] = ()) -> Iterator[Mount]:
+def mounted(options: tuple[str, ...] = (), allow_logged_errors: bool = False) -> Iterator[Mount]:
+    """A real mqfs mount; the test fails if the daemon logged a traceback (unless the
+    test provokes one on purpose: *allow_logged_errors*)."""
     reason = fuse_usable()
     if reason:
         pytest.skip(reason)
@@ -98,11 +175,11 @@ def mounted(options: tuple[str, ...] = ()) -> Iterator[Mount]:
     try:
         try:
             with foreground_daemon(path, options, log_path) as process:
-                yield Mount(path, process)
+                yield Mount(path, process, log_path)
         except DaemonNotReady as exc:
             pytest.fail(str(exc))
         logged = log_path.read_text(errors="replace")
-        if "Traceback" in logged:
+        if "Traceback" in logged and not allow_logged_errors:
             pytest.fail(f"the mqfs daemon logged an exception:\n{logged}")
     finally:
         log_path.unlink(missing_ok=True)

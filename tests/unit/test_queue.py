@@ -184,3 +184,125 @@ def test_limits_are_validated() -> None:
     Limits(msg_max=65536, msgsize_max=16 * 1024 * 1024)
     assert Limits(msg_default=50, msg_max=10).default_attributes() == (10, 8192)
     assert math.isinf(float("inf"))
+
+
+# -- every waiter goes on every exit path (issue: no user can exhaust the daemon) -------
+class _User:
+    def __init__(self, uid: int) -> None:
+        self.uid = uid
+        self.pid = 1000 + uid
+
+
+async def test_wait_changed_leaves_no_watcher_behind_on_any_exit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue = make_queue()
+    start = queue.generation
+    for _ in range(1000):  # deadline passed already, and deadline passing while waiting
+        assert await queue.wait_changed(start, trio.current_time()) == start
+        assert await queue.wait_changed(start, trio.current_time() + 1) == start
+    with trio.move_on_after(5):  # cancelled (a FUSE interrupt)
+        await queue.wait_changed(start)
+    assert queue._watchers == {}
+    async with trio.open_nursery() as nursery:  # woken by a change
+        nursery.start_soon(queue.wait_changed, start)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(queue._watchers) == 1
+        await descriptor(queue).send(b"x", 0)
+    assert queue._watchers == {}
+
+
+async def test_a_watcher_can_be_removed_before_it_fires() -> None:
+    queue = make_queue()
+    fired: list[int] = []
+    key = queue.add_watcher(lambda: fired.append(1))
+    queue.remove_watcher(key)
+    await descriptor(queue).send(b"x", 0)
+    assert fired == [] and queue._watchers == {}
+
+
+async def test_blocked_callers_are_capped_per_user_and_counted_down_on_every_exit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    namespace = Namespace(Limits(blocked_max=2))
+    queue = namespace.create("q", mode=0o600, uid=0, gid=0)
+    alice, bob = _User(1), _User(2)
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(descriptor(queue).receive, 8192, math.inf, alice)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(errors.WouldBlock, match="blocked_max"):
+            await descriptor(queue).receive(8192, math.inf, alice)
+        with pytest.raises(errors.TimedOut):  # bob is not held back by alice's callers
+            await descriptor(queue).receive(8192, trio.current_time() + 1, bob)
+        generation = queue.generation
+        assert await queue.wait_changed(generation, trio.current_time() + 1, bob) == generation
+        assert namespace.blocked.by_uid == {alice.uid: 2}
+        nursery.cancel_scope.cancel()
+    assert namespace.blocked.by_uid == {}
+
+
+async def test_close_fails_every_blocked_caller_with_enotconn() -> None:
+    namespace = Namespace(Limits())
+    queue = namespace.create("q", mode=0o600, uid=0, gid=0, maxmsg=1, msgsize=16)
+    empty = namespace.create("e", mode=0o600, uid=0, gid=0)
+    await descriptor(queue).send(b"full", 0)
+    outcomes: list[int] = []
+
+    async def call(operation: object) -> None:
+        try:
+            await operation()  # type: ignore[operator]
+        except errors.MqfsError as exc:
+            outcomes.append(exc.errno)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, lambda: descriptor(queue).send(b"more", 0))
+        nursery.start_soon(call, lambda: descriptor(empty).receive(8192))
+        nursery.start_soon(call, lambda: empty.wait_changed(empty.generation))
+        await trio.testing.wait_all_tasks_blocked()
+        namespace.close()
+    assert outcomes == [errno.ENOTCONN] * 3
+    assert len(queue) == 1  # the blocked sender's message was not queued
+    with pytest.raises(errors.MqfsError):  # and a later wait fails at once
+        await descriptor(empty).receive(8192)
+
+
+def test_destroyed_queues_leave_nothing_behind() -> None:
+    namespace = Namespace(Limits())
+    for _ in range(100):
+        queue = namespace.create("q", mode=0o600, uid=7, gid=0)
+        namespace.acquire(queue)
+        namespace.unlink("q")
+        namespace.release(queue)
+    assert namespace.by_qid == {} and namespace.charged == {} and namespace.queues == {}
+
+
+def test_an_empty_queue_costs_under_2_kib() -> None:
+    import tracemalloc
+
+    namespace = Namespace(Limits(queues_max=100_000))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for number in range(2000):
+            namespace.create(f"q{number}", mode=0o600, uid=0, gid=0)
+        per_queue = (tracemalloc.get_traced_memory()[0] - before) / 2000
+    finally:
+        tracemalloc.stop()
+    assert per_queue < 2048, f"{per_queue:.0f} bytes per empty queue"
+
+
+def test_cap_sys_resource_passes_queues_max_and_msg_max_but_not_the_hard_limits() -> None:
+    namespace = Namespace(Limits(queues_max=1))
+    namespace.create("a", mode=0o600, uid=1, gid=1)
+    with pytest.raises(errors.TooManyQueues):
+        namespace.create("b", mode=0o600, uid=1, gid=1)
+    namespace.create("b", mode=0o600, uid=0, gid=0, privileged=True)  # root is not locked out
+    roomy = Namespace(Limits())
+    with pytest.raises(errors.InvalidArgument):
+        roomy.create("c", mode=0o600, uid=1, gid=1, maxmsg=11, msgsize=64, privileged=False)
+    namespace.create("c", mode=0o600, uid=0, gid=0, maxmsg=11, msgsize=64, privileged=True)
+    with pytest.raises(errors.InvalidArgument):
+        namespace.create("d", mode=0o600, uid=0, gid=0, maxmsg=65537, msgsize=64, privileged=True)
+    with pytest.raises(errors.OverQuota):  # RLIMIT_MSGQUEUE: the kernel does not waive it
+        namespace.create("e", mode=0o600, uid=0, gid=0, byte_limit=10, privileged=True)
