@@ -18,6 +18,24 @@ its neighbour), so that a slow moment cancels out. The spread column is ± half 
 command on a tmpfs baseline. The dump (batch peek vs one peek per message), the memory
 (daemon VmRSS before and after queuing) and the FUSE requests of one ``ls -l`` (counted
 from the libfuse debug log of a second daemon mounted with ``-o debug``) are taken once.
+So are, each in a fresh daemon, the VmRSS per empty queue (before and after creating
+100,000 queues with the CREATE ioctl, ``-o queues_max=100000``) and the VmRSS drift over
+100,000 ``mkdir``+``rmdir`` cycles of one queue (after 2,000 cycles to warm up). Both stop
+early if the daemon's RSS grows by 1 GiB, so that a leaking daemon cannot take the machine's
+memory; the drift target then fails on the growth per cycle projected to the full count.
+
+Last, a race (target h): a reader process blocked in receive on an empty queue is
+SIGKILLed as one message is sent to it, 300 times on the kernel's mqueue and 300 times on
+mqfs (30 each with ``--quick``), interleaved and unpinned. Each trial forks the reader (the
+kernel's mq_timedreceive through ctypes; mqfs's RECEIVE ioctl through ``client.receive``),
+waits until it sleeps in the receive (kernel: ``/proc/PID/syscall`` names mq_timedreceive
+and the state is S; mqfs: the daemon's ``user.mq.info`` counts a blocked caller), then
+sends and kills it a seeded random 0-200 µs apart, kill or send first by a seeded coin
+(the same plan on both sides), reaps it and takes what is queued. A message no longer
+queued is lost (whether or not the reader's code saw it first); one queued that the reader
+also wrote to its pipe is a duplicate. mqfs's loss rate may exceed the kernel's only by
+what a one-sided 95% two-proportion z-test (pooled, continuity-corrected) would not call
+significant.
 
 Set-up: the process moves into a private IPC namespace (``unshare(CLONE_NEWIPC)``), so the
 kernel queues it makes are invisible to, and cannot collide with, the rest of the machine
@@ -39,9 +57,11 @@ import argparse
 import ctypes
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import platform
+import random
 import re
 import resource
 import shutil
@@ -57,9 +77,9 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from mqfs import client
+from mqfs import client, wire
 from mqfs.backends import KernelBackend
 from mqfs.foreground import DaemonNotReady, foreground_daemon
 from mqfs.mounts import mounts_under
@@ -76,6 +96,22 @@ PEEK_RATIO_LIMIT = 1.2  # target (b)
 DUMP_SPEEDUP_MIN = 50.0  # target (c)
 LS_SECONDS_MAX = 1.0  # target (d)
 RSS_OVERHEAD_MAX = 300.0  # target (e): bytes per queued 64 B message over the payload
+MB = 1_000_000  # the unit of targets (f) and (g), as issue 11 states them
+EMPTY_QUEUE_MAX = 2048.0  # target (f): bytes of daemon RSS per empty queue
+EMPTY_QUEUES_TOTAL = 100_000  # target (f): the total for this many empty queues ...
+EMPTY_QUEUES_TOTAL_MAX = 250.0  # ... is < 250 MB (bytes per queue x 100,000)
+CHURN_CYCLES_NOMINAL = 100_000  # target (g): RSS drift over this many create+unlink cycles ...
+CHURN_DRIFT_MAX = 5.0  # ... is <= 5 MB (--quick's 3,000 cycles keep the limit, as (d) does)
+RSS_GROWTH_GUARD = 1 << 30  # stop creating queues once the daemon's RSS grew by 1 GiB
+GUARD_TEXT = f"RSS grew by {RSS_GROWTH_GUARD / 2**30:g} GiB"
+RSS_CHECK_EVERY = 256  # queues or cycles between two looks at the daemon's RSS
+RACE_DELAY_MAX_NS = 200_000  # target (h): send and SIGKILL at most 200 µs apart ...
+RACE_SEED = 8  # ... by a seeded random delay, the same sequence on both sides
+RACE_Z = 1.645  # target (h): one-sided 95% (normal quantile) for the loss-rate tolerance
+RACE_BLOCK_TIMEOUT = 10.0  # seconds a reader may take to block in receive
+# mq_timedreceive's number, as /proc/PID/syscall shows it while the reader sleeps in it.
+MQ_TIMEDRECEIVE_NR = {"x86_64": 243, "aarch64": 183}
+PR_SET_PDEATHSIG = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -94,6 +130,10 @@ class Scale:
     peek_queue: int  # messages in the peek/dump queue (65,536 in a full run)
     ls_messages: int
     memory_messages: int
+    empty_queues: int  # target (f): queues created (and kept) in a fresh daemon
+    churn_warmup: int  # target (g): mkdir+rmdir cycles before the first RSS reading
+    churn_cycles: int  # target (g): cycles between the two RSS readings
+    race_trials: int  # target (h): kill-as-a-message-arrives trials on each side
     parallel_start: int  # first calibration count of a 2+2 run (each forks 4 workers)
 
 
@@ -104,6 +144,10 @@ FULL = Scale(
     peek_queue=65536,
     ls_messages=10_000,
     memory_messages=100_000,
+    empty_queues=100_000,
+    churn_warmup=2_000,
+    churn_cycles=CHURN_CYCLES_NOMINAL,
+    race_trials=300,
     parallel_start=1024,
 )
 QUICK = Scale(
@@ -113,6 +157,10 @@ QUICK = Scale(
     peek_queue=2048,
     ls_messages=300,
     memory_messages=20_000,
+    empty_queues=2_000,
+    churn_warmup=500,
+    churn_cycles=3_000,
+    race_trials=30,
     parallel_start=64,
 )
 
@@ -177,15 +225,26 @@ class Report:
         }
         return value
 
-    def target(self, key: str, description: str, value: float, limit: float, at_most: bool) -> None:
-        passed = value <= limit if at_most else value >= limit
+    def target(
+        self,
+        key: str,
+        description: str,
+        value: float,
+        limit: float,
+        at_most: bool,
+        strict: bool = False,
+    ) -> None:
+        if at_most:
+            passed, comparison = (value < limit, "<") if strict else (value <= limit, "<=")
+        else:
+            passed, comparison = (value > limit, ">") if strict else (value >= limit, ">=")
         self.targets.append(
             {
                 "id": key,
                 "description": description,
                 "value": value,
                 "limit": limit,
-                "comparison": "<=" if at_most else ">=",
+                "comparison": comparison,
                 "pass": passed,
             }
         )
@@ -212,7 +271,7 @@ class Report:
         }
 
     def targets_by_letter(self) -> dict[str, bool]:
-        """(a) .. (e): a target passes when every one of its measurements does."""
+        """(a) .. (h): a target passes when every one of its measurements does."""
         verdicts: dict[str, bool] = {}
         for target in self.targets:
             letter = target["id"].split("-")[0]
@@ -889,6 +948,431 @@ def measure_memory(report: Report, scale: Scale, workdir: Path) -> None:
     )
 
 
+# -- 3: memory per empty queue and over queue churn ---------------------------------------
+
+
+def rss_guard_tripped(daemon: Daemon, fresh_rss: int) -> bool:
+    """Whether the daemon's RSS grew by more than RSS_GROWTH_GUARD since *fresh_rss*.
+
+    A daemon that leaks on every queue would otherwise take the machine's memory with
+    it: 100,000 queues at 256 KiB each are 26 GB.
+    """
+    return daemon.rss() - fresh_rss > RSS_GROWTH_GUARD
+
+
+def create_empty_queues(daemon: Daemon, first: int, stop: int, fresh_rss: int) -> int:
+    """Create queues q<first> .. q<stop - 1> with default attributes (the CREATE ioctl on
+    the root), and return the index reached: short of *stop* if the RSS guard tripped."""
+    root = os.open(daemon.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for index in range(first, stop):
+            if (index - first) % RSS_CHECK_EVERY == 0 and rss_guard_tripped(daemon, fresh_rss):
+                return index
+            client.create(root, f"q{index}")
+    finally:
+        os.close(root)
+    return stop
+
+
+def measure_empty_queues(report: Report, scale: Scale, workdir: Path, pin: set[int] | None) -> None:
+    total = scale.empty_queues
+    warmup = min(100, total // 10)
+    progress(f"daemon RSS before and after creating {total:,} empty queues (a fresh daemon)")
+    with (
+        mqfs_daemon(workdir, (*MOUNT_OPTIONS, f"queues_max={total}")) as daemon,
+        placed([daemon.process.pid], pin),
+    ):
+        fresh = daemon.rss()
+        warmed = create_empty_queues(daemon, 0, warmup, fresh)
+        before = daemon.rss()
+        start = time.perf_counter()
+        reached = create_empty_queues(daemon, warmed, total, fresh)
+        seconds = time.perf_counter() - start
+        after = daemon.rss()
+    created = reached - warmed
+    # If the guard tripped during the warm-up or at once, count from the fresh daemon.
+    per_queue = (after - before) / created if created else (after - fresh) / max(reached, 1)
+    total_mb = per_queue * EMPTY_QUEUES_TOTAL / MB
+    stopped = reached < total
+    report.extra["empty_queues"] = {
+        "queues": total,
+        "warmup_queues": warmup,
+        "measured_queues": created,
+        "stopped_by_rss_guard": stopped,
+        "rss_fresh": fresh,
+        "rss_before": before,
+        "rss_after": after,
+        "bytes_per_queue": per_queue,
+        "mb_for_100000_queues": total_mb,
+        "seconds": seconds,
+    }
+    report.section("3 mqfs memory per empty queue and over queue churn (daemon VmRSS, MB = 10^6 B)")
+    measured = f"{created:,} of {total - warmup:,}" if stopped else f"{created:,}"
+    timing = f"{format_seconds(seconds / max(created, 1))} per create, {seconds:.1f} s"
+    report.rows.append(
+        (
+            f"{measured} empty queues (ioctl)",
+            f"{before / MB:,.1f} → {after / MB:,.1f} MB",
+            f"{per_queue:,.0f} B",
+            "once",
+            f"per queue; {timing}" + (f"; stopped: {GUARD_TEXT}" if stopped else ""),
+        )
+    )
+    report.rows.append(
+        (
+            f"{EMPTY_QUEUES_TOTAL:,} empty queues (scaled)",
+            "",
+            f"{total_mb:,.0f} MB",
+            "once",
+            f"= {per_queue:,.0f} B per queue x {EMPTY_QUEUES_TOTAL:,}",
+        )
+    )
+    report.target(
+        "f-queue",
+        f"RSS per empty queue <= {EMPTY_QUEUE_MAX:.0f} B",
+        per_queue,
+        EMPTY_QUEUE_MAX,
+        at_most=True,
+    )
+    report.target(
+        "f-total",
+        f"RSS of {EMPTY_QUEUES_TOTAL:,} empty queues < {EMPTY_QUEUES_TOTAL_MAX:.0f} MB "
+        f"(B per queue x {EMPTY_QUEUES_TOTAL:,})",
+        total_mb,
+        EMPTY_QUEUES_TOTAL_MAX,
+        at_most=True,
+        strict=True,
+    )
+
+
+def churn(daemon: Daemon, cycles: int, fresh_rss: int) -> int:
+    """mkdir+rmdir one queue *cycles* times; the cycles done, fewer if the RSS guard tripped."""
+    path = daemon.path / "churn"
+    for done in range(0, cycles, RSS_CHECK_EVERY):
+        if rss_guard_tripped(daemon, fresh_rss):
+            return done
+        for _ in range(min(RSS_CHECK_EVERY, cycles - done)):
+            os.mkdir(path)
+            os.rmdir(path)
+    return cycles
+
+
+def measure_queue_churn(report: Report, scale: Scale, workdir: Path, pin: set[int] | None) -> None:
+    cycles, warmup = scale.churn_cycles, scale.churn_warmup
+    # The limit is not scaled down for --quick: RSS moves by a fraction of a MB on its own
+    # (allocator arenas), more than 5 MB x 3,000 / 100,000 would allow.
+    limit = CHURN_DRIFT_MAX
+    progress(f"daemon RSS over {cycles:,} mkdir+rmdir cycles after {warmup:,} (a fresh daemon)")
+    with mqfs_daemon(workdir, MOUNT_OPTIONS) as daemon, placed([daemon.process.pid], pin):
+        fresh = daemon.rss()
+        warmed = churn(daemon, warmup, fresh)
+        before = daemon.rss()
+        start = time.perf_counter()
+        done = churn(daemon, cycles, fresh) if warmed == warmup else 0
+        seconds = time.perf_counter() - start
+        after = daemon.rss()
+    drift = (after - before) / MB
+    stopped = done < cycles
+    if stopped:  # RSS grew by 1 GiB within warmed + done cycles: project that rate
+        per_cycle = (after - fresh) / max(warmed + done, 1)
+        value = max(per_cycle * cycles, after - fresh) / MB  # over 1 GiB: a FAIL
+    else:
+        per_cycle = (after - before) / cycles
+        value = drift
+    report.extra["queue_churn"] = {
+        "warmup_cycles": warmup,
+        "cycles": cycles,
+        "cycles_done": done,
+        "stopped_by_rss_guard": stopped,
+        "rss_fresh": fresh,
+        "rss_before": before,
+        "rss_after": after,
+        "drift_mb": drift,
+        "bytes_per_cycle": per_cycle,
+        "projected_drift_mb": value if stopped else None,
+        "limit_mb": limit,
+        "seconds": seconds,
+    }
+    measured = f"{done:,} of {cycles:,}" if stopped else f"{cycles:,}"
+    timing = f"{format_seconds(seconds / max(done, 1))} per cycle, {seconds:.1f} s"
+    report.rows.append(
+        (
+            f"{measured} mkdir+rmdir cycles",
+            f"{before / MB:,.1f} → {after / MB:,.1f} MB",
+            f"{drift:+,.2f} MB",
+            "once",
+            f"{per_cycle:,.0f} B per cycle; {timing}; after {warmed:,} warm-up cycles"
+            + (f"; stopped: {GUARD_TEXT}, {value:,.0f} MB projected" if stopped else ""),
+        )
+    )
+    report.target(
+        "g",
+        f"RSS drift over {cycles:,} mkdir+rmdir cycles <= {limit:.3g} MB"
+        + (" (stopped early: projected)" if stopped else ""),
+        value,
+        limit,
+        at_most=True,
+    )
+
+
+# -- h: a blocked reader killed as a message arrives ---------------------------------------
+
+
+@dataclass
+class RaceSide:
+    """One side of the kill race: a queue, a reader's descriptor and the test's own.
+
+    *receive* runs in the forked reader: one blocking receive on the reader's descriptor
+    (inherited across the fork). *send* and *take* use the test's O_NONBLOCK descriptor of
+    the same queue; *take* is one receive, None when the queue is empty. *blocked* tells
+    whether reader *pid* is asleep in its receive.
+    """
+
+    name: str
+    receive: Callable[[], bytes]
+    send: Callable[[bytes], object]
+    take: Callable[[], bytes | None]
+    blocked: Callable[[int], bool]
+    outcomes: list[str] = field(default_factory=list)
+
+
+def take_or_none(receive: Callable[[], tuple[bytes, int]]) -> bytes | None:
+    try:
+        return receive()[0]
+    except BlockingIOError:
+        return None
+
+
+def kernel_reader_blocked(pid: int) -> bool:
+    """Reader *pid* sleeps (state S) in mq_timedreceive, as /proc/PID/syscall shows it."""
+    try:
+        syscall = Path(f"/proc/{pid}/syscall").read_text().split()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[0]
+    number = MQ_TIMEDRECEIVE_NR.get(platform.machine())
+    in_receive = syscall[:1] == [str(number)] if number else syscall[:1] != ["running"]
+    return state == "S" and in_receive
+
+
+def mqfs_reader_blocked(queue_dir: Path) -> bool:
+    """The daemon counts a caller blocked on the queue (its user.mq.info xattr)."""
+    info = json.loads(os.getxattr(queue_dir, wire.INFO_XATTR))
+    return int(info["blocked"]) > 0
+
+
+def spin(nanoseconds: int) -> None:
+    """Wait *nanoseconds* without leaving the CPU (a sleep would take 50 µs or more)."""
+    end = time.perf_counter_ns() + nanoseconds
+    while time.perf_counter_ns() < end:
+        pass
+
+
+def race_reader(receive: Callable[[], bytes], report_fd: int) -> NoReturn:
+    """The forked reader: block in receive, report what arrives on *report_fd*, wait."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent kills it after Ctrl-C
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.write(report_fd, receive())
+        time.sleep(RACE_BLOCK_TIMEOUT)  # until the SIGKILL
+    except BaseException:
+        os._exit(1)
+    os._exit(0)
+
+
+def wait_until_blocked(side: RaceSide, pid: int) -> None:
+    deadline = time.monotonic() + RACE_BLOCK_TIMEOUT
+    while not side.blocked(pid):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            raise BenchError(f"the {side.name} reader exited before blocking (status {status})")
+        if time.monotonic() > deadline:
+            raise BenchError(f"the {side.name} reader did not block in receive")
+        time.sleep(0.0005)
+
+
+def race_trial(side: RaceSide, message: bytes, delay_ns: int, kill_first: bool) -> str:
+    """Fork a reader, wait until it is blocked in receive, then send *message* and SIGKILL
+    it *delay_ns* apart (kill first or send first); reap it and look where the message is:
+    "kept" (still queued), "lost" (not queued), "reported" (not queued, and the reader
+    wrote it out before dying: lost all the same) or "duplicate" (queued and reported)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        race_reader(side.receive, write_end)
+    os.close(write_end)
+    try:
+        wait_until_blocked(side, pid)
+        if kill_first:
+            os.kill(pid, signal.SIGKILL)
+            spin(delay_ns)
+            side.send(message)
+        else:
+            side.send(message)
+            spin(delay_ns)
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pid = 0
+        reported = b"".join(iter(partial(os.read, read_end, 4096), b""))
+        queued = side.take()
+        left = side.take()
+    finally:
+        os.close(read_end)
+        if pid:
+            with suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+    if queued not in (None, message) or reported not in (b"", message) or left is not None:
+        raise BenchError(f"{side.name} race: unexpected {queued!r}, {reported!r}, {left!r}")
+    if queued is None:
+        return "reported" if reported else "lost"
+    return "duplicate" if reported else "kept"
+
+
+def race_plan(trials: int) -> list[tuple[int, bool]]:
+    """(delay in ns, kill first?) of every trial: seeded, the same for both sides."""
+    rng = random.Random(RACE_SEED)
+    return [(rng.randint(0, RACE_DELAY_MAX_NS), rng.random() < 0.5) for _ in range(trials)]
+
+
+def loss_tolerance(lost_a: int, lost_b: int, trials: int) -> float:
+    """How far one loss rate may exceed the other before the excess is significant: a
+    one-sided 95% two-proportion z-test (pooled rate, continuity correction 1/n)."""
+    pooled = (lost_a + lost_b) / (2 * trials)
+    return RACE_Z * math.sqrt(2 * pooled * (1 - pooled) / trials) + 1 / trials
+
+
+def measure_kill_race(report: Report, scale: Scale, workdir: Path, kernel: KernelQueues) -> None:
+    trials = scale.race_trials
+    progress(
+        f"a blocked reader SIGKILLed as a message arrives: {trials} trials each, "
+        "kernel and mqfs interleaved (unpinned)"
+    )
+    backend = kernel.backend
+    reader_mqd = kernel.open("race", SMALL)
+    name = kernel.names[-1]
+    test_mqd = backend.open(name, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        with mqfs_daemon(workdir, MOUNT_OPTIONS) as daemon:
+            queue = daemon.create("race", PAIR_QUEUE_DEPTH, SMALL)
+            reader_fd = open_queue(queue, os.O_RDONLY)
+            test_fd = open_queue(queue, os.O_RDWR | os.O_NONBLOCK)
+            try:
+                sides = (
+                    RaceSide(
+                        "kernel",
+                        lambda: backend.receive(reader_mqd, SMALL)[0],
+                        partial(backend.send, test_mqd),
+                        lambda: take_or_none(partial(backend.receive, test_mqd, SMALL)),
+                        kernel_reader_blocked,
+                    ),
+                    RaceSide(
+                        "mqfs",
+                        lambda: client.receive(reader_fd, SMALL)[0],
+                        partial(client.send, test_fd),
+                        lambda: take_or_none(partial(client.receive, test_fd, SMALL)),
+                        lambda pid: mqfs_reader_blocked(queue),
+                    ),
+                )
+                plan = race_plan(trials)
+                start = time.perf_counter()
+                for index, (delay_ns, kill_first) in enumerate(plan):
+                    for side in sides if index % 2 == 0 else sides[::-1]:
+                        message = b"race %d %s" % (index, side.name.encode())
+                        side.outcomes.append(race_trial(side, message, delay_ns, kill_first))
+                seconds = time.perf_counter() - start
+            finally:
+                os.close(reader_fd)
+                os.close(test_fd)
+    finally:
+        backend.close(reader_mqd)
+        backend.close(test_mqd)
+    report_kill_race(report, trials, plan, sides, seconds)
+
+
+def report_kill_race(
+    report: Report,
+    trials: int,
+    plan: list[tuple[int, bool]],
+    sides: Sequence[RaceSide],
+    seconds: float,
+) -> None:
+    counts = {side.name: Counter(side.outcomes) for side in sides}
+    lost = {name: c["lost"] + c["reported"] for name, c in counts.items()}
+    by_order = {
+        side.name: {
+            first: sum(
+                outcome in ("lost", "reported")
+                for outcome, (_, kill_first) in zip(side.outcomes, plan, strict=True)
+                if kill_first == (first == "kill")
+            )
+            for first in ("kill", "send")
+        }
+        for side in sides
+    }
+    kill_first_trials = sum(kill_first for _, kill_first in plan)
+    orders = {"kill": kill_first_trials, "send": trials - kill_first_trials}
+    tolerance = loss_tolerance(lost["kernel"], lost["mqfs"], trials)
+    kernel_rate, mqfs_rate = lost["kernel"] / trials, lost["mqfs"] / trials
+    report.extra["kill_race"] = {
+        "trials_per_side": trials,
+        "seed": RACE_SEED,
+        "delay_max_ns": RACE_DELAY_MAX_NS,
+        "kill_first_trials": kill_first_trials,
+        "outcomes": {name: dict(c) for name, c in counts.items()},
+        "lost": lost,
+        "lost_by_first": by_order,
+        "loss_rate": {"kernel": kernel_rate, "mqfs": mqfs_rate},
+        "tolerance": tolerance,
+        "tolerance_method": "one-sided 95% two-proportion z-test, pooled, continuity-corrected",
+        "seconds": seconds,
+        "plan": plan,
+        "trials": {side.name: side.outcomes for side in sides},
+    }
+    report.section(
+        f"h a reader blocked in receive, SIGKILLed as a message arrives ({trials} trials "
+        f"each, send and kill 0-{RACE_DELAY_MAX_NS // 1000} µs apart, interleaved, unpinned)"
+    )
+    for side in sides:
+        c, split = counts[side.name], by_order[side.name]
+        report.rows.append(
+            (
+                f"{side.name}: message lost (not queued after)",
+                f"{lost[side.name]}/{trials} = {lost[side.name] / trials:.1%}",
+                f"{c['kept'] + c['duplicate']} kept",
+                "once",
+                f"kill first {split['kill']}/{orders['kill']}, send first "
+                f"{split['send']}/{orders['send']}; {c['reported']} of the lost reached the "
+                f"reader's code; {c['duplicate']} duplicates",
+            )
+        )
+    report.rows.append(
+        (
+            "  loss-rate tolerance",
+            f"mqfs may exceed the kernel by {tolerance * 100:.1f} pp (one-sided 95% two-proportion "
+            f"z-test, pooled, continuity-corrected, n = {trials} each); {seconds:.1f} s",
+        )
+    )
+    report.target(
+        "h-loss",
+        f"mqfs loss rate (%) <= kernel's {kernel_rate:.1%} + {tolerance * 100:.1f} pp "
+        "(one-sided 95% z-test)",
+        mqfs_rate * 100,
+        (kernel_rate + tolerance) * 100,
+        at_most=True,
+    )
+    report.target(
+        "h-dup",
+        "mqfs duplicates (a message both received and still queued) = 0",
+        counts["mqfs"]["duplicate"],
+        0,
+        at_most=True,
+    )
+
+
 # -- output --------------------------------------------------------------------------------
 
 
@@ -1039,6 +1523,9 @@ def run(scale: Scale, quick: bool, pin: set[int] | None) -> Report:
                 measure_ls_and_cat_commands(report, scale, daemon, stack, baseline_dir)
         measure_request_counts(report, scale, workdir)
         measure_memory(report, scale, workdir)
+        measure_empty_queues(report, scale, workdir, pin)
+        measure_queue_churn(report, scale, workdir, pin)
+        measure_kill_race(report, scale, workdir, kernel)
     finally:
         kernel.unlink_all()
         shutil.rmtree(baseline_dir, ignore_errors=True)
