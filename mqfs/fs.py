@@ -491,8 +491,7 @@ class MqueueFS(pyfuse3.Operations):
             _fail(errno.EPERM)
         with _errno():
             queue = self.namespace.unlink(os.fsdecode(name))
-        if not self.namespace.is_alive(queue):
-            self._msgs_cached.discard(queue.qid)
+        self._forget_if_destroyed(queue)
 
     async def unlink(self, parent: int, name: bytes, ctx: Any) -> None:
         _fail(errno.EISDIR if parent == pyfuse3.ROOT_INODE else errno.EPERM)
@@ -654,8 +653,12 @@ class MqueueFS(pyfuse3.Operations):
                 queue.remove_watcher(handle.poll_watcher)
             handle.transfers.drop_all()
             self.namespace.release(queue)
-            if not self.namespace.is_alive(queue):
-                self._msgs_cached.discard(queue.qid)
+            self._forget_if_destroyed(queue)
+
+    def _forget_if_destroyed(self, queue: Queue) -> None:
+        """After an unlink or a close: if that destroyed *queue*, drop what we kept of it."""
+        if not self.namespace.is_alive(queue):
+            self._msgs_cached.discard(queue.qid)
 
     # -- ioctls ------------------------------------------------------------------
     async def ioctl(

@@ -29,15 +29,22 @@ SI_MESGQ = -3
 _SYS_RT_SIGQUEUEINFO = {"x86_64": 129, "aarch64": 138, "i686": 178, "riscv64": 138}
 
 
+def _status_field(pid: int, name: str) -> str | None:
+    """The value of field *name* ("Tgid", "CapEff", ...) of /proc/PID/status, or None."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == name:
+                return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 def tgid_of(tid: int) -> int:
     """The process (thread group) a thread belongs to; *tid* itself if /proc cannot say."""
-    try:
-        for line in Path(f"/proc/{tid}/status").read_text().splitlines():
-            if line.startswith("Tgid:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return tid
+    value = _status_field(tid, "Tgid")
+    return int(value) if value and value.isdigit() else tid
 
 
 def msgqueue_rlimit(pid: int) -> float:
@@ -60,13 +67,11 @@ CAP_SYS_RESOURCE = 24
 def has_sys_resource(pid: int) -> bool:
     """Whether process *pid* has CAP_SYS_RESOURCE in its effective set (which the kernel's
     mqueue checks with capable()); False if /proc cannot say."""
+    value = _status_field(pid, "CapEff")
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return False
+        return value is not None and bool(int(value, 16) >> CAP_SYS_RESOURCE & 1)
+    except ValueError:
+        return False
 
 
 # System calls that write a caller's buffer to a file, by (x86-64) number: where the

@@ -113,6 +113,23 @@ class _Waiter:
     message: Message | None = None  # what a blocked sender wants to enqueue
 
 
+class PerUser(dict[int, int]):
+    """A running total per uid: 0 for a uid never seen, and a uid whose total returns to
+    0 is dropped, so the dict holds only the users who hold something now."""
+
+    __slots__ = ()
+
+    def __missing__(self, uid: int) -> int:
+        return 0
+
+    def add(self, uid: int, amount: int) -> None:
+        total = self[uid] + amount
+        if total:
+            self[uid] = total
+        else:
+            self.pop(uid, None)
+
+
 class BlockedCallers:
     """How many callers each user has parked right now, capped per user.
 
@@ -125,22 +142,18 @@ class BlockedCallers:
 
     def __init__(self, per_user: int) -> None:
         self.per_user = per_user
-        self.by_uid: dict[int, int] = {}
+        self.by_uid = PerUser()
 
     def admit(self, uid: int) -> None:
-        count = self.by_uid.get(uid, 0)
+        count = self.by_uid[uid]
         if count >= self.per_user:
             raise errors.WouldBlock(
                 f"user {uid} already has {count} callers blocked on this mount (blocked_max)"
             )
-        self.by_uid[uid] = count + 1
+        self.by_uid.add(uid, 1)
 
     def leave(self, uid: int) -> None:
-        count = self.by_uid[uid] - 1
-        if count:
-            self.by_uid[uid] = count
-        else:
-            del self.by_uid[uid]
+        self.by_uid.add(uid, -1)
 
 
 _NSIG = 64  # signals 0.._NSIG are valid_signal() in the kernel
@@ -256,14 +269,15 @@ class Queue:
         if self.generation != generation or deadline <= trio.current_time():
             return self.generation
         task = trio.lowlevel.current_task()
-        key = self.add_watcher(lambda: trio.lowlevel.reschedule(task))
+        with self._blocking(caller):  # admitted (or EAGAIN) before anything is registered
+            key = self.add_watcher(lambda: trio.lowlevel.reschedule(task))
 
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self.remove_watcher(key)
-            return trio.lowlevel.Abort.SUCCEEDED
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                self.remove_watcher(key)
+                return trio.lowlevel.Abort.SUCCEEDED
 
-        with self._blocking(caller), trio.move_on_at(deadline):
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            with trio.move_on_at(deadline):
+                await trio.lowlevel.wait_task_rescheduled(abort)
         self._check_open()
         return self.generation
 
@@ -555,7 +569,7 @@ class Namespace:
         self.notifier = notifier
         self.queues: dict[str, Queue] = {}
         self.by_qid: dict[int, Queue] = {}  # named or unlinked-but-open: counts for queues_max
-        self.charged: dict[int, int] = {}  # uid -> bytes charged, as the kernel's mq_bytes
+        self.charged = PerUser()  # bytes charged to each uid, as the kernel's mq_bytes
         self.blocked = BlockedCallers(self.limits.blocked_max)
         self._next_qid = 1
 
@@ -610,7 +624,7 @@ class Namespace:
         else:
             self.limits.check_attributes(maxmsg, msgsize, privileged)
         charge = memory_charge(maxmsg, msgsize)
-        if self.limits.enforce_rlimit and self.charged.get(uid, 0) + charge > byte_limit:
+        if self.limits.enforce_rlimit and self.charged[uid] + charge > byte_limit:
             raise errors.OverQuota(
                 f"queue of {charge} bytes exceeds the RLIMIT_MSGQUEUE of user {uid}"
             )
@@ -626,7 +640,7 @@ class Namespace:
             blocked=self.blocked,
             owner_uid=uid,
         )
-        self.charged[uid] = self.charged.get(uid, 0) + charge
+        self.charged.add(uid, charge)
         self._next_qid += 1
         self.queues[name] = queue
         self.by_qid[queue.qid] = queue
@@ -652,11 +666,7 @@ class Namespace:
             del self.by_qid[queue.qid]
             queue.store.clear()
             queue.notification = None
-            remaining = self.charged[queue.owner_uid] - memory_charge(queue.maxmsg, queue.msgsize)
-            if remaining:
-                self.charged[queue.owner_uid] = remaining
-            else:
-                del self.charged[queue.owner_uid]
+            self.charged.add(queue.owner_uid, -memory_charge(queue.maxmsg, queue.msgsize))
 
     def is_alive(self, queue: Queue) -> bool:
         return self.by_qid.get(queue.qid) is queue

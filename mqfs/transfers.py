@@ -13,7 +13,7 @@ What is held is bounded, because any user can start transfers and never finish t
 * one descriptor holds at most :data:`MAX_PER_DESCRIPTOR` transfers, so at most
   64 x msgsize bytes;
 * one user holds at most :attr:`TransferBudget.per_user` bytes over all descriptors
-  (ENOMEM past it); the bytes are reserved when a transfer starts, in full.
+  (ENOMEM past it); the bytes are taken from it when a transfer starts, in full.
 
 Everything a descriptor holds is dropped and returned to the budget when it is closed.
 Pure Python, no I/O.
@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mqfs import errors
+from mqfs.queue import PerUser
 from mqfs.store import Message
 
 MAX_PER_DESCRIPTOR = 64
@@ -36,23 +37,19 @@ class TransferBudget:
 
     def __init__(self, per_user: int) -> None:
         self.per_user = per_user
-        self.by_uid: dict[int, int] = {}
+        self.by_uid = PerUser()
 
-    def reserve(self, uid: int, size: int) -> None:
-        held = self.by_uid.get(uid, 0)
+    def check(self, uid: int, size: int) -> None:
+        """ENOMEM if user *uid* may not hold *size* bytes more."""
+        held = self.by_uid[uid]
         if held + size > self.per_user:
             raise errors.OutOfMemory(
                 f"user {uid} holds {held} bytes in unfinished multi-chunk transfers; "
                 f"{size} more would pass the limit of {self.per_user}"
             )
-        self.by_uid[uid] = held + size
 
     def release(self, uid: int, size: int) -> None:
-        held = self.by_uid[uid] - size
-        if held:
-            self.by_uid[uid] = held
-        else:
-            del self.by_uid[uid]
+        self.by_uid.add(uid, -size)
 
 
 @dataclass(slots=True)
@@ -76,16 +73,24 @@ class Transfers:
         return len(self._sends) + len(self._receives)
 
     def _new_id(self, size: int) -> int:
-        if len(self) >= MAX_PER_DESCRIPTOR:
-            raise errors.Busy("too many unfinished multi-chunk transfers on this descriptor")
-        self.budget.reserve(self.uid, size)
+        """A transfer id, with *size* bytes taken from the user's budget (checked before)."""
+        self.budget.by_uid.add(self.uid, size)
         transfer = self._next_id
         self._next_id += 1
         return transfer
 
+    def check_room(self, size: int) -> None:
+        """EBUSY or ENOMEM now if a transfer of *size* bytes could not be held: a receive
+        checks this before taking a message, so that a message is never taken and then
+        refused."""
+        if len(self) >= MAX_PER_DESCRIPTOR:
+            raise errors.Busy("too many unfinished multi-chunk transfers on this descriptor")
+        self.budget.check(self.uid, size)
+
     # -- sends -----------------------------------------------------------------
     def start_send(self, length: int, priority: int, first_chunk: bytes) -> int:
         """Stage a message of *length* bytes (already checked against msgsize)."""
+        self.check_room(length)
         transfer = self._new_id(length)
         self._sends[transfer] = _StagedSend(priority, length, bytearray(first_chunk))
         return transfer
@@ -109,23 +114,10 @@ class Transfers:
         return Message(bytes(staged.payload), staged.priority)
 
     # -- receives --------------------------------------------------------------
-    def check_room(self, size: int) -> None:
-        """EBUSY/ENOMEM now if a received message of *size* bytes could not be parked:
-        checked before the receive, so that a message is never taken and then refused."""
-        if len(self) >= MAX_PER_DESCRIPTOR:
-            raise errors.Busy("too many unfinished multi-chunk transfers on this descriptor")
-        held = self.budget.by_uid.get(self.uid, 0)
-        if held + size > self.budget.per_user:
-            raise errors.OutOfMemory(
-                f"user {self.uid} holds {held} bytes in unfinished multi-chunk transfers"
-            )
-
     def park(self, message: Message) -> int:
         """Keep a received message whose rest the caller reads by offset. Never fails
         after :meth:`check_room` passed for at least its size (no checkpoint between)."""
-        transfer = self._next_id
-        self._next_id += 1
-        self.budget.by_uid[self.uid] = self.budget.by_uid.get(self.uid, 0) + len(message.payload)
+        transfer = self._new_id(len(message.payload))
         self._receives[transfer] = message
         return transfer
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+from pathlib import Path
 
 import pytest
 import trio
@@ -306,3 +307,28 @@ def test_cap_sys_resource_passes_queues_max_and_msg_max_but_not_the_hard_limits(
         namespace.create("d", mode=0o600, uid=0, gid=0, maxmsg=65537, msgsize=64, privileged=True)
     with pytest.raises(errors.OverQuota):  # RLIMIT_MSGQUEUE: the kernel does not waive it
         namespace.create("e", mode=0o600, uid=0, gid=0, byte_limit=10, privileged=True)
+
+
+async def test_a_wait_refused_by_blocked_max_registers_no_watcher() -> None:
+    namespace = Namespace(Limits(blocked_max=1))
+    queue = namespace.create("q", mode=0o600, uid=0, gid=0)
+    alice = _User(1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(queue.wait_changed, queue.generation, math.inf, alice)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(errors.WouldBlock):
+            await queue.wait_changed(queue.generation, math.inf, alice)
+        assert len(queue._watchers) == 1  # only the admitted one
+        nursery.cancel_scope.cancel()
+    assert queue._watchers == {} and namespace.blocked.by_uid == {}
+
+
+def test_processes_reads_its_own_status() -> None:
+    from mqfs import processes
+
+    assert processes.tgid_of(os.getpid()) == os.getpid()
+    assert processes.tgid_of(-5) == -5
+    status = Path("/proc/self/status").read_text()
+    effective = int(status.split("CapEff:")[1].split()[0], 16)
+    assert processes.has_sys_resource(os.getpid()) == bool(effective >> 24 & 1)
+    assert processes.has_sys_resource(-5) is False
