@@ -960,18 +960,26 @@ def rss_guard_tripped(daemon: Daemon, fresh_rss: int) -> bool:
     return daemon.rss() - fresh_rss > RSS_GROWTH_GUARD
 
 
+def guarded_loop(
+    daemon: Daemon, fresh_rss: int, first: int, stop: int, step: Callable[[int], object]
+) -> int:
+    """step(first) .. step(stop - 1), looking at the RSS guard every RSS_CHECK_EVERY steps;
+    returns the index reached: short of *stop* if the guard tripped."""
+    for index in range(first, stop):
+        if (index - first) % RSS_CHECK_EVERY == 0 and rss_guard_tripped(daemon, fresh_rss):
+            return index
+        step(index)
+    return stop
+
+
 def create_empty_queues(daemon: Daemon, first: int, stop: int, fresh_rss: int) -> int:
     """Create queues q<first> .. q<stop - 1> with default attributes (the CREATE ioctl on
     the root), and return the index reached: short of *stop* if the RSS guard tripped."""
     root = os.open(daemon.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for index in range(first, stop):
-            if (index - first) % RSS_CHECK_EVERY == 0 and rss_guard_tripped(daemon, fresh_rss):
-                return index
-            client.create(root, f"q{index}")
+        return guarded_loop(daemon, fresh_rss, first, stop, lambda i: client.create(root, f"q{i}"))
     finally:
         os.close(root)
-    return stop
 
 
 def measure_empty_queues(report: Report, scale: Scale, workdir: Path, pin: set[int] | None) -> None:
@@ -1048,13 +1056,12 @@ def measure_empty_queues(report: Report, scale: Scale, workdir: Path, pin: set[i
 def churn(daemon: Daemon, cycles: int, fresh_rss: int) -> int:
     """mkdir+rmdir one queue *cycles* times; the cycles done, fewer if the RSS guard tripped."""
     path = daemon.path / "churn"
-    for done in range(0, cycles, RSS_CHECK_EVERY):
-        if rss_guard_tripped(daemon, fresh_rss):
-            return done
-        for _ in range(min(RSS_CHECK_EVERY, cycles - done)):
-            os.mkdir(path)
-            os.rmdir(path)
-    return cycles
+
+    def cycle(_: int) -> None:
+        os.mkdir(path)
+        os.rmdir(path)
+
+    return guarded_loop(daemon, fresh_rss, 0, cycles, cycle)
 
 
 def measure_queue_churn(report: Report, scale: Scale, workdir: Path, pin: set[int] | None) -> None:

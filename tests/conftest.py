@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -143,10 +143,13 @@ class Mount:
     def queue_dir(self, name: str) -> Path:
         return self.path / name
 
+    def info(self, name: str) -> dict[str, Any]:
+        """The daemon's view of queue *name* (its ``user.mq.info`` xattr), as root sees it."""
+        return json.loads(os.getxattr(self.path / name, wire.INFO_XATTR))  # type: ignore[no-any-return]
+
     def blocked_on(self, name: str) -> int:
         """How many callers the daemon has parked in send/receive on queue *name*."""
-        info = json.loads(os.getxattr(self.path / name, wire.INFO_XATTR))
-        return sum(opener["blocked"] for opener in info["openers"])
+        return int(self.info(name)["blocked"])
 
     def make_queue(self, name: str, mode: int = 0o600) -> Path:
         os.mkdir(self.path / name, mode)
@@ -163,16 +166,28 @@ def wait_until(condition: object, timeout: float = 10.0, what: str = "condition"
 
 
 @contextmanager
-def mounted(options: tuple[str, ...] = (), allow_logged_errors: bool = False) -> Iterator[Mount]:
-    """A real mqfs mount; the test fails if the daemon logged a traceback (unless the
-    test provokes one on purpose: *allow_logged_errors*)."""
+def mount_point(prefix: str = "mnt-") -> Iterator[tuple[Path, Path]]:
+    """A fresh empty directory under MOUNT_ROOT to mount a filesystem on, and a log path
+    beside it; both are removed afterwards. Skips where this machine cannot mount FUSE."""
     reason = fuse_usable()
     if reason:
         pytest.skip(reason)
     MOUNT_ROOT.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="mnt-", dir=MOUNT_ROOT))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=MOUNT_ROOT))
     log_path = path.with_name(path.name + ".log")
     try:
+        yield path, log_path
+    finally:
+        log_path.unlink(missing_ok=True)
+        with suppress(OSError):
+            path.rmdir()
+
+
+@contextmanager
+def mounted(options: tuple[str, ...] = (), allow_logged_errors: bool = False) -> Iterator[Mount]:
+    """A real mqfs mount; the test fails if the daemon logged a traceback (unless the
+    test provokes one on purpose: *allow_logged_errors*)."""
+    with mount_point() as (path, log_path):
         try:
             with foreground_daemon(path, options, log_path) as process:
                 yield Mount(path, process, log_path)
@@ -181,10 +196,6 @@ def mounted(options: tuple[str, ...] = (), allow_logged_errors: bool = False) ->
         logged = log_path.read_text(errors="replace")
         if "Traceback" in logged and not allow_logged_errors:
             pytest.fail(f"the mqfs daemon logged an exception:\n{logged}")
-    finally:
-        log_path.unlink(missing_ok=True)
-        with suppress(OSError):
-            path.rmdir()
 
 
 @pytest.fixture

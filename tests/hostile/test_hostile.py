@@ -33,10 +33,6 @@ def rss(mount: Mount) -> int:
     raise AssertionError("no VmRSS")
 
 
-def info(mount: Mount, name: str) -> dict[str, object]:
-    return json.loads(os.getxattr(mount.path / name, wire.INFO_XATTR))  # type: ignore[no-any-return]
-
-
 @pytest.fixture
 def shared_mount() -> Iterator[Mount]:
     """A mount other users can reach, as a root-run mqfs for everyone would be."""
@@ -189,7 +185,7 @@ def test_twenty_thousand_blocked_readers_wedge_nothing(
             assert parker.stdout is not None
             assert parker.stdout.readline() == f"started {count}\n"
             wait_until(
-                lambda: info(mount, "sink")["blocked"] == count, 60, f"{count} parked readers"
+                lambda: mount.info("sink")["blocked"] == count, 60, f"{count} parked readers"
             )
             # Another user's send and receive still go through, promptly.
             started = time.monotonic()
@@ -206,8 +202,8 @@ def test_twenty_thousand_blocked_readers_wedge_nothing(
         finally:
             parker.kill()
             parker.wait(timeout=60)  # every thread answered: before the fix they stayed in D state
-    wait_until(lambda: info(mount, "sink")["blocked"] == 0, 30, "the blocked count to drop to 0")
-    assert info(mount, "sink")["open"] == 0
+    wait_until(lambda: mount.info("sink")["blocked"] == 0, 30, "the blocked count to drop to 0")
+    assert mount.info("sink")["open"] == 0
 
 
 def test_past_blocked_max_a_user_gets_eagain_and_others_still_block(
@@ -219,7 +215,7 @@ def test_past_blocked_max_a_user_gets_eagain_and_others_still_block(
         [blockers, mount.path / "sink" / "queue", "50"], stdout=subprocess.PIPE
     ) as parker:
         try:
-            wait_until(lambda: info(mount, "sink")["blocked"] == 50, 30, "50 parked readers")
+            wait_until(lambda: mount.info("sink")["blocked"] == 50, 30, "50 parked readers")
             fd = os.open(mount.path / "sink" / "queue", os.O_RDONLY)
             try:
                 with pytest.raises(BlockingIOError):
@@ -333,7 +329,7 @@ def test_openers_pids_are_shown_to_the_owner_and_root_only(shared_mount: Mount) 
     shared_mount.make_queue("q", 0o644)
     fd = os.open(shared_mount.path / "q" / "queue", os.O_RDONLY)
     try:
-        as_root = info(shared_mount, "q")
+        as_root = shared_mount.info("q")
         assert as_root["open"] == 1 and as_root["openers"] == [
             {"pid": os.getpid(), "access": "r", "nonblock": False, "blocked": 0}
         ]

@@ -27,13 +27,12 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import MOUNT_ROOT, Mount, fuse_usable, wait_until
+from tests.conftest import Mount, mount_point, wait_until
 from tests.preload.test_preload import HERE, ROOT, shim_env, unique
 
 TIMEOUT = 30  # a generous bound: each program finishes in well under a second when right
@@ -141,13 +140,8 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def hostile_mount(hostile_server: Path) -> Iterator[Path]:
     """A mount of hostile_fuse, unmounted (and its server gone) afterwards."""
-    reason = fuse_usable()
-    if reason:
-        pytest.skip(reason)
-    MOUNT_ROOT.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="hostile-", dir=MOUNT_ROOT))
-    log = path.with_name(path.name + ".log")
     with (
+        mount_point("hostile-") as (path, log),
         log.open("w+") as errors,
         subprocess.Popen([hostile_server, path], stderr=errors) as server,
     ):
@@ -171,8 +165,6 @@ def hostile_mount(hostile_server: Path) -> Iterator[Path]:
                     server.wait()
             if os.path.ismount(path):
                 subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, check=False)
-            log.unlink(missing_ok=True)
-            path.rmdir()
 
 
 def test_lying_lengths_are_eio_and_copy_nothing_out_of_bounds(

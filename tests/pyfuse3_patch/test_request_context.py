@@ -5,28 +5,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mqfs.mounts import is_mounted
-from tests.conftest import fuse_usable, run_as_user
+from tests.conftest import mount_point, run_as_user
 
 HERE = Path(__file__).parent
 
 
 @pytest.fixture
 def contextfs() -> Iterator[Path]:
-    reason = fuse_usable()
-    if reason:
-        pytest.skip(reason)
-    path = Path(tempfile.mkdtemp(prefix="contextfs-"))
-    os.chmod(path, 0o755)
-    with subprocess.Popen(
-        [sys.executable, str(HERE / "contextfs.py"), str(path)], stdout=subprocess.PIPE
-    ) as process:
+    with (
+        mount_point("contextfs-") as (path, _),
+        subprocess.Popen(
+            [sys.executable, str(HERE / "contextfs.py"), str(path)], stdout=subprocess.PIPE
+        ) as process,
+    ):
         try:
             assert process.stdout is not None
             assert process.stdout.readline() == b"ready\n", "contextfs did not mount"
@@ -35,7 +32,6 @@ def contextfs() -> Iterator[Path]:
             if is_mounted(path):
                 subprocess.run(["fusermount3", "-u", "-z", str(path)], check=False)
             process.wait(timeout=10)
-            path.rmdir()
 
 
 def probe(path: Path) -> int:
