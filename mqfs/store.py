@@ -276,18 +276,12 @@ class MessageStore:
     # -- operations ----------------------------------------------------------------
     def push(self, payload: bytes, priority: int) -> None:
         """Queue *payload* behind every message of the same or higher priority."""
+        if not 0 <= priority < self.prio_max:
+            raise errors.InvalidArgument(f"priority {priority} is outside 0..{self.prio_max - 1}")
         top = self._top
         if priority == top:
-            if top < 0:  # an empty store's top is -1
-                raise errors.InvalidArgument(
-                    f"priority {priority} is outside 0..{self.prio_max - 1}"
-                )
             self._top_fifo.payloads.append(payload)
         elif priority < top:
-            if priority < 0:
-                raise errors.InvalidArgument(
-                    f"priority {priority} is outside 0..{self.prio_max - 1}"
-                )
             fifo = self._fifos.get(priority)
             if fifo is None:
                 self._insert(priority, _Fifo([payload]))
@@ -300,11 +294,7 @@ class MessageStore:
                     tree[node] += 1
                     node += node & -node
         else:
-            if priority >= self.prio_max:
-                raise errors.InvalidArgument(
-                    f"priority {priority} is outside 0..{self.prio_max - 1}"
-                )
-            if top >= 0:  # the old top goes into the tree
+            if top >= 0:  # the old top goes into the tree (an empty store's top is -1)
                 self._insert(top, self._top_fifo)
             self._top = priority
             self._top_fifo = _Fifo([payload])
