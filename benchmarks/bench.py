@@ -27,7 +27,7 @@ memory; the drift target then fails on the growth per cycle projected to the ful
 Last, a race (target h): a reader process blocked in receive on an empty queue is
 SIGKILLed as one message is sent to it, 300 times on the kernel's mqueue and 300 times on
 mqfs (30 each with ``--quick``), interleaved and unpinned. Each trial forks the reader (the
-kernel's mq_timedreceive through ctypes; mqfs's RECEIVE ioctl through ``client.receive``),
+kernel's mq_timedreceive through ctypes; mqfs's RECEIVE ioctl through ``calls.receive``),
 waits until it sleeps in the receive (kernel: ``/proc/PID/syscall`` names mq_timedreceive
 and the state is S; mqfs: the daemon's ``user.mq.info`` counts a blocked caller), then
 sends and kills it a seeded random 0-200 µs apart, kill or send first by a seeded coin
@@ -79,9 +79,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mqfs import client, wire
-from mqfs.backends import KernelBackend
-from mqfs.foreground import DaemonNotReady, foreground_daemon
+from mqfs import wire
+from mqfs.cli.foreground import DaemonNotReady, foreground_daemon
+from mqfs.client import calls
+from mqfs.client.backends import KernelBackend
 from mqfs.mounts import mounts_under
 
 Timer = Callable[[int], float]
@@ -429,7 +430,7 @@ class Daemon:
         return int(match.group(1)) * 1024
 
     def create(self, name: str, maxmsg: int, msgsize: int) -> Path:
-        client.create_at(self.path, name, 0o600, maxmsg=maxmsg, msgsize=msgsize)
+        calls.create_at(self.path, name, 0o600, maxmsg=maxmsg, msgsize=msgsize)
         return self.path / name
 
 
@@ -476,7 +477,7 @@ def open_queue(queue_dir: Path, flags: int = os.O_RDWR) -> int:
 
 
 def noop_timer(fd: int) -> Timer:
-    return loop_timer(lambda: client.noop(fd))
+    return loop_timer(lambda: calls.noop(fd))
 
 
 def fill(fd: int, count: int) -> None:
@@ -510,11 +511,11 @@ def measure_pairs_and_floor(
         "floor_read_64": loop_timer(lambda: os.pread(status, 64, 0)),
         "mqfs_rw_64": pair_timer(partial(os.write, mqfs64, small), partial(os.read, mqfs64, SMALL)),
         "mqfs_ioctl_64": pair_timer(
-            partial(client.send, mqfs64, small), partial(client.receive, mqfs64, SMALL)
+            partial(calls.send, mqfs64, small), partial(calls.receive, mqfs64, SMALL)
         ),
         "mqfs_rw_8k": pair_timer(partial(os.write, mqfs8k, large), partial(os.read, mqfs8k, LARGE)),
         "mqfs_ioctl_8k": pair_timer(
-            partial(client.send, mqfs8k, large), partial(client.receive, mqfs8k, LARGE)
+            partial(calls.send, mqfs8k, large), partial(calls.receive, mqfs8k, LARGE)
         ),
     }
     samples = interleaved(timers, scale)
@@ -715,7 +716,7 @@ def measure_peek_cat_dump(
     baseline_file.write_bytes(b"%064d" % middle)
     timers: dict[str, Timer] = {"peek_noop": noop_timer(fd)}
     for key, index in indices.items():
-        timers[key] = loop_timer(partial(client.peek, fd, index))
+        timers[key] = loop_timer(partial(calls.peek, fd, index))
     timers["cat_mqfs"] = loop_timer(lambda: read_whole_file(message_path))
     timers["cat_baseline"] = loop_timer(lambda: read_whole_file(baseline_file))
     labels = {"peek_noop": ("NOOP ioctl (this group's baseline)", "call")}
@@ -758,8 +759,8 @@ def measure_dump(report: Report, fd: int, size: int) -> None:
     expected = [(b"%064d" % index, 0) for index in range(size)]
     batch: list[tuple[bytes, int]] = []
     one_by_one: list[tuple[bytes, int]] = []
-    batch_seconds = timed_once(lambda: batch.extend(client.peek_all(fd)))
-    each_seconds = timed_once(lambda: one_by_one.extend(client.peek(fd, i) for i in range(size)))
+    batch_seconds = timed_once(lambda: batch.extend(calls.peek_all(fd)))
+    each_seconds = timed_once(lambda: one_by_one.extend(calls.peek(fd, i) for i in range(size)))
     if batch != expected or one_by_one != expected:
         raise BenchError("the dumped messages differ from those queued")
     labels = {
@@ -977,7 +978,7 @@ def create_empty_queues(daemon: Daemon, first: int, stop: int, fresh_rss: int) -
     the root), and return the index reached: short of *stop* if the RSS guard tripped."""
     root = os.open(daemon.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        return guarded_loop(daemon, fresh_rss, first, stop, lambda i: client.create(root, f"q{i}"))
+        return guarded_loop(daemon, fresh_rss, first, stop, lambda i: calls.create(root, f"q{i}"))
     finally:
         os.close(root)
 
@@ -1278,9 +1279,9 @@ def measure_kill_race(report: Report, scale: Scale, workdir: Path, kernel: Kerne
                     ),
                     RaceSide(
                         "mqfs",
-                        lambda: client.receive(reader_fd, SMALL)[0],
-                        partial(client.send, test_fd),
-                        lambda: take_or_none(partial(client.receive, test_fd, SMALL)),
+                        lambda: calls.receive(reader_fd, SMALL)[0],
+                        partial(calls.send, test_fd),
+                        lambda: take_or_none(partial(calls.receive, test_fd, SMALL)),
                         lambda pid: mqfs_reader_blocked(queue),
                     ),
                 )

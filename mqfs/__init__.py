@@ -1,7 +1,7 @@
 """mqfs: POSIX message queues as a FUSE filesystem, with non-destructive peek.
 
 The client API is re-exported here lazily, so that importing a lower layer
-(``mqfs.store``, ``mqfs.wire``) never drags in trio or pyfuse3.
+(``mqfs.server.store``, ``mqfs.wire``) never drags in trio or pyfuse3.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _CLIENT_NAMES = frozenset(__all__) - {"__version__"}
 
 def __getattr__(name: str) -> Any:
     if name in _CLIENT_NAMES:
-        from mqfs import mq
+        from mqfs.client import api
 
-        return getattr(mq, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'mqfs' has no attribute {name!r}")

@@ -252,11 +252,6 @@ class Create:
         return cls(raw_name[:end], mode, flags, maxmsg, msgsize)
 
 
-# mqfs_notify.sigev_notify: <signal.h>'s values (Python's os module does not export them).
-SIGEV_SIGNAL = 0
-SIGEV_NONE = 1
-SIGEV_THREAD = 2
-
 BATCH_MORE = 1
 """mqfs_batch.flags: messages follow `next`; call again with index = next."""
 

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import pytest
 
 from mqfs import wire
-from mqfs.foreground import DaemonNotReady, foreground_daemon
+from mqfs.cli.foreground import DaemonNotReady, foreground_daemon
 from mqfs.mounts import mounts_under
 
 T = TypeVar("T")

@@ -1,5 +1,5 @@
 """The kernel's mqueue filesystem for side-by-side tests (the mq_* calls themselves are
-mqfs.backends.KernelBackend).
+mqfs.client.backends.KernelBackend).
 
 Mounts ``-t mqueue`` at a temporary directory so the kernel's status line can be read;
 ``available()`` says why the kernel side cannot run here, so tests skip with that reason.

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mqfs import client, dump
-from mqfs.backends import KernelBackend
 from mqfs.cli import main
+from mqfs.client import calls, dump
+from mqfs.client.backends import KernelBackend
 from tests import kernel_mq
 from tests.conftest import Mount, wait_until
 
@@ -146,9 +146,9 @@ def test_watch_follows_changes_without_polling(mqfs_mount: Mount) -> None:
         assert watcher.stdout.readline() == "0/10 msgs  head: -\n"
         fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR)
         try:
-            client.send(fd, b"first", 2)
+            calls.send(fd, b"first", 2)
             assert watcher.stdout.readline() == "1/10 msgs  head: [2] 'first'\n"
-            client.receive(fd, 8192)
+            calls.receive(fd, 8192)
             assert watcher.stdout.readline() == "0/10 msgs  head: -\n"
         finally:
             os.close(fd)
@@ -166,7 +166,7 @@ def test_dump_changes_nothing_and_restore_round_trips(mount_factory: object) -> 
     messages = [(b"\x00\xffbinary", 3), (b"", 0), (b"x" * 300, 9), (b"tail", 3)]
     try:
         for payload, priority in messages:
-            client.send(fd, payload, priority)
+            calls.send(fd, payload, priority)
     finally:
         os.close(fd)
     status_before = (source.path / "q" / "status").read_bytes()
@@ -245,8 +245,8 @@ def test_c_peek_example_compiles_and_prints_every_message(
     mqfs_mount.make_queue("q")
     fd = os.open(mqfs_mount.path / "q" / "queue", os.O_WRONLY)
     try:
-        client.send(fd, b"second", 1)
-        client.send(fd, b"first\n", 8)
+        calls.send(fd, b"second", 1)
+        calls.send(fd, b"first\n", 8)
     finally:
         os.close(fd)
     out = subprocess.run(
@@ -278,7 +278,7 @@ def test_mount_in_the_background_and_umount(tmp_path: Path) -> None:
         os.mkdir(mountpoint / "q")
         fd = os.open(mountpoint / "q" / "queue", os.O_RDONLY)
         try:
-            assert client.get_attributes(fd).maxmsg == 3
+            assert calls.get_attributes(fd).maxmsg == 3
         finally:
             os.close(fd)
         status, _, stderr = _cli("mount", str(mountpoint))

@@ -8,8 +8,8 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mqfs import client, dump
-from mqfs.backends import MqfsBackend
+from mqfs.client import calls, dump
+from mqfs.client.backends import MqfsBackend
 from tests.conftest import Mount
 
 messages_strategy = st.lists(
@@ -30,11 +30,11 @@ def test_random_queues_round_trip(
 ) -> None:
     source, target = _mounts(mount_factory)
     name = f"q{next(_names)}"
-    client.create_at(source.path, name, mode, maxmsg=maxmsg, msgsize=300)
+    calls.create_at(source.path, name, mode, maxmsg=maxmsg, msgsize=300)
     fd = os.open(source.path / name / "queue", os.O_WRONLY)
     try:
         for payload, priority in messages:
-            client.send(fd, payload, priority)
+            calls.send(fd, payload, priority)
     finally:
         os.close(fd)
     status = (source.path / name / "status").read_bytes()
@@ -51,7 +51,7 @@ def test_random_queues_round_trip(
     )
     fd = os.open(target.path / name / "queue", os.O_RDONLY)
     try:  # and the restored queue receives the same, in the same order
-        assert [client.receive(fd, 300) for _ in messages] == taken.messages
+        assert [calls.receive(fd, 300) for _ in messages] == taken.messages
     finally:
         os.close(fd)
     for mount in (source, target):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mqfs.backends import MqfsBackend
+from mqfs.client.backends import MqfsBackend
 from tests.conftest import Mount
 
 

@@ -1,4 +1,4 @@
-"""mqfs.mq.MessageQueue against a real mqfs mount (and, for the common API, the kernel)."""
+"""mqfs.client.api.MessageQueue against a real mqfs mount (and, for the common API, the kernel)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mqfs.backends import Backend, KernelBackend, MqfsBackend
-from mqfs.mq import (
+from mqfs.client.api import (
     O_CREAT,
     O_CREX,
     O_EXCL,
@@ -31,6 +30,7 @@ from mqfs.mq import (
     SignalError,
     unlink_message_queue,
 )
+from mqfs.client.backends import Backend, KernelBackend, MqfsBackend
 from tests.conftest import Mount, wait_until
 
 

@@ -1,4 +1,4 @@
-"""mqfs.mq.AsyncMessageQueue under trio, against a real mqfs mount (and the kernel's queues).
+"""mqfs.client.api.AsyncMessageQueue under trio, against a real mqfs mount (and the kernel's queues).
 
 Ordering is made deterministic with ``trio.testing.wait_all_tasks_blocked`` rather than
 sleeps; it also proves that a waiting call is parked in trio (it would never return if a
@@ -16,8 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from mqfs.backends import KernelBackend, MqfsBackend
-from mqfs.mq import (
+from mqfs.client.api import (
     O_CREAT,
     O_CREX,
     O_NONBLOCK,
@@ -29,6 +28,7 @@ from mqfs.mq import (
     NoSuchMessageError,
     PermissionsError,
 )
+from mqfs.client.backends import KernelBackend, MqfsBackend
 from tests.client.test_message_queue import kernel_usable
 
 

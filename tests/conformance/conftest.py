@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mqfs.backends import KernelBackend, MqfsBackend
+from mqfs.client.backends import KernelBackend, MqfsBackend
 from tests import kernel_mq
 from tests.conftest import mounted
 

@@ -18,7 +18,7 @@ NOTIFY_PID replaced by ``<self>`` (the test process) or ``<child name>``; see
 :class:`Runner` for the rest. Add a scenario by appending to :data:`SCENARIOS`.
 
 Steps that involve other processes start ``[sys.executable, "-c", CHILD_PROGRAM]``, which
-rebuilds the backend with :func:`mqfs.backends.from_spec` and runs its own list of steps
+rebuilds the backend with :func:`mqfs.client.backends.from_spec` and runs its own list of steps
 with the same interpreter, printing one result per line (and ``ready`` before its last
 step, so the parent can wait for it to block there).
 """
@@ -43,10 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mqfs.backends import SIGEV_NONE, SIGEV_SIGNAL, KernelBackend, MqfsBackend, Notification
+from mqfs.client.backends import KernelBackend, MqfsBackend, Notification
+from mqfs.posix import SI_MESGQ, SIGEV_NONE, SIGEV_SIGNAL
 
 ROOT = Path(__file__).resolve().parents[2]
-SI_MESGQ = -3
+
 OK = "ok"
 NOBODY = 65534
 CHILD_TIMEOUT = 20.0
@@ -437,7 +438,7 @@ def child_main(spec: str, steps_text: str) -> None:
     """The body of a child process: run *steps*, print each raw result on a line."""
     from ast import literal_eval
 
-    from mqfs.backends import from_spec
+    from mqfs.client.backends import from_spec
 
     steps = literal_eval(steps_text)
     runner = Runner(from_spec(spec), normalise=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mqfs.backends import MqfsBackend
+from mqfs.client.backends import MqfsBackend
 from tests.conformance import table
 from tests.conformance.conftest import BackendFactory, kernel_backend, mqfs_backend
 from tests.conformance.scenarios import ROOT, SCENARIOS, Runner, Scenario
@@ -121,7 +121,7 @@ def test_peek_agrees_with_receive_at_every_index(mqfs_queue: tuple[MqfsBackend, 
 
 SENDER = textwrap.dedent("""
     import os, random, sys
-    from mqfs.backends import from_spec
+    from mqfs.client.backends import from_spec
     mq = from_spec(sys.argv[1])
     mqd = mq.open("/q", os.O_WRONLY)
     rng = random.Random(7)

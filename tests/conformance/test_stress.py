@@ -26,7 +26,7 @@ TIMEOUT = 60.0
 
 PRODUCER = textwrap.dedent("""
     import os, random, sys
-    from mqfs.backends import from_spec
+    from mqfs.client.backends import from_spec
     mq = from_spec(sys.argv[1])
     me, count, priorities = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     mqd = mq.open("/stress", os.O_WRONLY)
@@ -38,7 +38,7 @@ PRODUCER = textwrap.dedent("""
 
 CONSUMER = textwrap.dedent("""
     import os, sys
-    from mqfs.backends import from_spec
+    from mqfs.client.backends import from_spec
     mq = from_spec(sys.argv[1])
     mqd = mq.open("/stress", os.O_RDONLY)
     got = []

@@ -14,8 +14,9 @@ import threading
 
 import pytest
 
-from mqfs import client, wire
-from mqfs.fs import plain_io_limit
+from mqfs import wire
+from mqfs.client import calls
+from mqfs.server.ops import plain_io_limit
 from tests.conftest import Mount, wait_until
 
 
@@ -42,11 +43,11 @@ def test_zero_length_messages_go_through_the_ioctl(queue_fd: int) -> None:
     # The kernel never forwards a zero-byte write() to FUSE, so write(fd, "", 0) sends
     # nothing; mq_send of an empty message is the SEND ioctl's job.
     assert os.write(queue_fd, b"") == 0
-    assert client.get_attributes(queue_fd).curmsgs == 0
-    client.send(queue_fd, b"", 3)
+    assert calls.get_attributes(queue_fd).curmsgs == 0
+    calls.send(queue_fd, b"", 3)
     os.write(queue_fd, b"after")
-    assert client.get_attributes(queue_fd).curmsgs == 2
-    assert client.peek(queue_fd, 0) == (b"", 3)
+    assert calls.get_attributes(queue_fd).curmsgs == 2
+    assert calls.peek(queue_fd, 0) == (b"", 3)
     assert os.read(queue_fd, 8192) == b""  # the empty message (read() returns 0)
     assert os.read(queue_fd, 8192) == b"after"
 
@@ -54,50 +55,50 @@ def test_zero_length_messages_go_through_the_ioctl(queue_fd: int) -> None:
 def test_receive_order_is_priority_then_fifo(queue_fd: int) -> None:
     sent = [(b"low-1", 1), (b"high-1", 9), (b"low-2", 1), (b"zero", 0), (b"high-2", 9)]
     for payload, priority in sent:
-        client.send(queue_fd, payload, priority)
+        calls.send(queue_fd, payload, priority)
     expected = [(b"high-1", 9), (b"high-2", 9), (b"low-1", 1), (b"low-2", 1), (b"zero", 0)]
-    assert [client.receive(queue_fd, 8192) for _ in sent] == expected
+    assert [calls.receive(queue_fd, 8192) for _ in sent] == expected
 
 
 def test_write_uses_the_descriptors_priority(mqfs_mount: Mount, queue_fd: int) -> None:
     other = open_queue(mqfs_mount, "q", os.O_WRONLY)
     try:
-        client.set_send_priority(other, 7)
+        calls.set_send_priority(other, 7)
         os.write(queue_fd, b"default")
         os.write(other, b"urgent")
     finally:
         os.close(other)
-    assert client.receive(queue_fd, 8192) == (b"urgent", 7)
-    assert client.receive(queue_fd, 8192) == (b"default", 0)
+    assert calls.receive(queue_fd, 8192) == (b"urgent", 7)
+    assert calls.receive(queue_fd, 8192) == (b"default", 0)
 
 
 def test_peek_at_every_index_equals_what_receive_returns(queue_fd: int) -> None:
     for i, priority in enumerate([3, 0, 7, 3, 32767, 0, 7]):
-        client.send(queue_fd, f"m{i}".encode(), priority)
-    peeked = [client.peek(queue_fd, i) for i in range(7)]
-    assert client.get_attributes(queue_fd).curmsgs == 7  # peek consumed nothing
-    assert [client.receive(queue_fd, 8192) for _ in range(7)] == peeked
+        calls.send(queue_fd, f"m{i}".encode(), priority)
+    peeked = [calls.peek(queue_fd, i) for i in range(7)]
+    assert calls.get_attributes(queue_fd).curmsgs == 7  # peek consumed nothing
+    assert [calls.receive(queue_fd, 8192) for _ in range(7)] == peeked
 
 
 def test_peek_errors_follow_mq_timedreceive2(mqfs_mount: Mount, queue_fd: int) -> None:
     with pytest.raises(OSError) as empty:
-        client.peek(queue_fd, 0)
+        calls.peek(queue_fd, 0)
     assert empty.value.errno == errno.EAGAIN
-    client.send(queue_fd, b"only", 1)
+    calls.send(queue_fd, b"only", 1)
     with pytest.raises(OSError) as past_end:
-        client.peek(queue_fd, 1)
+        calls.peek(queue_fd, 1)
     assert past_end.value.errno == errno.ENOENT
     write_only = open_queue(mqfs_mount, "q", os.O_WRONLY)
     try:
         with pytest.raises(OSError) as not_readable:
-            client.peek(write_only, 0)
+            calls.peek(write_only, 0)
         assert not_readable.value.errno == errno.EBADF
     finally:
         os.close(write_only)
 
 
 def test_peek_ioctl_return_value_is_bytes_copied(queue_fd: int) -> None:
-    client.send(queue_fd, b"0123456789", 4)
+    calls.send(queue_fd, b"0123456789", 4)
     buffer = bytearray(wire.Peek(index=0, offset=3).pack(full=True))
     copied = fcntl.ioctl(queue_fd, wire.IOC_PEEK, buffer, True)
     reply = wire.Peek.unpack(buffer)
@@ -105,12 +106,12 @@ def test_peek_ioctl_return_value_is_bytes_copied(queue_fd: int) -> None:
 
 
 def test_receive_needs_a_buffer_of_msgsize(queue_fd: int) -> None:
-    client.send(queue_fd, b"tiny")
-    for receive in (lambda: os.read(queue_fd, 8191), lambda: client.receive(queue_fd, 100)):
+    calls.send(queue_fd, b"tiny")
+    for receive in (lambda: os.read(queue_fd, 8191), lambda: calls.receive(queue_fd, 100)):
         with pytest.raises(OSError) as small:
             receive()
         assert small.value.errno == errno.EMSGSIZE
-    assert client.get_attributes(queue_fd).curmsgs == 1  # nothing was taken
+    assert calls.get_attributes(queue_fd).curmsgs == 1  # nothing was taken
 
 
 def test_send_errors(queue_fd: int) -> None:
@@ -118,13 +119,13 @@ def test_send_errors(queue_fd: int) -> None:
         os.write(queue_fd, b"x" * 8193)
     assert too_long.value.errno == errno.EMSGSIZE
     with pytest.raises(OSError) as bad_priority:
-        client.send(queue_fd, b"x", 32768)
+        calls.send(queue_fd, b"x", 32768)
     assert bad_priority.value.errno == errno.EINVAL
     with pytest.raises(OSError) as bad_priority_beats_length:  # the kernel's check order
-        client.send(queue_fd, b"x" * 8193, 32768)
+        calls.send(queue_fd, b"x" * 8193, 32768)
     assert bad_priority_beats_length.value.errno == errno.EINVAL
     with pytest.raises(OSError) as set_bad:
-        client.set_send_priority(queue_fd, 40000)
+        calls.set_send_priority(queue_fd, 40000)
     assert set_bad.value.errno == errno.EINVAL
 
 
@@ -134,10 +135,10 @@ def test_wrong_direction_is_ebadf(mqfs_mount: Mount) -> None:
     write_only = open_queue(mqfs_mount, "q", os.O_WRONLY)
     try:
         with pytest.raises(OSError) as cannot_send:
-            client.send(read_only, b"x")
+            calls.send(read_only, b"x")
         assert cannot_send.value.errno == errno.EBADF
         with pytest.raises(OSError) as cannot_receive:
-            client.receive(write_only, 8192)
+            calls.receive(write_only, 8192)
         assert cannot_receive.value.errno == errno.EBADF
     finally:
         os.close(read_only)
@@ -155,8 +156,8 @@ def test_nonblocking_empty_and_full_give_eagain(mqfs_mount: Mount) -> None:
         with pytest.raises(BlockingIOError):
             os.write(fd, b"one too many")
         with pytest.raises(BlockingIOError):
-            client.send(fd, b"one too many", 5)
-        assert client.get_attributes(fd).curmsgs == 10
+            calls.send(fd, b"one too many", 5)
+        assert calls.get_attributes(fd).curmsgs == 10
     finally:
         os.close(fd)
 
@@ -166,17 +167,17 @@ def test_getattr_and_setattr_are_per_descriptor(mqfs_mount: Mount) -> None:
     first = open_queue(mqfs_mount, "q")
     second = open_queue(mqfs_mount, "q")
     try:
-        client.send(first, b"x")
-        assert client.get_attributes(first) == client.Attributes(0, 10, 8192, 1)
-        previous = client.set_attributes(first, os.O_NONBLOCK)
-        assert previous == client.Attributes(0, 10, 8192, 1)
-        assert client.get_attributes(first).flags == os.O_NONBLOCK
-        assert client.get_attributes(second).flags == 0
-        client.receive(first, 8192)
+        calls.send(first, b"x")
+        assert calls.get_attributes(first) == calls.Attributes(0, 10, 8192, 1)
+        previous = calls.set_attributes(first, os.O_NONBLOCK)
+        assert previous == calls.Attributes(0, 10, 8192, 1)
+        assert calls.get_attributes(first).flags == os.O_NONBLOCK
+        assert calls.get_attributes(second).flags == 0
+        calls.receive(first, 8192)
         with pytest.raises(BlockingIOError):
-            client.receive(first, 8192)  # the O_NONBLOCK set by SETATTR applies
+            calls.receive(first, 8192)  # the O_NONBLOCK set by SETATTR applies
         with pytest.raises(OSError) as other_flag:
-            client.set_attributes(first, os.O_NONBLOCK | os.O_APPEND)
+            calls.set_attributes(first, os.O_NONBLOCK | os.O_APPEND)
         assert other_flag.value.errno == errno.EINVAL
     finally:
         os.close(first)
@@ -237,7 +238,7 @@ def test_blocking_read_is_woken_by_a_send_from_another_process(mqfs_mount: Mount
         os.write(fd, b"hello reader")
         out, _ = reader.communicate(timeout=10)
         assert out == b"hello reader"
-        assert client.get_attributes(fd).curmsgs == 0
+        assert calls.get_attributes(fd).curmsgs == 0
     finally:
         os.close(fd)
 
@@ -288,7 +289,7 @@ def test_interrupted_reader_loses_nothing(mqfs_mount: Mount, how: str) -> None:
     fd = open_queue(mqfs_mount, "q")
     try:
         os.write(fd, b"must not vanish")
-        assert client.get_attributes(fd).curmsgs == 1
+        assert calls.get_attributes(fd).curmsgs == 1
         assert os.read(fd, 8192) == b"must not vanish"
     finally:
         os.close(fd)
@@ -299,11 +300,11 @@ def test_interrupted_ioctl_receive_returns_eintr(mqfs_mount: Mount) -> None:
     queue_path = str(mqfs_mount.path / "q" / "queue")
     program = textwrap.dedent(f"""
         import errno, os, signal
-        from mqfs import client
+        from mqfs.client import calls
         signal.signal(signal.SIGUSR1, lambda *_: None)
         fd = os.open({queue_path!r}, os.O_RDONLY)
         try:
-            client.receive(fd, 8192)
+            calls.receive(fd, 8192)
         except InterruptedError:
             print("EINTR")
     """)
@@ -319,13 +320,13 @@ def test_timed_receive_and_send_time_out(mqfs_mount: Mount) -> None:
     fd = open_queue(mqfs_mount, "q")
     try:
         with pytest.raises(TimeoutError):
-            client.receive(fd, 8192, timeout=0.05)
+            calls.receive(fd, 8192, timeout=0.05)
         with pytest.raises(TimeoutError):
-            client.receive(fd, 8192, timeout=0)  # a deadline already past
+            calls.receive(fd, 8192, timeout=0)  # a deadline already past
         for i in range(10):
-            client.send(fd, b"%d" % i, timeout=0)  # room: succeeds despite the deadline
+            calls.send(fd, b"%d" % i, timeout=0)  # room: succeeds despite the deadline
         with pytest.raises(TimeoutError):
-            client.send(fd, b"full", timeout=0.05)
+            calls.send(fd, b"full", timeout=0.05)
     finally:
         os.close(fd)
 
@@ -337,21 +338,21 @@ def test_invalid_timespec_is_einval_even_when_it_would_not_block(queue_fd: int) 
     with pytest.raises(OSError) as invalid:
         fcntl.ioctl(queue_fd, wire.IOC_SEND, bytearray(request.pack(full=True)), True)
     assert invalid.value.errno == errno.EINVAL
-    assert client.get_attributes(queue_fd).curmsgs == 0
+    assert calls.get_attributes(queue_fd).curmsgs == 0
 
 
 def test_messages_larger_than_one_ioctl_are_atomic(mount_factory: object) -> None:
     mount = mount_factory("msgsize_max=200000")  # type: ignore[operator]
-    client.create_at(mount.path, "big", 0o600, maxmsg=4, msgsize=200000)
+    calls.create_at(mount.path, "big", 0o600, maxmsg=4, msgsize=200000)
     fd = open_queue(mount, "big")
     try:
         big = bytes(range(256)) * 700  # 179,200 bytes: eleven chunks
-        client.send(fd, big, 5)
-        client.send(fd, b"small", 9)
-        assert client.get_attributes(fd).curmsgs == 2
-        assert client.peek(fd, 1) == (big, 5)
-        assert client.receive(fd, 200000) == (b"small", 9)
-        assert client.receive(fd, 200000) == (big, 5)
+        calls.send(fd, big, 5)
+        calls.send(fd, b"small", 9)
+        assert calls.get_attributes(fd).curmsgs == 2
+        assert calls.peek(fd, 1) == (big, 5)
+        assert calls.receive(fd, 200000) == (b"small", 9)
+        assert calls.receive(fd, 200000) == (big, 5)
         os.write(fd, big)  # plain write(): one FUSE request up to the transfer size
         assert os.read(fd, 200000) == big
     finally:
@@ -363,24 +364,24 @@ def test_write_too_large_for_one_fuse_request_sends_nothing(mount_factory: objec
     # turn one write() into several messages.
     limit = plain_io_limit()
     mount = mount_factory("msgsize_max=4000000,ignore_rlimit")  # type: ignore[operator]
-    client.create_at(mount.path, "huge", 0o600, maxmsg=4, msgsize=2_000_000)
+    calls.create_at(mount.path, "huge", 0o600, maxmsg=4, msgsize=2_000_000)
     fd = open_queue(mount, "huge")
     try:
         for size in (limit + 1, 1 << 20, 2_000_000):
             with pytest.raises(OSError) as refused:
                 os.write(fd, b"s" * size)
             assert refused.value.errno == errno.EMSGSIZE
-            assert client.get_attributes(fd).curmsgs == 0
+            assert calls.get_attributes(fd).curmsgs == 0
         buffer = memoryview(bytearray(limit + 1))[1:]  # unaligned: the worst case
         assert os.write(fd, buffer) == limit
-        assert client.get_attributes(fd).curmsgs == 1
+        assert calls.get_attributes(fd).curmsgs == 1
         huge = bytes(range(256)) * 7800  # 1,996,800 bytes
-        client.send(fd, huge, 3)
+        calls.send(fd, huge, 3)
         with pytest.raises(OSError) as too_small:  # read() can never hold msgsize here
             os.read(fd, 2_000_000)
         assert too_small.value.errno == errno.EMSGSIZE
-        assert client.receive(fd, 2_000_000) == (huge, 3)
-        assert client.receive(fd, 2_000_000) == (bytes(limit), 0)
+        assert calls.receive(fd, 2_000_000) == (huge, 3)
+        assert calls.receive(fd, 2_000_000) == (bytes(limit), 0)
     finally:
         os.close(fd)
 
@@ -389,38 +390,38 @@ def test_peek_batch_returns_many_messages_per_call_in_receive_order(
     mount_factory: object,
 ) -> None:
     mount = mount_factory("msg_max=2000,msgsize_max=60000,ignore_rlimit")  # type: ignore[operator]
-    client.create_at(mount.path, "q", 0o600, maxmsg=2000, msgsize=60000)
+    calls.create_at(mount.path, "q", 0o600, maxmsg=2000, msgsize=60000)
     fd = open_queue(mount, "q")
     try:
-        assert client.peek_all(fd) == []
+        assert calls.peek_all(fd) == []
         expected = []
         for i in range(1500):
             payload, priority = b"m%d" % i, i % 7
-            client.send(fd, payload, priority)
+            calls.send(fd, payload, priority)
             expected.append((payload, priority))
         expected.sort(key=lambda item: -item[1])  # stable: FIFO within a priority
-        first = client.peek_batch(fd, 0)
+        first = calls.peek_batch(fd, 0)
         assert first.flags & wire.BATCH_MORE
         assert 500 < len(first.records) < 1500  # many per call, bounded by the ioctl size
         assert [(r.data, r.msg_prio) for r in first.records] == expected[: len(first.records)]
-        assert client.peek_batch(fd, 10, max_count=3).next == 13
-        assert client.peek_all(fd) == expected
+        assert calls.peek_batch(fd, 10, max_count=3).next == 13
+        assert calls.peek_all(fd) == expected
         huge = bytes(range(256)) * 200  # 51,200 bytes: more than one batch can carry
-        client.send(fd, huge, 9)
-        assert client.peek_all(fd) == [(huge, 9), *expected]
-        assert client.get_attributes(fd).curmsgs == 1501  # nothing consumed
-        before = client.peek_batch(fd, 0).generation
-        client.receive(fd, 60000)
-        assert client.peek_batch(fd, 0).generation != before
+        calls.send(fd, huge, 9)
+        assert calls.peek_all(fd) == [(huge, 9), *expected]
+        assert calls.get_attributes(fd).curmsgs == 1501  # nothing consumed
+        before = calls.peek_batch(fd, 0).generation
+        calls.receive(fd, 60000)
+        assert calls.peek_batch(fd, 0).generation != before
         with pytest.raises(OSError) as past_end:
-            client.peek_batch(fd, 1501)
+            calls.peek_batch(fd, 1501)
         assert past_end.value.errno == errno.ENOENT
     finally:
         os.close(fd)
     write_only = os.open(mount.path / "q" / "queue", os.O_WRONLY)
     try:
         with pytest.raises(OSError) as not_readable:
-            client.peek_batch(write_only, 0)
+            calls.peek_batch(write_only, 0)
         assert not_readable.value.errno == errno.EBADF
     finally:
         os.close(write_only)
@@ -436,13 +437,13 @@ def test_a_blocking_receive_lets_other_threads_run(mqfs_mount: Mount, queue_fd: 
     sender = threading.Thread(target=send_once_receiver_blocks)
     sender.start()
     try:
-        assert client.receive(queue_fd, 8192, timeout=20) == (b"from another thread", 0)
+        assert calls.receive(queue_fd, 8192, timeout=20) == (b"from another thread", 0)
     finally:
         sender.join()
 
 
 def test_sized_commands_move_only_what_they_need(queue_fd: int) -> None:
-    client.send(queue_fd, b"0123456789", 4)  # a 10-byte SEND struct after the header
+    calls.send(queue_fd, b"0123456789", 4)  # a 10-byte SEND struct after the header
     size = wire.PEEK_HEADER_SIZE + 4
     buffer = bytearray(wire.Peek(index=0, offset=2).pack(full=size))
     copied = fcntl.ioctl(queue_fd, wire.sized(wire.IOC_PEEK, size), buffer, True)
@@ -452,4 +453,4 @@ def test_sized_commands_move_only_what_they_need(queue_fd: int) -> None:
         with pytest.raises(OSError) as invalid:  # no room for a byte of data
             fcntl.ioctl(queue_fd, wire.sized(wire.IOC_PEEK, too_small), bytearray(too_small), True)
         assert invalid.value.errno == errno.EINVAL
-    assert client.receive(queue_fd, 8192) == (b"0123456789", 4)
+    assert calls.receive(queue_fd, 8192) == (b"0123456789", 4)

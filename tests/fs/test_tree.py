@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from mqfs import client
-from mqfs.backends import KernelBackend
+from mqfs.client import calls
+from mqfs.client.backends import KernelBackend
 from tests import kernel_mq
 from tests.conftest import Mount
 
@@ -31,7 +31,7 @@ def send_all(mount: Mount, name: str, messages: list[tuple[bytes, int]]) -> None
     fd = os.open(mount.path / name / "queue", os.O_WRONLY)
     try:
         for payload, priority in messages:
-            client.send(fd, payload, priority)
+            calls.send(fd, payload, priority)
     finally:
         os.close(fd)
 
@@ -76,7 +76,7 @@ def test_mkdir_sets_mode_and_owner_and_default_attributes(mqfs_mount: Mount) -> 
     assert queue_file.st_size == 80  # as the kernel's /dev/mqueue files
     fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDONLY)
     try:
-        assert client.get_attributes(fd) == client.Attributes(0, 10, 8192, 0)
+        assert calls.get_attributes(fd) == calls.Attributes(0, 10, 8192, 0)
     finally:
         os.close(fd)
     with pytest.raises(FileExistsError):
@@ -153,7 +153,7 @@ def test_rmdir_while_open_keeps_the_queue_for_open_descriptors(mqfs_mount: Mount
             os.close(fresh)
         os.write(fd, b"still works")
         assert os.read(fd, 8192) == b"survivor"
-        assert client.peek(fd, 0) == (b"still works", 0)
+        assert calls.peek(fd, 0) == (b"still works", 0)
     finally:
         os.close(fd)
 
@@ -173,7 +173,7 @@ def test_queue_names_get_the_kernels_errno(mqfs_mount: Mount) -> None:
             ("n" * 256, errno.ENAMETOOLONG),
         ):
             with pytest.raises(OSError) as bad:
-                client.create(root, name)
+                calls.create(root, name)
             assert bad.value.errno == code, name
     finally:
         os.close(root)
@@ -182,21 +182,21 @@ def test_queue_names_get_the_kernels_errno(mqfs_mount: Mount) -> None:
 def test_create_ioctl_is_mq_open_o_creat(mqfs_mount: Mount) -> None:
     root = os.open(mqfs_mount.path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        client.create(root, "sized", 0o640, maxmsg=3, msgsize=64, exclusive=True)
-        client.create(root, "sized", 0o600, maxmsg=9, msgsize=9)  # exists: attr ignored
+        calls.create(root, "sized", 0o640, maxmsg=3, msgsize=64, exclusive=True)
+        calls.create(root, "sized", 0o600, maxmsg=9, msgsize=9)  # exists: attr ignored
         with pytest.raises(FileExistsError):
-            client.create(root, "sized", exclusive=True)
+            calls.create(root, "sized", exclusive=True)
         for maxmsg, msgsize in ((0, 64), (11, 64), (3, 0), (3, 8193), (-1, 64)):
             with pytest.raises(OSError) as bad_attr:
-                client.create(root, f"bad{maxmsg}x{msgsize}", maxmsg=maxmsg, msgsize=msgsize)
+                calls.create(root, f"bad{maxmsg}x{msgsize}", maxmsg=maxmsg, msgsize=msgsize)
             assert bad_attr.value.errno == errno.EINVAL
-        client.create(root, "tiny", maxmsg=1, msgsize=1)
+        calls.create(root, "tiny", maxmsg=1, msgsize=1)
     finally:
         os.close(root)
     assert stat.S_IMODE(os.stat(mqfs_mount.path / "sized" / "queue").st_mode) == 0o640
     fd = os.open(mqfs_mount.path / "sized" / "queue", os.O_RDONLY)
     try:
-        assert client.get_attributes(fd) == client.Attributes(0, 3, 64, 0)
+        assert calls.get_attributes(fd) == calls.Attributes(0, 3, 64, 0)
     finally:
         os.close(fd)
 
@@ -210,7 +210,7 @@ def test_mount_options_set_limits(mount_factory: object) -> None:
     assert too_many.value.errno == errno.ENOSPC
     fd = os.open(mount.path / "one" / "queue", os.O_RDONLY)
     try:
-        assert client.get_attributes(fd) == client.Attributes(0, 3, 128, 0)
+        assert calls.get_attributes(fd) == calls.Attributes(0, 3, 128, 0)
         os.rmdir(mount.path / "one")
         with pytest.raises(OSError) as still_counted:  # unlinked but open: still counts
             mount.make_queue("three")
@@ -236,11 +236,11 @@ def test_status_line_equals_the_kernels_byte_for_byte(mqfs_mount: Mount) -> None
             kernel_lines, mqfs_lines = [], []
             for payload, priority in scenario:
                 kernel.send(mqd, payload, priority)
-                client.send(fd, payload, priority)
+                calls.send(fd, payload, priority)
                 kernel_lines.append((kernel_root / name).read_bytes())
                 mqfs_lines.append((mqfs_mount.path / name / "status").read_bytes())
             received = [kernel.receive(mqd, 8192) for _ in scenario]
-            assert [client.receive(fd, 8192) for _ in scenario] == received
+            assert [calls.receive(fd, 8192) for _ in scenario] == received
             kernel_lines.append((kernel_root / name).read_bytes())
             mqfs_lines.append((mqfs_mount.path / name / "status").read_bytes())
             assert mqfs_lines == kernel_lines
@@ -264,14 +264,14 @@ def test_queue_memory_is_charged_to_rlimit_msgqueue(mount_factory: object) -> No
         pytest.skip(f"RLIMIT_MSGQUEUE is {limit}: too large to exhaust in a test")
     mount = mount_factory(f"msgsize_max={limit},msg_max=1")  # type: ignore[operator]
     half = limit // 2 - 96
-    client.create_at(mount.path, "a", 0o600, maxmsg=1, msgsize=half)
-    client.create_at(mount.path, "b", 0o600, maxmsg=1, msgsize=half)
+    calls.create_at(mount.path, "a", 0o600, maxmsg=1, msgsize=half)
+    calls.create_at(mount.path, "b", 0o600, maxmsg=1, msgsize=half)
     with pytest.raises(OSError) as over:
-        client.create_at(mount.path, "c", 0o600, maxmsg=1, msgsize=128)
+        calls.create_at(mount.path, "c", 0o600, maxmsg=1, msgsize=128)
     assert over.value.errno == errno.EMFILE
     assert sorted(os.listdir(mount.path)) == ["a", "b"]
     os.rmdir(mount.path / "a")  # destroyed (nobody has it open): the charge goes
-    client.create_at(mount.path, "c", 0o600, maxmsg=1, msgsize=128)
+    calls.create_at(mount.path, "c", 0o600, maxmsg=1, msgsize=128)
 
 
 def test_cached_views_never_go_stale(mqfs_mount: Mount) -> None:
@@ -283,12 +283,12 @@ def test_cached_views_never_go_stale(mqfs_mount: Mount) -> None:
     assert subprocess.run(["ls", "-l", str(msgs)], capture_output=True, check=True).stdout
     fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR)
     try:
-        client.receive(fd, 8192)  # everything cached above is now wrong
+        calls.receive(fd, 8192)  # everything cached above is now wrong
         assert os.listdir(msgs) == ["0"]
         assert os.stat(msgs / "0").st_size == 3
         assert (msgs / "0").read_bytes() == b"2nd"
         assert not (msgs / "1").exists()
-        client.send(fd, b"urgent!", 9)  # a new head, and an index 1 again
+        calls.send(fd, b"urgent!", 9)  # a new head, and an index 1 again
         assert os.stat(msgs / "0").st_size == 7
         assert os.getxattr(msgs / "0", "user.mq.priority") == b"9"
         assert os.stat(msgs / "1").st_size == 3

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from mqfs import client, wire
+from mqfs import wire
+from mqfs.client import calls
 from tests.conftest import Mount, as_user, mounted, run_as_user, unprivileged_user, wait_until
 
 HERE = Path(__file__).parent
@@ -62,7 +63,7 @@ def test_a_huge_message_index_is_enoent_and_aliases_nothing(
     mine = shared_mount.make_queue("mine", 0o644)  # qid 2; "secret" is qid 3 = 2 | 1
     secret = shared_mount.make_queue("secret", 0o600)
     client_fd = os.open(secret / "queue", os.O_WRONLY)
-    client.send(client_fd, b"root's secret", 5)
+    calls.send(client_fd, b"root's secret", 5)
     os.close(client_fd)
     # Any user who can read a queue: before the fix the first index killed the daemon and
     # 16777216 showed message 0 of "secret" (a 0600 queue of root's).
@@ -79,7 +80,7 @@ def test_no_two_files_share_an_inode(mqfs_mount: Mount) -> None:
         queue = mqfs_mount.make_queue(name)
         fd = os.open(queue / "queue", os.O_WRONLY)
         for _ in range(3):
-            client.send(fd, b"x", 0)
+            calls.send(fd, b"x", 0)
         os.close(fd)
     for directory, _, files in os.walk(mqfs_mount.path):
         for path in [Path(directory), *(Path(directory) / f for f in files)]:
@@ -95,16 +96,16 @@ def test_a_bug_in_a_handler_answers_eio_and_the_daemon_keeps_serving(
     (tmp_path / "sitecustomize.py").write_text(
         textwrap.dedent(
             """
-            import mqfs.fs
+            import mqfs.server.ops
 
-            _attributes = mqfs.fs.MqueueFS._attributes
+            _attributes = mqfs.server.ops.MqueueFS._attributes
 
             def faulty(self, inode):
                 if inode != 1 and self._queue_of(inode).name == "boom":
                     raise RuntimeError("injected fault")
                 return _attributes(self, inode)
 
-            mqfs.fs.MqueueFS._attributes = faulty
+            mqfs.server.ops.MqueueFS._attributes = faulty
             """
         )
     )
@@ -146,11 +147,11 @@ def test_create_unlink_churn_does_not_grow_the_daemon(mqfs_mount: Mount) -> None
 # -- 4: staged sends -----------------------------------------------------------------------
 def test_a_staged_send_never_holds_more_than_the_length_it_named(mount_factory: object) -> None:
     mount: Mount = mount_factory("msgsize_max=65536,msg_max=4")  # type: ignore[operator]
-    fd = client.create_at(mount.path, "big", maxmsg=4, msgsize=40000)
+    fd = calls.create_at(mount.path, "big", maxmsg=4, msgsize=40000)
     queue_fd = os.open(mount.path / "big" / "queue", os.O_RDWR)
     try:
         first = wire.Xfer(msg_len=20000, msg_prio=1, data=b"a" * wire.CHUNK)
-        _, reply = client._call(queue_fd, wire.IOC_SEND, first.pack())
+        _, reply = calls._call(queue_fd, wire.IOC_SEND, first.pack())
         transfer = wire.Xfer.unpack(reply).xfer_id
         assert transfer
         # A later chunk that claims a larger msg_len must not stretch the transfer: before
@@ -160,11 +161,11 @@ def test_a_staged_send_never_holds_more_than_the_length_it_named(mount_factory: 
             msg_len=10**9, offset=wire.CHUNK, xfer_id=transfer, data=b"b" * (rest + 1)
         )
         with pytest.raises(OSError) as failure:
-            client._call(queue_fd, wire.IOC_SEND, greedy.pack())
+            calls._call(queue_fd, wire.IOC_SEND, greedy.pack())
         assert failure.value.errno == errno.EINVAL
         honest = wire.Xfer(msg_len=20000, offset=wire.CHUNK, xfer_id=transfer, data=b"b" * rest)
-        client._call(queue_fd, wire.IOC_SEND, honest.pack())
-        assert client.receive(queue_fd, 40000) == (b"a" * wire.CHUNK + b"b" * rest, 1)
+        calls._call(queue_fd, wire.IOC_SEND, honest.pack())
+        assert calls.receive(queue_fd, 40000) == (b"a" * wire.CHUNK + b"b" * rest, 1)
     finally:
         os.close(queue_fd)
         del fd
@@ -219,7 +220,7 @@ def test_past_blocked_max_a_user_gets_eagain_and_others_still_block(
             fd = os.open(mount.path / "sink" / "queue", os.O_RDONLY)
             try:
                 with pytest.raises(BlockingIOError):
-                    client.receive(fd, 8192)  # the 51st blocked caller of the same user
+                    calls.receive(fd, 8192)  # the 51st blocked caller of the same user
             finally:
                 os.close(fd)
         finally:
@@ -230,7 +231,7 @@ def test_past_blocked_max_a_user_gets_eagain_and_others_still_block(
 # -- 7: stopping with callers blocked --------------------------------------------------------
 def test_sigterm_with_blocked_callers_answers_them_and_exits(tmp_path: Path) -> None:
     with mounted() as mount:
-        full = client.create_at(mount.path, "full", maxmsg=1, msgsize=128)
+        full = calls.create_at(mount.path, "full", maxmsg=1, msgsize=128)
         del full
         mount.make_queue("empty")
         fd = os.open(mount.path / "full" / "queue", os.O_WRONLY)
@@ -291,16 +292,16 @@ def test_writev_of_many_small_buffers_is_refused_whole(mqfs_mount: Mount) -> Non
         with pytest.raises(OSError) as failure:
             os.writev(fd, [b"x" * 20] * 300)  # the kernel cuts it after 256 iovecs
         assert failure.value.errno == errno.EMSGSIZE
-        assert client.get_attributes(fd).curmsgs == 0
+        assert calls.get_attributes(fd).curmsgs == 0
         assert os.writev(fd, [b"y" * 20] * 200) == 4000  # one request: one message
-        assert client.receive(fd, 8192) == (b"y" * 4000, 0)
+        assert calls.receive(fd, 8192) == (b"y" * 4000, 0)
         # Nearly full, nonblocking: still nothing sent, no short write.
         for _ in range(9):
             os.write(fd, b"z")
         with pytest.raises(OSError) as failure:
             os.writev(fd, [b"x" * 20] * 300)
         assert failure.value.errno == errno.EMSGSIZE
-        assert client.get_attributes(fd).curmsgs == 9
+        assert calls.get_attributes(fd).curmsgs == 9
     finally:
         os.close(fd)
 
@@ -308,7 +309,7 @@ def test_writev_of_many_small_buffers_is_refused_whole(mqfs_mount: Mount) -> Non
 def test_a_buffer_straddling_pages_is_one_message(mqfs_mount: Mount) -> None:
     import mmap
 
-    queue = client.create_at(mqfs_mount.path, "q", maxmsg=2, msgsize=8192)
+    queue = calls.create_at(mqfs_mount.path, "q", maxmsg=2, msgsize=8192)
     del queue
     fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR)
     page = mmap.PAGESIZE
@@ -317,7 +318,7 @@ def test_a_buffer_straddling_pages_is_one_message(mqfs_mount: Mount) -> None:
         area[page - 100 : 2 * page + 100] = b"s" * (page + 200)
         view = memoryview(area)[page - 100 : 2 * page + 100]
         assert os.writev(fd, [view[:50], view[50:]]) == page + 200
-        assert client.receive(fd, 8192) == (b"s" * (page + 200), 0)
+        assert calls.receive(fd, 8192) == (b"s" * (page + 200), 0)
         view.release()
     finally:
         area.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mqfs import client
+from mqfs.client import calls
 from tests.conftest import Mount
 from tests.preload.test_preload import (
     HERE,
@@ -285,7 +285,7 @@ def drain(queue: Path, msgsize: int) -> list[tuple[int, bytes]]:
     with opened(queue, os.O_RDONLY | os.O_NONBLOCK) as fd:
         while True:
             try:
-                data, prio = client.receive(fd, msgsize)
+                data, prio = calls.receive(fd, msgsize)
             except BlockingIOError:
                 return got
             got.append((prio, data))
@@ -302,14 +302,14 @@ def test_criu_dump_and_restore(
     mount = mount_factory("msgsize_max=65536")
     program = compile_peek(EXAMPLE)
     source, target = unique("criu"), unique("criu-restored")
-    client.create_at(mount.path, source, 0o600, maxmsg=8, msgsize=40000)
+    calls.create_at(mount.path, source, 0o600, maxmsg=8, msgsize=40000)
     with opened(mount.path / source / "queue", os.O_WRONLY) as fd:
         for prio, data in CRIU_MESSAGES:  # one of them is two PEEK chunks long
-            client.send(fd, data, prio)
+            calls.send(fd, data, prio)
     status = mount.path / source / "status"
     status_before = status.read_text()
     with opened(mount.path / source / "queue", os.O_RDONLY) as fd:
-        snapshot_before = client.peek_all(fd)
+        snapshot_before = calls.peek_all(fd)
 
     env = shim_env(preload_library, mount.path)
     dump = tmp_path / "queue.mqdump"
@@ -317,12 +317,12 @@ def test_criu_dump_and_restore(
     assert out == "dumped 7 messages; curmsgs before 7 after 7\n"
     assert status.read_text() == status_before
     with opened(mount.path / source / "queue", os.O_RDONLY) as fd:
-        assert client.peek_all(fd) == snapshot_before
-        assert client.get_attributes(fd).curmsgs == 7
+        assert calls.peek_all(fd) == snapshot_before
+        assert calls.get_attributes(fd).curmsgs == 7
 
     assert run([program, "restore", f"/{target}", dump], env) == "restored 7 messages\n"
     with opened(mount.path / target / "queue", os.O_RDONLY) as fd:
-        restored_attributes = client.get_attributes(fd)
+        restored_attributes = calls.get_attributes(fd)
     assert (restored_attributes.maxmsg, restored_attributes.msgsize) == (8, 40000)
     assert (mount.path / target / "status").read_text() == status_before
 

@@ -12,8 +12,8 @@ import trio
 import trio.testing
 
 from mqfs import errors
-from mqfs.names import check_name
-from mqfs.queue import Descriptor, Limits, Namespace, Queue
+from mqfs.posix import check_name
+from mqfs.server.queue import Descriptor, Limits, Namespace, Queue
 
 
 def make_queue(maxmsg: int = 2, msgsize: int = 16) -> Queue:
@@ -324,7 +324,7 @@ async def test_a_wait_refused_by_blocked_max_registers_no_watcher() -> None:
 
 
 def test_processes_reads_its_own_status() -> None:
-    from mqfs import processes
+    from mqfs.server import processes
 
     assert processes.tgid_of(os.getpid()) == os.getpid()
     assert processes.tgid_of(-5) == -5

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from mqfs import errors
-from mqfs.store import MQ_PRIO_MAX, Message, MessageStore
+from mqfs.posix import MQ_PRIO_MAX
+from mqfs.server.store import Message, MessageStore
 
 
 def test_receive_order_is_priority_then_fifo() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mqfs import errors
-from mqfs.store import Message
-from mqfs.transfers import MAX_PER_DESCRIPTOR, TransferBudget, Transfers
+from mqfs.server.store import Message
+from mqfs.server.transfers import MAX_PER_DESCRIPTOR, TransferBudget, Transfers
 
 
 def test_a_send_completes_only_at_the_length_named_first() -> None:

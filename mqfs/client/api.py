@@ -3,7 +3,7 @@
 Code written for ``posix_ipc.MessageQueue`` ports with an import change; on an mqfs mount
 it can also look at queued messages without consuming them::
 
-    from mqfs.mq import O_CREAT, BusyError, MessageQueue
+    from mqfs.client.api import O_CREAT, BusyError, MessageQueue
 
     with MessageQueue("/jobs", O_CREAT, max_messages=10, max_message_size=1024) as q:
         q.send("hello", priority=5)              # str is sent as UTF-8
@@ -25,7 +25,7 @@ and under trio (``async with`` works too)::
         with trio.move_on_after(2):
             await q.send(b"reply")
 
-**Where the queues live.** The *backend* argument is an object from :mod:`mqfs.backends`:
+**Where the queues live.** The *backend* argument is an object from :mod:`mqfs.client.backends`:
 ``MqfsBackend(mount)`` (the default, whose mount is ``$MQFS_MOUNT`` or ``/run/mqfs``) or
 ``KernelBackend()`` for the kernel's own queues. ``mount=PATH`` is a shorthand for
 ``backend=MqfsBackend(PATH)``. Names are mq_open's ``"/name"`` and are passed on as they are
@@ -101,10 +101,10 @@ from typing import Self, TypeVar
 
 import trio
 
-from mqfs import client
-from mqfs.backends import Backend, MqfsBackend
-from mqfs.client import Deadline
-from mqfs.store import MQ_PRIO_MAX
+from mqfs.client import calls
+from mqfs.client.backends import Backend, MqfsBackend
+from mqfs.client.calls import Deadline
+from mqfs.posix import MQ_PRIO_MAX
 
 O_CREAT: int = os.O_CREAT
 O_EXCL: int = os.O_EXCL
@@ -250,7 +250,7 @@ def _deadline(timeout: float | None) -> Deadline | None:
         return None
     if math.isnan(timeout) or timeout < 0:
         raise ValueError(f"the timeout must be None or a non-negative number, not {timeout!r}")
-    return client.deadline_after(timeout)
+    return calls.deadline_after(timeout)
 
 
 def _random_name() -> str:
@@ -347,7 +347,7 @@ class MessageQueue:
             raise _error(errno.EBADF, "use", self._name)
         return self._mqd
 
-    def _getattr(self) -> client.Attributes:
+    def _getattr(self) -> calls.Attributes:
         mqd = self._open_mqd()
         return _call("mq_getattr", self._name, lambda: self._backend.getattr(mqd))
 
@@ -435,7 +435,7 @@ class MessageQueue:
         """Every queued message in receive order, as one consistent snapshot, unconsumed."""
         mqd = self._check_direction(False)
         self._peeking_backend()
-        return _call("peek", self._name, lambda: client.peek_all(mqd))
+        return _call("peek", self._name, lambda: calls.peek_all(mqd))
 
     # -- lifetime
 

@@ -17,7 +17,7 @@ list, nothing was taken, the caller sees EINTR or ETIMEDOUT) or it was already
 rescheduled with a message (it gets the message; the abort cannot run). A message is
 therefore never in two places and never in none. Callers must not checkpoint between
 getting a message and handing it back to the kernel, or a FUSE interrupt could cancel
-them with the message in hand; :mod:`mqfs.fs` replies synchronously.
+them with the message in hand; :mod:`mqfs.server.ops` replies synchronously.
 
 Check order follows ``do_mq_timedsend``/``do_mq_timedreceive``: timeout validity,
 priority, descriptor direction, length, then full/empty (EAGAIN or sleep), then
@@ -39,9 +39,8 @@ import outcome
 import trio
 
 from mqfs import errors
-from mqfs.names import check_name
-from mqfs.store import MQ_PRIO_MAX, Message, MessageStore
-from mqfs.wire import SIGEV_NONE, SIGEV_SIGNAL
+from mqfs.posix import MQ_PRIO_MAX, SIGEV_NONE, SIGEV_SIGNAL, check_name
+from mqfs.server.store import Message, MessageStore
 
 HARD_MSGMAX = 65536
 HARD_MSGSIZEMAX = 16 * 1024 * 1024

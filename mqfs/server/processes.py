@@ -18,14 +18,13 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mqfs import wire
+from mqfs import posix
 
 if TYPE_CHECKING:
-    from mqfs.queue import Caller, Notification
+    from mqfs.server.queue import Caller, Notification
 
 log = logging.getLogger(__name__)
 
-SI_MESGQ = -3
 _SYS_RT_SIGQUEUEINFO = {"x86_64": 129, "aarch64": 138, "i686": 178, "riscv64": 138}
 
 
@@ -137,7 +136,7 @@ class _SigInfo(ctypes.Structure):
 def queue_signal(pid: int, signo: int, value: int, sender_pid: int, sender_uid: int) -> None:
     """Send *signo* to process *pid* as the kernel's mqueue notification does."""
     number = _SYS_RT_SIGQUEUEINFO.get(platform.machine())
-    info = _SigInfo(signo, 0, SI_MESGQ, 0, sender_pid, sender_uid, value & 0xFFFFFFFFFFFFFFFF)
+    info = _SigInfo(signo, 0, posix.SI_MESGQ, 0, sender_pid, sender_uid, value & 0xFFFFFFFFFFFFFFFF)
     if number is None:  # an architecture we have no number for: a plain signal
         os.kill(pid, signo)
         return
@@ -148,7 +147,7 @@ def queue_signal(pid: int, signo: int, value: int, sender_pid: int, sender_uid: 
 
 def deliver_notification(registration: Notification, sender: Caller | None) -> None:
     """Fire an mq_notify registration: SIGEV_SIGNAL sends its signal, SIGEV_NONE nothing."""
-    if registration.sigev_notify != wire.SIGEV_SIGNAL or registration.signo == 0:
+    if registration.sigev_notify != posix.SIGEV_SIGNAL or registration.signo == 0:
         return
     sender_pid = tgid_of(sender.pid) if sender else 0
     sender_uid = sender.uid if sender else 0

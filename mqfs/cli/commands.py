@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from mqfs import client, dump, errors, names, wire
-from mqfs.backends import MqfsBackend
-from mqfs.store import MQ_PRIO_MAX
+from mqfs import errors, posix, wire
+from mqfs.client import calls, dump
+from mqfs.client.backends import MqfsBackend
+from mqfs.posix import MQ_PRIO_MAX
 
 
 class CommandError(Exception):
@@ -34,7 +35,11 @@ class CommandError(Exception):
         return f"{text} ({name})" if name else text
 
 
-NOTIFY_NAMES = {wire.SIGEV_SIGNAL: "signal", wire.SIGEV_NONE: "none", wire.SIGEV_THREAD: "thread"}
+NOTIFY_NAMES = {
+    posix.SIGEV_SIGNAL: "signal",
+    posix.SIGEV_NONE: "none",
+    posix.SIGEV_THREAD: "thread",
+}
 
 
 def _mount(args: argparse.Namespace) -> Path:
@@ -66,7 +71,7 @@ def _queue_name(args: argparse.Namespace) -> str:
     """args.name, checked as the kernel checks queue names, so that a path like '../x'
     can never make a command act outside the mount."""
     try:
-        names.check_name(args.name)
+        posix.check_name(args.name)
     except errors.MqfsError as exc:
         raise CommandError(exc.message, exc.errno) from None
     return str(args.name)
@@ -110,7 +115,7 @@ def _notify_text(note: dict[str, Any] | None) -> str:
     if note is None:
         return "-"
     kind = NOTIFY_NAMES.get(note["sigev_notify"], str(note["sigev_notify"]))
-    signal_part = f":{note['signo']}" if note["sigev_notify"] == wire.SIGEV_SIGNAL else ""
+    signal_part = f":{note['signo']}" if note["sigev_notify"] == posix.SIGEV_SIGNAL else ""
     return f"{kind}{signal_part}@{note['pid']}"
 
 
@@ -131,7 +136,7 @@ def create(args: argparse.Namespace) -> int:
     if (args.maxmsg is None) != (args.msgsize is None):
         raise CommandError("give both --maxmsg and --msgsize, or neither", errno.EINVAL)
     try:
-        client.create_at(
+        calls.create_at(
             mount,
             args.name,
             args.mode,
@@ -239,7 +244,7 @@ def send(args: argparse.Namespace) -> int:
     payload = os.fsencode(message) if message is not None else sys.stdin.buffer.read()
     flags = os.O_WRONLY | (os.O_NONBLOCK if args.nonblock else 0)
     with _queue_fd(args, flags, "send") as fd:
-        client.send(fd, payload, args.prio, args.timeout)
+        calls.send(fd, payload, args.prio, args.timeout)
     return 0
 
 
@@ -271,10 +276,10 @@ def _progress(total: int, label: str) -> Callable[[int, int], None] | None:
 def recv(args: argparse.Namespace) -> int:
     flags = os.O_RDONLY | (os.O_NONBLOCK if args.nonblock else 0)
     with _queue_fd(args, flags, "recv") as fd:
-        msgsize = client.get_attributes(fd).msgsize
+        msgsize = calls.get_attributes(fd).msgsize
         show = _progress(args.count, "received")
         for number in range(1, args.count + 1):
-            payload, priority = client.receive(fd, msgsize, args.timeout)
+            payload, priority = calls.receive(fd, msgsize, args.timeout)
             _write_message(sys.stdout.buffer, payload, priority, args.show_prio)
             if show:
                 show(number, args.count)
@@ -284,11 +289,11 @@ def recv(args: argparse.Namespace) -> int:
 def peek(args: argparse.Namespace) -> int:
     with _queue_fd(args, os.O_RDONLY | os.O_NONBLOCK, "peek") as fd:
         if args.all:
-            for payload, priority in client.peek_all(fd):
+            for payload, priority in calls.peek_all(fd):
                 _write_message(sys.stdout.buffer, payload, priority, args.show_prio)
             return 0
         try:
-            payload, priority = client.peek(fd, args.index)
+            payload, priority = calls.peek(fd, args.index)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 raise CommandError(
@@ -302,16 +307,16 @@ def peek(args: argparse.Namespace) -> int:
 def watch(args: argparse.Namespace) -> int:
     """Follow a queue: a line per change, with counts and the head message. Ctrl-C ends."""
     with _queue_fd(args, os.O_RDONLY | os.O_NONBLOCK, "watch") as fd:
-        generation = client.peek_batch(fd, 0, max_count=1).generation
+        generation = calls.peek_batch(fd, 0, max_count=1).generation
         shown = 0
         while args.changes is None or shown < args.changes:
             if shown:
-                generation = client.wait_changed(fd, generation)
-            attributes = client.get_attributes(fd)
+                generation = calls.wait_changed(fd, generation)
+            attributes = calls.get_attributes(fd)
             head = "-"
             if attributes.curmsgs:
                 with contextlib.suppress(OSError):  # emptied meanwhile
-                    payload, priority = client.peek(fd, 0)
+                    payload, priority = calls.peek(fd, 0)
                     text = payload[:40].decode("utf-8", "backslashreplace").rstrip("\n")
                     head = f"[{priority}] {text!r}"
             print(f"{attributes.curmsgs}/{attributes.maxmsg} msgs  head: {head}", flush=True)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import trio
 
-from mqfs import errors, processes
+from mqfs import errors
 from mqfs.mounts import is_mounted
-from mqfs.queue import Limits, Namespace
+from mqfs.server import processes
+from mqfs.server.queue import Limits, Namespace
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ async def serve(
 ) -> None:
     """Mount at *mountpoint* and serve until SIGINT/SIGTERM or cancellation; always unmount."""
     pyfuse3: object = import_patched_pyfuse3()
-    from mqfs.fs import MqueueFS
+    from mqfs.server.ops import MqueueFS
 
     namespace = Namespace(limits, notifier=processes.deliver_notification)
     operations = MqueueFS(namespace)

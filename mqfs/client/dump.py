@@ -1,7 +1,7 @@
 """Dump and restore whole queues: the checkpoint/restore workflow peek was proposed for.
 
 A dump reads every message of a queue without changing anything (PEEK_BATCH snapshots,
-see :func:`mqfs.client.peek_all`) and writes this format, version 1, as UTF-8 JSON::
+see :func:`mqfs.client.calls.peek_all`) and writes this format, version 1, as UTF-8 JSON::
 
     {"format": "mqfs-dump", "version": 1,
      "queues": [{"name": "q", "mode": 384, "uid": 0, "gid": 0,
@@ -13,7 +13,7 @@ sending them in that order with their priorities rebuilds the same queue. Payloa
 base64: binary-safe. A restore validates the whole file first — format, version, count,
 base64, priorities, lengths against msgsize, counts against maxmsg — and refuses a
 truncated or corrupt dump before any queue is touched; it refuses to add to a non-empty
-queue unless forced. It restores through any :mod:`mqfs.backends` backend, so a dump taken
+queue unless forced. It restores through any :mod:`mqfs.client.backends` backend, so a dump taken
 on mqfs can be replayed into the kernel's own mqueue.
 """
 
@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mqfs import client, errors, names
-from mqfs.backends import Backend
-from mqfs.client import Attributes
-from mqfs.store import MQ_PRIO_MAX
+from mqfs import errors, posix
+from mqfs.client import calls
+from mqfs.client.backends import Backend
+from mqfs.client.calls import Attributes
+from mqfs.posix import MQ_PRIO_MAX
 
 FORMAT = "mqfs-dump"
 VERSION = 1
@@ -54,13 +55,13 @@ class QueueDump:
 
 def dump_queue(mount: Path, name: str) -> QueueDump:
     """Snapshot queue *name* of the mqfs at *mount*, leaving it exactly as it was."""
-    names.check_name(name)
+    posix.check_name(name)
     queue_file = mount / name / "queue"
     fd = os.open(queue_file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         info = os.fstat(fd)
-        attributes = client.get_attributes(fd)
-        messages = client.peek_all(fd)
+        attributes = calls.get_attributes(fd)
+        messages = calls.peek_all(fd)
     finally:
         os.close(fd)
     return QueueDump(
@@ -130,7 +131,7 @@ def from_json(text: str) -> list[QueueDump]:
         name = _field(raw, "name", str, where)
         where = f"queue {name!r}"
         try:
-            names.check_name(name)
+            posix.check_name(name)
         except errors.MqfsError as exc:
             raise DumpError(f"{where}: {exc.message}") from None
         queue = QueueDump(

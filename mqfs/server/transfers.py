@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mqfs import errors
-from mqfs.queue import PerUser
-from mqfs.store import Message
+from mqfs.server.queue import PerUser
+from mqfs.server.store import Message
 
 MAX_PER_DESCRIPTOR = 64
 

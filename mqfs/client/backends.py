@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mqfs import client, errors, names
-from mqfs.client import Attributes, Deadline
-from mqfs.wire import SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD
+from mqfs import errors, posix
+from mqfs.client import calls
+from mqfs.client.calls import Attributes, Deadline
+from mqfs.posix import SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +213,7 @@ class KernelBackend:
         self._check(self._rt.mq_notify(mqd, pointer), "mq_notify")
 
     def queue_file(self, name: str) -> Path:
-        return self.mqueue_dir / names.strip_posix_name(name)
+        return self.mqueue_dir / posix.strip_posix_name(name)
 
     def status(self, name: str) -> bytes:
         return self.queue_file(name).read_bytes()
@@ -242,7 +243,7 @@ class MqfsBackend:
 
     def _name(self, posix_name: str) -> str:
         try:
-            return names.strip_posix_name(posix_name)
+            return posix.strip_posix_name(posix_name)
         except errors.MqfsError as exc:
             code = exc.errno or errno.EINVAL
             raise OSError(code, os.strerror(code), posix_name) from None
@@ -278,7 +279,7 @@ class MqfsBackend:
         if oflag & os.O_CREAT:
             umask = os.umask(0)
             os.umask(umask)
-            client.create_at(
+            calls.create_at(
                 self.mount,
                 bare,
                 mode & 0o7777 & ~umask,
@@ -298,28 +299,28 @@ class MqfsBackend:
     def send(
         self, mqd: int, message: bytes, priority: int = 0, deadline: Deadline | None = None
     ) -> None:
-        client.send(mqd, message, priority, deadline=deadline)
+        calls.send(mqd, message, priority, deadline=deadline)
 
     def receive(
         self, mqd: int, bufsize: int, deadline: Deadline | None = None
     ) -> tuple[bytes, int]:
-        return client.receive(mqd, bufsize, deadline=deadline)
+        return calls.receive(mqd, bufsize, deadline=deadline)
 
     def peek(self, mqd: int, index: int = 0) -> tuple[bytes, int]:
         """Message *index* in receive order, left in the queue (mqfs's extension)."""
-        return client.peek(mqd, index)
+        return calls.peek(mqd, index)
 
     def getattr(self, mqd: int) -> Attributes:
-        return client.get_attributes(mqd)
+        return calls.get_attributes(mqd)
 
     def setattr(self, mqd: int, flags: int) -> Attributes:
-        return client.set_attributes(mqd, flags)
+        return calls.set_attributes(mqd, flags)
 
     def notify(self, mqd: int, request: Notification | None) -> None:
         if request is None:
-            client.notify(mqd, None)
+            calls.notify(mqd, None)
         else:
-            client.notify(mqd, request.sigev_notify, request.signo, request.value)
+            calls.notify(mqd, request.sigev_notify, request.signo, request.value)
 
     def status(self, name: str) -> bytes:
         return (self.mount / self._name(name) / "status").read_bytes()

@@ -1,4 +1,4 @@
-"""The filesystem: pyfuse3 ``Operations`` over a :class:`~mqfs.queue.Namespace`.
+"""The filesystem: pyfuse3 ``Operations`` over a :class:`~mqfs.server.queue.Namespace`.
 
 The only module that knows pyfuse3 and the only one that raises ``FUSEError``:
 handlers decode the request, find the descriptor or queue, call the queue layer and
@@ -45,8 +45,9 @@ from typing import Any, NoReturn, TypeVar
 
 import pyfuse3
 
-from mqfs import errors, processes, wire
-from mqfs.queue import (
+from mqfs import errors, wire
+from mqfs.server import processes
+from mqfs.server.queue import (
     Caller,
     Descriptor,
     Namespace,
@@ -54,8 +55,8 @@ from mqfs.queue import (
     Queue,
     deadline_from_timespec,
 )
-from mqfs.store import Message
-from mqfs.transfers import TransferBudget, Transfers
+from mqfs.server.store import Message
+from mqfs.server.transfers import TransferBudget, Transfers
 
 log = logging.getLogger(__name__)
 

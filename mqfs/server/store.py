@@ -61,9 +61,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mqfs import errors
-
-MQ_PRIO_MAX = 32768
-"""Priorities are 0 .. MQ_PRIO_MAX-1, as Linux's (sysconf(_SC_MQ_PRIO_MAX))."""
+from mqfs.posix import MQ_PRIO_MAX
 
 # A FIFO compacts when its dead prefix is at least this long and at least half the list.
 _COMPACT_MIN = 32

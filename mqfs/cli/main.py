@@ -16,9 +16,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from mqfs import commands, errors
-from mqfs.backends import default_mount
-from mqfs.commands import CommandError
+from mqfs import errors
+from mqfs.cli import commands
+from mqfs.cli.commands import CommandError
+from mqfs.client.backends import default_mount
 from mqfs.mounts import is_mounted
 
 
@@ -27,13 +28,13 @@ def default_mountpoint() -> str:
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from mqfs import daemon
+    from mqfs.server import serve
 
     mountpoint = Path(args.mountpoint)
     try:
-        limits, fuse_options = daemon.parse_options(args.options)
-        daemon.check_mountpoint(mountpoint)
-        daemon.import_patched_pyfuse3()
+        limits, fuse_options = serve.parse_options(args.options)
+        serve.check_mountpoint(mountpoint)
+        serve.import_patched_pyfuse3()
     except errors.MqfsError as exc:
         raise CommandError(exc.message, exc.errno) from exc
     if args.foreground:
@@ -43,7 +44,7 @@ def _mount(args: argparse.Namespace) -> int:
             level=logging.DEBUG if args.verbose else logging.WARNING,
             format="mqfs: %(levelname)s %(name)s: %(message)s",
         )
-        trio.run(daemon.serve, mountpoint.resolve(), limits, fuse_options)
+        trio.run(serve.serve, mountpoint.resolve(), limits, fuse_options)
         return 0
     return _mount_in_background(args, mountpoint)
 
@@ -165,10 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve_with_ready_fd(args: argparse.Namespace) -> int:
     import trio
 
-    from mqfs import daemon
+    from mqfs.server import serve
 
     try:
-        limits, fuse_options = daemon.parse_options(args.options)
+        limits, fuse_options = serve.parse_options(args.options)
     except errors.MqfsError as exc:
         raise CommandError(exc.message, exc.errno) from exc
     logging.basicConfig(
@@ -176,7 +177,7 @@ def _serve_with_ready_fd(args: argparse.Namespace) -> int:
         format="mqfs: %(levelname)s %(name)s: %(message)s",
     )
     try:
-        trio.run(daemon.serve, Path(args.mountpoint), limits, fuse_options, None, args.ready_fd)
+        trio.run(serve.serve, Path(args.mountpoint), limits, fuse_options, None, args.ready_fd)
     except RuntimeError as exc:  # pyfuse3.init failing to mount
         raise CommandError(str(exc)) from exc
     return 0

@@ -1,4 +1,4 @@
-"""Queue names, checked as Linux checks them (pure; shared by the daemon and the clients)."""
+"""POSIX message-queue constants and name rules, as Linux has them (pure; shared by both halves)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,18 @@ import os
 from mqfs import errors
 
 NAME_MAX = 255
+"""The longest queue name in bytes, after glibc strips the leading '/'."""
+
+MQ_PRIO_MAX = 32768
+"""Priorities are 0 .. MQ_PRIO_MAX-1, as Linux's (sysconf(_SC_MQ_PRIO_MAX))."""
+
+# sigevent.sigev_notify: <signal.h>'s values (Python's os module does not export them).
+SIGEV_SIGNAL = 0
+SIGEV_NONE = 1
+SIGEV_THREAD = 2
+
+SI_MESGQ = -3
+"""siginfo.si_code of a signal sent by mq_notify (the kernel's SI_MESGQ)."""
 
 
 def check_name(name: str) -> None:
