@@ -36,6 +36,8 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from mqfs import errors
+
 MAGIC = ord("Q")
 
 # Linux's generic _IOC encoding (asm-generic/ioctl.h): dir:2 | size:14 | type:8 | nr:8.
@@ -44,6 +46,11 @@ IOC_WRITE = 1  # user -> kernel (-> daemon)
 IOC_READ = 2  # daemon -> kernel -> user
 _IOC_SIZE_LIMIT = 1 << 14
 _IOC_SIZE_MASK = (_IOC_SIZE_LIMIT - 1) << 16
+
+
+class Malformed(errors.InvalidArgument, ValueError):
+    """A struct that cannot be what it claims (EINVAL): too short, a length past its
+    buffer, a name without its NUL."""
 
 
 def base_command(command: int) -> int:
@@ -120,13 +127,13 @@ CREATE_ATTR = 2
 
 def _payload(buffer: bytes | bytearray, header_size: int, length: int) -> bytes:
     if length > CHUNK or header_size + length > len(buffer):
-        raise ValueError(f"chunk length {length} exceeds the buffer")
+        raise Malformed(f"chunk length {length} exceeds the buffer")
     return bytes(buffer[header_size : header_size + length])
 
 
 def _check_chunk(data: bytes) -> None:
     if len(data) > CHUNK:
-        raise ValueError(f"a chunk holds at most {CHUNK} bytes, not {len(data)}")
+        raise Malformed(f"a chunk holds at most {CHUNK} bytes, not {len(data)}")
 
 
 def _finish(header: bytes, data: bytes, full: bool | int, size: int) -> bytes:
@@ -154,7 +161,7 @@ class Attr:
     @classmethod
     def unpack(cls, buffer: bytes | bytearray) -> Attr:
         if len(buffer) < ATTR_SIZE:
-            raise ValueError(f"mqfs_attr needs {ATTR_SIZE} bytes, got {len(buffer)}")
+            raise Malformed(f"mqfs_attr needs {ATTR_SIZE} bytes, got {len(buffer)}")
         flags, maxmsg, msgsize, curmsgs, *_ = _ATTR.unpack_from(buffer)
         return cls(flags, maxmsg, msgsize, curmsgs)
 
@@ -181,7 +188,7 @@ class Peek:
     @classmethod
     def unpack(cls, buffer: bytes | bytearray) -> Peek:
         if len(buffer) < _PEEK_HEADER.size:
-            raise ValueError(f"mqfs_peek needs {_PEEK_HEADER.size} bytes, got {len(buffer)}")
+            raise Malformed(f"mqfs_peek needs {_PEEK_HEADER.size} bytes, got {len(buffer)}")
         index, offset, msg_len, msg_prio, copied = _PEEK_HEADER.unpack_from(buffer)
         return cls(index, offset, msg_len, msg_prio, _payload(buffer, _PEEK_HEADER.size, copied))
 
@@ -219,7 +226,7 @@ class Xfer:
     @classmethod
     def unpack(cls, buffer: bytes | bytearray) -> Xfer:
         if len(buffer) < _XFER_HEADER.size:
-            raise ValueError(f"mqfs_xfer needs {_XFER_HEADER.size} bytes, got {len(buffer)}")
+            raise Malformed(f"mqfs_xfer needs {_XFER_HEADER.size} bytes, got {len(buffer)}")
         fields = _XFER_HEADER.unpack_from(buffer)
         msg_len, offset, xfer_id, tv_sec, tv_nsec, msg_prio, flags, chunk_len, _ = fields
         data = _payload(buffer, _XFER_HEADER.size, chunk_len)
@@ -238,17 +245,17 @@ class Create:
 
     def pack(self) -> bytes:
         if len(self.name) >= NAME_SIZE or b"\0" in self.name:
-            raise ValueError("a queue name is at most 255 bytes without NUL")
+            raise Malformed("a queue name is at most 255 bytes without NUL")
         return _CREATE.pack(self.name, self.mode, self.flags, self.maxmsg, self.msgsize)
 
     @classmethod
     def unpack(cls, buffer: bytes | bytearray) -> Create:
         if len(buffer) < CREATE_SIZE:
-            raise ValueError(f"mqfs_create needs {CREATE_SIZE} bytes, got {len(buffer)}")
+            raise Malformed(f"mqfs_create needs {CREATE_SIZE} bytes, got {len(buffer)}")
         raw_name, mode, flags, maxmsg, msgsize = _CREATE.unpack_from(buffer)
         end = raw_name.find(b"\0")
         if end < 0:
-            raise ValueError("queue name is not NUL-terminated within 256 bytes")
+            raise Malformed("queue name is not NUL-terminated within 256 bytes")
         return cls(raw_name[:end], mode, flags, maxmsg, msgsize)
 
 
@@ -276,7 +283,7 @@ class Notify:
     @classmethod
     def unpack(cls, buffer: bytes | bytearray) -> Notify:
         if len(buffer) < NOTIFY_SIZE:
-            raise ValueError(f"mqfs_notify needs {NOTIFY_SIZE} bytes, got {len(buffer)}")
+            raise Malformed(f"mqfs_notify needs {NOTIFY_SIZE} bytes, got {len(buffer)}")
         action, sigev_notify, signo, _, value = _NOTIFY.unpack_from(buffer)
         return cls(action, sigev_notify, signo, value)
 
@@ -316,7 +323,7 @@ class Batch:
             body = len(self.records), headers + b"".join(r.data for r in self.records)
         count, data_bytes = body
         if len(data_bytes) > CHUNK:
-            raise ValueError(f"batch of {len(data_bytes)} bytes exceeds {CHUNK}")
+            raise Malformed(f"batch of {len(data_bytes)} bytes exceeds {CHUNK}")
         header = _BATCH_HEADER.pack(
             self.index,
             self.next,
@@ -331,7 +338,7 @@ class Batch:
     @classmethod
     def unpack(cls, buffer: bytes | bytearray) -> Batch:
         if len(buffer) < _BATCH_HEADER.size:
-            raise ValueError(f"mqfs_batch needs {_BATCH_HEADER.size} bytes, got {len(buffer)}")
+            raise Malformed(f"mqfs_batch needs {_BATCH_HEADER.size} bytes, got {len(buffer)}")
         index, next_index, generation, max_count, _, flags, _ = _BATCH_HEADER.unpack_from(buffer)
         _, _, _, records = unpack_batch_records(buffer)
         return cls(
@@ -360,7 +367,7 @@ class Wait:
     @classmethod
     def unpack(cls, buffer: bytes | bytearray) -> Wait:
         if len(buffer) < WAIT_SIZE:
-            raise ValueError(f"mqfs_wait needs {WAIT_SIZE} bytes, got {len(buffer)}")
+            raise Malformed(f"mqfs_wait needs {WAIT_SIZE} bytes, got {len(buffer)}")
         generation, tv_sec, tv_nsec, flags, _ = _WAIT.unpack_from(buffer)
         return cls(generation, tv_sec, tv_nsec, flags)
 
@@ -438,19 +445,19 @@ def unpack_batch_records(
     payloads are cut from one copy of the data.
     """
     if len(buffer) < _BATCH_HEADER.size:
-        raise ValueError(f"mqfs_batch needs {_BATCH_HEADER.size} bytes, got {len(buffer)}")
+        raise Malformed(f"mqfs_batch needs {_BATCH_HEADER.size} bytes, got {len(buffer)}")
     _, next_index, generation, _, count, flags, used = _BATCH_HEADER.unpack_from(buffer)
     start = _BATCH_HEADER.size
     end = start + used
     chunks_at = start + count * BATCH_RECORD_HEADER_SIZE
     if used > CHUNK or end > len(buffer) or chunks_at > end:
-        raise ValueError("batch data beyond the buffer")
+        raise Malformed("batch data beyond the buffer")
     # One struct call for all the headers: (msg_len, msg_prio, chunk_len) * count.
     flat = struct.unpack_from(f"={count * 'QII'}", buffer, start) if count else ()
     totals, priorities, lengths = flat[0::3], flat[1::3], flat[2::3]
     offsets = list(itertools.accumulate(lengths, initial=0))
     if chunks_at + offsets[-1] > end or any(map(operator.gt, lengths, totals)):
-        raise ValueError("batch record beyond the data")
+        raise Malformed("batch record beyond the data")
     data = bytes(buffer[chunks_at : chunks_at + offsets[-1]])
     chunks = [data[a:b] for a, b in itertools.pairwise(offsets)]
     records = list(zip(totals, priorities, chunks, strict=True))
@@ -464,6 +471,6 @@ def encode_prio(priority: int) -> bytes:
 
 def decode_prio(buffer: bytes | bytearray) -> int:
     if len(buffer) < PRIO_SIZE:
-        raise ValueError(f"SETPRIO needs {PRIO_SIZE} bytes, got {len(buffer)}")
+        raise Malformed(f"SETPRIO needs {PRIO_SIZE} bytes, got {len(buffer)}")
     value: int = _PRIO.unpack_from(buffer)[0]
     return value

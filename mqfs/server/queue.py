@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import outcome
 import trio
@@ -226,6 +226,23 @@ class Queue:
     @property
     def is_full(self) -> bool:
         return len(self.store) >= self.maxmsg
+
+    def set_attributes(self, attr: Any, fields: Any) -> None:
+        """chmod, chown and utimes (pyfuse3's SetattrFields say which): ctime moves
+        always, and the time shown on the queue's directory with its mode and owner."""
+        if fields.update_mode:
+            self.mode = attr.st_mode & 0o7777
+        if fields.update_uid:
+            self.uid = attr.st_uid
+        if fields.update_gid:
+            self.gid = attr.st_gid
+        if fields.update_atime:
+            self.atime = attr.st_atime_ns
+        if fields.update_mtime:
+            self.mtime = attr.st_mtime_ns
+        self.ctime = time.time_ns()
+        if fields.update_mode or fields.update_uid or fields.update_gid:
+            self.meta_time = self.ctime
 
     def status_line(self) -> bytes:
         """Byte for byte what the kernel's ``mqueue_read_file`` prints."""
@@ -493,6 +510,24 @@ class Descriptor:
         if not self.writable:
             raise errors.BadDescriptor("queue descriptor is not open for writing")
         self.check_send_length(length)
+
+    def check_send_now(self, length: int, priority: int) -> None:
+        """The checks of a send that would not wait, before the payload is all there (a
+        staged multi-chunk send): those of :meth:`check_send`, then EAGAIN on a full
+        O_NONBLOCK queue."""
+        self.check_send(length, priority)
+        if self.nonblock and self.queue.is_full:
+            raise errors.WouldBlock(f"queue {self.queue.name!r} is full")
+
+    def refuse_pieces(self, piece: int, largest: int) -> NoReturn:
+        """A write() that reaches the queue in pieces (this one *piece* bytes) would become
+        several messages: refuse it whole, after the checks of a send (EBADF first)."""
+        self.check_send(piece, self.send_priority)
+        raise errors.MessageTooLong(
+            f"this write() reaches mqfs in pieces (this one {piece} bytes), so it would not "
+            f"be one message; write at most {largest} bytes from one buffer, or use the "
+            "SEND ioctl"
+        )
 
     def check_send_length(self, length: int) -> None:
         if length > self.queue.msgsize:

@@ -121,15 +121,18 @@ class Transfers:
         self._receives[transfer] = message
         return transfer
 
-    def parked(self, transfer: int, offset: int) -> Message:
+    def next_chunk(self, transfer: int, offset: int, capacity: int) -> tuple[Message, bytes]:
+        """Up to *capacity* bytes of parked *transfer* from *offset*, with the message they
+        belong to; the transfer is finished (and its bytes returned) with its last chunk.
+        EINVAL for an unknown transfer or an offset outside the message."""
         message = self._receives.get(transfer)
         if message is None or not 0 <= offset <= len(message.payload):
             raise errors.InvalidArgument("unknown transfer or offset")
-        return message
-
-    def finish_receive(self, transfer: int) -> None:
-        message = self._receives.pop(transfer)
-        self.budget.release(self.uid, len(message.payload))
+        chunk = message.payload[offset : offset + capacity]
+        if offset + len(chunk) >= len(message.payload):
+            del self._receives[transfer]
+            self.budget.release(self.uid, len(message.payload))
+        return message, chunk
 
     def drop_all(self) -> None:
         """The descriptor is closed: give back everything it held."""

@@ -53,8 +53,13 @@ def test_parked_receives_count_against_the_budget_until_read() -> None:
     transfer = transfers.park(Message(b"m" * 80, 2))
     with pytest.raises(errors.OutOfMemory):
         transfers.check_room(80)
-    assert transfers.parked(transfer, 40).payload == b"m" * 80
     with pytest.raises(errors.InvalidArgument):
-        transfers.parked(transfer, 81)
-    transfers.finish_receive(transfer)
+        transfers.next_chunk(transfer, 81, 50)
+    message, chunk = transfers.next_chunk(transfer, 0, 50)
+    assert (chunk, message.priority, len(transfers)) == (b"m" * 50, 2, 1)
+    assert budget.by_uid == {1: 80}  # held until the last chunk is read
+    message, chunk = transfers.next_chunk(transfer, 50, 50)
+    assert (chunk, len(transfers)) == (b"m" * 30, 0)
+    with pytest.raises(errors.InvalidArgument):
+        transfers.next_chunk(transfer, 80, 50)  # finished: gone
     assert budget.by_uid == {}
