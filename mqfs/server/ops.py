@@ -51,11 +51,11 @@ from mqfs.server.inodes import (
     inode_of,
     slot_of,
 )
+from mqfs.server.ioctls import Ioctls
 from mqfs.server.queue import (
     Caller,
     Descriptor,
     Namespace,
-    Notification,
     Queue,
     deadline_from_timespec,
 )
@@ -163,6 +163,7 @@ class MqueueFS(pyfuse3.Operations):
         self.transfer_budget = TransferBudget(64 * namespace.limits.msgsize_max)
         self.handles = Handles()
         self.views = CachedViews(self.kernel)
+        self.ioctls = Ioctls(namespace)
         self._root_times = time.time_ns()
 
     # -- helpers ---------------------------------------------------------------
@@ -434,7 +435,7 @@ class MqueueFS(pyfuse3.Operations):
             self.namespace.release(queue)
             self._forget_if_destroyed(queue)
 
-    # -- ioctls ------------------------------------------------------------------
+    # -- ioctls (mqfs.server.ioctls) ---------------------------------------------
     async def ioctl(
         self,
         inode: int,
@@ -449,170 +450,10 @@ class MqueueFS(pyfuse3.Operations):
         if cmd == wire.IOC_NOOP:
             return 0, b""
         if flags & pyfuse3.IOCTL_DIR:
-            if cmd != wire.IOC_CREATE or inode != ROOT:
-                raise errors.NotSupported("no such ioctl on a directory")
-            return self._ioctl_create(in_buf, ctx)
+            return self.ioctls.on_directory(inode == ROOT, cmd, in_buf, ctx)
         handle = self.handles.queue_handle(fh)
-        base = wire.base_command(cmd)
-        if base in SIZED_IOCTLS:  # data[] may be shorter than CHUNK: see wire.sized
-            run, header_size = SIZED_IOCTLS[base]
-            # Room for the header, and for at least one byte where data comes back.
-            if out_size < header_size + (base != SEND):
-                raise errors.InvalidArgument(f"ioctl buffer of {out_size} bytes is too small")
-        elif cmd in FIXED_IOCTLS:
-            run = FIXED_IOCTLS[cmd]
-        else:
-            raise errors.NotSupported(f"unknown ioctl {cmd:#x}")
-        return await run(self, handle, in_buf, out_size, ctx)
-
-    def _ioctl_create(self, in_buf: bytes, ctx: Any) -> tuple[int, bytes]:
-        request = wire.Create.unpack(in_buf)
-        with_attr = bool(request.flags & wire.CREATE_ATTR)
-        self.namespace.create(
-            os.fsdecode(request.name),
-            mode=request.mode,
-            uid=ctx.uid,
-            gid=ctx.gid,
-            maxmsg=request.maxmsg if with_attr else None,
-            msgsize=request.msgsize if with_attr else None,
-            exclusive=bool(request.flags & wire.CREATE_EXCL),
-            byte_limit=processes.msgqueue_rlimit(ctx.pid),
-            privileged=processes.has_sys_resource(ctx.pid),
-        )
-        return 0, b""
-
-    async def _ioctl_getattr(
-        self, handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any
-    ) -> tuple[int, bytes]:
-        return 0, wire.Attr(*handle.descriptor.attributes()).pack()
-
-    async def _ioctl_setattr(
-        self, handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any
-    ) -> tuple[int, bytes]:
-        previous = wire.Attr(*handle.descriptor.attributes())
-        handle.descriptor.set_flags(wire.Attr.unpack(in_buf).flags)
-        return 0, previous.pack()
-
-    async def _ioctl_setprio(
-        self, handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any
-    ) -> tuple[int, bytes]:
-        handle.descriptor.set_send_priority(wire.decode_prio(in_buf))
-        return 0, b""
-
-    async def _ioctl_notify(
-        self, handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any
-    ) -> tuple[int, bytes]:
-        request = wire.Notify.unpack(in_buf)
-        queue = handle.descriptor.queue
-        pid = processes.tgid_of(ctx.pid)
-        if request.action == wire.NOTIFY_UNREGISTER:
-            queue.unregister_notification(pid)
-        elif request.action == wire.NOTIFY_REGISTER:
-            queue.register_notification(
-                Notification(pid, request.sigev_notify, request.sigev_signo, request.sigev_value)
-            )
-        else:
-            raise errors.InvalidArgument(f"unknown notify action {request.action}")
-        return 0, b""
-
-    async def _ioctl_wait(
-        self, handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any
-    ) -> tuple[int, bytes]:
-        request = wire.Wait.unpack(in_buf)
-        deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
-        generation = await handle.descriptor.queue.wait_changed(request.generation, deadline, ctx)
-        return 0, wire.Wait(generation=generation).pack()
-
-    async def _ioctl_peek(
-        self, handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any
-    ) -> tuple[int, bytes]:
-        request = wire.Peek.unpack(in_buf)
-        message = handle.descriptor.peek(request.index)
-        if request.offset > len(message.payload):
-            raise errors.InvalidArgument("offset beyond the end of the message")
-        capacity = min(out_size - wire.PEEK_HEADER_SIZE, wire.CHUNK)
-        chunk = message.payload[request.offset : request.offset + capacity]
-        reply = wire.Peek(
-            index=request.index,
-            offset=request.offset,
-            msg_len=len(message.payload),
-            msg_prio=message.priority,
-            data=chunk,
-        )
-        return len(chunk), reply.pack(full=False)
-
-    async def _ioctl_peek_batch(
-        self, handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any
-    ) -> tuple[int, bytes]:
-        request = wire.Batch.unpack(in_buf)
-        descriptor = handle.descriptor
-        queue = descriptor.queue
-        # No more records than fit even if every message were empty.
-        limit = min(request.max_count or len(queue), wire.CHUNK // wire.BATCH_RECORD_HEADER_SIZE)
-        count, body = wire.pack_batch_body(descriptor.segments_from(request.index, limit))
-        following = request.index + count
-        header = wire.Batch(
-            index=request.index,
-            max_count=request.max_count,
-            next=following,
-            generation=queue.generation,
-            flags=wire.BATCH_MORE if following < len(queue) else 0,
-        )
-        return count, header.pack(full=False, body=(count, body))
-
-    async def _ioctl_send(
-        self, handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any
-    ) -> tuple[int, bytes]:
-        request = wire.Xfer.unpack(in_buf)
-        deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
-        descriptor = handle.descriptor
-        if request.xfer_id:
-            message = handle.transfers.add_chunk(request.xfer_id, request.offset, request.data)
-            if message is None:
-                reply = wire.Xfer(msg_len=request.msg_len, xfer_id=request.xfer_id)
-                return 0, reply.pack(full=False)
-            await descriptor.send(message.payload, message.priority, deadline, ctx)
-            return 0, b""
-        if request.offset != 0:
-            raise errors.InvalidArgument("a transfer starts at offset 0")
-        if len(request.data) > request.msg_len:
-            raise errors.InvalidArgument("chunk extends beyond msg_len")
-        if len(request.data) == request.msg_len:  # the whole message in one call
-            await descriptor.send(request.data, request.msg_prio, deadline, ctx)
-            return 0, b""
-        descriptor.check_send_now(request.msg_len, request.msg_prio)
-        transfer = handle.transfers.start_send(request.msg_len, request.msg_prio, request.data)
-        return 0, wire.Xfer(msg_len=request.msg_len, xfer_id=transfer).pack(full=False)
-
-    async def _ioctl_receive(
-        self, handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any
-    ) -> tuple[int, bytes]:
-        request = wire.Xfer.unpack(in_buf)
-        capacity = min(out_size - wire.XFER_HEADER_SIZE, wire.CHUNK)
-        transfers = handle.transfers
-        if request.xfer_id:
-            message, chunk = transfers.next_chunk(request.xfer_id, request.offset, capacity)
-            reply = wire.Xfer(
-                msg_len=len(message.payload),
-                offset=request.offset,
-                xfer_id=request.xfer_id,
-                msg_prio=message.priority,
-                data=chunk,
-            )
-            return len(chunk), reply.pack(full=False)
-        deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
-        if handle.descriptor.queue.msgsize > capacity:  # the message may need parking
-            transfers.check_room(handle.descriptor.queue.msgsize)
-        message = await handle.descriptor.receive(request.msg_len, deadline, ctx)
-        # From here on no checkpoint: the message is ours and must reach the caller.
-        transfer = transfers.park(message) if len(message.payload) > capacity else 0
-        reply = wire.Xfer(
-            msg_len=len(message.payload),
-            xfer_id=transfer,
-            msg_prio=message.priority,
-            data=message.payload[:capacity],
-        )
-        return min(len(message.payload), capacity), reply.pack(full=False)
+        run = self.ioctls.find(cmd, out_size)
+        return await run(handle, in_buf, out_size, ctx)
 
 
 def _wake_poller(handle: QueueHandle) -> None:
@@ -620,23 +461,3 @@ def _wake_poller(handle: QueueHandle) -> None:
     poll_handle, handle.poll_handle = handle.poll_handle, None
     if poll_handle is not None:
         poll_handle.notify()
-
-
-_Ioctl = Callable[[MqueueFS, QueueHandle, bytes, int, Any], Awaitable[tuple[int, bytes]]]
-
-SEND = wire.base_command(wire.IOC_SEND)
-# Commands whose struct may come in any size from its header up (see wire.sized), by
-# base command, with that header's size; the others by their exact number.
-SIZED_IOCTLS: dict[int, tuple[_Ioctl, int]] = {
-    wire.base_command(wire.IOC_RECEIVE): (MqueueFS._ioctl_receive, wire.XFER_HEADER_SIZE),
-    SEND: (MqueueFS._ioctl_send, wire.XFER_HEADER_SIZE),
-    wire.base_command(wire.IOC_PEEK): (MqueueFS._ioctl_peek, wire.PEEK_HEADER_SIZE),
-}
-FIXED_IOCTLS: dict[int, _Ioctl] = {
-    wire.IOC_GETATTR: MqueueFS._ioctl_getattr,
-    wire.IOC_SETATTR: MqueueFS._ioctl_setattr,
-    wire.IOC_WAIT: MqueueFS._ioctl_wait,
-    wire.IOC_PEEK_BATCH: MqueueFS._ioctl_peek_batch,
-    wire.IOC_NOTIFY: MqueueFS._ioctl_notify,
-    wire.IOC_SETPRIO: MqueueFS._ioctl_setprio,
-}
