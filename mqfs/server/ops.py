@@ -151,6 +151,10 @@ class MqueueFS(pyfuse3.Operations):
 
     supports_dot_lookup = False
     enable_writeback_cache = False
+    # A read, write or ioctl blocked on an empty or full queue is cancelled when its
+    # caller gets a signal (or is killed): trio.Cancelled in the handler, EINTR for the
+    # caller. Without it a killed reader would stay in D state until a message came.
+    enable_interrupts = True
 
     def __init__(
         self, namespace: Namespace, plain_io_max: int | None = None, kernel: Kernel | None = None

@@ -47,10 +47,11 @@ def import_patched_pyfuse3() -> object:
         import pyfuse3
     except ImportError as exc:
         raise errors.MqfsError(f"pyfuse3 is not installed ({exc}); run scripts/setup") from exc
-    if not hasattr(pyfuse3.Operations, "ioctl"):
+    features = ("ioctl", "enable_interrupts")
+    if not all(hasattr(pyfuse3.Operations, feature) for feature in features):
         raise errors.MqfsError(
-            "this pyfuse3 lacks ioctl support: it is the unpatched release, not the "
-            "3.5.0+mqfs build; run scripts/setup to rebuild it"
+            "this pyfuse3 lacks ioctl or interrupt support: it is not the 3.5.0+mqfs2 "
+            "build of patches/; run scripts/setup to rebuild it"
         )
     return pyfuse3
 
@@ -79,13 +80,13 @@ def parse_options(options: Iterable[str]) -> tuple[Limits, list[str]]:
 
 def check_mountpoint(mountpoint: Path) -> None:
     if not mountpoint.exists():
-        raise errors.NoSuchQueue(f"mount point {mountpoint} does not exist")
+        raise errors.MountpointMissing(f"mount point {mountpoint} does not exist")
     if not mountpoint.is_dir():
         raise errors.MqfsError(
             f"mount point {mountpoint} is not a directory", errno_value=errno.ENOTDIR
         )
     if os.path.ismount(mountpoint) or is_mounted(mountpoint):
-        raise errors.Busy(f"{mountpoint} is already a mount point")
+        raise errors.AlreadyMounted(f"{mountpoint} is already a mount point")
 
 
 async def serve(
