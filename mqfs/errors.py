@@ -1,27 +1,37 @@
-"""The exceptions of mqfs, each carrying the errno a POSIX caller would see.
+"""The exceptions of mqfs: one tree for the daemon, the client and the CLI.
 
-Layers below the filesystem (store, queue) raise these; ``fs.py`` is the only place
-that turns them into ``pyfuse3.FUSEError``, and the client turns errno values coming
-back from the kernel into them again. One tree::
+Every class carries the errno a POSIX caller would see. The server raises them and its
+FUSE operations turn them into that errno (``mqfs.server.ops``); the client turns an
+errno that comes back into the same class with :func:`from_errno`; the CLI prints
+``str(exc)``: the message, then the errno's name. The middle layer holds posix_ipc's
+names, so code written for ``posix_ipc`` catches what it always caught::
 
-    MqfsError (errno attribute; OSError subclass so ``.errno``/``strerror`` work)
-    ├── InvalidArgument      EINVAL        bad priority, attribute, flag, timeout
-    ├── MessageTooLong       EMSGSIZE      message > msgsize, or buffer < msgsize
-    ├── WouldBlock           EAGAIN        empty/full queue with O_NONBLOCK
-    ├── TimedOut             ETIMEDOUT     deadline passed while waiting
-    ├── Interrupted          EINTR         wait cancelled by a FUSE interrupt
-    ├── BadDescriptor        EBADF         wrong access direction for the call
-    ├── NoSuchMessage        ENOENT        peek index >= curmsgs
-    ├── NoSuchQueue          ENOENT        no queue of that name
-    ├── QueueExists          EEXIST        O_CREAT|O_EXCL on an existing name
-    ├── TooManyQueues        ENOSPC        queues_max reached
-    ├── OverQuota            EMFILE        the user's RLIMIT_MSGQUEUE bytes exhausted
-    ├── OutOfMemory          ENOMEM        a user's unfinished multi-chunk transfers are
-    │                                      at their limit
-    ├── NameTooLong          ENAMETOOLONG  name longer than NAME_MAX
-    ├── PermissionDenied     EACCES        mode bits, or a name the kernel refuses
-    ├── Busy                 EBUSY         notify already registered
-    └── NotSupported         ENOTTY        unknown ioctl
+    MqfsError (an OSError: .errno, .strerror; posix_ipc's Error)
+    ├── ExistentialError         posix_ipc's
+    │   ├── NoSuchQueue          ENOENT        no queue of that name
+    │   ├── NoSuchMessage        ENOENT        peek index >= curmsgs (also an IndexError)
+    │   ├── QueueExists          EEXIST        O_CREAT|O_EXCL on an existing name
+    │   └── BadDescriptor        EBADF         closed, or not open for that direction
+    ├── BusyError                posix_ipc's
+    │   ├── WouldBlock           EAGAIN        empty/full queue with O_NONBLOCK
+    │   ├── TimedOut             ETIMEDOUT     the deadline passed while waiting
+    │   └── Busy                 EBUSY         a notification is already registered
+    ├── PermissionsError         posix_ipc's
+    │   └── PermissionDenied     EACCES        mode bits, or a name the kernel refuses
+    ├── SignalError              EINTR         posix_ipc's: a signal interrupted the wait
+    ├── InvalidArgument          EINVAL        also a ValueError, as posix_ipc raises
+    │   ├── NameTooLong          ENAMETOOLONG  name longer than NAME_MAX
+    │   └── BadDump              EINVAL        a dump file that is not a valid dump
+    ├── MessageTooLong           EMSGSIZE      also a ValueError
+    ├── TooManyQueues            ENOSPC        queues_max reached
+    ├── OverQuota                EMFILE        the user's RLIMIT_MSGQUEUE bytes exhausted
+    ├── OutOfMemory              ENOMEM        a user's unfinished transfers at their limit
+    ├── NotSupported             ENOTTY        no such ioctl here (also NotImplementedError)
+    └── MountError                             the mount point, not a queue
+        ├── NotMounted           ENOENT        mqfs is not mounted at that path
+        ├── MountpointMissing    ENOENT        the directory to mount on does not exist
+        ├── AlreadyMounted       EBUSY         something is mounted there already
+        └── MountFailed          EIO           fusermount3 or the daemon refused
 """
 
 from __future__ import annotations
@@ -31,7 +41,8 @@ import os
 
 
 class MqfsError(OSError):
-    """Base class: an operation failed with ``self.errno``."""
+    """Base class: an operation failed with ``self.errno``; ``str()`` is the message and
+    the errno's name."""
 
     default_errno: int = errno.EIO
 
@@ -43,41 +54,77 @@ class MqfsError(OSError):
     def message(self) -> str:
         return str(self.strerror)
 
-
-class InvalidArgument(MqfsError):
-    default_errno = errno.EINVAL
-
-
-class MessageTooLong(MqfsError):
-    default_errno = errno.EMSGSIZE
+    def __str__(self) -> str:
+        name = errno.errorcode.get(self.errno or 0)
+        return f"{self.strerror} ({name})" if name else str(self.strerror)
 
 
-class WouldBlock(MqfsError):
-    default_errno = errno.EAGAIN
+Error = MqfsError
+"""posix_ipc's name for the base class."""
 
 
-class TimedOut(MqfsError):
-    default_errno = errno.ETIMEDOUT
+class ExistentialError(MqfsError):
+    default_errno = errno.ENOENT
 
 
-class Interrupted(MqfsError):
-    default_errno = errno.EINTR
+class NoSuchQueue(ExistentialError):
+    default_errno = errno.ENOENT
 
 
-class BadDescriptor(MqfsError):
+class NoSuchMessage(ExistentialError, IndexError):
+    default_errno = errno.ENOENT
+
+
+class QueueExists(ExistentialError):
+    default_errno = errno.EEXIST
+
+
+class BadDescriptor(ExistentialError):
     default_errno = errno.EBADF
 
 
-class NoSuchMessage(MqfsError):
-    default_errno = errno.ENOENT
+class BusyError(MqfsError):
+    default_errno = errno.EAGAIN
 
 
-class NoSuchQueue(MqfsError):
-    default_errno = errno.ENOENT
+class WouldBlock(BusyError):
+    default_errno = errno.EAGAIN
 
 
-class QueueExists(MqfsError):
-    default_errno = errno.EEXIST
+class TimedOut(BusyError):
+    default_errno = errno.ETIMEDOUT
+
+
+class Busy(BusyError):
+    default_errno = errno.EBUSY
+
+
+class PermissionsError(MqfsError):
+    default_errno = errno.EPERM
+
+
+class PermissionDenied(PermissionsError):
+    default_errno = errno.EACCES
+
+
+class SignalError(MqfsError):
+    default_errno = errno.EINTR
+
+
+class InvalidArgument(MqfsError, ValueError):
+    default_errno = errno.EINVAL
+
+
+class BadDump(InvalidArgument):
+    """A dump that cannot be restored; the message says where and what."""
+
+
+class NameTooLong(InvalidArgument):
+    default_errno = errno.ENAMETOOLONG
+
+
+class MessageTooLong(MqfsError, ValueError):
+    default_errno = errno.EMSGSIZE
 
 
 class TooManyQueues(MqfsError):
@@ -92,17 +139,85 @@ class OutOfMemory(MqfsError):
     default_errno = errno.ENOMEM
 
 
-class NameTooLong(MqfsError):
-    default_errno = errno.ENAMETOOLONG
+class NotSupported(MqfsError, NotImplementedError):
+    default_errno = errno.ENOTTY
 
 
-class PermissionDenied(MqfsError):
-    default_errno = errno.EACCES
+class MountError(MqfsError):
+    """Something is wrong with the mount point rather than with a queue."""
 
 
-class Busy(MqfsError):
+class NotMounted(MountError):
+    default_errno = errno.ENOENT
+
+
+class MountpointMissing(MountError):
+    default_errno = errno.ENOENT
+
+
+class AlreadyMounted(MountError):
     default_errno = errno.EBUSY
 
 
-class NotSupported(MqfsError):
-    default_errno = errno.ENOTTY
+class MountFailed(MountError):
+    default_errno = errno.EIO
+
+
+_BY_ERRNO: dict[int, type[MqfsError]] = {
+    errno.ENOENT: NoSuchQueue,
+    errno.EEXIST: QueueExists,
+    errno.EBADF: BadDescriptor,
+    errno.EAGAIN: WouldBlock,
+    errno.ETIMEDOUT: TimedOut,
+    errno.EBUSY: Busy,
+    errno.EPERM: PermissionsError,
+    errno.EACCES: PermissionDenied,
+    errno.EINTR: SignalError,
+    errno.EINVAL: InvalidArgument,
+    errno.ENAMETOOLONG: NameTooLong,
+    errno.EMSGSIZE: MessageTooLong,
+    errno.ENOSPC: TooManyQueues,
+    errno.EMFILE: OverQuota,
+    errno.ENOMEM: OutOfMemory,
+    errno.ENOTTY: NotSupported,
+}
+
+
+def describe(code: int, operation: str, queue: str) -> str:
+    """What errno *code* means for *operation* ("send", "receive", "peek", "create", ...)
+    on *queue* (as the user named it), in the user's words."""
+    waiting_on = "full" if operation == "send" else "empty"
+    match code:
+        case errno.ENOENT if operation == "peek":
+            return f"queue {queue!r} has no message at that index"
+        case errno.ENOENT:
+            return f"no queue named {queue!r}"
+        case errno.EEXIST:
+            return f"queue {queue!r} already exists"
+        case errno.EAGAIN:
+            return f"queue {queue!r} is {waiting_on}"
+        case errno.ETIMEDOUT:
+            return f"timed out: queue {queue!r} is still {waiting_on}"
+        case errno.EBADF:
+            return f"queue {queue!r} is closed"
+        case errno.EINTR:
+            return f"{operation} on queue {queue!r} was interrupted by a signal"
+        case errno.EMSGSIZE if operation == "send":
+            return f"the message is longer than the msgsize of queue {queue!r}"
+        case errno.EACCES:
+            return f"permission denied on queue {queue!r}"
+        case errno.EMFILE:
+            return (
+                f"queue {queue!r} would exceed your RLIMIT_MSGQUEUE (ulimit -q): remove "
+                "queues, use smaller ones, or mount with -o ignore_rlimit"
+            )
+        case errno.ENOSPC:
+            return f"cannot create queue {queue!r}: the mount's queues_max is reached"
+    return f"{operation} on queue {queue!r} failed: {os.strerror(code)}"
+
+
+def from_errno(code: int, operation: str, queue: str) -> MqfsError:
+    """The exception for errno *code* from *operation* on *queue*: the class of the
+    tree for that errno (NoSuchMessage for a peek's ENOENT), with :func:`describe`'s text."""
+    cls = NoSuchMessage if (code, operation) == (errno.ENOENT, "peek") else _BY_ERRNO.get(code)
+    return (cls or MqfsError)(describe(code, operation, queue), errno_value=code)

@@ -1,6 +1,6 @@
 """The queue subcommands of ``mqfs``: create, rm, ls, who, send, recv, peek, watch, dump,
 restore. Each works on the mount (``--mount``, else $MQFS_MOUNT, else /run/mqfs) through
-the queue files and the ioctls, and reports failures as :class:`CommandError`."""
+the queue files and the ioctls, and reports failures as :mod:`mqfs.errors`' exceptions."""
 
 from __future__ import annotations
 
@@ -21,20 +21,6 @@ from mqfs.client import calls, dump
 from mqfs.client.backends import MqfsBackend
 from mqfs.posix import MQ_PRIO_MAX
 
-
-class CommandError(Exception):
-    """A failure to report as one line; carries the errno name when there is one."""
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        name = errno.errorcode.get(self.code) if self.code else None
-        return f"{text} ({name})" if name else text
-
-
 NOTIFY_NAMES = {
     posix.SIGEV_SIGNAL: "signal",
     posix.SIGEV_NONE: "none",
@@ -45,35 +31,21 @@ NOTIFY_NAMES = {
 def _mount(args: argparse.Namespace) -> Path:
     mount = Path(args.mount)
     if not mount.is_dir():
-        raise CommandError(f"mqfs is not mounted at {mount}", errno.ENOENT)
+        raise errors.NotMounted(f"mqfs is not mounted at {mount}")
     return mount
 
 
-def _failure(exc: OSError, name: str, action: str) -> CommandError:
-    """One line that says what went wrong with queue *name*, in the user's words."""
-    code = exc.errno or errno.EIO
-    reasons = {
-        errno.ENOENT: f"no queue named {name!r}",
-        errno.EEXIST: f"queue {name!r} already exists",
-        errno.EAGAIN: f"queue {name!r} is {'full' if action == 'send' else 'empty'}",
-        errno.ETIMEDOUT: f"timed out waiting on queue {name!r}",
-        errno.EMSGSIZE: f"message does not fit queue {name!r}",
-        errno.EACCES: f"permission denied on queue {name!r}",
-        errno.EINTR: "interrupted",
-        errno.EMFILE: f"queue {name!r} would exceed your RLIMIT_MSGQUEUE (ulimit -q): remove "
-        "queues, use smaller ones, or mount with -o ignore_rlimit",
-        errno.ENOSPC: f"cannot create {name!r}: the mount's queues_max is reached",
-    }
-    return CommandError(reasons.get(code, f"{action} on {name!r}: {os.strerror(code)}"), code)
+def _failure(exc: OSError, name: str, action: str) -> errors.MqfsError:
+    """*exc* from *action* on queue *name* as the tree's exception, in the user's words."""
+    if isinstance(exc, errors.MqfsError):
+        return exc  # already says what is wrong (a bad name, say)
+    return errors.from_errno(exc.errno or errno.EIO, action, name)
 
 
 def _queue_name(args: argparse.Namespace) -> str:
     """args.name, checked as the kernel checks queue names, so that a path like '../x'
     can never make a command act outside the mount."""
-    try:
-        posix.check_name(args.name)
-    except errors.MqfsError as exc:
-        raise CommandError(exc.message, exc.errno) from None
+    posix.check_name(args.name)
     return str(args.name)
 
 
@@ -134,7 +106,7 @@ def _openers_text(row: dict[str, Any]) -> str:
 def create(args: argparse.Namespace) -> int:
     mount = _mount(args)
     if (args.maxmsg is None) != (args.msgsize is None):
-        raise CommandError("give both --maxmsg and --msgsize, or neither", errno.EINVAL)
+        raise errors.InvalidArgument("give both --maxmsg and --msgsize, or neither")
     try:
         calls.create_at(
             mount,
@@ -146,9 +118,8 @@ def create(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         if exc.errno == errno.EINVAL:
-            raise CommandError(
-                f"invalid attributes for queue {args.name!r} (maxmsg/msgsize out of range)",
-                errno.EINVAL,
+            raise errors.InvalidArgument(
+                f"invalid attributes for queue {args.name!r} (maxmsg/msgsize out of range)"
             ) from None
         raise _failure(exc, args.name, "create") from None
     return 0
@@ -211,10 +182,9 @@ def who(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise _failure(exc, args.name, "who") from None
     if info["openers"] is None:
-        raise CommandError(
+        raise errors.PermissionDenied(
             f"who: only the owner of queue {args.name!r} and root may see its openers "
-            f"({info['open']} open, {info['blocked']} blocked)",
-            errno.EACCES,
+            f"({info['open']} open, {info['blocked']} blocked)"
         )
     if args.json:
         print(json.dumps(info["openers"], indent=1))
@@ -239,7 +209,7 @@ def who(args: argparse.Namespace) -> int:
 
 def send(args: argparse.Namespace) -> int:
     if not 0 <= args.prio < MQ_PRIO_MAX:
-        raise CommandError(f"priority {args.prio} is not in 0..{MQ_PRIO_MAX - 1}", errno.EINVAL)
+        raise errors.InvalidArgument(f"priority {args.prio} is not in 0..{MQ_PRIO_MAX - 1}")
     message = args.message
     payload = os.fsencode(message) if message is not None else sys.stdin.buffer.read()
     flags = os.O_WRONLY | (os.O_NONBLOCK if args.nonblock else 0)
@@ -296,8 +266,8 @@ def peek(args: argparse.Namespace) -> int:
             payload, priority = calls.peek(fd, args.index)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
-                raise CommandError(
-                    f"queue {args.name!r} has no message at index {args.index}", errno.ENOENT
+                raise errors.NoSuchMessage(
+                    f"queue {args.name!r} has no message at index {args.index}"
                 ) from None
             raise
         _write_message(sys.stdout.buffer, payload, priority, args.show_prio)
@@ -330,11 +300,11 @@ def watch(args: argparse.Namespace) -> int:
 def dump_command(args: argparse.Namespace) -> int:
     mount = _mount(args)
     if args.all == (args.name is not None):
-        raise CommandError("give a queue NAME or --all", errno.EINVAL)
+        raise errors.InvalidArgument("give a queue NAME or --all")
     try:
         queues = dump.dump_all(mount) if args.all else [dump.dump_queue(mount, args.name)]
-    except errors.MqfsError as exc:
-        raise CommandError(exc.message, exc.errno) from None
+    except errors.MqfsError:
+        raise
     except OSError as exc:
         raise _failure(exc, args.name or "*", "dump") from None
     text = dump.to_json(queues)
@@ -350,7 +320,9 @@ def restore_command(args: argparse.Namespace) -> int:
     try:
         text = source.read() if source else Path(args.file).read_text()
     except OSError as exc:
-        raise CommandError(f"cannot read {args.file}: {exc.strerror}", exc.errno) from None
+        raise errors.MqfsError(
+            f"cannot read {args.file}: {exc.strerror}", errno_value=exc.errno
+        ) from None
     try:
         queues = dump.from_json(text)
         total = sum(len(queue.messages) for queue in queues)
@@ -360,11 +332,11 @@ def restore_command(args: argparse.Namespace) -> int:
             force=args.force,
             progress=_progress(total, "restored"),
         )
-    except errors.MqfsError as exc:
-        raise CommandError(exc.message, exc.errno) from None
+    except errors.MqfsError:
+        raise
     except OSError as exc:
-        raise CommandError(
-            f"restore failed: {os.strerror(exc.errno or errno.EIO)}", exc.errno
+        raise errors.MqfsError(
+            f"restore failed: {os.strerror(exc.errno or errno.EIO)}", errno_value=exc.errno
         ) from None
     return 0
 

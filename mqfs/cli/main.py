@@ -18,7 +18,6 @@ from pathlib import Path
 
 from mqfs import errors
 from mqfs.cli import commands
-from mqfs.cli.commands import CommandError
 from mqfs.client.backends import default_mount
 from mqfs.mounts import is_mounted
 
@@ -31,12 +30,9 @@ def _mount(args: argparse.Namespace) -> int:
     from mqfs.server import serve
 
     mountpoint = Path(args.mountpoint)
-    try:
-        limits, fuse_options = serve.parse_options(args.options)
-        serve.check_mountpoint(mountpoint)
-        serve.import_patched_pyfuse3()
-    except errors.MqfsError as exc:
-        raise CommandError(exc.message, exc.errno) from exc
+    limits, fuse_options = serve.parse_options(args.options)
+    serve.check_mountpoint(mountpoint)
+    serve.import_patched_pyfuse3()
     if args.foreground:
         import trio
 
@@ -89,7 +85,7 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: Path) -> int:
         _, status = os.waitpid(pid, 0)
         log_file.seek(0)
         lines = log_file.read().decode(errors="replace").strip().splitlines()
-    raise CommandError(
+    raise errors.MountFailed(
         lines[-1].removeprefix("mqfs: mount: ")
         if lines
         else f"the daemon exited with status {os.waitstatus_to_exitcode(status)}"
@@ -99,13 +95,13 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: Path) -> int:
 def _umount(args: argparse.Namespace) -> int:
     mountpoint = os.path.realpath(args.mountpoint)
     if not is_mounted(Path(mountpoint)):
-        raise CommandError(f"{mountpoint} is not mounted", errno.EINVAL)
+        raise errors.NotMounted(f"{mountpoint} is not mounted", errno_value=errno.EINVAL)
     done = subprocess.run(
         ["fusermount3", "-u", mountpoint], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
-        raise CommandError(reason.removeprefix("fusermount3: "))
+        raise errors.MountFailed(reason.removeprefix("fusermount3: "))
     return 0
 
 
@@ -156,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "ready_fd", None) is not None:
             return _serve_with_ready_fd(args)
         return int(args.run(args))
-    except CommandError as exc:
+    except errors.MqfsError as exc:
         print(f"mqfs: {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -168,10 +164,7 @@ def _serve_with_ready_fd(args: argparse.Namespace) -> int:
 
     from mqfs.server import serve
 
-    try:
-        limits, fuse_options = serve.parse_options(args.options)
-    except errors.MqfsError as exc:
-        raise CommandError(exc.message, exc.errno) from exc
+    limits, fuse_options = serve.parse_options(args.options)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="mqfs: %(levelname)s %(name)s: %(message)s",
@@ -179,7 +172,7 @@ def _serve_with_ready_fd(args: argparse.Namespace) -> int:
     try:
         trio.run(serve.serve, Path(args.mountpoint), limits, fuse_options, None, args.ready_fd)
     except RuntimeError as exc:  # pyfuse3.init failing to mount
-        raise CommandError(str(exc)) from exc
+        raise errors.MountFailed(str(exc)) from exc
     return 0
 
 

@@ -44,38 +44,38 @@ positive number waits at most that many seconds (an absolute CLOCK_REALTIME dead
 mq_timedsend/mq_timedreceive take it). A negative or NaN timeout is a ``ValueError``. With
 ``block = False`` the timeout does not matter: a full or empty queue fails at once.
 
-**Exceptions.** Every failure is an :class:`Error`, an ``OSError`` whose ``errno`` is the
-one the C call set and whose message names the queue and the errno, e.g. ``queue '/q' is
-full (EAGAIN)``. The subclasses are posix_ipc's, plus three that are *also* the built-in
-exception posix_ipc raises in their place, so ``except ValueError`` keeps working:
+**Exceptions** are :mod:`mqfs.errors`' one tree: every failure is an :class:`Error`, an
+``OSError`` whose ``errno`` is the one the C call set and whose ``str()`` names the queue
+and the errno, e.g. ``queue '/q' is full (EAGAIN)``. posix_ipc's classes group them, and
+three are *also* the built-in exception posix_ipc raises in their place, so ``except
+ValueError`` keeps working:
 
-=========================  ==========================================================
-``ExistentialError``       EEXIST (O_CREX on an existing name), ENOENT (no such queue),
-                           EBADF (the queue was closed)
-``NoSuchMessageError``     an ExistentialError and an ``IndexError``: peek past the
-                           last message (ENOENT)
-``BusyError``              EAGAIN (full/empty with ``block = False``, timeout 0) and
-                           ETIMEDOUT (the timeout passed)
-``PermissionsError``       EACCES, EPERM; and EBADF for sending on a queue opened with
-                           ``write=False`` or receiving/peeking with ``read=False``
-                           (checked before the call, as posix_ipc does)
-``SignalError``            EINTR: a signal interrupted the wait (on mqfs too: a FUSE
-                           request is not restarted, even under SA_RESTART)
-``InvalidArgumentError``   also a ``ValueError``: EINVAL (bad name, attributes,
-                           priority >= 32768, ...), ENAMETOOLONG
-``MessageTooLongError``    also a ``ValueError``: EMSGSIZE (message > max_message_size)
-``NotSupportedError``      also a ``NotImplementedError``: peek on the kernel backend
-                           (errno ENOTTY, what the kernel's mqueue says to an unknown
-                           ioctl); peek needs an mqfs mount
-``Error``                  anything else (ENOSPC, EMFILE, ...), errno kept
-=========================  ==========================================================
+=====================  ==============================================================
+``ExistentialError``   EEXIST (O_CREX on an existing name), ENOENT (no such queue),
+                       EBADF (the queue was closed); ``NoSuchMessage`` among them is
+                       also an ``IndexError``: peek past the last message (ENOENT)
+``BusyError``          EAGAIN (full/empty with ``block = False``, timeout 0) and
+                       ETIMEDOUT (the timeout passed)
+``PermissionsError``   EACCES, EPERM; and EBADF for sending on a queue opened with
+                       ``write=False`` or receiving/peeking with ``read=False``
+                       (checked before the call, as posix_ipc does)
+``SignalError``        EINTR: a signal interrupted the wait (on mqfs too: a FUSE
+                       request is not restarted, even under SA_RESTART)
+``InvalidArgument``    also a ``ValueError``: EINVAL (bad name, attributes,
+                       priority >= 32768, ...); ``NameTooLong`` (ENAMETOOLONG) too
+``MessageTooLong``     also a ``ValueError``: EMSGSIZE (message > max_message_size)
+``NotSupported``       also a ``NotImplementedError``: peek on the kernel backend
+                       (errno ENOTTY, what the kernel's mqueue says to an unknown
+                       ioctl); peek needs an mqfs mount
+``Error``              anything else (ENOSPC, EMFILE, ...), errno kept
+=====================  ==============================================================
 
 **Waiting without the GIL.** A blocking ``send``/``receive`` is one call that waits in the
 kernel (or the mqfs daemon) with the GIL released, as mq_timedsend/receive do; other
 threads keep running.
 
 **Peek** (mqfs only) never blocks and never changes the queue: ``peek(i)`` is message *i* in
-receive order (``BusyError``/EAGAIN on an empty queue, ``NoSuchMessageError`` past the end);
+receive order (``BusyError``/EAGAIN on an empty queue, ``NoSuchMessage`` past the end);
 ``peek_all()`` is every message as one consistent snapshot (``[]`` when empty).
 
 **trio.** :class:`AsyncMessageQueue` takes the same arguments, opens its descriptor with
@@ -104,6 +104,19 @@ import trio
 from mqfs.client import calls
 from mqfs.client.backends import Backend, MqfsBackend
 from mqfs.client.calls import Deadline
+from mqfs.errors import (
+    BusyError,
+    Error,
+    ExistentialError,
+    InvalidArgument,
+    MessageTooLong,
+    MqfsError,
+    NoSuchMessage,
+    NotSupported,
+    PermissionsError,
+    SignalError,
+    from_errno,
+)
 from mqfs.posix import MQ_PRIO_MAX
 
 O_CREAT: int = os.O_CREAT
@@ -120,110 +133,18 @@ Message = bytes | bytearray | memoryview | str
 _T = TypeVar("_T")
 
 
-# -- exceptions ---------------------------------------------------------------------------
-
-
-class Error(OSError):
-    """Base class: an mq_* call failed with ``self.errno``; ``str()`` is the message."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-class ExistentialError(Error):
-    """The queue exists when it should not (EEXIST), does not (ENOENT), or is closed."""
-
-
-class NoSuchMessageError(ExistentialError, IndexError):
-    """peek(index) with index >= current_messages (ENOENT)."""
-
-
-class BusyError(Error):
-    """The queue is full or empty and the call may not wait (EAGAIN) or waited (ETIMEDOUT)."""
-
-
-class PermissionsError(Error):
-    """EACCES/EPERM, or the queue is not open in the direction the call needs (EBADF)."""
-
-
-class SignalError(Error):
-    """A signal interrupted the wait (EINTR)."""
-
-
-class InvalidArgumentError(Error, ValueError):
-    """EINVAL or ENAMETOOLONG (posix_ipc raises ValueError for these)."""
-
-
-class MessageTooLongError(Error, ValueError):
-    """EMSGSIZE: the message is longer than the queue's max_message_size."""
-
-
-class NotSupportedError(Error, NotImplementedError):
-    """The backend cannot do this (peek on the kernel's queues): errno ENOTTY."""
-
-
-_CLASSES: dict[int, type[Error]] = {
-    errno.EEXIST: ExistentialError,
-    errno.ENOENT: ExistentialError,
-    errno.EBADF: ExistentialError,
-    errno.EAGAIN: BusyError,
-    errno.ETIMEDOUT: BusyError,
-    errno.EACCES: PermissionsError,
-    errno.EPERM: PermissionsError,
-    errno.EINTR: SignalError,
-    errno.EINVAL: InvalidArgumentError,
-    errno.ENAMETOOLONG: InvalidArgumentError,
-    errno.EMSGSIZE: MessageTooLongError,
-    errno.ENOTTY: NotSupportedError,
-}
-
-
-def _errno_name(code: int) -> str:
-    return errno.errorcode.get(code, str(code))
-
-
-def _describe(code: int, operation: str, name: str | None) -> str:
-    queue = f"queue {name!r}"
-    writing = operation == "send"
-    match code:
-        case errno.EEXIST:
-            text = f"{queue} already exists"
-        case errno.ENOENT if operation == "peek":
-            text = f"{queue} has no message at that index"
-        case errno.ENOENT:
-            text = f"no {queue}"
-        case errno.EAGAIN:
-            text = f"{queue} is {'full' if writing else 'empty'}"
-        case errno.ETIMEDOUT:
-            text = f"{queue} is still {'full' if writing else 'empty'}"
-        case errno.EBADF:
-            text = f"{queue} is closed"
-        case errno.EINTR:
-            text = f"{operation} on {queue} was interrupted by a signal"
-        case errno.EMSGSIZE if writing:
-            text = f"the message is longer than the max_message_size of {queue}"
-        case _:
-            text = f"{operation} on {queue} failed: {os.strerror(code)}"
-    return f"{text} ({_errno_name(code)})"
-
-
-def _error(code: int, operation: str, name: str | None) -> Error:
-    """The exception for *code* from *operation* on queue *name*."""
-    cls = _CLASSES.get(code, Error)
-    if operation == "peek" and code == errno.ENOENT:
-        cls = NoSuchMessageError
-    return cls(code, _describe(code, operation, name))
+# -- errors: the classes are mqfs.errors' (posix_ipc's names among them) -------------
 
 
 def _call(operation: str, name: str | None, function: Callable[[], _T]) -> _T:
     try:
         return function()
-    except Error:
+    except MqfsError:
         raise
     except OSError as exc:
         if exc.errno is None:
             raise
-        raise _error(exc.errno, operation, name) from exc
+        raise from_errno(exc.errno, operation, name or "") from exc
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -344,7 +265,7 @@ class MessageQueue:
 
     def _open_mqd(self) -> int:
         if self._mqd < 0:
-            raise _error(errno.EBADF, "use", self._name)
+            raise from_errno(errno.EBADF, "use", self._name)
         return self._mqd
 
     def _getattr(self) -> calls.Attributes:
@@ -383,11 +304,11 @@ class MessageQueue:
         mqd = self._open_mqd()
         if writing and not self._writable:
             raise PermissionsError(
-                errno.EBADF, f"queue {self._name!r} is not open for writing (EBADF)"
+                f"queue {self._name!r} is not open for writing", errno_value=errno.EBADF
             )
         if not writing and not self._readable:
             raise PermissionsError(
-                errno.EBADF, f"queue {self._name!r} is not open for reading (EBADF)"
+                f"queue {self._name!r} is not open for reading", errno_value=errno.EBADF
             )
         return mqd
 
@@ -410,25 +331,22 @@ class MessageQueue:
 
     def _peeking_backend(self) -> MqfsBackend:
         if not isinstance(self._backend, MqfsBackend):
-            raise NotSupportedError(
-                errno.ENOTTY,
+            raise NotSupported(
                 f"cannot peek into queue {self._name!r}: the {self._backend.kind} backend"
-                " has no peek; it needs an mqfs mount (ENOTTY)",
+                " has no peek; it needs an mqfs mount"
             )
         return self._backend
 
     def peek(self, index: int = 0) -> tuple[bytes, int]:
         """Message *index* in receive order (0 = what receive() returns next), unconsumed.
 
-        Never waits: BusyError (EAGAIN) on an empty queue, NoSuchMessageError (ENOENT) for
-        an index past the last message. mqfs only (NotSupportedError on the kernel's).
+        Never waits: BusyError (EAGAIN) on an empty queue, NoSuchMessage (ENOENT) for
+        an index past the last message. mqfs only (NotSupported on the kernel's).
         """
         mqd = self._check_direction(False)
         backend = self._peeking_backend()
         if index < 0:
-            raise InvalidArgumentError(
-                errno.EINVAL, f"peek index must be >= 0, not {index} (EINVAL)"
-            )
+            raise InvalidArgument(f"peek index must be >= 0, not {index}")
         return _call("peek", self._name, lambda: backend.peek(mqd, index))
 
     def peek_all(self) -> list[tuple[bytes, int]]:
@@ -582,7 +500,7 @@ class AsyncMessageQueue:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return result
         assert scope.cancelled_caught
-        raise _error(errno.ETIMEDOUT, operation, self.name)
+        raise from_errno(errno.ETIMEDOUT, operation, self.name)
 
     async def send(self, message: Message, timeout: float | None = None, priority: int = 0) -> None:
         """Queue *message*, waiting (cancellably) while the queue is full."""
@@ -600,7 +518,7 @@ class AsyncMessageQueue:
     async def peek(self, index: int = 0, timeout: float | None = None) -> tuple[bytes, int]:
         """Look at message *index* without consuming it; waits while the queue is empty.
 
-        An *index* past the last message of a non-empty queue is NoSuchMessageError at once.
+        An *index* past the last message of a non-empty queue is NoSuchMessage at once.
         """
         queue = self._queue
         return await self._retry(lambda: queue.peek(index), timeout, writing=False)
@@ -663,11 +581,11 @@ __all__ = [
     "BusyError",
     "Error",
     "ExistentialError",
-    "InvalidArgumentError",
+    "InvalidArgument",
     "MessageQueue",
-    "MessageTooLongError",
-    "NoSuchMessageError",
-    "NotSupportedError",
+    "MessageTooLong",
+    "NoSuchMessage",
+    "NotSupported",
     "PermissionsError",
     "SignalError",
     "unlink_message_queue",

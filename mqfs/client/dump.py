@@ -38,10 +38,6 @@ FORMAT = "mqfs-dump"
 VERSION = 1
 
 
-class DumpError(errors.InvalidArgument):
-    """The dump file is truncated, corrupt, or does not fit the target queue."""
-
-
 @dataclass(slots=True)
 class QueueDump:
     name: str
@@ -106,34 +102,34 @@ def to_json(queues: Iterable[QueueDump]) -> str:
 def _field(record: dict[str, Any], key: str, kind: type, where: str) -> Any:
     value = record.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise DumpError(f"{where}: '{key}' is missing or not {kind.__name__}")
+        raise errors.BadDump(f"{where}: '{key}' is missing or not {kind.__name__}")
     return value
 
 
 def from_json(text: str) -> list[QueueDump]:
-    """Parse and fully validate a dump; DumpError (EINVAL) says what is wrong."""
+    """Parse and fully validate a dump; errors.BadDump (EINVAL) says what is wrong."""
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DumpError(f"not a complete mqfs dump (truncated?): {exc}") from None
+        raise errors.BadDump(f"not a complete mqfs dump (truncated?): {exc}") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise DumpError("not an mqfs dump (no 'format': 'mqfs-dump')")
+        raise errors.BadDump("not an mqfs dump (no 'format': 'mqfs-dump')")
     if document.get("version") != VERSION:
-        raise DumpError(f"dump version {document.get('version')!r} is not {VERSION}")
+        raise errors.BadDump(f"dump version {document.get('version')!r} is not {VERSION}")
     raw_queues = document.get("queues")
     if not isinstance(raw_queues, list):
-        raise DumpError("'queues' is missing")
+        raise errors.BadDump("'queues' is missing")
     queues = []
     for number, raw in enumerate(raw_queues):
         where = f"queue #{number}"
         if not isinstance(raw, dict):
-            raise DumpError(f"{where} is not an object")
+            raise errors.BadDump(f"{where} is not an object")
         name = _field(raw, "name", str, where)
         where = f"queue {name!r}"
         try:
             posix.check_name(name)
         except errors.MqfsError as exc:
-            raise DumpError(f"{where}: {exc.message}") from None
+            raise errors.BadDump(f"{where}: {exc.message}") from None
         queue = QueueDump(
             name=name,
             mode=_field(raw, "mode", int, where),
@@ -144,25 +140,25 @@ def from_json(text: str) -> list[QueueDump]:
         )
         raw_messages = _field(raw, "messages", list, where)
         if _field(raw, "count", int, where) != len(raw_messages):
-            raise DumpError(f"{where}: 'count' says {raw['count']}, found {len(raw_messages)}")
+            raise errors.BadDump(f"{where}: 'count' says {raw['count']}, found {len(raw_messages)}")
         if queue.maxmsg < 1 or queue.msgsize < 1 or len(raw_messages) > queue.maxmsg:
-            raise DumpError(f"{where}: {len(raw_messages)} messages do not fit maxmsg")
+            raise errors.BadDump(f"{where}: {len(raw_messages)} messages do not fit maxmsg")
         for index, message in enumerate(raw_messages):
             spot = f"{where} message {index}"
             if not isinstance(message, dict):
-                raise DumpError(f"{spot} is not an object")
+                raise errors.BadDump(f"{spot} is not an object")
             priority = _field(message, "priority", int, spot)
             if not 0 <= priority < MQ_PRIO_MAX:
-                raise DumpError(f"{spot}: priority {priority} is out of range")
+                raise errors.BadDump(f"{spot}: priority {priority} is out of range")
             try:
                 payload = base64.b64decode(_field(message, "data", str, spot), validate=True)
             except binascii.Error:
-                raise DumpError(f"{spot}: data is not valid base64") from None
+                raise errors.BadDump(f"{spot}: data is not valid base64") from None
             if len(payload) > queue.msgsize:
-                raise DumpError(f"{spot}: {len(payload)} bytes exceed msgsize {queue.msgsize}")
+                raise errors.BadDump(f"{spot}: {len(payload)} bytes exceed msgsize {queue.msgsize}")
             queue.messages.append((payload, priority))
         if any(a[1] < b[1] for a, b in zip(queue.messages, queue.messages[1:], strict=False)):
-            raise DumpError(f"{where}: messages are not in receive order")
+            raise errors.BadDump(f"{where}: messages are not in receive order")
         queues.append(queue)
     return queues
 
@@ -217,13 +213,13 @@ def restore(
 
 def _check_room(queue: QueueDump, current: Attributes, force: bool) -> None:
     if current.curmsgs and not force:
-        raise DumpError(
+        raise errors.BadDump(
             f"queue {queue.name!r} already holds {current.curmsgs} messages "
             "(use --force to add to it)"
         )
     longest = max((len(payload) for payload, _ in queue.messages), default=0)
     if current.curmsgs + len(queue.messages) > current.maxmsg or longest > current.msgsize:
-        raise DumpError(
+        raise errors.BadDump(
             f"queue {queue.name!r} (maxmsg {current.maxmsg}, msgsize {current.msgsize}, "
             f"{current.curmsgs} queued) cannot take the {len(queue.messages)} messages"
         )

@@ -58,7 +58,7 @@ def test_main_in_process_create_send_peek_recv(
     [
         (["send", "nope", "x"], "mqfs: send: no queue named 'nope' (ENOENT)"),
         (["recv", "q", "--nonblock"], "mqfs: recv: queue 'q' is empty (EAGAIN)"),
-        (["recv", "q", "--timeout", "0.05"], "mqfs: recv: timed out waiting on queue 'q' (ETIMEDOUT)"),
+        (["recv", "q", "--timeout", "0.05"], "mqfs: recv: timed out: queue 'q' is still empty (ETIMEDOUT)"),
         (["peek", "q", "3"], "mqfs: peek: queue 'q' is empty (EAGAIN)"),
         (["create", "q", "--exclusive"], "mqfs: create: queue 'q' already exists (EEXIST)"),
         (["create", "big", "--maxmsg", "99", "--msgsize", "64"],

@@ -21,11 +21,11 @@ from mqfs.client.api import (
     BusyError,
     Error,
     ExistentialError,
-    InvalidArgumentError,
+    InvalidArgument,
     MessageQueue,
-    MessageTooLongError,
-    NoSuchMessageError,
-    NotSupportedError,
+    MessageTooLong,
+    NoSuchMessage,
+    NotSupported,
     PermissionsError,
     SignalError,
     unlink_message_queue,
@@ -110,7 +110,7 @@ def test_common_api_on_both_backends(any_backend: tuple[Backend, KernelNames]) -
             q.send(b"x")
         assert would_block.value.errno == errno.EAGAIN
         assert "is full (EAGAIN)" in str(would_block.value)
-        with pytest.raises(MessageTooLongError) as too_long:
+        with pytest.raises(MessageTooLong) as too_long:
             q.send(b"y" * 17)
         assert too_long.value.errno == errno.EMSGSIZE
         assert q.receive() == (b"high", 7)
@@ -145,7 +145,7 @@ def test_kernel_backend_cannot_peek() -> None:
     with MessageQueue(name, O_CREX, backend=kernel) as q:
         try:
             q.send(b"m")
-            with pytest.raises(NotSupportedError) as no_peek:
+            with pytest.raises(NotSupported) as no_peek:
                 q.peek()
             assert no_peek.value.errno == errno.ENOTTY
             assert isinstance(no_peek.value, NotImplementedError)
@@ -165,7 +165,7 @@ def test_missing_queue_is_existential_error_with_enoent(backend: MqfsBackend) ->
     assert missing.value.errno == errno.ENOENT
     assert isinstance(missing.value, OSError)
     assert isinstance(missing.value, Error)
-    assert str(missing.value) == "no queue '/nope' (ENOENT)"
+    assert str(missing.value) == "no queue named '/nope' (ENOENT)"
 
 
 def test_o_crex_on_an_existing_queue(queue: MessageQueue, backend: MqfsBackend) -> None:
@@ -192,7 +192,7 @@ def test_one_attribute_alone_takes_posix_ipc_default_for_the_other(backend: Mqfs
 
 
 def test_invalid_attributes_are_value_errors_with_einval(backend: MqfsBackend) -> None:
-    with pytest.raises(InvalidArgumentError) as invalid:
+    with pytest.raises(InvalidArgument) as invalid:
         MessageQueue("/big", O_CREAT, max_messages=100_000, backend=backend)
     assert invalid.value.errno == errno.EINVAL
     assert isinstance(invalid.value, ValueError)
@@ -201,10 +201,10 @@ def test_invalid_attributes_are_value_errors_with_einval(backend: MqfsBackend) -
 
 
 def test_names_are_passed_to_mq_open_as_they_are(backend: MqfsBackend) -> None:
-    with pytest.raises(InvalidArgumentError) as no_slash:
+    with pytest.raises(InvalidArgument) as no_slash:
         MessageQueue("q", O_CREAT, backend=backend)
     assert no_slash.value.errno == errno.EINVAL
-    with pytest.raises(InvalidArgumentError) as too_long:
+    with pytest.raises(InvalidArgument) as too_long:
         MessageQueue("/" + "n" * 256, O_CREAT, backend=backend)
     assert too_long.value.errno == errno.ENAMETOOLONG
 
@@ -295,7 +295,7 @@ def test_zero_length_message(queue: MessageQueue) -> None:
 
 
 def test_message_too_long_is_a_value_error_with_emsgsize(queue: MessageQueue) -> None:
-    with pytest.raises(MessageTooLongError) as too_long:
+    with pytest.raises(MessageTooLong) as too_long:
         queue.send(b"x" * 65)
     assert too_long.value.errno == errno.EMSGSIZE
     assert isinstance(too_long.value, ValueError)
@@ -306,7 +306,7 @@ def test_message_too_long_is_a_value_error_with_emsgsize(queue: MessageQueue) ->
 
 def test_bad_priority_is_einval(queue: MessageQueue) -> None:
     for priority in (32768, -1):
-        with pytest.raises(InvalidArgumentError) as invalid:
+        with pytest.raises(InvalidArgument) as invalid:
             queue.send(b"x", priority=priority)
         assert invalid.value.errno == errno.EINVAL
     assert queue.current_messages == 0
@@ -371,7 +371,7 @@ def test_timeouts_are_busy_errors_with_etimedout(queue: MessageQueue) -> None:
     with pytest.raises(BusyError) as receive_timeout:
         queue.receive(timeout=0.05)
     assert receive_timeout.value.errno == errno.ETIMEDOUT
-    assert str(receive_timeout.value) == "queue '/q' is still empty (ETIMEDOUT)"
+    assert str(receive_timeout.value) == "timed out: queue '/q' is still empty (ETIMEDOUT)"
     fill(queue)
     with pytest.raises(BusyError) as send_timeout:
         queue.send(b"late", timeout=0.05)
@@ -518,13 +518,13 @@ def test_peek_errors(queue: MessageQueue) -> None:
         queue.peek()
     assert empty.value.errno == errno.EAGAIN
     queue.send(b"only")
-    with pytest.raises(NoSuchMessageError) as past_the_end:
+    with pytest.raises(NoSuchMessage) as past_the_end:
         queue.peek(1)
     assert past_the_end.value.errno == errno.ENOENT
     assert isinstance(past_the_end.value, ExistentialError)
     assert isinstance(past_the_end.value, IndexError)
     assert "'/q'" in str(past_the_end.value)
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgument):
         queue.peek(-1)
 
 

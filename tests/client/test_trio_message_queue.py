@@ -24,8 +24,8 @@ from mqfs.client.api import (
     BusyError,
     ExistentialError,
     MessageQueue,
-    MessageTooLongError,
-    NoSuchMessageError,
+    MessageTooLong,
+    NoSuchMessage,
     PermissionsError,
 )
 from mqfs.client.backends import KernelBackend, MqfsBackend
@@ -151,7 +151,7 @@ async def test_timeouts_are_busy_errors(queue: AsyncMessageQueue) -> None:
     with pytest.raises(BusyError) as timed_out:
         await queue.receive(timeout=0.05)
     assert timed_out.value.errno == errno.ETIMEDOUT
-    assert str(timed_out.value) == "queue '/q' is still empty (ETIMEDOUT)"
+    assert str(timed_out.value) == "timed out: queue '/q' is still empty (ETIMEDOUT)"
     with pytest.raises(BusyError) as try_once:
         await queue.receive(timeout=0)
     assert try_once.value.errno == errno.EAGAIN
@@ -214,7 +214,7 @@ async def test_peek_waits_for_a_message_and_does_not_consume(queue: AsyncMessage
     assert await queue.peek_all() == [(b"look", 2), (b"second", 0)]
     assert queue.current_messages == 2
     await queue.receive()
-    with pytest.raises(NoSuchMessageError):
+    with pytest.raises(NoSuchMessage):
         await queue.peek(1)  # past the end of a non-empty queue: at once
     await queue.receive()
     with pytest.raises(BusyError) as no_wait:
@@ -223,7 +223,7 @@ async def test_peek_waits_for_a_message_and_does_not_consume(queue: AsyncMessage
 
 
 async def test_errors_are_the_sync_ones(queue: AsyncMessageQueue, backend: MqfsBackend) -> None:
-    with pytest.raises(MessageTooLongError):
+    with pytest.raises(MessageTooLong):
         await queue.send(b"x" * 65)
     with pytest.raises(ExistentialError) as missing:
         AsyncMessageQueue("/missing", backend=backend)
