@@ -63,6 +63,105 @@ static int queue_generation(int fd, uint64_t *generation)
 
 #define PEEK_ATTEMPTS 16
 
+/* How one attempt at a peek ended. */
+enum peek_outcome {
+	PEEK_FAILED = -1, /* errno says why (the PEEK or PEEK_BATCH ioctl's, or EIO) */
+	PEEK_DONE,        /* buf holds the message as one snapshot */
+	PEEK_AGAIN,       /* the message changed, or needs more calls than were made: retry */
+	PEEK_UNSTEADY,    /* buf holds the message, but the queue changed while it was read */
+};
+
+/* A message as a PEEK from its offset 0 showed it: length and priority, how much of it the
+ * caller wants (all of it, or bufmax bytes) and how much of that is already in buf. */
+struct peeked {
+	uint64_t length;
+	unsigned priority;
+	size_t want, got;
+};
+
+/* One PEEK for up to `ask` bytes from the start of message `index`, copied into buf:
+ * PEEK_DONE when that was all the caller wants, else PEEK_AGAIN. */
+static int peek_head(int fd, struct mqfs_peek *p, uint64_t index, size_t ask, char *buf,
+		     size_t bufmax, struct peeked *msg)
+{
+	if (peek_chunk(fd, p, index, 0, ask) < 0)
+		return PEEK_FAILED;
+	if (!chunk_fits(p->msg_len, 0, p->copied, ask))
+		return fail(EIO); /* not mqfs's protocol: copy nothing */
+	msg->length = p->msg_len;
+	msg->priority = p->msg_prio;
+	msg->want = msg->length < bufmax ? (size_t)msg->length : bufmax;
+	msg->got = p->copied < msg->want ? p->copied : msg->want;
+	memcpy(buf, p->data, msg->got);
+	return msg->got == msg->want ? PEEK_DONE : PEEK_AGAIN;
+}
+
+/* The rest of the message whose head is in buf, by offset, MQFS_CHUNK bytes a call:
+ * PEEK_AGAIN as soon as it is gone or replaced (another length or priority). */
+static int peek_rest(int fd, struct mqfs_peek *p, uint64_t index, char *buf,
+		     const struct peeked *msg)
+{
+	for (size_t got = msg->got; got < msg->want; got += p->copied) {
+		size_t left = msg->want - got;
+		size_t ask = left < MQFS_CHUNK ? left : MQFS_CHUNK; /* <= most: fits p */
+		if (peek_chunk(fd, p, index, got, ask) < 0 || p->msg_len != msg->length ||
+		    p->msg_prio != msg->priority)
+			return PEEK_AGAIN; /* the next attempt says what is there now */
+		/* The same message has at least one byte at got: none is a broken reply. */
+		if (p->copied == 0 || !chunk_fits(msg->length, got, p->copied, ask))
+			return fail(EIO);
+		memcpy(buf + got, p->data, p->copied); /* <= ask <= left */
+	}
+	return PEEK_DONE;
+}
+
+/* A message longer than one call takes: head and rest between two readings of the queue's
+ * generation. PEEK_UNSTEADY if it moved in between (or cannot be read the second time). */
+static int peek_bracketed(int fd, struct mqfs_peek *p, uint64_t index, size_t most, char *buf,
+			  size_t bufmax, struct peeked *msg)
+{
+	uint64_t before, after;
+	if (queue_generation(fd, &before) < 0)
+		return PEEK_FAILED;
+	int outcome = peek_head(fd, p, index, most, buf, bufmax, msg);
+	if (outcome != PEEK_AGAIN || msg->want <= most) /* done, failed, or now one call's worth */
+		return outcome;
+	outcome = peek_rest(fd, p, index, buf, msg);
+	if (outcome != PEEK_DONE)
+		return outcome;
+	if (queue_generation(fd, &after) < 0 || after != before)
+		return PEEK_UNSTEADY;
+	return PEEK_DONE;
+}
+
+/* peek_into's attempts, p holding `most` bytes of data. Each reads the message whole: in
+ * one call while it fits one (the first call asks FIRST_CHUNK bytes, as mqfs/client.py),
+ * bracketed once the previous attempt showed it does not. After PEEK_ATTEMPTS retries the
+ * last attempt decides: a bracketed copy that held together is taken even though the queue
+ * moved meanwhile; anything else is EAGAIN. */
+static ssize_t peek_attempts(int fd, struct mqfs_peek *p, size_t most, uint64_t index,
+			     char *buf, size_t bufmax, unsigned *prio)
+{
+	struct peeked msg = {0}; /* nothing seen yet: want 0 fits one call */
+	for (int attempt = 0;; attempt++) {
+		int last = attempt >= PEEK_ATTEMPTS, outcome;
+		if (msg.want > most)
+			outcome = peek_bracketed(fd, p, index, most, buf, bufmax, &msg);
+		else
+			outcome = peek_head(fd, p, index,
+					    attempt == 0 && most > FIRST_CHUNK ? FIRST_CHUNK : most,
+					    buf, bufmax, &msg);
+		if (outcome == PEEK_FAILED)
+			return -1;
+		if (outcome == PEEK_DONE || (outcome == PEEK_UNSTEADY && last)) {
+			*prio = msg.priority;
+			return (ssize_t)msg.want;
+		}
+		if (last) /* the message or the queue changed on every attempt */
+			return fail(EAGAIN);
+	}
+}
+
 /* Copy min(bufmax, length) bytes of message `index` into buf without consuming it; the
  * bytes copied, or -1 with the PEEK ioctl's errno (EAGAIN empty, ENOENT no such index, EBADF
  * not open for reading). The kernel copies under the queue's lock: a peek is one snapshot.
@@ -75,68 +174,7 @@ static ssize_t peek_into(int fd, uint64_t index, char *buf, size_t bufmax, unsig
 	struct mqfs_peek *p = malloc(MQFS_PEEK_HEADER_SIZE + most);
 	if (p == NULL)
 		return fail(ENOMEM);
-	ssize_t result = -1;
-	int bracket = 0; /* several calls needed: take the generation before and after */
-	for (int attempt = 0;; attempt++) {
-		uint64_t before = 0, after = 0;
-		if (bracket && queue_generation(fd, &before) < 0)
-			break;
-		size_t first = attempt == 0 && most > FIRST_CHUNK ? FIRST_CHUNK : most;
-		if (peek_chunk(fd, p, index, 0, first) < 0)
-			break;
-		uint64_t length = p->msg_len;
-		unsigned priority = p->msg_prio;
-		if (!chunk_fits(length, 0, p->copied, first)) {
-			errno = EIO; /* not mqfs's protocol: copy nothing */
-			break;
-		}
-		size_t want = length < bufmax ? (size_t)length : bufmax;
-		size_t got = p->copied < want ? p->copied : want;
-		memcpy(buf, p->data, got);
-		if (got == want) { /* one call: an atomic snapshot */
-			*prio = priority;
-			result = (ssize_t)got;
-			break;
-		}
-		if (want <= most || !bracket) { /* one bigger call will do, or start bracketed */
-			bracket = want > most;
-			if (attempt >= PEEK_ATTEMPTS) { /* the message changed on every attempt */
-				errno = EAGAIN;
-				break;
-			}
-			continue;
-		}
-		int changed = 0, bad = 0;
-		while (got < want) {
-			size_t ask = want - got < MQFS_CHUNK ? want - got : MQFS_CHUNK; /* <= most */
-			if (peek_chunk(fd, p, index, got, ask) < 0 || p->msg_len != length ||
-			    p->msg_prio != priority) {
-				changed = 1; /* gone or replaced: the next attempt says what is there */
-				break;
-			}
-			/* The same message has at least one byte at got: none is a broken reply. */
-			if (p->copied == 0 || !chunk_fits(length, got, p->copied, ask)) {
-				bad = 1;
-				break;
-			}
-			memcpy(buf + got, p->data, p->copied); /* <= ask <= want - got */
-			got += p->copied;
-		}
-		if (bad) {
-			errno = EIO;
-			break;
-		}
-		int steady = !changed && queue_generation(fd, &after) == 0 && after == before;
-		if (steady || (!changed && attempt >= PEEK_ATTEMPTS)) {
-			*prio = priority;
-			result = (ssize_t)got;
-			break;
-		}
-		if (attempt >= PEEK_ATTEMPTS) { /* the queue changed on every attempt */
-			errno = EAGAIN;
-			break;
-		}
-	}
+	ssize_t result = peek_attempts(fd, p, most, index, buf, bufmax, prio);
 	int saved = errno;
 	free(p);
 	errno = saved;
