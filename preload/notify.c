@@ -74,11 +74,12 @@ static struct thread_note *take_note_locked(uint64_t cookie)
 	return NULL;
 }
 
-static void drop_notes_locked(int mqd)
+/* Forgets mqd's registrations but the one with cookie `keep` (0: all; cookies start at 1). */
+static void drop_notes_locked(int mqd, uint64_t keep)
 {
 	struct thread_note **link = &notes;
 	while (*link != NULL) {
-		if ((*link)->mqd == mqd) {
+		if ((*link)->mqd == mqd && (*link)->cookie != keep) {
 			struct thread_note *gone = *link;
 			*link = gone->next;
 			free(gone);
@@ -236,24 +237,35 @@ static int notify_ioctl(mqd_t mqd, uint32_t action, int how, int signo, uint64_t
 	return ioctl(mqd, MQFS_IOC_NOTIFY, &request);
 }
 
-static int notify_thread(mqd_t mqd, const struct sigevent *sev)
+/* A SIGEV_THREAD registration through mqd, not yet in the list: the function, the value and
+ * what can be read back of the thread attributes (there is no public pthread_attr copy). */
+static struct thread_note *new_note(mqd_t mqd, const struct sigevent *sev)
 {
 	struct thread_note *note = calloc(1, sizeof *note);
 	if (note == NULL)
-		return fail(ENOMEM);
+		return NULL;
 	note->mqd = mqd;
 	note->function = sev->sigev_notify_function;
 	note->value = sev->sigev_value;
 	pthread_attr_t *attr = sev->sigev_notify_attributes;
-	if (attr != NULL) { /* no public pthread_attr copy: keep what can be read back */
-		note->has_attr = 1;
-		pthread_attr_getstacksize(attr, &note->stacksize);
-		pthread_attr_getguardsize(attr, &note->guardsize);
-		pthread_attr_getinheritsched(attr, &note->inheritsched);
-		pthread_attr_getschedpolicy(attr, &note->schedpolicy);
-		pthread_attr_getschedparam(attr, &note->schedparam);
-		pthread_attr_getscope(attr, &note->scope);
-	}
+	if (attr == NULL)
+		return note;
+	note->has_attr = 1;
+	pthread_attr_getstacksize(attr, &note->stacksize);
+	pthread_attr_getguardsize(attr, &note->guardsize);
+	pthread_attr_getinheritsched(attr, &note->inheritsched);
+	pthread_attr_getschedpolicy(attr, &note->schedpolicy);
+	pthread_attr_getschedparam(attr, &note->schedparam);
+	pthread_attr_getscope(attr, &note->scope);
+	return note;
+}
+
+/* Gives note a cookie and puts it in the list, after starting this process's helper thread
+ * if it has none; if that fails, note is freed and errno says why. The entry goes in
+ * before the registration, as the signal can come at once: from here the helper may take
+ * and free note, so only the cookie is used. */
+static int add_note(struct thread_note *note, uint64_t *cookie)
+{
 	pthread_mutex_lock(&notes_lock);
 	if (start_helper_locked() < 0) {
 		int saved = errno;
@@ -261,35 +273,48 @@ static int notify_thread(mqd_t mqd, const struct sigevent *sev)
 		free(note);
 		return fail(saved);
 	}
-	uint64_t cookie = next_cookie++;
-	note->cookie = cookie;
-	/* The list entry goes in before the registration: the signal can come at once. */
+	*cookie = note->cookie = next_cookie++;
 	note->next = notes;
 	notes = note;
 	pthread_mutex_unlock(&notes_lock);
-	/* From here the helper may take and free note: only the cookie is used. */
-	int result = notify_ioctl(mqd, MQFS_NOTIFY_REGISTER, SIGEV_SIGNAL, notify_signo, cookie);
-	int saved = errno;
+	return 0;
+}
+
+/* Takes the note with that cookie out of the list, if the helper has not already. */
+static void forget_note(uint64_t cookie)
+{
 	pthread_mutex_lock(&notes_lock);
-	struct thread_note *mine = result < 0 ? take_note_locked(cookie) : NULL;
-	if (result == 0) { /* a former registration through this mqd is certainly over */
-		struct thread_note **link = &notes;
-		while (*link != NULL) {
-			if ((*link)->mqd == mqd && (*link)->cookie != cookie) {
-				struct thread_note *gone = *link;
-				*link = gone->next;
-				free(gone);
-			} else {
-				link = &(*link)->next;
-			}
-		}
-	}
+	struct thread_note *mine = take_note_locked(cookie);
 	pthread_mutex_unlock(&notes_lock);
 	free(mine);
-	if (result < 0 && saved == ENOTTY)
-		return real.mq_notify(mqd, sev);
-	errno = saved;
-	return result < 0 ? -1 : 0;
+}
+
+/* mq_notify(mqd, SIGEV_THREAD): the daemon is asked for SIGEV_SIGNAL with notify_signo and
+ * a new cookie as the value, which the handler and the helper turn into the thread. */
+static int notify_thread(mqd_t mqd, const struct sigevent *sev)
+{
+	struct thread_note *note = new_note(mqd, sev);
+	if (note == NULL)
+		return fail(ENOMEM);
+	uint64_t cookie;
+	if (add_note(note, &cookie) < 0)
+		return -1;
+	int result = notify_ioctl(mqd, MQFS_NOTIFY_REGISTER, SIGEV_SIGNAL, notify_signo, cookie);
+	if (result < 0) {
+		int saved = errno;
+		forget_note(cookie);
+		if (saved == ENOTTY) /* not an mqfs queue */
+			return real.mq_notify(mqd, sev);
+		return fail(saved);
+	}
+	/* mqfs answers 0: a former registration through this mqd is certainly over. (Any other
+	 * success is some other filesystem's, and changes nothing here.) */
+	if (result == 0) {
+		pthread_mutex_lock(&notes_lock);
+		drop_notes_locked(mqd, cookie);
+		pthread_mutex_unlock(&notes_lock);
+	}
+	return 0;
 }
 
 EXPORT int mq_notify(mqd_t mqd, const struct sigevent *sev)
@@ -303,7 +328,7 @@ EXPORT int mq_notify(mqd_t mqd, const struct sigevent *sev)
 		result = notify_ioctl(mqd, MQFS_NOTIFY_UNREGISTER, 0, 0, 0);
 		if (result == 0) {
 			pthread_mutex_lock(&notes_lock);
-			drop_notes_locked(mqd);
+			drop_notes_locked(mqd, 0);
 			pthread_mutex_unlock(&notes_lock);
 		}
 	} else {
@@ -322,7 +347,7 @@ EXPORT int mq_close(mqd_t mqd)
 	/* close(2), as glibc's mq_close; the daemon ends this process's registration on the
 	 * queue, so forget the matching SIGEV_THREAD cookie. */
 	pthread_mutex_lock(&notes_lock);
-	drop_notes_locked(mqd);
+	drop_notes_locked(mqd, 0);
 	pthread_mutex_unlock(&notes_lock);
 	return close(mqd);
 }
