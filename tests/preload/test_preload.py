@@ -1,4 +1,4 @@
-"""The LD_PRELOAD shim (preload/mqfs_preload.c): unmodified programs' mq_* on an mqfs mount.
+"""The LD_PRELOAD shim (preload/*.c, preload/shim.h): unmodified programs' mq_* on an mqfs mount.
 
 C programs in this folder are compiled into tmp_path and run twice: on the kernel's own
 queues (no LD_PRELOAD, no MQFS_MOUNT; in a fresh IPC namespace where ``unshare`` works) and

@@ -1,0 +1,154 @@
+/* shim.h - what the files of the LD_PRELOAD shim share: run unmodified programs' POSIX message
+ * queues on an mqfs mount.
+ *
+ *   LD_PRELOAD=libmqfs-preload.so MQFS_MOUNT=/run/mqfs ./program
+ *
+ * Interposes glibc's mq_* calls. With MQFS_MOUNT set (non-empty), mq_open("/name") becomes
+ * the CREATE ioctl on the mount's root plus open(MNT/name/queue), and the returned mqd_t is
+ * that real file descriptor: fork, dup, close, poll/select/epoll and FD_CLOEXEC behave as
+ * with the kernel's mqd_t. Send/receive/getattr/setattr/notify are the mqfs ioctls of
+ * include/mqfs.h. Without MQFS_MOUNT every call goes straight to glibc (dlsym RTLD_NEXT).
+ *
+ * A descriptor that is not an mqfs queue (the ioctl says ENOTTY) is handed to glibc too, so
+ * mq_send on a pipe still gets the kernel's EBADF.
+ *
+ * Behaviour the shim chooses (see README, "LD_PRELOAD"):
+ *  - EINTR: a blocked FUSE request interrupted by a signal fails with EINTR whatever
+ *    SA_RESTART says. The kernel restarts mq_(timed)send/receive when the handler has
+ *    SA_RESTART. The shim cannot learn which signal interrupted it, so it restarts only when
+ *    that is certainly right: when every caught signal of the process has SA_RESTART (or
+ *    the interrupting signal was the shim's own notification signal). Otherwise EINTR.
+ *    A restart keeps the absolute deadline, so timed calls still end on time.
+ *  - SIGEV_THREAD: registered with the daemon as SIGEV_SIGNAL with the shim's signal
+ *    (MQFS_NOTIFY_SIGNAL, default SIGRTMAX) and a cookie; the shim's handler passes the
+ *    cookie to a helper thread, which starts a detached thread running the function with
+ *    the value, as glibc does. The status line therefore shows NOTIFY:0 SIGNO:<that signal>.
+ *    The handler never blocks: if the helper thread falls a full pipe behind (8192
+ *    wake-ups by default), further ones are dropped; MQFS_PRELOAD_DEBUG=1 prints how many
+ *    at exit.
+ *  - Replies are not trusted: MQFS_MOUNT may be any FUSE filesystem, so a RECEIVE or PEEK
+ *    reply whose lengths do not fit the request, the message or the buffer gives EIO.
+ *
+ * The two proposed peek APIs of include/mqfs/peek.h run here too (README, "Developing
+ * against the proposed peek APIs"): fcntl/fcntl64(mqd, F_MQ_PEEK, &attr) on an mqfs queue,
+ * and syscall(548, ...) = mq_timedreceive2 on an mqfs queue (the number can be changed with
+ * MQFS_MQ_TIMEDRECEIVE2_NR). Every other fcntl command and syscall number, and both on any
+ * other descriptor, go to glibc unchanged - so today's kernel answers EINVAL / ENOSYS.
+ *
+ * The files (scripts/build-preload compiles every preload/NAME.c into the one library):
+ *   lookup.c    glibc's functions and the mount, looked up once; mq_open, __mq_open_2,
+ *               mq_unlink: queue names to paths under the mount
+ *   sendrecv.c  mq_(timed)send, mq_(timed)receive, mq_getattr, mq_setattr, and when an
+ *               interrupted blocking call is restarted (EINTR and SA_RESTART)
+ *   notify.c    mq_notify and SIGEV_THREAD (signal handler, helper thread, fork), mq_close
+ *   peek.c      the proposed peek APIs: fcntl/fcntl64(F_MQ_PEEK) and syscall(548)
+ *
+ * Only the mq_* functions, __mq_open_2, fcntl, fcntl64 and syscall are exported (EXPORT);
+ * the library is built with -fvisibility=hidden and everything declared below is hidden
+ * too, so the split into files adds no symbol to the library's interface.
+ *
+ * Include this header first: it sets the feature macros for the system headers.
+ */
+#ifndef MQFS_PRELOAD_SHIM_H
+#define MQFS_PRELOAD_SHIM_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#undef _FORTIFY_SOURCE /* lookup.c defines __mq_open_2 and mq_open itself */
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <mqueue.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mqfs.h"
+#include "mqfs/peek.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define NAME_MAX_MQ 255
+#define FIRST_CHUNK 1024 /* as mqfs/client.py: ask small first, fetch the rest by xfer_id */
+
+#pragma GCC visibility push(hidden)
+
+/* -- lookup.c: the real functions and the mount, looked up once ---------------------------- */
+
+struct real_functions {
+	mqd_t (*mq_open)(const char *, int, ...);
+	mqd_t (*mq_open_2)(const char *, int);
+	int (*mq_close)(mqd_t);
+	int (*mq_unlink)(const char *);
+	int (*mq_timedsend)(mqd_t, const char *, size_t, unsigned, const struct timespec *);
+	ssize_t (*mq_timedreceive)(mqd_t, char *, size_t, unsigned *, const struct timespec *);
+	int (*mq_getattr)(mqd_t, struct mq_attr *);
+	int (*mq_setattr)(mqd_t, const struct mq_attr *, struct mq_attr *);
+	int (*mq_notify)(mqd_t, const struct sigevent *);
+	int (*fcntl)(int, int, ...);
+	int (*fcntl64)(int, int, ...);
+	long (*syscall)(long, ...);
+};
+
+extern struct real_functions real;
+extern long timedreceive2_nr; /* MQFS_MQ_TIMEDRECEIVE2_NR */
+extern char mount_path[PATH_MAX - NAME_MAX_MQ - 16]; /* "" = pass everything to glibc */
+extern int debug_enabled; /* MQFS_PRELOAD_DEBUG: report dropped wake-ups at exit */
+/* 1 once init() has finished: real.* and mount_path are set and never change again. */
+extern int ready;
+
+/* Whether to run a call on the mount (set up first if needed); 0: hand it to glibc. */
+int active(void);
+/* glibc's `symbol` for fcntl/fcntl64/syscall called before the constructor ran. */
+void *early_lookup(void **cache, const char *symbol);
+
+static inline int fail(int code)
+{
+	errno = code;
+	return -1;
+}
+
+/* -- sendrecv.c: send, receive and restarts after EINTR -------------------------------------- */
+
+/* Counts the shim's own notification signals handled by this thread (notify.c's handler
+ * adds one): if one arrived during a blocked call, that call is restarted. */
+extern __thread volatile sig_atomic_t own_signals __attribute__((tls_model("initial-exec")));
+
+/* mq_timedreceive on a descriptor of the mount (also mq_timedreceive2 without MQ_PEEK). */
+ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
+		     const struct timespec *deadline);
+
+/* Whether a reply's chunk is possible: `chunk` bytes from `offset` of a `length`-byte
+ * message, for a request of at most `asked` bytes. MQFS_MOUNT may be any FUSE filesystem,
+ * so no length or offset from a reply is used (to copy, or to size a copy) before this
+ * says yes; the callers treat no as EIO. The chunk then fits the ioctl buffer (sized for
+ * `asked`) and, as length <= the caller's room, the caller's buffer. */
+static inline int chunk_fits(uint64_t length, uint64_t offset, uint64_t chunk, size_t asked)
+{
+	return chunk <= asked && offset <= length && chunk <= length - offset;
+}
+
+/* 1: the descriptor is not an mqfs queue; the caller hands the call to glibc. */
+static inline int not_ours(int result)
+{
+	return result < 0 && errno == ENOTTY;
+}
+
+/* -- notify.c: fork handlers, registered by lookup.c's init --------------------------------- */
+
+void before_fork(void);
+void after_fork_parent(void);
+void after_fork_child(void);
+
+#pragma GCC visibility pop
+
+#endif /* MQFS_PRELOAD_SHIM_H */
