@@ -1,23 +1,12 @@
 """mqfs benchmark: the kernel's mqueue, the FUSE floor and mqfs, measured side by side.
 
-Method
-------
-Every figure is compared with a baseline measured in the same run, and the ratio is what
-the table and the targets are about; absolute numbers are printed too, but they depend on
-the machine. Rates are measured in *groups*: each group holds a subject and its baselines
-(e.g. a send+receive pair through mqfs, the no-op ioctl of the same daemon, and the
-kernel's own pair). Every subject is first calibrated (which also warms it up) to a count
-of operations that takes about ``--rep-seconds`` (0.25 s); then the group runs several repetitions,
-interleaved — A B C, C B A, A B C ... — so that a noisy neighbour on a shared machine
-slows subject and baseline alike instead of one of them. A figure is the median over the
-repetitions of the mean time per operation within one repetition; a ratio between two
-figures of one group is the median of the per-repetition ratios (each repetition against
-its neighbour), so that a slow moment cancels out. The spread column is ± half the range
-(max - min) of the repetitions, relative to the median. Shell commands
-(``ls -l``, ``cat``) are timed by wall clock, a few runs each, interleaved with the same
-command on a tmpfs baseline. The dump (batch peek vs one peek per message), the memory
-(daemon VmRSS before and after queuing) and the FUSE requests of one ``ls -l`` (counted
-from the libfuse debug log of a second daemon mounted with ``-o debug``) are taken once.
+How figures are timed, repeated and compared with baselines of the same run: ``timing``.
+The private IPC namespace, the daemons, CPU pinning and the RSS guard: ``environment``.
+Figures, ratios, targets, the table and the JSON: ``report``.
+
+The dump (batch peek vs one peek per message), the memory (daemon VmRSS before and after
+queuing) and the FUSE requests of one ``ls -l`` (counted from the libfuse debug log of a
+second daemon mounted with ``-o debug``) are taken once.
 So are, each in a fresh daemon, the VmRSS per empty queue (before and after creating
 100,000 queues with the CREATE ioctl, ``-o queues_max=100000``) and the VmRSS drift over
 100,000 ``mkdir``+``rmdir`` cycles of one queue (after 2,000 cycles to warm up). Both stop
@@ -37,16 +26,6 @@ also wrote to its pipe is a duplicate. mqfs's loss rate may exceed the kernel's 
 what a one-sided 95% two-proportion z-test (pooled, continuity-corrected) would not call
 significant.
 
-Set-up: the process moves into a private IPC namespace (``unshare(CLONE_NEWIPC)``), so the
-kernel queues it makes are invisible to, and cannot collide with, the rest of the machine
-(if that fails, the names carry the pid and are unlinked at the end). mqfs daemons are
-started in the foreground at temporary mount points, each in its own session and told to
-die with this process, and are always stopped and unmounted in ``finally`` — after an
-error, Ctrl-C or SIGTERM too. Single-threaded figures run with this process and the
-daemon pinned to one CPU (``--no-pin`` to leave them free): a FUSE round trip between two
-CPUs costs about twice one on a shared CPU, and unpinned the scheduler flips between the
-two mid-run. The 2+2 runs use every CPU.
-
 Run ``scripts/bench`` (``--quick`` for a smoke run with small counts, ``--json PATH``).
 The exit status is 0 when the measurement ran, whether or not the targets pass.
 """
@@ -63,35 +42,50 @@ import os
 import platform
 import random
 import re
-import resource
-import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
+import environment
+from environment import (
+    GUARD_TEXT,
+    LARGE,
+    MOUNT_OPTIONS,
+    PAIR_QUEUE_DEPTH,
+    SMALL,
+    BenchError,
+    Daemon,
+    KernelQueues,
+    fill,
+    guarded_loop,
+    mqfs_daemon,
+    open_queue,
+    placed,
+)
 from mqfs import wire
-from mqfs.cli.foreground import DaemonNotReady, foreground_daemon
 from mqfs.client import calls
 from mqfs.client.backends import KernelBackend
-from mqfs.mounts import mounts_under
+from report import Report, format_rate, format_seconds, print_table, progress
+from timing import (
+    FULL,
+    QUICK,
+    Scale,
+    Timer,
+    interleaved,
+    interleaved_runs,
+    loop_timer,
+    pair_timer,
+    timed_once,
+)
 
-Timer = Callable[[int], float]
-"""Runs an operation *count* times and returns the seconds per operation."""
-
-CLONE_NEWIPC = 0x08000000
-MOUNT_OPTIONS = ("msg_max=65536", "msgsize_max=8192", "ignore_rlimit")
-SMALL, LARGE = 64, 8192
-PAIR_QUEUE_DEPTH = 10  # the kernel's msg_max in a fresh IPC namespace
 NOOP_BUDGET = 2.5  # target (a): NOOP round trips per 64 B send+receive pair
 PEEK_RATIO_LIMIT = 1.2  # target (b)
 DUMP_SPEEDUP_MIN = 50.0  # target (c)
@@ -101,11 +95,10 @@ MB = 1_000_000  # the unit of targets (f) and (g), as issue 11 states them
 EMPTY_QUEUE_MAX = 2048.0  # target (f): bytes of daemon RSS per empty queue
 EMPTY_QUEUES_TOTAL = 100_000  # target (f): the total for this many empty queues ...
 EMPTY_QUEUES_TOTAL_MAX = 250.0  # ... is < 250 MB (bytes per queue x 100,000)
-CHURN_CYCLES_NOMINAL = 100_000  # target (g): RSS drift over this many create+unlink cycles ...
-CHURN_DRIFT_MAX = 5.0  # ... is <= 5 MB (--quick's 3,000 cycles keep the limit, as (d) does)
-RSS_GROWTH_GUARD = 1 << 30  # stop creating queues once the daemon's RSS grew by 1 GiB
-GUARD_TEXT = f"RSS grew by {RSS_GROWTH_GUARD / 2**30:g} GiB"
-RSS_CHECK_EVERY = 256  # queues or cycles between two looks at the daemon's RSS
+# target (g): the RSS drift over Scale.churn_cycles create+unlink cycles (100,000 in a full
+# run) is <= 5 MB. --quick's 3,000 cycles keep the limit, as (d) does: RSS moves by a
+# fraction of a MB on its own (allocator arenas), more than 5 MB x 3,000 / 100,000 would allow.
+CHURN_DRIFT_MAX = 5.0
 RACE_DELAY_MAX_NS = 200_000  # target (h): send and SIGKILL at most 200 µs apart ...
 RACE_SEED = 8  # ... by a seeded random delay, the same sequence on both sides
 RACE_Z = 1.645  # target (h): one-sided 95% (normal quantile) for the loss-rate tolerance
@@ -117,373 +110,13 @@ PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class BenchError(Exception):
-    """The benchmark could not run (not a target that failed)."""
-
-
-@dataclass(frozen=True)
-class Scale:
-    """How much work each measurement does (full run or --quick)."""
-
-    repetitions: int
-    rep_seconds: float
-    one_off_repetitions: int  # ls -l and cat as subprocesses
-    peek_queue: int  # messages in the peek/dump queue (65,536 in a full run)
-    ls_messages: int
-    memory_messages: int
-    empty_queues: int  # target (f): queues created (and kept) in a fresh daemon
-    churn_warmup: int  # target (g): mkdir+rmdir cycles before the first RSS reading
-    churn_cycles: int  # target (g): cycles between the two RSS readings
-    race_trials: int  # target (h): kill-as-a-message-arrives trials on each side
-    parallel_start: int  # first calibration count of a 2+2 run (each forks 4 workers)
-
-
-FULL = Scale(
-    repetitions=7,
-    rep_seconds=0.25,
-    one_off_repetitions=3,
-    peek_queue=65536,
-    ls_messages=10_000,
-    memory_messages=100_000,
-    empty_queues=100_000,
-    churn_warmup=2_000,
-    churn_cycles=CHURN_CYCLES_NOMINAL,
-    race_trials=300,
-    parallel_start=1024,
-)
-QUICK = Scale(
-    repetitions=3,
-    rep_seconds=0.02,
-    one_off_repetitions=1,
-    peek_queue=2048,
-    ls_messages=300,
-    memory_messages=20_000,
-    empty_queues=2_000,
-    churn_warmup=500,
-    churn_cycles=3_000,
-    race_trials=30,
-    parallel_start=64,
-)
-
-
-# -- results ---------------------------------------------------------------------------
-
-
-@dataclass
-class Report:
-    """Everything measured: figures (samples), ratios, targets, and the printed rows."""
-
-    meta: dict[str, Any]
-    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ratios: dict[str, dict[str, Any]] = field(default_factory=dict)
-    targets: list[dict[str, Any]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-    rows: list[tuple[str, ...]] = field(default_factory=list)
-
-    def record_group(
-        self, group: str, samples: dict[str, list[float]], labels: dict[str, tuple[str, str]]
-    ) -> None:
-        """Record the figures measured together (interleaved): key -> (label, unit)."""
-        for key, (label, unit) in labels.items():
-            self.figure(key, label, unit, samples[key], group)
-
-    def figure(
-        self, key: str, label: str, unit: str, samples: Sequence[float], group: str
-    ) -> float:
-        """Record seconds per *unit* (one sample per repetition); return the median."""
-        median = statistics.median(samples)
-        self.figures[key] = {
-            "label": label,
-            "unit": unit,
-            "group": group,
-            "seconds_per_unit": median,
-            "per_second": 1 / median if median > 0 else None,
-            "samples": list(samples),
-            "spread": (max(samples) - min(samples)) / median if median > 0 else 0.0,
-        }
-        return median
-
-    def ratio(self, key: str, numerator: str, denominator: str, meaning: str) -> float:
-        """Record how many times the denominator's time per unit the numerator's is.
-
-        Figures of one interleaved group: the median of the per-repetition ratios (each
-        repetition of the subject against the same repetition of its baseline, which ran
-        next to it). Figures of different groups: the ratio of their medians.
-        """
-        top, bottom = self.figures[numerator], self.figures[denominator]
-        paired = top["group"] == bottom["group"] and len(top["samples"]) == len(bottom["samples"])
-        if paired:
-            pairs = zip(top["samples"], bottom["samples"], strict=True)
-            value = float(statistics.median(a / b for a, b in pairs))
-        else:
-            value = float(top["seconds_per_unit"] / bottom["seconds_per_unit"])
-        self.ratios[key] = {
-            "value": value,
-            "numerator": numerator,
-            "denominator": denominator,
-            "method": "median of paired repetitions" if paired else "ratio of medians",
-            "meaning": meaning,
-        }
-        return value
-
-    def target(
-        self,
-        key: str,
-        description: str,
-        value: float,
-        limit: float,
-        at_most: bool,
-        strict: bool = False,
-    ) -> None:
-        if at_most:
-            passed, comparison = (value < limit, "<") if strict else (value <= limit, "<=")
-        else:
-            passed, comparison = (value > limit, ">") if strict else (value >= limit, ">=")
-        self.targets.append(
-            {
-                "id": key,
-                "description": description,
-                "value": value,
-                "limit": limit,
-                "comparison": comparison,
-                "pass": passed,
-            }
-        )
-
-    def section(self, title: str) -> None:
-        self.rows.append((title,))
-
-    def row(self, key: str, rate: str, ratio: str = "") -> None:
-        """A table row for figure *key*: label, rate, time per unit, spread, ratio."""
-        figure = self.figures[key]
-        spread = f"±{figure['spread'] * 50:.0f}%" if len(figure["samples"]) > 1 else "once"
-        per_unit = format_seconds(figure["seconds_per_unit"])
-        self.rows.append((figure["label"], rate, per_unit, spread, ratio))
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "meta": self.meta,
-            "figures": self.figures,
-            "ratios": self.ratios,
-            "targets": self.targets,
-            "targets_passed": sum(self.targets_by_letter().values()),
-            "targets_total": len(self.targets_by_letter()),
-            **self.extra,
-        }
-
-    def targets_by_letter(self) -> dict[str, bool]:
-        """(a) .. (h): a target passes when every one of its measurements does."""
-        verdicts: dict[str, bool] = {}
-        for target in self.targets:
-            letter = target["id"].split("-")[0]
-            verdicts[letter] = verdicts.get(letter, True) and target["pass"]
-        return verdicts
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.1f} µs"
-
-
-def format_rate(seconds_per_unit: float, unit: str) -> str:
-    return f"{1 / seconds_per_unit:,.0f} {unit}/s"
-
-
-def progress(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-# -- measuring ------------------------------------------------------------------------
-
-
-def loop_timer(operation: Callable[[], object]) -> Timer:
-    """A Timer that calls *operation* count times."""
-
-    def run(count: int) -> float:
-        start = time.perf_counter()
-        for _ in range(count):
-            operation()
-        return (time.perf_counter() - start) / count
-
-    return run
-
-
-def pair_timer(send: Callable[[], object], receive: Callable[[], object]) -> Timer:
-    """A Timer of send+receive pairs, one thread: the queue holds at most one message."""
-
-    def run(count: int) -> float:
-        start = time.perf_counter()
-        for _ in range(count):
-            send()
-            receive()
-        return (time.perf_counter() - start) / count
-
-    return run
-
-
-def calibrate(timer: Timer, seconds: float, start: int = 16) -> int:
-    """The count of operations that lasts about *seconds* (running it warms up too)."""
-    count = start
-    while True:
-        elapsed = timer(count) * count
-        if elapsed >= seconds / 4 or count >= 1 << 22:
-            return max(1, round(count * seconds / max(elapsed, 1e-9)))
-        count *= 4
-
-
-def interleaved(
-    timers: dict[str, Timer], scale: Scale, starts: dict[str, int] | None = None
-) -> dict[str, list[float]]:
-    """Seconds per operation of every timer, one sample per repetition, interleaved."""
-    counts = {
-        key: calibrate(timer, scale.rep_seconds, (starts or {}).get(key, 16))
-        for key, timer in timers.items()
-    }
-    samples: dict[str, list[float]] = {key: [] for key in timers}
-    order = list(timers)
-    for _ in range(scale.repetitions):
-        for key in order:
-            samples[key].append(timers[key](counts[key]))
-        order.reverse()
-    return samples
-
-
-def timed_once(operation: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    operation()
-    return time.perf_counter() - start
-
-
-def interleaved_runs(
-    operations: dict[str, Callable[[], object]], runs: int
-) -> dict[str, list[float]]:
-    """Wall time of each operation, *runs* times, interleaved (for slow one-off commands)."""
-    samples: dict[str, list[float]] = {key: [] for key in operations}
-    order = list(operations)
-    for _ in range(runs):
-        for key in order:
-            samples[key].append(timed_once(operations[key]))
-        order.reverse()
-    return samples
-
-
-# -- the kernel side ---------------------------------------------------------------------
-
-
-def private_ipc_namespace() -> bool:
-    """Move into a fresh IPC namespace (the machine's queues stay untouched)."""
-    if _libc.unshare(CLONE_NEWIPC) == 0:
-        return True
-    code = ctypes.get_errno()
-    progress(f"unshare(CLONE_NEWIPC) failed ({os.strerror(code)}): using unique queue names")
-    return False
-
-
-def lift_msgqueue_rlimit() -> None:
-    """RLIMIT_MSGQUEUE is per user: other kernel queues of root must not make us fail."""
-    with suppress(ValueError, OSError):
-        unlimited = resource.RLIM_INFINITY
-        resource.setrlimit(resource.RLIMIT_MSGQUEUE, (unlimited, unlimited))
-
-
-@dataclass
-class KernelQueues:
-    backend: KernelBackend
-    prefix: str
-    names: list[str] = field(default_factory=list)
-
-    def open(self, name: str, msgsize: int) -> int:
-        full = f"/{self.prefix}-{name}"
-        mqd = self.backend.open(full, os.O_RDWR | os.O_CREAT, 0o600, (PAIR_QUEUE_DEPTH, msgsize))
-        self.names.append(full)
-        return mqd
-
-    def unlink_all(self) -> None:
-        for name in self.names:
-            with suppress(OSError):
-                self.backend.unlink(name)
-
-
 def kernel_pair_timer(backend: KernelBackend, mqd: int, size: int) -> Timer:
     message = bytes(size)
     return pair_timer(partial(backend.send, mqd, message), partial(backend.receive, mqd, size))
 
 
-# -- the mqfs side ---------------------------------------------------------------------
-
-
-@dataclass
-class Daemon:
-    path: Path
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def rss(self) -> int:
-        """The daemon's resident set size in bytes (VmRSS)."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        if match is None:
-            raise BenchError("no VmRSS in the daemon's /proc status")
-        return int(match.group(1)) * 1024
-
-    def create(self, name: str, maxmsg: int, msgsize: int) -> Path:
-        calls.create_at(self.path, name, 0o600, maxmsg=maxmsg, msgsize=msgsize)
-        return self.path / name
-
-
-@contextmanager
-def mqfs_daemon(workdir: Path, options: Sequence[str]) -> Iterator[Daemon]:
-    """Mount a foreground mqfs daemon at a new directory; always stop and unmount it."""
-    path = Path(tempfile.mkdtemp(prefix="mnt-", dir=workdir))
-    log_path = path.with_name(path.name + ".log")
-    try:
-        with foreground_daemon(path, options, log_path) as process:
-            yield Daemon(path, process, log_path)
-    except DaemonNotReady as exc:
-        raise BenchError(str(exc)) from None
-    finally:
-        if log_path.exists() and "Traceback" in log_path.read_text(errors="replace"):
-            progress(f"warning: the daemon at {path} logged an exception, see {log_path}")
-        with suppress(OSError):
-            path.rmdir()
-
-
-@contextmanager
-def placed(pids: Sequence[int], cpus: set[int] | None) -> Iterator[None]:
-    """Run with this process (and forks) and *pids* on *cpus*; None leaves them free.
-
-    A FUSE round trip costs about twice as much when the caller and the daemon sit on
-    different CPUs (a cross-CPU wake-up, expensive in a VM) as when they share one, and
-    the scheduler moves them between the two placements at will: unpinned, a figure and
-    its baseline can be measured in different placements. So single-threaded figures run
-    with both on one CPU (a synchronous round trip never uses two at once).
-    """
-    everywhere = os.sched_getaffinity(0)
-    for pid in (0, *pids):
-        os.sched_setaffinity(pid, cpus or everywhere)
-    try:
-        yield
-    finally:
-        for pid in (0, *pids):
-            with suppress(OSError):  # the daemon may be gone after an error
-                os.sched_setaffinity(pid, everywhere)
-
-
-def open_queue(queue_dir: Path, flags: int = os.O_RDWR) -> int:
-    return os.open(queue_dir / "queue", flags | os.O_CLOEXEC)
-
-
 def noop_timer(fd: int) -> Timer:
     return loop_timer(lambda: calls.noop(fd))
-
-
-def fill(fd: int, count: int) -> None:
-    """Queue *count* distinct 64-byte messages (message i is its index, zero-padded)."""
-    for index in range(count):
-        os.write(fd, b"%064d" % index)
 
 
 # -- 1-3: send+receive pairs and the FUSE floor ------------------------------------------
@@ -949,30 +582,6 @@ def measure_memory(report: Report, scale: Scale, workdir: Path) -> None:
     )
 
 
-# -- 3: memory per empty queue and over queue churn ---------------------------------------
-
-
-def rss_guard_tripped(daemon: Daemon, fresh_rss: int) -> bool:
-    """Whether the daemon's RSS grew by more than RSS_GROWTH_GUARD since *fresh_rss*.
-
-    A daemon that leaks on every queue would otherwise take the machine's memory with
-    it: 100,000 queues at 256 KiB each are 26 GB.
-    """
-    return daemon.rss() - fresh_rss > RSS_GROWTH_GUARD
-
-
-def guarded_loop(
-    daemon: Daemon, fresh_rss: int, first: int, stop: int, step: Callable[[int], object]
-) -> int:
-    """step(first) .. step(stop - 1), looking at the RSS guard every RSS_CHECK_EVERY steps;
-    returns the index reached: short of *stop* if the guard tripped."""
-    for index in range(first, stop):
-        if (index - first) % RSS_CHECK_EVERY == 0 and rss_guard_tripped(daemon, fresh_rss):
-            return index
-        step(index)
-    return stop
-
-
 def create_empty_queues(daemon: Daemon, first: int, stop: int, fresh_rss: int) -> int:
     """Create queues q<first> .. q<stop - 1> with default attributes (the CREATE ioctl on
     the root), and return the index reached: short of *stop* if the RSS guard tripped."""
@@ -1381,76 +990,6 @@ def report_kill_race(
     )
 
 
-# -- output --------------------------------------------------------------------------------
-
-
-HEADER = ("rate", "per op", "spread")
-
-
-def print_table(report: Report) -> None:
-    meta = report.meta
-    placement = (
-        f"caller and daemon pinned to CPU {meta['pinned_cpus'][0]} (not the 2+2 runs)"
-        if meta["pinned_cpus"]
-        else "unpinned"
-    )
-    print(
-        f"mqfs benchmark: {meta['cpus']} CPUs, Linux {meta['kernel']}, Python {meta['python']}, "
-        f"commit {meta['commit']}{' (+ local changes)' if meta['dirty'] else ''}"
-        f"{' (--quick)' if meta['quick'] else ''}\n"
-        f"medians of {meta['repetitions']} interleaved repetitions; {placement}"
-    )
-    widths = (44, 22, 10, 6)
-    print()
-    print(
-        "  figure".ljust(widths[0])
-        + "".join(
-            f"  {title.rjust(width)}" for title, width in zip(HEADER, widths[1:], strict=True)
-        )
-        + "  ratio to baseline"
-    )
-    for row in report.rows:
-        if len(row) == 1:
-            print(f"\n{row[0]}")
-        elif len(row) == 2:
-            print(
-                f"{row[0]}: {row[1]}" if not row[0].startswith("  ") else f"{row[0]}\n    {row[1]}"
-            )
-        else:
-            label, *middle, ratio = row
-            cells = [f"  {label}".ljust(widths[0])]
-            cells += [text.rjust(width) for text, width in zip(middle, widths[1:], strict=True)]
-            print("  ".join(cells) + f"  {ratio}")
-    print("\ntargets")
-    for target in report.targets:
-        verdict = "PASS" if target["pass"] else "FAIL"
-        value = target["value"]
-        shown = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-        print(f"  {verdict}  ({target['id']}) {target['description']}: {shown}")
-    letters = report.targets_by_letter()
-    print(f"\ntargets: {sum(letters.values())}/{len(letters)} pass")
-
-
-def git_commit() -> tuple[str, bool]:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
-    return commit, bool(dirty)
-
-
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -1496,49 +1035,27 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
 
 
 def run(scale: Scale, quick: bool, pin: set[int] | None) -> Report:
-    commit, dirty = git_commit()
-    private = private_ipc_namespace()
-    lift_msgqueue_rlimit()
-    report = Report(
-        meta={
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "cpus": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "commit": commit,
-            "dirty": dirty,
-            "quick": quick,
-            "repetitions": scale.repetitions,
-            "rep_seconds": scale.rep_seconds,
-            "private_ipc_namespace": private,
-            "pinned_cpus": sorted(pin) if pin else None,
-            "mount_options": list(MOUNT_OPTIONS),
-        }
-    )
-    kernel = KernelQueues(KernelBackend(), f"mqfs-bench-{os.getpid()}")
-    workdir = Path(tempfile.mkdtemp(prefix="mqfs-bench-"))
-    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-    baseline_dir = Path(tempfile.mkdtemp(prefix="mqfs-bench-", dir=shm))
-    started = time.monotonic()
-    try:
+    """Every measurement, in order; every mount, queue and directory undone at the end."""
+    commit = environment.git_commit()
+    private = environment.private_ipc_namespace()
+    environment.lift_msgqueue_rlimit()
+    report = Report(meta=environment.describe(scale, quick, pin, private, commit))
+    with environment.workspace() as space:
+        started = time.monotonic()
+        kernel, workdir = space.kernel, space.workdir
         with ExitStack() as stack:
             daemon = stack.enter_context(mqfs_daemon(workdir, MOUNT_OPTIONS))
             with placed([daemon.process.pid], pin):
                 measure_pairs_and_floor(report, scale, daemon, kernel, stack)
             measure_two_by_two(report, scale, daemon, kernel)  # 4 workers: every CPU
             with placed([daemon.process.pid], pin):
-                measure_peek_cat_dump(report, scale, daemon, stack, baseline_dir)
-                measure_ls_and_cat_commands(report, scale, daemon, stack, baseline_dir)
+                measure_peek_cat_dump(report, scale, daemon, stack, space.baseline_dir)
+                measure_ls_and_cat_commands(report, scale, daemon, stack, space.baseline_dir)
         measure_request_counts(report, scale, workdir)
         measure_memory(report, scale, workdir)
         measure_empty_queues(report, scale, workdir, pin)
         measure_queue_churn(report, scale, workdir, pin)
         measure_kill_race(report, scale, workdir, kernel)
-    finally:
-        kernel.unlink_all()
-        shutil.rmtree(baseline_dir, ignore_errors=True)
-        if not mounts_under(workdir):
-            shutil.rmtree(workdir, ignore_errors=True)
     report.meta["seconds"] = time.monotonic() - started
     return report
 
