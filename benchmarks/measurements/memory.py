@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from environment import (
@@ -40,7 +41,7 @@ EMPTY_QUEUES_TOTAL_MAX = 250.0  # ... is < 250 MB (bytes per queue x 100,000)
 CHURN_DRIFT_MAX = 5.0
 
 
-# -- e: memory per queued message -----------------------------------------------------------
+# -- e: memory per queued message ----------------------------------------------------------
 
 
 def measure_memory(report: Report, scale: Scale, workdir: Path) -> None:
@@ -64,6 +65,11 @@ def measure_memory(report: Report, scale: Scale, workdir: Path) -> None:
         finally:
             for fd in fds:
                 os.close(fd)
+    report_memory(report, total, before, after)
+
+
+def report_memory(report: Report, total: int, before: int, after: int) -> None:
+    """*total* messages queued, the daemon's RSS *before* and *after*."""
     per_message = (after - before) / total
     overhead = per_message - SMALL
     report.extra["memory"] = {
@@ -92,7 +98,19 @@ def measure_memory(report: Report, scale: Scale, workdir: Path) -> None:
     )
 
 
-# -- f, g: memory per empty queue and over queue churn --------------------------------------
+# -- f, g: memory per empty queue and over queue churn -------------------------------------
+
+
+@dataclass
+class RssSpan:
+    """What one guarded loop in a fresh daemon did, and the daemon's VmRSS around it."""
+
+    fresh: int  # RSS of the fresh daemon
+    warmed: int  # steps of the warm-up done
+    before: int  # RSS after the warm-up
+    done: int  # steps measured after it (fewer than asked if the RSS guard tripped)
+    after: int  # RSS at the end
+    seconds: float  # wall time of the measured steps
 
 
 def create_empty_queues(daemon: Daemon, first: int, stop: int, fresh_rss: int) -> int:
@@ -120,7 +138,13 @@ def measure_empty_queues(report: Report, scale: Scale, workdir: Path, pin: set[i
         reached = create_empty_queues(daemon, warmed, total, fresh)
         seconds = time.perf_counter() - start
         after = daemon.rss()
-    created = reached - warmed
+    span = RssSpan(fresh, warmed, before, reached - warmed, after, seconds)
+    report_empty_queues(report, total, warmup, span)
+
+
+def report_empty_queues(report: Report, total: int, warmup: int, span: RssSpan) -> None:
+    fresh, before, after, created = span.fresh, span.before, span.after, span.done
+    reached = span.warmed + created  # queues q0 .. q<reached - 1> exist
     # If the guard tripped during the warm-up or at once, count from the fresh daemon.
     per_queue = (after - before) / created if created else (after - fresh) / max(reached, 1)
     total_mb = per_queue * EMPTY_QUEUES_TOTAL / MB
@@ -135,11 +159,11 @@ def measure_empty_queues(report: Report, scale: Scale, workdir: Path, pin: set[i
         "rss_after": after,
         "bytes_per_queue": per_queue,
         "mb_for_100000_queues": total_mb,
-        "seconds": seconds,
+        "seconds": span.seconds,
     }
     report.section("3 mqfs memory per empty queue and over queue churn (daemon VmRSS, MB = 10^6 B)")
     measured = f"{created:,} of {total - warmup:,}" if stopped else f"{created:,}"
-    timing = f"{format_seconds(seconds / max(created, 1))} per create, {seconds:.1f} s"
+    timing = f"{format_seconds(span.seconds / max(created, 1))} per create, {span.seconds:.1f} s"
     report.rows.append(
         (
             f"{measured} empty queues (ioctl)",
@@ -189,9 +213,6 @@ def churn(daemon: Daemon, cycles: int, fresh_rss: int) -> int:
 
 def measure_queue_churn(report: Report, scale: Scale, workdir: Path, pin: set[int] | None) -> None:
     cycles, warmup = scale.churn_cycles, scale.churn_warmup
-    # The limit is not scaled down for --quick: RSS moves by a fraction of a MB on its own
-    # (allocator arenas), more than 5 MB x 3,000 / 100,000 would allow.
-    limit = CHURN_DRIFT_MAX
     progress(f"daemon RSS over {cycles:,} mkdir+rmdir cycles after {warmup:,} (a fresh daemon)")
     with mqfs_daemon(workdir, MOUNT_OPTIONS) as daemon, placed([daemon.process.pid], pin):
         fresh = daemon.rss()
@@ -201,6 +222,13 @@ def measure_queue_churn(report: Report, scale: Scale, workdir: Path, pin: set[in
         done = churn(daemon, cycles, fresh) if warmed == warmup else 0
         seconds = time.perf_counter() - start
         after = daemon.rss()
+    span = RssSpan(fresh, warmed, before, done, after, seconds)
+    report_queue_churn(report, cycles, warmup, span)
+
+
+def report_queue_churn(report: Report, cycles: int, warmup: int, span: RssSpan) -> None:
+    fresh, warmed, before, after, done = span.fresh, span.warmed, span.before, span.after, span.done
+    limit = CHURN_DRIFT_MAX
     drift = (after - before) / MB
     stopped = done < cycles
     if stopped:  # RSS grew by 1 GiB within warmed + done cycles: project that rate
@@ -221,10 +249,10 @@ def measure_queue_churn(report: Report, scale: Scale, workdir: Path, pin: set[in
         "bytes_per_cycle": per_cycle,
         "projected_drift_mb": value if stopped else None,
         "limit_mb": limit,
-        "seconds": seconds,
+        "seconds": span.seconds,
     }
     measured = f"{done:,} of {cycles:,}" if stopped else f"{cycles:,}"
-    timing = f"{format_seconds(seconds / max(done, 1))} per cycle, {seconds:.1f} s"
+    timing = f"{format_seconds(span.seconds / max(done, 1))} per cycle, {span.seconds:.1f} s"
     report.rows.append(
         (
             f"{measured} mkdir+rmdir cycles",

@@ -26,8 +26,8 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -54,6 +54,9 @@ RACE_BLOCK_TIMEOUT = 10.0  # seconds a reader may take to block in receive
 # mq_timedreceive's number, as /proc/PID/syscall shows it while the reader sleeps in it.
 MQ_TIMEDRECEIVE_NR = {"x86_64": 243, "aarch64": 183}
 PR_SET_PDEATHSIG = 1
+
+Plan = list[tuple[int, bool]]
+"""(delay in ns, kill first?) of every trial."""
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -172,7 +175,7 @@ def race_trial(side: RaceSide, message: bytes, delay_ns: int, kill_first: bool) 
     return "duplicate" if reported else "kept"
 
 
-def race_plan(trials: int) -> list[tuple[int, bool]]:
+def race_plan(trials: int) -> Plan:
     """(delay in ns, kill first?) of every trial: seeded, the same for both sides."""
     rng = random.Random(RACE_SEED)
     return [(rng.randint(0, RACE_DELAY_MAX_NS), rng.random() < 0.5) for _ in range(trials)]
@@ -185,12 +188,47 @@ def loss_tolerance(lost_a: int, lost_b: int, trials: int) -> float:
     return RACE_Z * math.sqrt(2 * pooled * (1 - pooled) / trials) + 1 / trials
 
 
-def measure_kill_race(report: Report, scale: Scale, workdir: Path, kernel: KernelQueues) -> None:
-    trials = scale.race_trials
-    progress(
-        f"a blocked reader SIGKILLed as a message arrives: {trials} trials each, "
-        "kernel and mqfs interleaved (unpinned)"
-    )
+@dataclass
+class RaceTally:
+    """The outcomes of both sides, counted."""
+
+    trials: int  # per side
+    plan: Plan
+    counts: dict[str, Counter[str]]  # side -> outcome -> trials
+    lost: dict[str, int]  # side -> messages lost ("lost" or "reported")
+    lost_by_first: dict[str, dict[str, int]]  # side -> "kill"/"send" first -> lost
+    orders: dict[str, int]  # "kill"/"send" -> trials with that one first
+    tolerance: float  # how far mqfs's loss rate may exceed the kernel's
+
+    @classmethod
+    def of(cls, sides: Sequence[RaceSide], plan: Plan) -> RaceTally:
+        trials = len(plan)
+        counts = {side.name: Counter(side.outcomes) for side in sides}
+        lost = {name: c["lost"] + c["reported"] for name, c in counts.items()}
+        by_order = {
+            side.name: {
+                first: sum(
+                    outcome in ("lost", "reported")
+                    for outcome, (_, kill_first) in zip(side.outcomes, plan, strict=True)
+                    if kill_first == (first == "kill")
+                )
+                for first in ("kill", "send")
+            }
+            for side in sides
+        }
+        kill_first_trials = sum(kill_first for _, kill_first in plan)
+        orders = {"kill": kill_first_trials, "send": trials - kill_first_trials}
+        tolerance = loss_tolerance(lost["kernel"], lost["mqfs"], trials)
+        return cls(trials, plan, counts, lost, by_order, orders, tolerance)
+
+    def loss_rate(self, name: str) -> float:
+        return self.lost[name] / self.trials
+
+
+@contextmanager
+def race_sides(workdir: Path, kernel: KernelQueues) -> Iterator[tuple[RaceSide, RaceSide]]:
+    """A kernel queue and a queue in a fresh mqfs daemon, each with a reader's descriptor
+    and the test's; all closed (and the daemon stopped) at the end."""
     backend = kernel.backend
     reader_mqd = kernel.open("race", SMALL)
     name = kernel.names[-1]
@@ -201,7 +239,7 @@ def measure_kill_race(report: Report, scale: Scale, workdir: Path, kernel: Kerne
             reader_fd = open_queue(queue, os.O_RDONLY)
             test_fd = open_queue(queue, os.O_RDWR | os.O_NONBLOCK)
             try:
-                sides = (
+                yield (
                     RaceSide(
                         "kernel",
                         lambda: backend.receive(reader_mqd, SMALL)[0],
@@ -217,71 +255,80 @@ def measure_kill_race(report: Report, scale: Scale, workdir: Path, kernel: Kerne
                         lambda pid: mqfs_reader_blocked(queue),
                     ),
                 )
-                plan = race_plan(trials)
-                start = time.perf_counter()
-                for index, (delay_ns, kill_first) in enumerate(plan):
-                    for side in sides if index % 2 == 0 else sides[::-1]:
-                        message = b"race %d %s" % (index, side.name.encode())
-                        side.outcomes.append(race_trial(side, message, delay_ns, kill_first))
-                seconds = time.perf_counter() - start
             finally:
                 os.close(reader_fd)
                 os.close(test_fd)
     finally:
         backend.close(reader_mqd)
         backend.close(test_mqd)
-    report_kill_race(report, trials, plan, sides, seconds)
+
+
+def measure_kill_race(report: Report, scale: Scale, workdir: Path, kernel: KernelQueues) -> None:
+    trials = scale.race_trials
+    progress(
+        f"a blocked reader SIGKILLed as a message arrives: {trials} trials each, "
+        "kernel and mqfs interleaved (unpinned)"
+    )
+    plan = race_plan(trials)
+    with race_sides(workdir, kernel) as sides:
+        start = time.perf_counter()
+        for index, (delay_ns, kill_first) in enumerate(plan):
+            for side in sides if index % 2 == 0 else sides[::-1]:
+                message = b"race %d %s" % (index, side.name.encode())
+                side.outcomes.append(race_trial(side, message, delay_ns, kill_first))
+        seconds = time.perf_counter() - start
+    report_kill_race(report, RaceTally.of(sides, plan), sides, seconds)
 
 
 def report_kill_race(
-    report: Report,
-    trials: int,
-    plan: list[tuple[int, bool]],
-    sides: Sequence[RaceSide],
-    seconds: float,
+    report: Report, tally: RaceTally, sides: Sequence[RaceSide], seconds: float
 ) -> None:
-    counts = {side.name: Counter(side.outcomes) for side in sides}
-    lost = {name: c["lost"] + c["reported"] for name, c in counts.items()}
-    by_order = {
-        side.name: {
-            first: sum(
-                outcome in ("lost", "reported")
-                for outcome, (_, kill_first) in zip(side.outcomes, plan, strict=True)
-                if kill_first == (first == "kill")
-            )
-            for first in ("kill", "send")
-        }
-        for side in sides
-    }
-    kill_first_trials = sum(kill_first for _, kill_first in plan)
-    orders = {"kill": kill_first_trials, "send": trials - kill_first_trials}
-    tolerance = loss_tolerance(lost["kernel"], lost["mqfs"], trials)
-    kernel_rate, mqfs_rate = lost["kernel"] / trials, lost["mqfs"] / trials
     report.extra["kill_race"] = {
-        "trials_per_side": trials,
+        "trials_per_side": tally.trials,
         "seed": RACE_SEED,
         "delay_max_ns": RACE_DELAY_MAX_NS,
-        "kill_first_trials": kill_first_trials,
-        "outcomes": {name: dict(c) for name, c in counts.items()},
-        "lost": lost,
-        "lost_by_first": by_order,
-        "loss_rate": {"kernel": kernel_rate, "mqfs": mqfs_rate},
-        "tolerance": tolerance,
+        "kill_first_trials": tally.orders["kill"],
+        "outcomes": {name: dict(c) for name, c in tally.counts.items()},
+        "lost": tally.lost,
+        "lost_by_first": tally.lost_by_first,
+        "loss_rate": {"kernel": tally.loss_rate("kernel"), "mqfs": tally.loss_rate("mqfs")},
+        "tolerance": tally.tolerance,
         "tolerance_method": "one-sided 95% two-proportion z-test, pooled, continuity-corrected",
         "seconds": seconds,
-        "plan": plan,
+        "plan": tally.plan,
         "trials": {side.name: side.outcomes for side in sides},
     }
+    report_race_rows(report, tally, [side.name for side in sides], seconds)
+    kernel_rate, tolerance = tally.loss_rate("kernel"), tally.tolerance
+    report.target(
+        "h-loss",
+        f"mqfs loss rate (%) <= kernel's {kernel_rate:.1%} + {tolerance * 100:.1f} pp "
+        "(one-sided 95% z-test)",
+        tally.loss_rate("mqfs") * 100,
+        (kernel_rate + tolerance) * 100,
+        at_most=True,
+    )
+    report.target(
+        "h-dup",
+        "mqfs duplicates (a message both received and still queued) = 0",
+        tally.counts["mqfs"]["duplicate"],
+        0,
+        at_most=True,
+    )
+
+
+def report_race_rows(report: Report, tally: RaceTally, names: list[str], seconds: float) -> None:
+    trials, orders = tally.trials, tally.orders
     report.section(
         f"h a reader blocked in receive, SIGKILLed as a message arrives ({trials} trials "
         f"each, send and kill 0-{RACE_DELAY_MAX_NS // 1000} µs apart, interleaved, unpinned)"
     )
-    for side in sides:
-        c, split = counts[side.name], by_order[side.name]
+    for name in names:
+        c, split, lost = tally.counts[name], tally.lost_by_first[name], tally.lost[name]
         report.rows.append(
             (
-                f"{side.name}: message lost (not queued after)",
-                f"{lost[side.name]}/{trials} = {lost[side.name] / trials:.1%}",
+                f"{name}: message lost (not queued after)",
+                f"{lost}/{trials} = {lost / trials:.1%}",
                 f"{c['kept'] + c['duplicate']} kept",
                 "once",
                 f"kill first {split['kill']}/{orders['kill']}, send first "
@@ -292,22 +339,8 @@ def report_kill_race(
     report.rows.append(
         (
             "  loss-rate tolerance",
-            f"mqfs may exceed the kernel by {tolerance * 100:.1f} pp (one-sided 95% two-proportion "
-            f"z-test, pooled, continuity-corrected, n = {trials} each); {seconds:.1f} s",
+            f"mqfs may exceed the kernel by {tally.tolerance * 100:.1f} pp (one-sided 95% "
+            f"two-proportion z-test, pooled, continuity-corrected, n = {trials} each); "
+            f"{seconds:.1f} s",
         )
-    )
-    report.target(
-        "h-loss",
-        f"mqfs loss rate (%) <= kernel's {kernel_rate:.1%} + {tolerance * 100:.1f} pp "
-        "(one-sided 95% z-test)",
-        mqfs_rate * 100,
-        (kernel_rate + tolerance) * 100,
-        at_most=True,
-    )
-    report.target(
-        "h-dup",
-        "mqfs duplicates (a message both received and still queued) = 0",
-        counts["mqfs"]["duplicate"],
-        0,
-        at_most=True,
     )

@@ -30,7 +30,7 @@ DUMP_SPEEDUP_MIN = 50.0  # target (c)
 LS_SECONDS_MAX = 1.0  # target (d)
 
 
-# -- 3: peek, cat, dump ---------------------------------------------------------------------
+# -- 3: peek, cat, dump --------------------------------------------------------------------
 
 
 def measure_peek_cat_dump(
@@ -43,7 +43,14 @@ def measure_peek_cat_dump(
     stack.callback(os.close, fd)
     fill_seconds = timed_once(lambda: fill(fd, size))
     report.extra["fill"] = {"messages": size, "seconds": fill_seconds}
+    measure_peek_and_cat(report, scale, queue, fd, size, baseline_dir)
+    measure_dump(report, fd, size)
 
+
+def measure_peek_and_cat(
+    report: Report, scale: Scale, queue: Path, fd: int, size: int, baseline_dir: Path
+) -> None:
+    """Peek latency at three depths of a *size*-message queue, and cat of one message."""
     progress("peek latency and cat")
     middle = min(1000, size - 1)
     indices = {"peek_first": 0, "peek_1000": middle, "peek_last": size - 1}
@@ -60,10 +67,13 @@ def measure_peek_cat_dump(
     labels["cat_mqfs"] = (f"open+read+close msgs/{middle}", "call")
     labels["cat_baseline"] = ("open+read+close, tmpfs file", "call")
     report.record_group("peek", interleaved(timers, scale), labels)
+    report_peek_and_cat(report, size, list(indices))
 
+
+def report_peek_and_cat(report: Report, size: int, peeks: Sequence[str]) -> None:
     report.section(f"3 mqfs peek and cat on a {size:,}-message queue")
     report.row("peek_noop", report.rate("peek_noop"), "= 1 NOOP")
-    for key in indices:
+    for key in peeks:
         in_noops = report.ratio(f"{key}_in_noops", key, "peek_noop", "peek / NOOP")
         to_first = report.ratio(f"{key}_vs_first", key, "peek_first", "peek(I) / peek(0)")
         report.row(key, report.rate(key), f"{in_noops:.2f} NOOP; {to_first:.2f}x peek(0)")
@@ -78,8 +88,6 @@ def measure_peek_cat_dump(
     to_tmpfs = report.ratio("cat_vs_tmpfs", "cat_mqfs", "cat_baseline", "cat mqfs / tmpfs")
     report.row("cat_mqfs", report.rate("cat_mqfs"), f"{in_noops:.2f} NOOP; {to_tmpfs:.0f}x tmpfs")
     report.row("cat_baseline", report.rate("cat_baseline"), "baseline")
-
-    measure_dump(report, fd, size)
 
 
 def read_whole_file(path: Path) -> bytes:
@@ -117,7 +125,7 @@ def measure_dump(report: Report, fd: int, size: int) -> None:
     )
 
 
-# -- 3: ls -l and cat as commands -----------------------------------------------------------
+# -- 3: ls -l and cat as commands ----------------------------------------------------------
 
 
 def run_quietly(command: Sequence[str | Path]) -> None:
@@ -165,6 +173,10 @@ def measure_ls_and_cat_commands(
         "cat_command_baseline": ("cat tmpfs file (subprocess)", "run"),
     }
     report.record_group("commands", samples, labels)
+    report_ls_and_cat_commands(report, count)
+
+
+def report_ls_and_cat_commands(report: Report, count: int) -> None:
     ls_ratio = report.ratio("ls_vs_tmpfs", "ls_mqfs", "ls_baseline", "ls -l mqfs / tmpfs")
     cat_ratio = report.ratio(
         "cat_command_vs_tmpfs", "cat_command_mqfs", "cat_command_baseline", "cat mqfs / tmpfs"
@@ -185,7 +197,7 @@ def measure_ls_and_cat_commands(
     )
 
 
-# -- 3: FUSE requests per ls -l (libfuse debug output) --------------------------------------
+# -- 3: FUSE requests per ls -l (libfuse debug output) -------------------------------------
 
 
 def count_requests(log: Path, since: int) -> Counter[str]:

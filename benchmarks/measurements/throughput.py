@@ -48,7 +48,7 @@ TWO_BY_TWO_LABELS = {
 }
 
 
-# -- 1-3: send+receive pairs and the FUSE floor ---------------------------------------------
+# -- 1-3: send+receive pairs and the FUSE floor, one thread --------------------------------
 
 
 def kernel_pair_timer(backend: KernelBackend, mqd: int, size: int) -> Timer:
@@ -57,6 +57,7 @@ def kernel_pair_timer(backend: KernelBackend, mqd: int, size: int) -> Timer:
 
 
 def noop_timer(fd: int) -> Timer:
+    """The FUSE floor: NOOP ioctls on *fd*, a round trip into the daemon that does nothing."""
     return loop_timer(lambda: calls.noop(fd))
 
 
@@ -64,6 +65,17 @@ def measure_pairs_and_floor(
     report: Report, scale: Scale, daemon: Daemon, kernel: KernelQueues, stack: ExitStack
 ) -> None:
     progress("kernel pairs, FUSE floor and mqfs pairs (one thread)")
+    timers = pair_and_floor_timers(daemon, kernel, stack)
+    report.record_group("pairs", interleaved(timers, scale), PAIR_LABELS)
+    report_kernel_pairs(report)
+    report_floor(report)
+    report_mqfs_pairs(report)
+
+
+def pair_and_floor_timers(
+    daemon: Daemon, kernel: KernelQueues, stack: ExitStack
+) -> dict[str, Timer]:
+    """The timers of PAIR_LABELS, on queues of both sizes (closed when *stack* closes)."""
     backend = kernel.backend
     fds: dict[str, int] = {}
     for size in (SMALL, LARGE):
@@ -75,7 +87,7 @@ def measure_pairs_and_floor(
         stack.callback(os.close, fd)
     small, large = bytes(SMALL), bytes(LARGE)
     mqfs64, mqfs8k = fds[f"mqfs{SMALL}"], fds[f"mqfs{LARGE}"]
-    timers: dict[str, Timer] = {
+    return {
         "kernel_pair_64": kernel_pair_timer(backend, fds[f"kernel{SMALL}"], SMALL),
         "kernel_pair_8k": kernel_pair_timer(backend, fds[f"kernel{LARGE}"], LARGE),
         "floor_noop": noop_timer(mqfs64),
@@ -89,32 +101,23 @@ def measure_pairs_and_floor(
             partial(calls.send, mqfs8k, large), partial(calls.receive, mqfs8k, LARGE)
         ),
     }
-    samples = interleaved(timers, scale)
-    labels = {
-        "kernel_pair_64": ("send+receive 64 B, 1 thread", "pair"),
-        "kernel_pair_8k": ("send+receive 8 KiB, 1 thread", "pair"),
-        "floor_noop": ("NOOP ioctl", "call"),
-        "floor_read_64": ("64 B direct_io read (status)", "call"),
-        "mqfs_rw_64": ("write/read 64 B", "pair"),
-        "mqfs_ioctl_64": ("SEND/RECEIVE ioctls 64 B", "pair"),
-        "mqfs_rw_8k": ("write/read 8 KiB", "pair"),
-        "mqfs_ioctl_8k": ("SEND/RECEIVE ioctls 8 KiB", "pair"),
-    }
-    report.record_group("pairs", samples, labels)
 
+
+def report_kernel_pairs(report: Report) -> None:
     report.section("1 kernel mqueue (ctypes librt, private IPC namespace)")
     for key in ("kernel_pair_64", "kernel_pair_8k"):
         report.row(key, report.rate(key), "baseline")
+
+
+def report_floor(report: Report) -> None:
     report.section("2 FUSE floor (same daemon)")
     report.ratio("floor_noop_vs_kernel", "floor_noop", "kernel_pair_64", "NOOP / kernel pair")
-    report.ratio("floor_read_vs_noop", "floor_read_64", "floor_noop", "read / NOOP")
+    in_noops = report.ratio("floor_read_vs_noop", "floor_read_64", "floor_noop", "read / NOOP")
     report.row("floor_noop", report.rate("floor_noop"), "= 1 NOOP (the unit below)")
-    report.row(
-        "floor_read_64",
-        report.rate("floor_read_64"),
-        f"{report.ratios['floor_read_vs_noop']['value']:.2f} NOOP",
-    )
+    report.row("floor_read_64", report.rate("floor_read_64"), f"{in_noops:.2f} NOOP")
 
+
+def report_mqfs_pairs(report: Report) -> None:
     report.section("3 mqfs send+receive, 1 thread")
     for interface in ("rw", "ioctl"):
         for suffix, kernel_key in (("64", "kernel_pair_64"), ("8k", "kernel_pair_8k")):
@@ -132,7 +135,7 @@ def measure_pairs_and_floor(
         )
 
 
-# -- 1, 3: two producers + two consumers ----------------------------------------------------
+# -- 1, 3: two producers + two consumers ---------------------------------------------------
 
 
 Worker = Callable[[int], None]
@@ -244,11 +247,7 @@ def measure_two_by_two(report: Report, scale: Scale, daemon: Daemon, kernel: Ker
         "mqfs_2x2_64": two_by_two_timer(mqfs_worker(queue, "send"), mqfs_worker(queue, "receive")),
     }
     starts = dict.fromkeys(timers, scale.parallel_start)
-    labels = {
-        "kernel_2x2_64": ("kernel 2+2 processes, 64 B (total)", "pair"),
-        "mqfs_2x2_64": ("mqfs 2+2 processes, write/read 64 B", "pair"),
-    }
-    report.record_group("2x2", interleaved(timers, scale, starts), labels)
+    report.record_group("2x2", interleaved(timers, scale, starts), TWO_BY_TWO_LABELS)
     slower = report.ratio("mqfs_2x2_vs_kernel", "mqfs_2x2_64", "kernel_2x2_64", "mqfs / kernel")
     gain = report.ratio("mqfs_2x2_vs_1", "mqfs_rw_64", "mqfs_2x2_64", "2+2 rate / 1-thread rate")
     report.section("1+3 two producers + two consumers (processes)")
