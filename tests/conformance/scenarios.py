@@ -25,28 +25,27 @@ step, so the parent can wait for it to block there).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import re
 import select
 import signal
 import stat
-import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mqfs.client.backends import KernelBackend, MqfsBackend, Notification
 from mqfs.posix import SI_MESGQ, SIGEV_NONE, SIGEV_SIGNAL
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.libc import sigtimedwait
+from tests.support.paths import ROOT
+from tests.support.procs import blocked_in_mq_call
+from tests.support.waiting import wait_until
 
 OK = "ok"
 NOBODY = 65534
@@ -69,39 +68,6 @@ def _ignore_late_signal(signo: int, frame: object) -> None:
     """Installed for the signals a scenario blocks: a late one must not kill pytest."""
 
 
-class _Timespec(ctypes.Structure):
-    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def sigtimedwait(signo: int, timeout: float) -> tuple[int, int, int, int, int] | None:
-    """(si_signo, si_code, si_value, si_pid, si_uid) of a pending *signo*, or None.
-
-    ctypes on a whole 128-byte siginfo_t: Python's signal.sigtimedwait has no si_value.
-    """
-    sigset = (ctypes.c_ubyte * 128)()
-    _libc.sigemptyset(sigset)
-    _libc.sigaddset(sigset, signo)
-    info = (ctypes.c_ubyte * 128)()
-    seconds = int(timeout)
-    wait = _Timespec(seconds, int((timeout - seconds) * 1e9))
-    while True:
-        if _libc.sigtimedwait(sigset, info, ctypes.byref(wait)) >= 0:
-            break
-        code = ctypes.get_errno()
-        if code == errno.EAGAIN:
-            return None
-        if code != errno.EINTR:
-            raise OSError(code, os.strerror(code), "sigtimedwait")
-    raw = bytes(info)
-    si_signo, _, si_code = struct.unpack_from("iii", raw, 0)
-    si_pid, si_uid = struct.unpack_from("iI", raw, 16)
-    (si_value,) = struct.unpack_from("Q", raw, 24)
-    return si_signo, si_code, si_value, si_pid, si_uid
-
-
 def deadline(when: str) -> tuple[int, int]:
     """An absolute CLOCK_REALTIME timespec: "past", "soon" (50 ms), or an invalid one."""
     now = time.clock_gettime(time.CLOCK_REALTIME)
@@ -115,32 +81,6 @@ def deadline(when: str) -> tuple[int, int]:
     if when == "negative_nsec":
         return int(now) + 10, -1
     raise ValueError(when)
-
-
-def _state(pid: int) -> tuple[str, str]:
-    try:
-        wchan = Path(f"/proc/{pid}/wchan").read_text()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return "gone", ""
-    return state, wchan
-
-
-def blocked_in_mq_call(pid: int) -> bool:
-    """True once *pid* sleeps in an mq call: the kernel's wq_sleep, or a FUSE request."""
-    state, wchan = _state(pid)
-    return state in ("S", "D") and any(
-        mark in wchan for mark in ("wq_sleep", "mq", "fuse", "request_wait_answer")
-    )
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll *condition* until true (a condition with a deadline, never a blind sleep)."""
-    limit = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > limit:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.002)
 
 
 CHILD_PROGRAM = (
@@ -341,7 +281,7 @@ class Runner:
         self.aged[name] = os.stat(path)
         ctime_second = self.aged[name].st_ctime_ns // 10**9
         coarse = getattr(time, "CLOCK_REALTIME_COARSE", 5)
-        wait_for(lambda: time.clock_gettime(coarse) >= ctime_second + 1, "the next second")
+        wait_until(lambda: time.clock_gettime(coarse) >= ctime_second + 1, what="the next second")
 
     def op_times(self, name: str) -> tuple[str, str]:
         before, now = self.aged[name], os.stat(self.backend.queue_file(name))
@@ -356,7 +296,7 @@ class Runner:
         # The mask is per thread, and a process-directed signal goes to any thread that
         # does not block it: idle worker threads other tests left (trio's thread cache
         # keeps them ~10 s) would swallow the notification. Wait until we are alone.
-        wait_for(lambda: threading.active_count() == 1, "other threads to exit", 30.0)
+        wait_until(lambda: threading.active_count() == 1, what="other threads to exit", timeout=30)
         signal.signal(signo, _ignore_late_signal)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signo})
         self.blocked.add(signo)
@@ -398,7 +338,7 @@ class Runner:
             if line is None:
                 return "exited before blocking"
             child.lines.append(line)
-        wait_for(lambda: blocked_in_mq_call(child.process.pid), f"{name} to block")
+        wait_until(lambda: blocked_in_mq_call(child.process.pid), what=f"{name} to block")
         return "blocked"
 
     def op_kill(self, name: str, signo: int) -> None:

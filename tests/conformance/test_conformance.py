@@ -20,8 +20,9 @@ import pytest
 
 from mqfs.client.backends import MqfsBackend
 from tests.conformance import table
-from tests.conformance.conftest import BackendFactory, kernel_backend, mqfs_backend
-from tests.conformance.scenarios import ROOT, SCENARIOS, Runner, Scenario
+from tests.conformance.scenarios import SCENARIOS, Runner, Scenario
+from tests.support.backends import BackendFactory, kernel_backend, mqfs_backend
+from tests.support.paths import ROOT
 
 _kernel_transcripts: dict[str, list[object]] = {}
 
