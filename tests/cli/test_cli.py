@@ -14,10 +14,10 @@ import pytest
 from mqfs.cli import main
 from mqfs.client import calls, dump
 from mqfs.client.backends import KernelBackend
-from tests import kernel_mq
-from tests.conftest import Mount, wait_until
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.kernel import mqueue_mount, why_kernel_mqueue_unusable
+from tests.support.mounts import Mount, lazy_unmount
+from tests.support.paths import INCLUDE, ROOT
+from tests.support.waiting import wait_until
 
 
 def run(mount: Mount, *argv: str, stdin: bytes = b"") -> tuple[int, bytes, str]:
@@ -214,11 +214,11 @@ def test_corrupt_dumps_are_refused_before_touching_anything(
 
 
 def test_a_dump_restores_into_the_kernels_mqueue(mqfs_mount: Mount) -> None:
-    reason = kernel_mq.available()
+    reason = why_kernel_mqueue_unusable(mounting=True)
     if reason:
         pytest.skip(reason)
     queue = dump.QueueDump("mqfs-dump-test", 0o600, 0, 0, 5, 64, [(b"hi", 7), (b"a", 1), (b"b", 1)])
-    with kernel_mq.mqueue_mount() as mqueue_dir:
+    with mqueue_mount() as mqueue_dir:
         kernel = KernelBackend(mqueue_dir)
         try:
             dump.restore(dump.from_json(dump.to_json([queue])), kernel)
@@ -238,8 +238,8 @@ def test_c_peek_example_compiles_and_prints_every_message(
     assert compiler
     program = tmp_path / "peek"
     subprocess.run(
-        [compiler, "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", str(REPO / "include"),
-         "-o", str(program), str(REPO / "examples" / "peek.c")],
+        [compiler, "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", str(INCLUDE),
+         "-o", str(program), str(ROOT / "examples" / "peek.c")],
         check=True,
     )  # fmt: skip
     mqfs_mount.make_queue("q")
@@ -290,7 +290,7 @@ def test_mount_in_the_background_and_umount(tmp_path: Path) -> None:
         assert not os.path.ismount(mountpoint)
     finally:
         if os.path.ismount(mountpoint):
-            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+            lazy_unmount(mountpoint)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from mqfs.client import calls, dump
 from mqfs.client.backends import MqfsBackend
-from tests.conftest import Mount
+from tests.support.mounts import Mount
 
 messages_strategy = st.lists(
     st.tuples(st.binary(max_size=300), st.integers(0, 32767) | st.integers(0, 3)),

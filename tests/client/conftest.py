@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mqfs.client.backends import MqfsBackend
-from tests.conftest import Mount
+from tests.support.mounts import Mount
 
 
 @pytest.fixture

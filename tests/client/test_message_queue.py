@@ -9,7 +9,6 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import suppress
-from pathlib import Path
 
 import pytest
 
@@ -31,25 +30,16 @@ from mqfs.client.api import (
     unlink_message_queue,
 )
 from mqfs.client.backends import Backend, KernelBackend, MqfsBackend
-from tests.conftest import Mount, wait_until
+from tests.support.kernel import why_kernel_mqueue_unusable
+from tests.support.mounts import Mount
+from tests.support.procs import task_state
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
 def queue(backend: MqfsBackend) -> Iterator[MessageQueue]:
     with MessageQueue("/q", O_CREX, max_messages=4, max_message_size=64, backend=backend) as q:
         yield q
-
-
-def kernel_usable() -> str | None:
-    """None if the kernel's POSIX message queues work here, else why not."""
-    try:
-        probe = KernelBackend()
-        name = f"/mqfs-probe-{os.getpid()}"
-        probe.close(probe.open(name, os.O_CREAT | os.O_RDWR))
-        probe.unlink(name)
-    except OSError as exc:
-        return f"the kernel's mqueue is unusable here: {exc}"
-    return None
 
 
 class KernelNames:
@@ -72,7 +62,7 @@ def any_backend(request: pytest.FixtureRequest) -> Iterator[tuple[Backend, Kerne
         mount: Mount = request.getfixturevalue("mqfs_mount")
         yield MqfsBackend(mount.path), names
         return
-    reason = kernel_usable()
+    reason = why_kernel_mqueue_unusable()
     if reason:
         pytest.skip(reason)
     kernel = KernelBackend()
@@ -137,7 +127,7 @@ def test_common_api_on_both_backends(any_backend: tuple[Backend, KernelNames]) -
 
 
 def test_kernel_backend_cannot_peek() -> None:
-    reason = kernel_usable()
+    reason = why_kernel_mqueue_unusable()
     if reason:
         pytest.skip(reason)
     kernel = KernelBackend()
@@ -413,15 +403,6 @@ def test_blocked_send_is_woken_by_a_receive(queue: MessageQueue) -> None:
     assert queue.peek_all()[-1] == (b"last", 0)
 
 
-def _sleeping(thread_id: int) -> bool:
-    """True once thread *thread_id* of this process sleeps (in a blocking call)."""
-    try:
-        stat = Path(f"/proc/self/task/{thread_id}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] == "S"
-
-
 def _interrupt_blocked_receive(
     queue: MessageQueue, handler: signal._HANDLER
 ) -> BaseException | tuple[bytes, int]:
@@ -430,7 +411,7 @@ def _interrupt_blocked_receive(
     main = threading.get_native_id()
 
     def interrupt() -> None:
-        wait_until(lambda: _sleeping(main), what="the receive to block")
+        wait_until(lambda: task_state(main) == "S", what="the receive to block")
         signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
 
     previous = signal.signal(signal.SIGUSR1, handler)
@@ -456,7 +437,7 @@ def _raise_interrupt(signo: int, frame: object) -> None:
 
 @pytest.mark.kernel
 def test_a_signal_during_a_blocked_receive_is_a_signal_error() -> None:
-    reason = kernel_usable()
+    reason = why_kernel_mqueue_unusable()
     if reason:
         pytest.skip(reason)
     kernel = KernelBackend()
@@ -489,7 +470,9 @@ def test_a_blocked_receive_lets_other_threads_run(queue: MessageQueue) -> None:
 
     receiver = threading.Thread(target=receive)
     receiver.start()
-    wait_until(lambda: bool(native_id) and _sleeping(native_id[0]), what="the receive to block")
+    wait_until(
+        lambda: bool(native_id) and task_state(native_id[0]) == "S", what="the receive to block"
+    )
     assert outcome == []
     queue.send(b"late")
     receiver.join(timeout=30)

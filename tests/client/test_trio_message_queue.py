@@ -29,7 +29,7 @@ from mqfs.client.api import (
     PermissionsError,
 )
 from mqfs.client.backends import KernelBackend, MqfsBackend
-from tests.client.test_message_queue import kernel_usable
+from tests.support.kernel import why_kernel_mqueue_unusable
 
 
 @pytest.fixture
@@ -282,7 +282,7 @@ async def test_repr_and_sync(queue: AsyncMessageQueue) -> None:
 
 @pytest.mark.kernel
 async def test_trio_flavour_on_the_kernel_backend() -> None:
-    reason = kernel_usable()
+    reason = why_kernel_mqueue_unusable()
     if reason:
         pytest.skip(reason)
     kernel = KernelBackend()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from tests.conformance.scenarios import SCENARIOS
 
-TEST_FILE = "tests/conformance/test_conformance.py"
 STRESS = (
     "N producer and M consumer processes, random priorities: every message exactly once, "
     "FIFO per producer and priority",

@@ -1,4 +1,4 @@
-"""Every scenario of scenarios.py on the kernel's mqueue and on mqfs, side by side.
+"""Every scenario (scenarios.py, run by runner.py) on the kernel's mqueue and on mqfs.
 
 ``test_scenario[kernel-NAME]`` checks the kernel against the rule written in the scenario;
 ``test_scenario[mqfs-NAME]`` checks mqfs against the kernel's transcript of the same
@@ -20,58 +20,32 @@ import pytest
 
 from mqfs.client.backends import MqfsBackend
 from tests.conformance import table
-from tests.conformance.conftest import BackendFactory, kernel_backend, mqfs_backend
-from tests.conformance.scenarios import ROOT, SCENARIOS, Runner, Scenario
+from tests.conformance.runner import (
+    KernelTranscripts,
+    Scenario,
+    check_rule,
+    differences,
+    transcript,
+)
+from tests.conformance.scenarios import SCENARIOS
+from tests.support.backends import BackendFactory, mqfs_backend
+from tests.support.paths import ROOT
 
-_kernel_transcripts: dict[str, list[object]] = {}
-
-
-def run_scenario(mq: object, scenario: Scenario) -> list[object]:
-    runner = Runner(mq)  # type: ignore[arg-type]
-    try:
-        return runner.run(scenario.steps)
-    finally:
-        runner.close_all()
-
-
-def kernel_transcript(scenario: Scenario) -> list[object] | None:
-    """The kernel's transcript of *scenario* (None if the kernel half cannot run here)."""
-    if scenario.name not in _kernel_transcripts:
-        try:
-            with kernel_backend(scenario.limits) as mq:
-                _kernel_transcripts[scenario.name] = run_scenario(mq, scenario)
-        except pytest.skip.Exception:
-            return None
-    return _kernel_transcripts[scenario.name]
-
-
-def differences(scenario: Scenario, got: list[object], want: list[object], what: str) -> str:
-    lines = [
-        f"  step {i}: {step!r}\n    {what}: {w!r}\n    got: {g!r}"
-        for i, (step, w, g) in enumerate(zip(scenario.steps, want, got, strict=True))
-        if w is not ... and w != g
-    ]
-    return "\n".join(lines)
-
-
-def check_rule(scenario: Scenario, transcript: list[object]) -> None:
-    """The transcript agrees with every expectation written in the scenario."""
-    diff = differences(scenario, transcript, scenario.expected, "expected")
-    assert not diff, f"{scenario.name}: not what POSIX/Linux gives:\n{diff}"
+kernel_transcripts = KernelTranscripts()
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_scenario(backend: BackendFactory, scenario: Scenario) -> None:
     with backend(scenario.limits) as mq:
-        transcript = run_scenario(mq, scenario)
+        got = transcript(mq, scenario)
     if isinstance(mq, MqfsBackend):
-        kernel = kernel_transcript(scenario)
+        kernel = kernel_transcripts.of(scenario)
         if kernel is not None:
-            diff = differences(scenario, transcript, kernel, "kernel")
+            diff = differences(scenario, got, kernel, "kernel")
             assert not diff, f"{scenario.name}: mqfs differs from the kernel:\n{diff}"
     else:
-        _kernel_transcripts[scenario.name] = transcript
-    check_rule(scenario, transcript)
+        kernel_transcripts.record(scenario, got)
+    check_rule(scenario, got)
 
 
 def test_every_scenario_states_its_rule() -> None:

@@ -15,8 +15,8 @@ import sys
 import textwrap
 from collections import defaultdict
 
-from tests.conformance.conftest import BackendFactory
-from tests.conformance.scenarios import ROOT
+from tests.support.backends import BackendFactory
+from tests.support.paths import ROOT
 
 PRODUCERS = 3
 CONSUMERS = 3

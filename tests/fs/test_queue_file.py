@@ -17,7 +17,8 @@ import pytest
 from mqfs import wire
 from mqfs.client import calls
 from mqfs.server.ops import plain_io_limit
-from tests.conftest import Mount, wait_until
+from tests.support.mounts import Mount
+from tests.support.waiting import wait_until
 
 
 def open_queue(mount: Mount, name: str, flags: int = os.O_RDWR) -> int:

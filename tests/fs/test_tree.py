@@ -12,8 +12,8 @@ import pytest
 
 from mqfs.client import calls
 from mqfs.client.backends import KernelBackend
-from tests import kernel_mq
-from tests.conftest import Mount
+from tests.support.kernel import mqueue_mount, why_kernel_mqueue_unusable
+from tests.support.mounts import Mount
 
 
 def sh(command: str, mount: Mount) -> subprocess.CompletedProcess[str]:
@@ -222,12 +222,12 @@ def test_mount_options_set_limits(mount_factory: object) -> None:
 
 @pytest.mark.kernel
 def test_status_line_equals_the_kernels_byte_for_byte(mqfs_mount: Mount) -> None:
-    reason = kernel_mq.available()
+    reason = why_kernel_mqueue_unusable(mounting=True)
     if reason:
         pytest.skip(reason)
     scenario: list[tuple[bytes, int]] = [(b"", 0), (b"x" * 8192, 3), (b"hello", 32767)]
     name = f"mqfs-status-{os.getpid()}"
-    with kernel_mq.mqueue_mount() as kernel_root:
+    with mqueue_mount() as kernel_root:
         kernel = KernelBackend(kernel_root)
         mqd = kernel.open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         mqfs_mount.make_queue(name)

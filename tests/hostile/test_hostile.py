@@ -20,10 +20,12 @@ import pytest
 
 from mqfs import wire
 from mqfs.client import calls
-from tests.conftest import Mount, as_user, mounted, run_as_user, unprivileged_user, wait_until
+from tests.support.mounts import Mount, mounted
+from tests.support.paths import INCLUDE
+from tests.support.users import as_user, run_as_user, unprivileged_user
+from tests.support.waiting import wait_until
 
 HERE = Path(__file__).parent
-ROOT = HERE.parent.parent
 
 
 def rss(mount: Mount) -> int:
@@ -46,7 +48,7 @@ def shared_mount() -> Iterator[Mount]:
 def blockers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     binary = tmp_path_factory.mktemp("blockers") / "blockers"
     subprocess.run(
-        ["gcc", "-O2", "-pthread", "-I", ROOT / "include", "-o", binary, HERE / "blockers.c"],
+        ["gcc", "-O2", "-pthread", "-I", INCLUDE, "-o", binary, HERE / "blockers.c"],
         check=True,
     )
     return binary
@@ -186,7 +188,9 @@ def test_twenty_thousand_blocked_readers_wedge_nothing(
             assert parker.stdout is not None
             assert parker.stdout.readline() == f"started {count}\n"
             wait_until(
-                lambda: mount.info("sink")["blocked"] == count, 60, f"{count} parked readers"
+                lambda: mount.blocked_on("sink") == count,
+                what=f"{count} parked readers",
+                timeout=60,
             )
             # Another user's send and receive still go through, promptly.
             started = time.monotonic()
@@ -203,7 +207,9 @@ def test_twenty_thousand_blocked_readers_wedge_nothing(
         finally:
             parker.kill()
             parker.wait(timeout=60)  # every thread answered: before the fix they stayed in D state
-    wait_until(lambda: mount.info("sink")["blocked"] == 0, 30, "the blocked count to drop to 0")
+    wait_until(
+        lambda: mount.blocked_on("sink") == 0, what="the blocked count to drop to 0", timeout=30
+    )
     assert mount.info("sink")["open"] == 0
 
 
@@ -216,7 +222,7 @@ def test_past_blocked_max_a_user_gets_eagain_and_others_still_block(
         [blockers, mount.path / "sink" / "queue", "50"], stdout=subprocess.PIPE
     ) as parker:
         try:
-            wait_until(lambda: mount.info("sink")["blocked"] == 50, 30, "50 parked readers")
+            wait_until(lambda: mount.blocked_on("sink") == 50, what="50 parked readers", timeout=30)
             fd = os.open(mount.path / "sink" / "queue", os.O_RDONLY)
             try:
                 with pytest.raises(BlockingIOError):
@@ -261,8 +267,8 @@ def test_sigterm_with_blocked_callers_answers_them_and_exits(tmp_path: Path) -> 
         try:
             wait_until(
                 lambda: mount.blocked_on("empty") == 2 and mount.blocked_on("full") == 1,
-                10,
-                "blocked callers",
+                what="blocked callers",
+                timeout=10,
             )
             started = time.monotonic()
             mount.process.send_signal(signal.SIGTERM)

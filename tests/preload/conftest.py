@@ -1,20 +1,15 @@
-"""The shim, built once per session by scripts/build-preload (a no-op when up to date)."""
+"""Fixtures of the LD_PRELOAD shim tests."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-LIBRARY = ROOT / ".venv" / "lib" / "libmqfs-preload.so"
+from tests.support.shim import build_shim
 
 
 @pytest.fixture(scope="session")
 def preload_library() -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    subprocess.run([ROOT / "scripts" / "build-preload"], check=True)
-    return LIBRARY
+    """The shim, built once per session (a no-op when up to date)."""
+    return build_shim()

@@ -21,15 +21,17 @@ from pathlib import Path
 import pytest
 
 from mqfs.client import calls
-from tests.conftest import Mount
-from tests.preload.test_preload import (
-    HERE,
-    ROOT,
+from tests.support.mounts import Mount
+from tests.support.paths import ROOT
+from tests.support.shim import (
+    build_c_program,
     on_kernel,
-    run,
+    run_program,
     shim_env,
-    unique,
+    unique_queue_name,
 )
+
+HERE = Path(__file__).parent
 
 API = ["fcntl", "syscall"]
 EXAMPLE = ROOT / "examples" / "criu_dump_restore.c"
@@ -48,22 +50,12 @@ EMPTY = {"fcntl": "ENOMSG", "syscall": "EAGAIN"}
 @pytest.fixture
 def compile_peek(tmp_path: Path) -> Compile:
     """Compile a C file that includes <mqfs/peek.h> into tmp_path, as a user would."""
-
-    def build(source: Path, *defines: str) -> Path:
-        program = tmp_path / source.stem
-        subprocess.run(
-            ["gcc", "-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-Wextra", "-Werror",
-             "-I", ROOT / "include", *defines, "-o", program, source, "-lrt"],
-            check=True,
-        )  # fmt: skip
-        return program
-
-    return build
+    return lambda source, *defines: build_c_program(source, tmp_path, *defines)
 
 
 def scenarios(library: Path, build: Compile, mount: Mount, api: str) -> list[str]:
     program = build(HERE / "peek_apis.c")
-    out = run([program, api, f"/{unique(api)}"], shim_env(library, mount.path))
+    out = run_program([program, api, f"/{unique_queue_name(api)}"], shim_env(library, mount.path))
     assert os.listdir(mount.path) == []  # the program unlinked its queue
     return out.splitlines()
 
@@ -188,8 +180,9 @@ def test_messages_of_several_chunks(
     """Longer than one PEEK ioctl (16320 bytes): read by offset, whole and unchanged."""
     mount = mount_factory("msgsize_max=65536")
     program = compile_peek(HERE / "peek_apis.c")
-    out = run(
-        [program, f"large-{api}", f"/{unique('large')}"], shim_env(preload_library, mount.path)
+    out = run_program(
+        [program, f"large-{api}", f"/{unique_queue_name('large')}"],
+        shim_env(preload_library, mount.path),
     )
     expected = [
         "peek 0: 16321 prio 9 intact 1",
@@ -208,8 +201,9 @@ def test_other_descriptors_go_to_the_kernel(
     """Only mqfs queues are the shim's: on a pipe the kernel answers, as today (EINVAL for
     the unknown fcntl command, ENOSYS for syscall 548)."""
     program = compile_peek(HERE / "peek_apis.c")
-    out = run(
-        [program, "foreign", f"/{unique('foreign')}"], shim_env(preload_library, mqfs_mount.path)
+    out = run_program(
+        [program, "foreign", f"/{unique_queue_name('foreign')}"],
+        shim_env(preload_library, mqfs_mount.path),
     )
     assert out.splitlines() == [
         "pipe fcntl: -1 EINVAL",
@@ -225,7 +219,7 @@ def test_without_mqfs_mount_the_kernel_answers(
     """On this kernel neither proposal exists: EINVAL and ENOSYS, with or without the shim
     when MQFS_MOUNT is unset."""
     program = compile_peek(HERE / "peek_apis.c")
-    command: list[str | Path] = [program, "foreign", f"/{unique('kernel')}"]
+    command: list[str | Path] = [program, "foreign", f"/{unique_queue_name('kernel')}"]
     kernel = on_kernel(command)
     assert kernel.splitlines() == [
         "pipe fcntl: -1 EINVAL",
@@ -243,9 +237,9 @@ def test_other_commands_and_syscalls_pass_through(
     """fcntl with int and pointer arguments and syscall() with up to six: as without the
     shim, on an mqfs queue and on a plain file."""
     program = compile_peek(HERE / "peek_apis.c")
-    command: list[str | Path] = [program, "passthrough", f"/{unique('pass')}"]
+    command: list[str | Path] = [program, "passthrough", f"/{unique_queue_name('pass')}"]
     kernel = on_kernel(command)
-    shim = run(command, shim_env(preload_library, mqfs_mount.path))
+    shim = run_program(command, shim_env(preload_library, mqfs_mount.path))
     assert shim == kernel
     assert "SYS_mmap six arguments: 1 'page two'" in shim
     assert "F_GETLK: 0 unlocked 1" in shim
@@ -258,11 +252,11 @@ def test_syscall_number_from_the_environment(
     """The number is only proposed: MQFS_MQ_TIMEDRECEIVE2_NR follows a program built with
     another one, and 548 then passes through like any other syscall."""
     program = compile_peek(HERE / "peek_apis.c", "-D__NR_mq_timedreceive2=600")
-    name = f"/{unique('nr')}"
+    name = f"/{unique_queue_name('nr')}"
     env = shim_env(preload_library, mqfs_mount.path)
-    assert "queue syscall: -1 ENOSYS" in run([program, "foreign", name], env)
+    assert "queue syscall: -1 ENOSYS" in run_program([program, "foreign", name], env)
     env["MQFS_MQ_TIMEDRECEIVE2_NR"] = "600"
-    assert "queue syscall: 1 " in run([program, "foreign", name], env)
+    assert "queue syscall: 1 " in run_program([program, "foreign", name], env)
 
 
 # -- the CRIU use case ----------------------------------------------------------------------
@@ -301,7 +295,7 @@ def test_criu_dump_and_restore(
     restore it into a new queue with mq_send: same messages, order and priorities."""
     mount = mount_factory("msgsize_max=65536")
     program = compile_peek(EXAMPLE)
-    source, target = unique("criu"), unique("criu-restored")
+    source, target = unique_queue_name("criu"), unique_queue_name("criu-restored")
     calls.create_at(mount.path, source, 0o600, maxmsg=8, msgsize=40000)
     with opened(mount.path / source / "queue", os.O_WRONLY) as fd:
         for prio, data in CRIU_MESSAGES:  # one of them is two PEEK chunks long
@@ -313,14 +307,14 @@ def test_criu_dump_and_restore(
 
     env = shim_env(preload_library, mount.path)
     dump = tmp_path / "queue.mqdump"
-    out = run([program, "dump", f"/{source}", dump], env)
+    out = run_program([program, "dump", f"/{source}", dump], env)
     assert out == "dumped 7 messages; curmsgs before 7 after 7\n"
     assert status.read_text() == status_before
     with opened(mount.path / source / "queue", os.O_RDONLY) as fd:
         assert calls.peek_all(fd) == snapshot_before
         assert calls.get_attributes(fd).curmsgs == 7
 
-    assert run([program, "restore", f"/{target}", dump], env) == "restored 7 messages\n"
+    assert run_program([program, "restore", f"/{target}", dump], env) == "restored 7 messages\n"
     with opened(mount.path / target / "queue", os.O_RDONLY) as fd:
         restored_attributes = calls.get_attributes(fd)
     assert (restored_attributes.maxmsg, restored_attributes.msgsize) == (8, 40000)

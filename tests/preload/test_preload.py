@@ -12,86 +12,41 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mount, wait_until
+from tests.support.mounts import Mount
+from tests.support.shim import (
+    PROGRAM_TIMEOUT,
+    build_c_program,
+    on_kernel,
+    run_program,
+    shim_env,
+    unique_queue_name,
+)
+from tests.support.waiting import wait_until
 
 HERE = Path(__file__).parent
-ROOT = HERE.parent.parent
-LIBRARY = ROOT / ".venv" / "lib" / "libmqfs-preload.so"
-TIMEOUT = 120
 
 Compile = Callable[[str], Path]
 
 
 @pytest.fixture
 def compile_c(tmp_path: Path) -> Compile:
-    """Compile tests/preload/NAME.c into tmp_path (fortified: mq_open may be __mq_open_2)."""
-
-    def build(name: str) -> Path:
-        program = tmp_path / name
-        subprocess.run(
-            ["gcc", "-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-Wextra", "-Werror",
-             "-o", program, HERE / f"{name}.c", "-lrt", "-lpthread"],
-            check=True,
-        )  # fmt: skip
-        return program
-
-    return build
-
-
-def unique(tag: str) -> str:
-    """A queue name no other run uses: kernel queues are shared by the whole namespace."""
-    return f"mqfs-preload-{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def plain_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    env.pop("MQFS_MOUNT", None)
-    return env
-
-
-def shim_env(library: Path, mount: Path | None) -> dict[str, str]:
-    env = plain_env()
-    env["LD_PRELOAD"] = str(library)
-    if mount is not None:
-        env["MQFS_MOUNT"] = str(mount)
-    return env
-
-
-def run(command: list[str | Path], env: dict[str, str]) -> str:
-    done = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
-    )
-    assert done.returncode == 0, f"{command} failed ({done.returncode}):\n{done.stderr}"
-    return done.stdout
-
-
-def on_kernel(command: list[str | Path], msgsize_max: int | None = None) -> str:
-    """*command* on the kernel's queues, in a new IPC namespace (own limits, no leftovers)."""
-    probe = subprocess.run(["unshare", "--ipc", "true"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        if msgsize_max is not None:
-            pytest.skip("kernel half needs unshare --ipc to raise msgsize_max")
-        return run(command, plain_env())
-    setup = f"echo {msgsize_max} > /proc/sys/fs/mqueue/msgsize_max && " if msgsize_max else ""
-    script = f'{setup}exec "$@"'
-    return run(["unshare", "--ipc", "sh", "-c", script, "sh", *command], plain_env())
+    """Compile tests/preload/NAME.c into tmp_path."""
+    return lambda name: build_c_program(HERE / f"{name}.c", tmp_path)
 
 
 def test_transcript_same_as_kernel(
     preload_library: Path, compile_c: Compile, mqfs_mount: Mount
 ) -> None:
     program = compile_c("mq_transcript")
-    prefix = unique("t")
+    prefix = unique_queue_name("t")
     kernel = on_kernel([program, prefix])
-    shim = run([program, prefix], shim_env(preload_library, mqfs_mount.path))
+    shim = run_program([program, prefix], shim_env(preload_library, mqfs_mount.path))
     assert shim.splitlines() == kernel.splitlines()
     assert "receive SA_RESTART: 4 prio 2 'late'" in shim
     assert os.listdir(mqfs_mount.path) == []  # every queue was unlinked
@@ -103,7 +58,9 @@ def test_sigev_thread_in_a_forked_child(
     """The child gets its own helper: the parent's must not take the child's notifications.
     Shim only: glibc 2.36's netlink SIGEV_THREAD often fails in the child on the kernel."""
     program = compile_c("mq_transcript")
-    out = run([program, unique("f"), "fork-thread"], shim_env(preload_library, mqfs_mount.path))
+    out = run_program(
+        [program, unique_queue_name("f"), "fork-thread"], shim_env(preload_library, mqfs_mount.path)
+    )
     assert "thread value 777" in out
     assert "child thread ran: 0\nchild thread value 888\n" in out
     assert "notify thread after child: 0" in out
@@ -114,7 +71,7 @@ def test_passthrough_without_mqfs_mount(
 ) -> None:
     """LD_PRELOAD without MQFS_MOUNT: every call goes to glibc, nothing reaches the mount."""
     program = compile_c("mq_transcript")
-    prefix = unique("p")
+    prefix = unique_queue_name("p")
     kernel = on_kernel([program, prefix])
     passed = on_kernel(["env", f"LD_PRELOAD={preload_library}", program, prefix])
     assert passed == kernel
@@ -125,7 +82,7 @@ def test_queues_visible_in_the_mount_while_running(
     preload_library: Path, compile_c: Compile, mqfs_mount: Mount
 ) -> None:
     program = compile_c("mq_hold")
-    name = unique("hold")
+    name = unique_queue_name("hold")
     holder = subprocess.Popen(
         [program, f"/{name}"],
         env=shim_env(preload_library, mqfs_mount.path),
@@ -142,7 +99,7 @@ def test_queues_visible_in_the_mount_while_running(
         assert (queue / "msgs" / "0").read_bytes() == b"second"  # peek: nothing consumed
         assert os.getxattr(queue / "msgs" / "1", "user.mq.priority") == b"1"
         assert oct((queue / "queue").stat().st_mode & 0o777) == oct(0o640 & ~_umask())
-        out, _ = holder.communicate("go\n", timeout=TIMEOUT)
+        out, _ = holder.communicate("go\n", timeout=PROGRAM_TIMEOUT)
         assert out == "9 second\n1 first\n"
         assert holder.returncode == 0
     finally:
@@ -164,9 +121,9 @@ def test_large_messages_same_as_kernel(
     """Messages of several ioctl chunks go whole, with the kernel's EMSGSIZE and EAGAIN."""
     mount = mount_factory("msgsize_max=65536")
     program = compile_c("mq_large")
-    name = f"/{unique('large')}"
+    name = f"/{unique_queue_name('large')}"
     kernel = on_kernel([program, name], msgsize_max=65536)
-    shim = run([program, name], shim_env(preload_library, mount.path))
+    shim = run_program([program, name], shim_env(preload_library, mount.path))
     assert shim == kernel
     assert "receive 3: 65536 prio 2 intact 1" in shim
 
@@ -176,8 +133,8 @@ def test_stress_many_processes_and_threads(
 ) -> None:
     procs, threads, count = 2, 3, 1000
     program = compile_c("mq_stress")
-    name = unique("stress")
-    out = run(
+    name = unique_queue_name("stress")
+    out = run_program(
         [program, f"/{name}", str(procs), str(threads), str(count)],
         shim_env(preload_library, mqfs_mount.path),
     )
@@ -208,7 +165,7 @@ def test_posix_ipc_unmodified(preload_library: Path, mqfs_mount: Mount) -> None:
     check = subprocess.run([sys.executable, "-c", "import posix_ipc"], check=False)
     if check.returncode != 0:
         pytest.skip("posix_ipc is not installed (it belongs in the test extras)")
-    name = unique("posix-ipc")
+    name = unique_queue_name("posix-ipc")
     child = subprocess.Popen(
         [sys.executable, "-c", POSIX_IPC_PROGRAM, f"/{name}"],
         env=shim_env(preload_library, mqfs_mount.path),
@@ -221,7 +178,7 @@ def test_posix_ipc_unmodified(preload_library: Path, mqfs_mount: Mount) -> None:
         assert child.stdout.readline() == "ready\n"
         wait_until(lambda: os.path.isdir(mqfs_mount.path / name), what="the queue")
         assert (mqfs_mount.path / name / "msgs" / "0").read_bytes() == b"hello from posix_ipc"
-        out, _ = child.communicate("go\n", timeout=TIMEOUT)
+        out, _ = child.communicate("go\n", timeout=PROGRAM_TIMEOUT)
         assert out == "(b'hello from posix_ipc', 3)\n"
         assert child.returncode == 0
     finally:

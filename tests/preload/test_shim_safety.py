@@ -32,8 +32,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mount, mount_point, wait_until
-from tests.preload.test_preload import HERE, ROOT, shim_env, unique
+from tests.support.mounts import Mount, lazy_unmount, mount_point
+from tests.support.paths import INCLUDE, ROOT
+from tests.support.shim import build_c_program, shim_env, unique_queue_name
+from tests.support.waiting import wait_until
+
+HERE = Path(__file__).parent
 
 TIMEOUT = 30  # a generous bound: each program finishes in well under a second when right
 
@@ -56,14 +60,8 @@ HOSTILE_SCENARIOS = [
 
 
 def compile_program(tmp_path: Path, name: str, *flags: str) -> Path:
-    program = tmp_path / name
-    subprocess.run(
-        ["gcc", "-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-Wextra", "-Werror",
-         "-I", ROOT / "include", "-o", program, HERE / f"{name}.c", *flags,
-         "-lrt", "-lpthread", "-ldl"],
-        check=True,
-    )  # fmt: skip
-    return program
+    """tests/preload/NAME.c compiled into tmp_path."""
+    return build_c_program(HERE / f"{name}.c", tmp_path, *flags)
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +76,7 @@ def asan_library(preload_library: Path, tmp_path_factory: pytest.TempPathFactory
     subprocess.run(
         ["gcc", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-Wall",
          "-Wextra", "-Werror", "-fPIC", "-shared", "-fvisibility=hidden",
-         "-I", ROOT / "include", "-o", library, *sorted((ROOT / "preload").glob("*.c")),
+         "-I", INCLUDE, "-o", library, *sorted((ROOT / "preload").glob("*.c")),
          "-ldl", "-lpthread"],
         check=True,
     )  # fmt: skip
@@ -130,7 +128,7 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("libfuse3's headers are not installed (apt install libfuse3-dev)")
     program = tmp_path_factory.mktemp("hostile") / "hostile_fuse"
     subprocess.run(
-        ["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-I", ROOT / "include",
+        ["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-I", INCLUDE,
          "-o", program, HERE / "hostile_fuse.c", *flags.stdout.split()],
         check=True,
     )  # fmt: skip
@@ -153,7 +151,7 @@ def hostile_mount(hostile_server: Path) -> Iterator[Path]:
                     pytest.fail(f"hostile_fuse exited ({server.returncode}): {errors.read()}")
                 return os.path.ismount(path)
 
-            wait_until(mounted, timeout=10, what="the hostile mount")
+            wait_until(mounted, what="the hostile mount", timeout=10)
             yield path
         finally:
             if server.poll() is None:
@@ -164,7 +162,7 @@ def hostile_mount(hostile_server: Path) -> Iterator[Path]:
                     server.kill()
                     server.wait()
             if os.path.ismount(path):
-                subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, check=False)
+                lazy_unmount(path)
 
 
 def test_lying_lengths_are_eio_and_copy_nothing_out_of_bounds(
@@ -192,7 +190,7 @@ def test_many_sizes_through_every_path(
     and under AddressSanitizer nothing is read or written out of bounds."""
     mount = mount_factory("msgsize_max=65536")
     program = compile_program(tmp_path, "mq_sizes")
-    done = shim_run([program, f"/{unique('sizes')}"], shim, mount.path)
+    done = shim_run([program, f"/{unique_queue_name('sizes')}"], shim, mount.path)
     assert re.fullmatch(r"checked \d+\n", done.stdout), done.stdout
     assert os.listdir(mount.path) == []
 
@@ -205,7 +203,9 @@ def test_fork_while_another_thread_holds_the_shim_lock(
     first SIGEV_THREAD registration had started, so the child inherited the lock held and
     deadlocked (killed by its 5 s alarm)."""
     program = compile_program(tmp_path, "fork_lock", "-rdynamic")
-    done = shim_run([program, f"/{unique('fork')}"], [str(preload_library)], mqfs_mount.path)
+    done = shim_run(
+        [program, f"/{unique_queue_name('fork')}"], [str(preload_library)], mqfs_mount.path
+    )
     assert done.stdout.splitlines() == ["child: exited 0", "holder: 0"]
     assert os.listdir(mqfs_mount.path) == []
 
@@ -219,7 +219,7 @@ def test_notify_handler_never_blocks_on_a_full_pipe(
     the full pipe until the stall timed out."""
     program = compile_program(tmp_path, "notify_flood", "-rdynamic")
     done = shim_run(
-        [program, f"/{unique('flood')}", "10000"],
+        [program, f"/{unique_queue_name('flood')}", "10000"],
         [str(preload_library)],
         mqfs_mount.path,
         MQFS_PRELOAD_DEBUG="1",
@@ -240,7 +240,9 @@ def test_no_debug_line_without_mqfs_preload_debug(
     tmp_path: Path, preload_library: Path, mqfs_mount: Mount
 ) -> None:
     program = compile_program(tmp_path, "notify_flood", "-rdynamic")
-    done = shim_run([program, f"/{unique('quiet')}", "10"], [str(preload_library)], mqfs_mount.path)
+    done = shim_run(
+        [program, f"/{unique_queue_name('quiet')}", "10"], [str(preload_library)], mqfs_mount.path
+    )
     assert "mqfs-preload" not in done.stderr
     assert "first notification: 1" in done.stdout
 
@@ -253,6 +255,8 @@ def test_set_up_reentered_through_syscall_and_fcntl(
     The old shim ran the set-up under pthread_once from those very functions and
     deadlocked (the program's alarm ends it)."""
     program = compile_program(tmp_path, "init_reentry", "-rdynamic")
-    done = shim_run([program, f"/{unique('reentry')}"], [str(preload_library)], mqfs_mount.path)
+    done = shim_run(
+        [program, f"/{unique_queue_name('reentry')}"], [str(preload_library)], mqfs_mount.path
+    )
     assert done.stdout == "ok\n"
     assert os.listdir(mqfs_mount.path) == []

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from mqfs.mounts import is_mounted
-from tests.conftest import mount_point, run_as_user
+from tests.support.mounts import lazy_unmount, mount_point
+from tests.support.users import run_as_user
 
 HERE = Path(__file__).parent
 
@@ -30,7 +31,7 @@ def contextfs() -> Iterator[Path]:
             yield path
         finally:
             if is_mounted(path):
-                subprocess.run(["fusermount3", "-u", "-z", str(path)], check=False)
+                lazy_unmount(path)
             process.wait(timeout=10)
 
 

@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT
 
 
 def test_quick_benchmark_runs_and_reports_every_target(tmp_path: Path) -> None:
     results = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--json", str(results)],
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick", "--json", str(results)],
         capture_output=True,
         text=True,
         timeout=300,

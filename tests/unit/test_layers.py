@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "mqfs"
+from tests.support.paths import ROOT
+
+PACKAGE = ROOT / "mqfs"
 LEAVES = {"mqfs.errors", "mqfs.wire", "mqfs.posix", "mqfs.mounts"}
 # What each part may import from mqfs (besides itself): anything not listed is forbidden.
 ALLOWED = {

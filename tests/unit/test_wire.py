@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from mqfs import wire
-
-HEADER_DIR = Path(__file__).resolve().parents[2] / "include"
+from tests.support.paths import INCLUDE
 
 # name in C -> value in Python
 CONSTANTS = {
@@ -82,7 +81,7 @@ def test_c_header_matches_wire_module(tmp_path: Path) -> None:
     )
     program = tmp_path / "probe"
     subprocess.run(
-        [compiler, "-std=c11", "-Wall", "-Werror", "-I", str(HEADER_DIR), "-o", program, source],
+        [compiler, "-std=c11", "-Wall", "-Werror", "-I", str(INCLUDE), "-o", program, source],
         check=True,
     )
     output = subprocess.run([program], check=True, capture_output=True, text=True).stdout
