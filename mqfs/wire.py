@@ -136,14 +136,15 @@ def _check_chunk(data: bytes) -> None:
         raise Malformed(f"a chunk holds at most {CHUNK} bytes, not {len(data)}")
 
 
-def _finish(header: bytes, data: bytes, full: bool | int, size: int) -> bytes:
-    """header + data, padded to *size* if *full* is True, or to *full* bytes if an int."""
-    packed = header + data
-    if full is True:
-        return packed.ljust(size, b"\0")
-    if full is False:
-        return packed
-    return packed.ljust(full, b"\0")
+def _request(header: struct.Struct, fields: tuple[int, ...], data: bytes, size: int) -> bytearray:
+    """An ioctl buffer of *size* bytes (the struct, or a sized() command's part of it):
+    the header, then *data*, then zeros; the daemon's reply lands in the same buffer."""
+    if header.size + len(data) > size:
+        raise Malformed(f"{header.size + len(data)} bytes do not fit a {size}-byte request")
+    buffer = bytearray(size)
+    header.pack_into(buffer, 0, *fields)
+    buffer[header.size : header.size + len(data)] = data
+    return buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,7 @@ class Attr:
         return cls(flags, maxmsg, msgsize, curmsgs)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs 3x as much to make
 class Peek:
     """struct mqfs_peek: in index and offset; out msg_len, msg_prio and a chunk."""
 
@@ -176,14 +177,17 @@ class Peek:
     msg_prio: int = 0
     data: bytes = b""
 
-    def pack(self, full: bool | int = True) -> bytes:
-        """The struct; *full* pads it to PEEK_SIZE (or to *full* bytes if an int: a
-        request of a sized() command), False gives header + data (a reply)."""
+    def _fields(self) -> tuple[int, ...]:
         _check_chunk(self.data)
-        header = _PEEK_HEADER.pack(
-            self.index, self.offset, self.msg_len, self.msg_prio, len(self.data)
-        )
-        return _finish(header, self.data, full, PEEK_SIZE)
+        return self.index, self.offset, self.msg_len, self.msg_prio, len(self.data)
+
+    def pack(self) -> bytes:
+        """A reply: the header and the bytes copied, nothing after them."""
+        return _PEEK_HEADER.pack(*self._fields()) + self.data
+
+    def request(self, size: int = PEEK_SIZE) -> bytearray:
+        """A request buffer of *size* bytes (see :func:`sized`)."""
+        return _request(_PEEK_HEADER, self._fields(), self.data, size)
 
     @classmethod
     def unpack(cls, buffer: bytes | bytearray) -> Peek:
@@ -193,7 +197,7 @@ class Peek:
         return cls(index, offset, msg_len, msg_prio, _payload(buffer, _PEEK_HEADER.size, copied))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs 3x as much to make
 class Xfer:
     """struct mqfs_xfer: one chunk of a SEND or RECEIVE."""
 
@@ -206,11 +210,9 @@ class Xfer:
     flags: int = 0
     data: bytes = b""
 
-    def pack(self, full: bool | int = True) -> bytes:
-        """The struct; *full* pads it to XFER_SIZE (or to *full* bytes if an int: a
-        request of a sized() command), False gives header + data (a reply)."""
+    def _fields(self) -> tuple[int, ...]:
         _check_chunk(self.data)
-        header = _XFER_HEADER.pack(
+        return (
             self.msg_len,
             self.offset,
             self.xfer_id,
@@ -221,7 +223,14 @@ class Xfer:
             len(self.data),
             0,
         )
-        return _finish(header, self.data, full, XFER_SIZE)
+
+    def pack(self) -> bytes:
+        """A reply: the header and the chunk, nothing after them."""
+        return _XFER_HEADER.pack(*self._fields()) + bytes(self.data)
+
+    def request(self, size: int = XFER_SIZE) -> bytearray:
+        """A request buffer of *size* bytes (see :func:`sized`)."""
+        return _request(_XFER_HEADER, self._fields(), self.data, size)
 
     @classmethod
     def unpack(cls, buffer: bytes | bytearray) -> Xfer:
@@ -288,13 +297,9 @@ class Notify:
         return cls(action, sigev_notify, signo, value)
 
 
-@dataclass(frozen=True, slots=True)
-class BatchRecord:
-    """One message (or, if it alone overflows the batch, its first chunk) in a batch."""
-
-    msg_len: int
-    msg_prio: int
-    data: bytes
+BatchRecord = tuple[int, int, bytes]
+"""(msg_len, msg_prio, data): one message of a batch, or the first chunk of one that alone
+overflows it. Plain tuples: a dump decodes thousands per call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,96 +318,57 @@ class Batch:
     flags: int = 0
     records: tuple[BatchRecord, ...] = ()
 
-    def pack(self, full: bool = True, body: tuple[int, bytes] | None = None) -> bytes:
-        """The struct with `records`, or with a *body* (count, data) that
-        :func:`pack_batch_body` made (the daemon's fast path)."""
-        if body is None:
-            headers = b"".join(
-                _BATCH_RECORD.pack(r.msg_len, r.msg_prio, len(r.data)) for r in self.records
-            )
-            body = len(self.records), headers + b"".join(r.data for r in self.records)
-        count, data_bytes = body
-        if len(data_bytes) > CHUNK:
-            raise Malformed(f"batch of {len(data_bytes)} bytes exceeds {CHUNK}")
-        header = _BATCH_HEADER.pack(
-            self.index,
-            self.next,
-            self.generation,
-            self.max_count,
-            count,
-            self.flags,
-            len(data_bytes),
-        )
-        return _finish(header, data_bytes, full, BATCH_SIZE)
+    def request(self) -> bytearray:
+        """A request: index and max_count (the records are the daemon's to fill)."""
+        fields = (self.index, 0, 0, self.max_count, 0, 0, 0)
+        return _request(_BATCH_HEADER, fields, b"", BATCH_SIZE)
+
+    @staticmethod
+    def reply(
+        index: int,
+        max_count: int,
+        generation: int,
+        queued: int,
+        segments: Iterable[tuple[int, Sequence[bytes]]],
+    ) -> tuple[int, bytes]:
+        """(count, reply) of a PEEK_BATCH from *index* on a queue of *queued* messages,
+        as many of *segments* ((priority, payloads) runs) as fit in one call."""
+        count, data = _batch_body(segments, CHUNK)
+        following = index + count
+        flags = BATCH_MORE if following < queued else 0
+        fields = (index, following, generation, max_count, count, flags, len(data))
+        return count, _BATCH_HEADER.pack(*fields) + data
 
     @classmethod
     def unpack(cls, buffer: bytes | bytearray) -> Batch:
+        """A request or a reply. One struct call unpacks every record header, and the
+        payloads are cut from one copy of the data (the client's side of a dump)."""
         if len(buffer) < _BATCH_HEADER.size:
             raise Malformed(f"mqfs_batch needs {_BATCH_HEADER.size} bytes, got {len(buffer)}")
-        index, next_index, generation, max_count, _, flags, _ = _BATCH_HEADER.unpack_from(buffer)
-        _, _, _, records = unpack_batch_records(buffer)
-        return cls(
-            index,
-            max_count,
-            next_index,
-            generation,
-            flags,
-            tuple(BatchRecord(*record) for record in records),
+        index, next_index, generation, max_count, count, flags, used = _BATCH_HEADER.unpack_from(
+            buffer
         )
+        start = _BATCH_HEADER.size
+        end = start + used
+        chunks_at = start + count * BATCH_RECORD_HEADER_SIZE
+        if used > CHUNK or end > len(buffer) or chunks_at > end:
+            raise Malformed("batch data beyond the buffer")
+        # (msg_len, msg_prio, chunk_len) * count
+        flat = struct.unpack_from(f"={count * 'QII'}", buffer, start) if count else ()
+        totals, priorities, lengths = flat[0::3], flat[1::3], flat[2::3]
+        offsets = list(itertools.accumulate(lengths, initial=0))
+        if chunks_at + offsets[-1] > end or any(map(operator.gt, lengths, totals)):
+            raise Malformed("batch record beyond the data")
+        data = bytes(buffer[chunks_at : chunks_at + offsets[-1]])
+        chunks = [data[a:b] for a, b in itertools.pairwise(offsets)]
+        records = tuple(zip(totals, priorities, chunks, strict=True))
+        return cls(index, max_count, next_index, generation, flags, records)
 
 
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """struct mqfs_wait: block until the queue's generation differs from the one given
-    (or the XFER_TIMED deadline passes); out: the current generation."""
-
-    generation: int = 0
-    tv_sec: int = 0
-    tv_nsec: int = 0
-    flags: int = 0
-
-    def pack(self) -> bytes:
-        return _WAIT.pack(self.generation, self.tv_sec, self.tv_nsec, self.flags, 0)
-
-    @classmethod
-    def unpack(cls, buffer: bytes | bytearray) -> Wait:
-        if len(buffer) < WAIT_SIZE:
-            raise Malformed(f"mqfs_wait needs {WAIT_SIZE} bytes, got {len(buffer)}")
-        generation, tv_sec, tv_nsec, flags, _ = _WAIT.unpack_from(buffer)
-        return cls(generation, tv_sec, tv_nsec, flags)
-
-
-def xfer_request(
-    size: int,
-    msg_len: int,
-    offset: int = 0,
-    xfer_id: int = 0,
-    tv_sec: int = 0,
-    tv_nsec: int = 0,
-    msg_prio: int = 0,
-    flags: int = 0,
-    data: bytes | bytearray | memoryview = b"",
-) -> bytearray:
-    """A *size*-byte mqfs_xfer request buffer, packed in place (the client's hot path)."""
-    buffer = bytearray(size)
-    _XFER_HEADER.pack_into(
-        buffer, 0, msg_len, offset, xfer_id, tv_sec, tv_nsec, msg_prio, flags, len(data), 0
-    )
-    buffer[_XFER_HEADER.size : _XFER_HEADER.size + len(data)] = data
-    return buffer
-
-
-def xfer_reply(buffer: bytes | bytearray) -> tuple[int, int, int, bytes]:
-    """(msg_len, xfer_id, msg_prio, data) of an mqfs_xfer reply."""
-    msg_len, _, xfer_id, _, _, msg_prio, _, chunk_len, _ = _XFER_HEADER.unpack_from(buffer)
-    return msg_len, xfer_id, msg_prio, _payload(buffer, _XFER_HEADER.size, chunk_len)
-
-
-def pack_batch_body(
-    segments: Iterable[tuple[int, Sequence[bytes]]], capacity: int = CHUNK
+def _batch_body(
+    segments: Iterable[tuple[int, Sequence[bytes]]], capacity: int
 ) -> tuple[int, bytes]:
-    """(count, data) of a PEEK_BATCH reply from (priority, payloads) runs, as many
-    messages as fit in *capacity*.
+    """(count, record headers + chunks) of as many messages of *segments* as fit.
 
     The hot path of a dump, so the per-message work is done by C-level map/accumulate
     over whole runs. A message too large for any batch is cut to its first chunk when
@@ -436,32 +402,25 @@ def pack_batch_body(
     return len(chunks), b"".join(headers) + b"".join(chunks)
 
 
-def unpack_batch_records(
-    buffer: bytes | bytearray,
-) -> tuple[int, int, int, list[tuple[int, int, bytes]]]:
-    """(next, generation, flags, [(msg_len, msg_prio, data), ...]) of a PEEK_BATCH reply.
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """struct mqfs_wait: block until the queue's generation differs from the one given
+    (or the XFER_TIMED deadline passes); out: the current generation."""
 
-    The client's side of a dump: one struct call unpacks every record header, and the
-    payloads are cut from one copy of the data.
-    """
-    if len(buffer) < _BATCH_HEADER.size:
-        raise Malformed(f"mqfs_batch needs {_BATCH_HEADER.size} bytes, got {len(buffer)}")
-    _, next_index, generation, _, count, flags, used = _BATCH_HEADER.unpack_from(buffer)
-    start = _BATCH_HEADER.size
-    end = start + used
-    chunks_at = start + count * BATCH_RECORD_HEADER_SIZE
-    if used > CHUNK or end > len(buffer) or chunks_at > end:
-        raise Malformed("batch data beyond the buffer")
-    # One struct call for all the headers: (msg_len, msg_prio, chunk_len) * count.
-    flat = struct.unpack_from(f"={count * 'QII'}", buffer, start) if count else ()
-    totals, priorities, lengths = flat[0::3], flat[1::3], flat[2::3]
-    offsets = list(itertools.accumulate(lengths, initial=0))
-    if chunks_at + offsets[-1] > end or any(map(operator.gt, lengths, totals)):
-        raise Malformed("batch record beyond the data")
-    data = bytes(buffer[chunks_at : chunks_at + offsets[-1]])
-    chunks = [data[a:b] for a, b in itertools.pairwise(offsets)]
-    records = list(zip(totals, priorities, chunks, strict=True))
-    return next_index, generation, flags, records
+    generation: int = 0
+    tv_sec: int = 0
+    tv_nsec: int = 0
+    flags: int = 0
+
+    def pack(self) -> bytes:
+        return _WAIT.pack(self.generation, self.tv_sec, self.tv_nsec, self.flags, 0)
+
+    @classmethod
+    def unpack(cls, buffer: bytes | bytearray) -> Wait:
+        if len(buffer) < WAIT_SIZE:
+            raise Malformed(f"mqfs_wait needs {WAIT_SIZE} bytes, got {len(buffer)}")
+        generation, tv_sec, tv_nsec, flags, _ = _WAIT.unpack_from(buffer)
+        return cls(generation, tv_sec, tv_nsec, flags)
 
 
 def encode_prio(priority: int) -> bytes:

@@ -101,6 +101,7 @@ from typing import Self, TypeVar
 
 import trio
 
+from mqfs import wire
 from mqfs.client import calls
 from mqfs.client.backends import Backend, MqfsBackend
 from mqfs.client.calls import Deadline
@@ -268,7 +269,7 @@ class MessageQueue:
             raise from_errno(errno.EBADF, "use", self._name)
         return self._mqd
 
-    def _getattr(self) -> calls.Attributes:
+    def _getattr(self) -> wire.Attr:
         mqd = self._open_mqd()
         return _call("mq_getattr", self._name, lambda: self._backend.getattr(mqd))
 

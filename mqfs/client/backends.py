@@ -26,8 +26,9 @@ from typing import Protocol
 
 from mqfs import errors, posix
 from mqfs.client import calls
-from mqfs.client.calls import Attributes, Deadline
+from mqfs.client.calls import Deadline
 from mqfs.posix import SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD
+from mqfs.wire import Attr
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +65,9 @@ class Backend(Protocol):
         self, mqd: int, bufsize: int, deadline: Deadline | None = None
     ) -> tuple[bytes, int]: ...
 
-    def getattr(self, mqd: int) -> Attributes: ...
+    def getattr(self, mqd: int) -> Attr: ...
 
-    def setattr(self, mqd: int, flags: int) -> Attributes:
+    def setattr(self, mqd: int, flags: int) -> Attr:
         """Set mq_flags; return the previous attributes (mq_setattr's omqstat)."""
         ...
 
@@ -195,15 +196,15 @@ class KernelBackend:
         self._check(length, "mq_timedreceive")
         return buffer.raw[:length], priority.value
 
-    def getattr(self, mqd: int) -> Attributes:
+    def getattr(self, mqd: int) -> Attr:
         attr = _MqAttr()
         self._check(self._rt.mq_getattr(mqd, ctypes.byref(attr)), "mq_getattr")
-        return Attributes(attr.mq_flags, attr.mq_maxmsg, attr.mq_msgsize, attr.mq_curmsgs)
+        return Attr(attr.mq_flags, attr.mq_maxmsg, attr.mq_msgsize, attr.mq_curmsgs)
 
-    def setattr(self, mqd: int, flags: int) -> Attributes:
+    def setattr(self, mqd: int, flags: int) -> Attr:
         new, old = _MqAttr(flags, 0, 0, 0), _MqAttr()
         self._check(self._rt.mq_setattr(mqd, ctypes.byref(new), ctypes.byref(old)), "mq_setattr")
-        return Attributes(old.mq_flags, old.mq_maxmsg, old.mq_msgsize, old.mq_curmsgs)
+        return Attr(old.mq_flags, old.mq_maxmsg, old.mq_msgsize, old.mq_curmsgs)
 
     def notify(self, mqd: int, request: Notification | None) -> None:
         pointer = None
@@ -310,10 +311,10 @@ class MqfsBackend:
         """Message *index* in receive order, left in the queue (mqfs's extension)."""
         return calls.peek(mqd, index)
 
-    def getattr(self, mqd: int) -> Attributes:
+    def getattr(self, mqd: int) -> Attr:
         return calls.get_attributes(mqd)
 
-    def setattr(self, mqd: int, flags: int) -> Attributes:
+    def setattr(self, mqd: int, flags: int) -> Attr:
         return calls.set_attributes(mqd, flags)
 
     def notify(self, mqd: int, request: Notification | None) -> None:
@@ -340,7 +341,7 @@ __all__ = [
     "SIGEV_NONE",
     "SIGEV_SIGNAL",
     "SIGEV_THREAD",
-    "Attributes",
+    "Attr",
     "Backend",
     "Deadline",
     "KernelBackend",

@@ -16,23 +16,12 @@ import math
 import operator
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from mqfs import wire
 
 Deadline = tuple[int, int]
 """An absolute CLOCK_REALTIME deadline (tv_sec, tv_nsec), as mq_timedsend's abs_timeout."""
-
-
-@dataclass(frozen=True, slots=True)
-class Attributes:
-    """struct mq_attr."""
-
-    flags: int
-    maxmsg: int
-    msgsize: int
-    curmsgs: int
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -96,14 +85,14 @@ def send(
     while True:
         chunk = view[offset : offset + wire.CHUNK]
         size = wire.XFER_HEADER_SIZE + len(chunk)
-        request = wire.xfer_request(
-            size, len(message), offset, transfer, tv_sec, tv_nsec, priority, flags, chunk
+        request = wire.Xfer(
+            len(message), offset, transfer, tv_sec, tv_nsec, priority, flags, bytes(chunk)
         )
-        _, reply = _call(fd, wire.sized(wire.IOC_SEND, size), request)
+        _, reply = _call(fd, wire.sized(wire.IOC_SEND, size), request.request(size))
         offset += len(chunk)
         if offset >= len(message):
             return
-        transfer = wire.xfer_reply(reply)[1]
+        transfer = wire.Xfer.unpack(reply).xfer_id
 
 
 # How much the first RECEIVE of a descriptor asks for: the length of the last message
@@ -119,28 +108,28 @@ def receive(
     hint = max(_last_length.get(fd, FIRST_CHUNK), 64)
     capacity = min(bufsize, 1 << (hint - 1).bit_length(), wire.CHUNK)
     size = wire.XFER_HEADER_SIZE + max(capacity, 1)
-    request = wire.xfer_request(size, bufsize, tv_sec=tv_sec, tv_nsec=tv_nsec, flags=flags)
-    _, buffer = _call(fd, wire.sized(wire.IOC_RECEIVE, size), request)
-    msg_len, transfer, priority, data = wire.xfer_reply(buffer)
-    _last_length[fd] = msg_len
-    if len(data) == msg_len:
-        return data, priority
-    parts = [data]
-    received = len(data)
+    request = wire.Xfer(bufsize, tv_sec=tv_sec, tv_nsec=tv_nsec, flags=flags)
+    _, buffer = _call(fd, wire.sized(wire.IOC_RECEIVE, size), request.request(size))
+    reply = wire.Xfer.unpack(buffer)
+    msg_len = _last_length[fd] = reply.msg_len
+    if len(reply.data) == msg_len:
+        return reply.data, reply.msg_prio
+    parts = [reply.data]
+    received = len(reply.data)
     while received < msg_len:  # the rest of a long message, already ours
         size = wire.XFER_HEADER_SIZE + min(msg_len - received, wire.CHUNK)
-        request = wire.xfer_request(size, bufsize, received, transfer)
-        _, buffer = _call(fd, wire.sized(wire.IOC_RECEIVE, size), request)
-        more = wire.xfer_reply(buffer)[3]
+        request = wire.Xfer(bufsize, received, reply.xfer_id)
+        _, buffer = _call(fd, wire.sized(wire.IOC_RECEIVE, size), request.request(size))
+        more = wire.Xfer.unpack(buffer).data
         parts.append(more)
         received += len(more)
-    return b"".join(parts), priority
+    return b"".join(parts), reply.msg_prio
 
 
 def _peek_call(fd: int, index: int, offset: int, capacity: int) -> wire.Peek:
     size = wire.PEEK_HEADER_SIZE + min(max(capacity, 1), wire.CHUNK)
     request = wire.Peek(index=index, offset=offset)
-    _, buffer = _call(fd, wire.sized(wire.IOC_PEEK, size), request.pack(full=size))
+    _, buffer = _call(fd, wire.sized(wire.IOC_PEEK, size), request.request(size))
     return wire.Peek.unpack(buffer)
 
 
@@ -162,7 +151,7 @@ def peek(fd: int, index: int = 0) -> tuple[bytes, int]:
 
 def _batch_call(fd: int, index: int, max_count: int = 0) -> bytearray:
     request = wire.Batch(index=index, max_count=max_count)
-    return _call(fd, wire.IOC_PEEK_BATCH, request.pack(full=True))[1]
+    return _call(fd, wire.IOC_PEEK_BATCH, request.request())[1]
 
 
 def peek_batch(fd: int, index: int = 0, max_count: int = 0) -> wire.Batch:
@@ -192,34 +181,34 @@ def _snapshot(fd: int) -> list[tuple[bytes, int]] | None:
     generation: int | None = None
     unconfirmed = False  # PEEKs made after the last batch: confirm with one more batch
     while True:
-        buffer = _batch_call(fd, len(messages))
-        _, batch_generation, flags, records = wire.unpack_batch_records(buffer)
+        batch = wire.Batch.unpack(_batch_call(fd, len(messages)))
         if generation is None:
-            generation = batch_generation
-        elif batch_generation != generation:
+            generation = batch.generation
+        elif batch.generation != generation:
             return None
         unconfirmed = False
+        records = batch.records
         if records and len(records[0][2]) < records[0][0]:
             # Only a message too big for any batch comes cut, alone: PEEK the rest.
-            msg_len, msg_prio, chunk = records[0]
-            whole = _peek_rest(fd, len(messages), wire.BatchRecord(msg_len, msg_prio, chunk))
+            whole = _peek_rest(fd, len(messages), records[0])
             if whole is None:
                 return None
-            messages.append((whole, msg_prio))
+            messages.append((whole, records[0][1]))
             unconfirmed = True
         else:
             messages.extend(zip(map(_CHUNK, records), map(_PRIORITY, records), strict=True))
-        if not flags & wire.BATCH_MORE and not unconfirmed:
+        if not batch.flags & wire.BATCH_MORE and not unconfirmed:
             return messages
 
 
 def _peek_rest(fd: int, index: int, record: wire.BatchRecord) -> bytes | None:
     """The rest of a message a batch could only start; None if it changed meanwhile."""
-    parts = [record.data]
-    offset = len(record.data)
-    while offset < record.msg_len:
-        reply = _peek_call(fd, index, offset, record.msg_len - offset)
-        if (reply.msg_len, reply.msg_prio) != (record.msg_len, record.msg_prio):
+    msg_len, msg_prio, data = record
+    parts = [data]
+    offset = len(data)
+    while offset < msg_len:
+        reply = _peek_call(fd, index, offset, msg_len - offset)
+        if (reply.msg_len, reply.msg_prio) != (msg_len, msg_prio):
             return None
         parts.append(reply.data)
         offset += len(reply.data)
@@ -254,19 +243,17 @@ def noop(fd: int) -> None:
     _call(fd, wire.IOC_NOOP, b"")
 
 
-def get_attributes(fd: int) -> Attributes:
+def get_attributes(fd: int) -> wire.Attr:
     """mq_getattr."""
     _, buffer = _call(fd, wire.IOC_GETATTR, bytes(wire.ATTR_SIZE))
-    attr = wire.Attr.unpack(buffer)
-    return Attributes(attr.flags, attr.maxmsg, attr.msgsize, attr.curmsgs)
+    return wire.Attr.unpack(buffer)
 
 
-def set_attributes(fd: int, flags: int) -> Attributes:
+def set_attributes(fd: int, flags: int) -> wire.Attr:
     """mq_setattr: set mq_flags (only O_NONBLOCK), return the previous attributes."""
     request = wire.Attr(flags=flags, maxmsg=0, msgsize=0, curmsgs=0)
     _, buffer = _call(fd, wire.IOC_SETATTR, request.pack())
-    attr = wire.Attr.unpack(buffer)
-    return Attributes(attr.flags, attr.maxmsg, attr.msgsize, attr.curmsgs)
+    return wire.Attr.unpack(buffer)
 
 
 def set_send_priority(fd: int, priority: int) -> None:

@@ -31,8 +31,8 @@ from typing import Any
 from mqfs import errors, posix
 from mqfs.client import calls
 from mqfs.client.backends import Backend
-from mqfs.client.calls import Attributes
 from mqfs.posix import MQ_PRIO_MAX
+from mqfs.wire import Attr
 
 FORMAT = "mqfs-dump"
 VERSION = 1
@@ -211,7 +211,7 @@ def restore(
             backend.unlink(f"/{name}")
 
 
-def _check_room(queue: QueueDump, current: Attributes, force: bool) -> None:
+def _check_room(queue: QueueDump, current: Attr, force: bool) -> None:
     if current.curmsgs and not force:
         raise errors.BadDump(
             f"queue {queue.name!r} already holds {current.curmsgs} messages "

@@ -132,7 +132,7 @@ class Ioctls:
             msg_prio=message.priority,
             data=chunk,
         )
-        return len(chunk), reply.pack(full=False)
+        return len(chunk), reply.pack()
 
     @staticmethod
     async def peek_batch(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any) -> Any:
@@ -141,16 +141,9 @@ class Ioctls:
         # No more records than fit even if every message were empty.
         limit = min(request.max_count or len(queue), wire.CHUNK // wire.BATCH_RECORD_HEADER_SIZE)
         segments = handle.descriptor.segments_from(request.index, limit)
-        count, body = wire.pack_batch_body(segments)
-        following = request.index + count
-        header = wire.Batch(
-            index=request.index,
-            max_count=request.max_count,
-            next=following,
-            generation=queue.generation,
-            flags=wire.BATCH_MORE if following < len(queue) else 0,
+        return wire.Batch.reply(
+            request.index, request.max_count, queue.generation, len(queue), segments
         )
-        return count, header.pack(full=False, body=(count, body))
 
     @staticmethod
     async def send(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Caller) -> Any:
@@ -161,9 +154,7 @@ class Ioctls:
         if request.xfer_id:
             message = handle.transfers.add_chunk(request.xfer_id, request.offset, request.data)
             if message is None:
-                return 0, wire.Xfer(msg_len=request.msg_len, xfer_id=request.xfer_id).pack(
-                    full=False
-                )
+                return 0, wire.Xfer(msg_len=request.msg_len, xfer_id=request.xfer_id).pack()
             await descriptor.send(message.payload, message.priority, deadline, ctx)
             return 0, b""
         if request.offset != 0 or len(request.data) > request.msg_len:
@@ -173,7 +164,7 @@ class Ioctls:
             return 0, b""
         descriptor.check_send_now(request.msg_len, request.msg_prio)
         transfer = handle.transfers.start_send(request.msg_len, request.msg_prio, request.data)
-        return 0, wire.Xfer(msg_len=request.msg_len, xfer_id=transfer).pack(full=False)
+        return 0, wire.Xfer(msg_len=request.msg_len, xfer_id=transfer).pack()
 
     @staticmethod
     async def receive(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Caller) -> Any:
@@ -200,4 +191,4 @@ class Ioctls:
             msg_prio=message.priority,
             data=chunk,
         )
-        return len(chunk), reply.pack(full=False)
+        return len(chunk), reply.pack()

@@ -100,7 +100,7 @@ def test_peek_errors_follow_mq_timedreceive2(mqfs_mount: Mount, queue_fd: int) -
 
 def test_peek_ioctl_return_value_is_bytes_copied(queue_fd: int) -> None:
     calls.send(queue_fd, b"0123456789", 4)
-    buffer = bytearray(wire.Peek(index=0, offset=3).pack(full=True))
+    buffer = bytearray(wire.Peek(index=0, offset=3).request())
     copied = fcntl.ioctl(queue_fd, wire.IOC_PEEK, buffer, True)
     reply = wire.Peek.unpack(buffer)
     assert (copied, reply.data, reply.msg_len, reply.msg_prio) == (7, b"3456789", 10, 4)
@@ -169,9 +169,9 @@ def test_getattr_and_setattr_are_per_descriptor(mqfs_mount: Mount) -> None:
     second = open_queue(mqfs_mount, "q")
     try:
         calls.send(first, b"x")
-        assert calls.get_attributes(first) == calls.Attributes(0, 10, 8192, 1)
+        assert calls.get_attributes(first) == wire.Attr(0, 10, 8192, 1)
         previous = calls.set_attributes(first, os.O_NONBLOCK)
-        assert previous == calls.Attributes(0, 10, 8192, 1)
+        assert previous == wire.Attr(0, 10, 8192, 1)
         assert calls.get_attributes(first).flags == os.O_NONBLOCK
         assert calls.get_attributes(second).flags == 0
         calls.receive(first, 8192)
@@ -337,7 +337,7 @@ def test_invalid_timespec_is_einval_even_when_it_would_not_block(queue_fd: int) 
         msg_len=1, tv_sec=0, tv_nsec=1_000_000_000, flags=wire.XFER_TIMED, data=b"x"
     )
     with pytest.raises(OSError) as invalid:
-        fcntl.ioctl(queue_fd, wire.IOC_SEND, bytearray(request.pack(full=True)), True)
+        fcntl.ioctl(queue_fd, wire.IOC_SEND, bytearray(request.request()), True)
     assert invalid.value.errno == errno.EINVAL
     assert calls.get_attributes(queue_fd).curmsgs == 0
 
@@ -404,7 +404,7 @@ def test_peek_batch_returns_many_messages_per_call_in_receive_order(
         first = calls.peek_batch(fd, 0)
         assert first.flags & wire.BATCH_MORE
         assert 500 < len(first.records) < 1500  # many per call, bounded by the ioctl size
-        assert [(r.data, r.msg_prio) for r in first.records] == expected[: len(first.records)]
+        assert [(data, prio) for _, prio, data in first.records] == expected[: len(first.records)]
         assert calls.peek_batch(fd, 10, max_count=3).next == 13
         assert calls.peek_all(fd) == expected
         huge = bytes(range(256)) * 200  # 51,200 bytes: more than one batch can carry
@@ -446,7 +446,7 @@ def test_a_blocking_receive_lets_other_threads_run(mqfs_mount: Mount, queue_fd: 
 def test_sized_commands_move_only_what_they_need(queue_fd: int) -> None:
     calls.send(queue_fd, b"0123456789", 4)  # a 10-byte SEND struct after the header
     size = wire.PEEK_HEADER_SIZE + 4
-    buffer = bytearray(wire.Peek(index=0, offset=2).pack(full=size))
+    buffer = bytearray(wire.Peek(index=0, offset=2).request(size))
     copied = fcntl.ioctl(queue_fd, wire.sized(wire.IOC_PEEK, size), buffer, True)
     assert copied == 4
     assert wire.Peek.unpack(buffer) == wire.Peek(0, 2, 10, 4, b"2345")

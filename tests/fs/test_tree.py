@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from mqfs import wire
 from mqfs.client import calls
 from mqfs.client.backends import KernelBackend
 from tests.support.kernel import mqueue_mount, why_kernel_mqueue_unusable
@@ -76,7 +77,7 @@ def test_mkdir_sets_mode_and_owner_and_default_attributes(mqfs_mount: Mount) -> 
     assert queue_file.st_size == 80  # as the kernel's /dev/mqueue files
     fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDONLY)
     try:
-        assert calls.get_attributes(fd) == calls.Attributes(0, 10, 8192, 0)
+        assert calls.get_attributes(fd) == wire.Attr(0, 10, 8192, 0)
     finally:
         os.close(fd)
     with pytest.raises(FileExistsError):
@@ -196,7 +197,7 @@ def test_create_ioctl_is_mq_open_o_creat(mqfs_mount: Mount) -> None:
     assert stat.S_IMODE(os.stat(mqfs_mount.path / "sized" / "queue").st_mode) == 0o640
     fd = os.open(mqfs_mount.path / "sized" / "queue", os.O_RDONLY)
     try:
-        assert calls.get_attributes(fd) == calls.Attributes(0, 3, 64, 0)
+        assert calls.get_attributes(fd) == wire.Attr(0, 3, 64, 0)
     finally:
         os.close(fd)
 
@@ -210,7 +211,7 @@ def test_mount_options_set_limits(mount_factory: object) -> None:
     assert too_many.value.errno == errno.ENOSPC
     fd = os.open(mount.path / "one" / "queue", os.O_RDONLY)
     try:
-        assert calls.get_attributes(fd) == calls.Attributes(0, 3, 128, 0)
+        assert calls.get_attributes(fd) == wire.Attr(0, 3, 128, 0)
         os.rmdir(mount.path / "one")
         with pytest.raises(OSError) as still_counted:  # unlinked but open: still counts
             mount.make_queue("three")

@@ -100,9 +100,10 @@ def test_every_struct_fits_the_ioctl_size_field() -> None:
 
 def test_peek_round_trip_and_short_reply() -> None:
     request = wire.Peek(index=7, offset=3)
-    assert len(request.pack(full=True)) == wire.PEEK_SIZE
+    assert len(request.request()) == wire.PEEK_SIZE
+    assert len(request.request(wire.PEEK_HEADER_SIZE + 1)) == wire.PEEK_HEADER_SIZE + 1
     reply = wire.Peek(index=7, offset=3, msg_len=10, msg_prio=5, data=b"3456789")
-    short = reply.pack(full=False)
+    short = reply.pack()
     assert len(short) == wire.PEEK_SIZE - wire.CHUNK + 7
     # The client's buffer is full-size; only the reply's bytes are overwritten.
     buffer = bytearray(b"\xff" * wire.PEEK_SIZE)
@@ -115,14 +116,16 @@ def test_xfer_round_trip() -> None:
         msg_len=20000, offset=16320, xfer_id=9, tv_sec=-1, tv_nsec=5, msg_prio=32767,
         flags=wire.XFER_TIMED, data=b"x" * 3680,
     )  # fmt: skip
-    assert wire.Xfer.unpack(xfer.pack(full=True)) == xfer
-    assert wire.Xfer.unpack(xfer.pack(full=False)) == xfer
+    assert wire.Xfer.unpack(xfer.request()) == xfer
+    assert wire.Xfer.unpack(xfer.pack()) == xfer
+    with pytest.raises(ValueError):
+        xfer.request(wire.XFER_HEADER_SIZE + 10)  # the data does not fit the call's size
 
 
 def test_malformed_structs_are_value_errors() -> None:
     with pytest.raises(ValueError):
         wire.Xfer.unpack(b"\0" * 10)
-    lying = bytearray(wire.Xfer(data=b"ab").pack(full=False))
+    lying = bytearray(wire.Xfer(data=b"ab").pack())
     lying[48:52] = (wire.CHUNK + 1).to_bytes(4, sys.byteorder)  # chunk_len beyond the buffer
     with pytest.raises(ValueError):
         wire.Xfer.unpack(lying)
@@ -145,28 +148,29 @@ def test_create_and_attr_round_trip() -> None:
 
 
 def test_batch_round_trip() -> None:
-    records = (
-        wire.BatchRecord(3, 7, b"abc"),
-        wire.BatchRecord(0, 0, b""),
-        wire.BatchRecord(100_000, 1, b"x" * 50),  # a first chunk of a huge message
-    )
-    batch = wire.Batch(index=4, next=7, generation=99, flags=wire.BATCH_MORE, records=records)
-    packed = batch.pack(full=False)
-    assert len(packed) == wire.BATCH_SIZE - wire.CHUNK + 3 * 16 + 53
-    assert wire.Batch.unpack(packed) == batch
+    count, packed = wire.Batch.reply(4, 0, 99, 10, [(7, [b"abc"]), (0, [b""])])
+    assert count == 2
+    assert len(packed) == wire.BATCH_SIZE - wire.CHUNK + 2 * 16 + 3
+    records = ((3, 7, b"abc"), (0, 0, b""))
+    expected = wire.Batch(index=4, next=6, generation=99, flags=wire.BATCH_MORE, records=records)
+    assert wire.Batch.unpack(packed) == expected
+    request = wire.Batch(index=5, max_count=3)
+    assert wire.Batch.unpack(request.request()) == request
     corrupt = bytearray(packed)
     corrupt[28:32] = (5).to_bytes(4, sys.byteorder)  # count larger than the records
     with pytest.raises(ValueError):
         wire.Batch.unpack(corrupt)
 
 
-def test_pack_batch_body_fills_one_chunk_and_cuts_only_a_first_giant() -> None:
+def test_a_batch_fills_one_chunk_and_cuts_only_a_first_giant() -> None:
     runs = [(3, [b"m" * 100] * 600), (1, [b"n" * 100] * 600)]
-    count, body = wire.pack_batch_body(runs)
+    count, packed = wire.Batch.reply(0, 0, 1, 1200, runs)
     assert count == wire.CHUNK // 116
-    assert len(body) == count * 116
-    _, _, _, records = wire.unpack_batch_records(wire.Batch().pack(full=False, body=(count, body)))
-    assert [r[1] for r in records] == [3] * count
-    count, body = wire.pack_batch_body([(1, [b"g" * 100_000, b"x"]), (0, [b"y"])])
-    assert (count, len(body)) == (1, wire.CHUNK)
-    assert wire.pack_batch_body([(5, [b"a", b"b"]), (2, [b"c"])])[0] == 3
+    batch = wire.Batch.unpack(packed)
+    assert [priority for _, priority, _ in batch.records] == [3] * count
+    assert (batch.next, batch.flags) == (count, wire.BATCH_MORE)
+    count, packed = wire.Batch.reply(0, 0, 1, 3, [(1, [b"g" * 100_000, b"x"]), (0, [b"y"])])
+    (giant,) = wire.Batch.unpack(packed).records
+    assert (count, giant[0], len(giant[2])) == (1, 100_000, wire.CHUNK - 16)
+    count, packed = wire.Batch.reply(0, 0, 1, 3, [(5, [b"a", b"b"]), (2, [b"c"])])
+    assert (count, wire.Batch.unpack(packed).flags) == (3, 0)
