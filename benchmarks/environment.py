@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mqfs.cli.foreground import DaemonNotReady, foreground_daemon
+from mqfs import errors
+from mqfs.cli import launch
 from mqfs.client import calls
 from mqfs.client.backends import KernelBackend
 from mqfs.mounts import mounts_under
@@ -209,9 +210,9 @@ def mqfs_daemon(workdir: Path, options: Sequence[str]) -> Iterator[Daemon]:
     path = Path(tempfile.mkdtemp(prefix="mnt-", dir=workdir))
     log_path = path.with_name(path.name + ".log")
     try:
-        with foreground_daemon(path, options, log_path) as process:
+        with launch.running(path, options, log_path) as process:
             yield Daemon(path, process, log_path)
-    except DaemonNotReady as exc:
+    except errors.MountFailed as exc:
         raise BenchError(str(exc)) from None
     finally:
         if log_path.exists() and "Traceback" in log_path.read_text(errors="replace"):

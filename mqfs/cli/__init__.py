@@ -1,5 +1,6 @@
-"""The `mqfs` command: main(argv=None) parses and dispatches; commands holds the subcommands."""
+"""The `mqfs` command: main(argv=None) parses and dispatches, commands holds the subcommands,
+launch starts daemons (for `mqfs mount`, the tests and the benchmark)."""
 
-from mqfs.cli.main import daemon_command, main
+from mqfs.cli.main import main
 
-__all__ = ["daemon_command", "main"]
+__all__ = ["main"]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mqfs import errors
-from mqfs.cli import commands
+from mqfs.cli import commands, launch
 from mqfs.client.backends import default_mount
 from mqfs.mounts import is_mounted
 
@@ -27,69 +27,31 @@ def default_mountpoint() -> str:
 
 
 def _mount(args: argparse.Namespace) -> int:
+    """Serve in the foreground, or start a daemon that does (:mod:`mqfs.cli.launch`)."""
     from mqfs.server import serve
 
     mountpoint = Path(args.mountpoint)
     limits, fuse_options = serve.parse_options(args.options)
     serve.check_mountpoint(mountpoint)
     serve.import_patched_pyfuse3()
-    if args.foreground:
-        import trio
-
-        logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.WARNING,
-            format="mqfs: %(levelname)s %(name)s: %(message)s",
-        )
-        trio.run(serve.serve, mountpoint.resolve(), limits, fuse_options)
+    if not args.foreground:
+        # The daemon's output goes to $MQFS_LOG, else to a temporary file whose last line
+        # is shown if it fails before it has mounted.
+        log_path = os.environ.get("MQFS_LOG")
+        with open(log_path, "a+b") if log_path else tempfile.TemporaryFile() as log:
+            launch.spawn(mountpoint, args.options, log, tied=False)
         return 0
-    return _mount_in_background(args, mountpoint)
+    import trio
 
-
-def daemon_command(mountpoint: Path, options: Sequence[str], ready_fd: int) -> list[str]:
-    """The command line of a foreground daemon that writes "ready" to *ready_fd*."""
-    command = [sys.executable, "-m", "mqfs", "mount", "--foreground"]
-    command += ["--ready-fd", str(ready_fd), str(mountpoint.resolve())]
-    for option in options:
-        command += ["-o", option]
-    return command
-
-
-def _mount_in_background(args: argparse.Namespace, mountpoint: Path) -> int:
-    """Start ``mount --foreground`` detached and return once it says it is mounted.
-
-    The daemon's stderr goes to $MQFS_LOG (default: a temporary file that is shown, last
-    line, if the daemon fails before it is ready). posix_spawn rather than Popen: the
-    daemon outlives us and is nobody's subprocess to wait for.
-    """
-    read_end, write_end = os.pipe()
-    os.set_inheritable(write_end, True)
-    command = daemon_command(mountpoint, args.options, write_end)
-    log_path = os.environ.get("MQFS_LOG")
-    with open(log_path, "a+b") if log_path else tempfile.TemporaryFile() as log_file:
-        pid = os.posix_spawn(
-            command[0],
-            command,
-            os.environ,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log_file.fileno(), 1),
-                (os.POSIX_SPAWN_DUP2, log_file.fileno(), 2),
-            ],
-            setsid=True,
-        )
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as ready:
-            line = ready.readline()  # EOF if the daemon dies before mounting
-        if line == b"ready\n":
-            return 0
-        _, status = os.waitpid(pid, 0)
-        log_file.seek(0)
-        lines = log_file.read().decode(errors="replace").strip().splitlines()
-    raise errors.MountFailed(
-        lines[-1].removeprefix("mqfs: mount: ")
-        if lines
-        else f"the daemon exited with status {os.waitstatus_to_exitcode(status)}"
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="mqfs: %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        trio.run(serve.serve, mountpoint.resolve(), limits, fuse_options, None, args.ready_fd)
+    except RuntimeError as exc:  # pyfuse3.init failing to mount
+        raise errors.MountFailed(str(exc)) from exc
+    return 0
 
 
 def _umount(args: argparse.Namespace) -> int:
@@ -149,31 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "ready_fd", None) is not None:
-            return _serve_with_ready_fd(args)
         return int(args.run(args))
     except errors.MqfsError as exc:
         print(f"mqfs: {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-def _serve_with_ready_fd(args: argparse.Namespace) -> int:
-    import trio
-
-    from mqfs.server import serve
-
-    limits, fuse_options = serve.parse_options(args.options)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="mqfs: %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        trio.run(serve.serve, Path(args.mountpoint), limits, fuse_options, None, args.ready_fd)
-    except RuntimeError as exc:  # pyfuse3.init failing to mount
-        raise errors.MountFailed(str(exc)) from exc
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Real mqfs mounts for tests, and the directories other FUSE test filesystems mount on.
 
-``mounted()`` runs ``mqfs mount --foreground`` (mqfs.cli.foreground.foreground_daemon, the
+``mounted()`` runs ``mqfs mount --foreground`` (mqfs.cli.launch.running, the
 one place the tests start a daemon) at a fresh directory under MOUNT_ROOT, waits for its
 ready line (no sleeping), and always unmounts: politely with SIGTERM, then lazily with
 ``fusermount3 -u -z`` if the daemon is wedged. Each test daemon dies with the pytest
@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from mqfs import wire
-from mqfs.cli.foreground import DaemonNotReady, foreground_daemon
+from mqfs import errors, wire
+from mqfs.cli import launch
 from mqfs.mounts import mounts_under
 
 MOUNT_ROOT = Path(tempfile.gettempdir()) / "mqfs-test-mounts"
@@ -107,9 +107,9 @@ def mounted(options: tuple[str, ...] = (), allow_logged_errors: bool = False) ->
     test provokes one on purpose: *allow_logged_errors*)."""
     with mount_point() as (path, log_path):
         try:
-            with foreground_daemon(path, options, log_path) as process:
+            with launch.running(path, options, log_path) as process:
                 yield Mount(path, process, log_path)
-        except DaemonNotReady as exc:
+        except errors.MountFailed as exc:
             pytest.fail(str(exc))
         logged = log_path.read_text(errors="replace")
         if "Traceback" in logged and not allow_logged_errors:
