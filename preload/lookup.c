@@ -106,7 +106,7 @@ void *early_lookup(void **cache, const char *symbol)
 
 /* -- names and mq_open ------------------------------------------------------------------- */
 
-/* glibc's check (a leading slash) and then the kernel's, as mqfs/names.py. */
+/* glibc's check (a leading slash) and then the kernel's, as mqfs/posix.py. */
 static const char *bare_name(const char *name)
 {
 	if (name[0] != '/') {

@@ -135,7 +135,7 @@ static int peek_bracketed(int fd, struct mqfs_peek *p, uint64_t index, size_t mo
 }
 
 /* peek_into's attempts, p holding `most` bytes of data. Each reads the message whole: in
- * one call while it fits one (the first call asks FIRST_CHUNK bytes, as mqfs/client.py),
+ * one call while it fits one (the first call asks FIRST_CHUNK bytes, as mqfs/client/calls.py),
  * bracketed once the previous attempt showed it does not. After PEEK_ATTEMPTS retries the
  * last attempt decides: a bracketed copy that held together is taken even though the queue
  * moved meanwhile; anything else is EAGAIN. */

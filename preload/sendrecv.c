@@ -56,7 +56,7 @@ static void set_deadline(struct mqfs_xfer *x, const struct timespec *deadline)
 	}
 }
 
-/* Whole-message atomic send in chunks (mqfs/client.py's send). The message enters the queue
+/* Whole-message atomic send in chunks (mqfs/client/calls.py's send). The message enters the queue
  * when the last chunk arrives, and that call is the one that blocks; an interrupted last
  * chunk ends the transfer in the daemon, so a restart starts it again from the beginning. */
 static int shim_send(mqd_t mqd, const char *msg, size_t len, unsigned prio,

@@ -78,7 +78,7 @@
 
 #define EXPORT __attribute__((visibility("default")))
 #define NAME_MAX_MQ 255
-#define FIRST_CHUNK 1024 /* as mqfs/client.py: ask small first, fetch the rest by xfer_id */
+#define FIRST_CHUNK 1024 /* as mqfs/client/calls.py: ask small first, fetch the rest by xfer_id */
 
 #pragma GCC visibility push(hidden)
 

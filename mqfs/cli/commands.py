@@ -380,7 +380,10 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
     parser.add_argument("--maxmsg", type=positive)
     parser.add_argument("--msgsize", type=positive)
     parser.add_argument(
-        "--mode", type=octal_mode, default="0600", help="octal, before the umask (default 0600)"
+        "--mode",
+        type=octal_mode,
+        default="0600",
+        help="octal, used as given: no umask applies (default 0600)",
     )
     parser.add_argument("--exclusive", action="store_true", help="fail if it exists (O_EXCL)")
 
