@@ -333,23 +333,19 @@ class MqueueFS(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         queue = self._queue_of(inode)
         slot = slot_of(inode)
-        access = flags & os.O_ACCMODE
         handle: Handle
         if slot == SLOT_QUEUE:
             handle = self._open_queue(queue, flags, ctx)
-        elif access != os.O_RDONLY:
+        elif flags & os.O_ACCMODE != os.O_RDONLY:
             _fail(errno.EACCES)  # status and msgs/I are read-only, even for root
         elif slot == SLOT_STATUS:
             handle = StatusHandle(queue)
         elif slot >= SLOT_FIRST_MESSAGE:
-            message = inodes.message_at(queue, slot - SLOT_FIRST_MESSAGE)
-            handle = SnapshotHandle(message.payload)
+            handle = SnapshotHandle(inodes.message_at(queue, slot - SLOT_FIRST_MESSAGE).payload)
         else:
             _fail(errno.EISDIR)
-        info = pyfuse3.FileInfo(fh=self.handles.add(handle))
-        info.direct_io = True
-        info.keep_cache = False
-        return info
+        # direct_io: every read reaches the daemon, nothing is served from the page cache
+        return pyfuse3.FileInfo(fh=self.handles.add(handle), direct_io=True, keep_cache=False)
 
     def _open_queue(self, queue: Queue, flags: int, ctx: Any) -> QueueHandle:
         # O_ACCMODE (3) is Linux's "no read, no write" open: allowed, as on /dev/mqueue;
