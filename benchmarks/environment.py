@@ -222,7 +222,10 @@ def mqfs_daemon(workdir: Path, options: Sequence[str]) -> Iterator[Daemon]:
 
 
 def open_queue(queue_dir: Path, flags: int = os.O_RDWR) -> int:
-    return os.open(queue_dir / "queue", flags | os.O_CLOEXEC)
+    """An open queue file whose read() receives (RECEIVE_ON_READ)."""
+    fd = os.open(queue_dir / "queue", flags | os.O_CLOEXEC)
+    calls.receive_on_read(fd)
+    return fd
 
 
 def fill(fd: int, count: int) -> None:

@@ -121,5 +121,8 @@ struct mqfs_wait {           /* WAIT: block until the queue changes (for watcher
 #define MQFS_IOC_NOTIFY  _IOW(MQFS_IOC_MAGIC, 8, struct mqfs_notify)
 #define MQFS_IOC_PEEK_BATCH _IOWR(MQFS_IOC_MAGIC, 9, struct mqfs_batch)
 #define MQFS_IOC_WAIT    _IOWR(MQFS_IOC_MAGIC, 10, struct mqfs_wait)
+/* From now on read() of this descriptor receives a message; until then it returns the
+ * status line, as /dev/mqueue/NAME does, so that reading files never consumes anything. */
+#define MQFS_IOC_RECEIVE_ON_READ _IO(MQFS_IOC_MAGIC, 11)
 
 #endif /* MQFS_H */

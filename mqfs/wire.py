@@ -111,6 +111,10 @@ IOC_CREATE = _ioc(IOC_WRITE, 7, CREATE_SIZE)
 IOC_NOTIFY = _ioc(IOC_WRITE, 8, NOTIFY_SIZE)
 IOC_PEEK_BATCH = _ioc(IOC_READ | IOC_WRITE, 9, BATCH_SIZE)
 IOC_WAIT = _ioc(IOC_READ | IOC_WRITE, 10, WAIT_SIZE)
+IOC_RECEIVE_ON_READ = _ioc(IOC_NONE, 11, 0)
+"""From now on read() of this descriptor receives a message; until then it returns the
+status line, as /dev/mqueue/NAME does, so a program that only reads files (grep -r, cp,
+a backup) never consumes anything."""
 
 INFO_XATTR = "user.mq.info"
 """xattr of MNT/NAME: JSON with the attributes, notify state and openers (`mqfs ls -l`)."""

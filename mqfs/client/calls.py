@@ -243,6 +243,12 @@ def noop(fd: int) -> None:
     _call(fd, wire.IOC_NOOP, b"")
 
 
+def receive_on_read(fd: int) -> None:
+    """Make read() of *fd* receive messages (by default it returns the status line, so
+    that programs that only read files never consume one). For this descriptor only."""
+    _call(fd, wire.IOC_RECEIVE_ON_READ, b"")
+
+
 def get_attributes(fd: int) -> wire.Attr:
     """mq_getattr."""
     _, buffer = _call(fd, wire.IOC_GETATTR, bytes(wire.ATTR_SIZE))

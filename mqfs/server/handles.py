@@ -23,6 +23,7 @@ class QueueHandle:
     transfers: Transfers
     poll_handle: Any = None
     poll_watcher: int | None = None  # key of the queue watcher that wakes the poller
+    receives_on_read: bool = False  # set by RECEIVE_ON_READ; else read() is the status line
 
 
 @dataclass

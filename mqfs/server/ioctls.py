@@ -46,6 +46,7 @@ class Ioctls:
             wire.IOC_PEEK_BATCH: self.peek_batch,
             wire.IOC_NOTIFY: self.notify,
             wire.IOC_SETPRIO: self.setprio,
+            wire.IOC_RECEIVE_ON_READ: self.receive_on_read,
         }
 
     def find(self, cmd: int, out_size: int) -> Ioctl:
@@ -93,6 +94,11 @@ class Ioctls:
     @staticmethod
     async def setprio(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any) -> Any:
         handle.descriptor.set_send_priority(wire.decode_prio(in_buf))
+        return 0, b""
+
+    @staticmethod
+    async def receive_on_read(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any) -> Any:
+        handle.receives_on_read = True
         return 0, b""
 
     @staticmethod

@@ -364,6 +364,8 @@ class MqueueFS(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.handles.get(fh)
         if isinstance(handle, QueueHandle):
+            if not handle.receives_on_read:  # a file tool: never consume (see wire)
+                return handle.descriptor.queue.status_line()[off : off + size]
             message = await handle.descriptor.receive(size, caller=self._caller())
             return message.payload
         if isinstance(handle, StatusHandle):

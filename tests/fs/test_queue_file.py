@@ -22,7 +22,10 @@ from tests.support.waiting import wait_until
 
 
 def open_queue(mount: Mount, name: str, flags: int = os.O_RDWR) -> int:
-    return os.open(mount.path / name / "queue", flags)
+    """An open queue file whose read() receives (RECEIVE_ON_READ), as these tests want."""
+    fd = os.open(mount.path / name / "queue", flags)
+    calls.receive_on_read(fd)
+    return fd
 
 
 @pytest.fixture
@@ -228,8 +231,8 @@ def test_blocking_read_is_woken_by_a_send_from_another_process(mqfs_mount: Mount
         [
             sys.executable,
             "-c",
-            f"import os,sys; sys.stdout.buffer.write("
-            f"os.read(os.open({queue_path!r}, os.O_RDONLY), 8192))",
+            f"import os,sys; from mqfs.client import calls; fd = os.open({queue_path!r}, "
+            f"os.O_RDONLY); calls.receive_on_read(fd); sys.stdout.buffer.write(os.read(fd, 8192))",
         ],
         stdout=subprocess.PIPE,
     )
@@ -272,10 +275,12 @@ def test_interrupted_reader_loses_nothing(mqfs_mount: Mount, how: str) -> None:
     queue_path = str(mqfs_mount.path / "q" / "queue")
     program = textwrap.dedent(f"""
         import os, signal, sys
+        from mqfs.client import calls
         class Interrupted(Exception): pass
         def handler(*_): raise Interrupted
         signal.signal(signal.SIGUSR1, handler)
         fd = os.open({queue_path!r}, os.O_RDONLY)
+        calls.receive_on_read(fd)
         try:
             os.read(fd, 8192)
             print("received")

@@ -7,6 +7,8 @@ import os
 import resource
 import stat
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +28,9 @@ def sh(command: str, mount: Mount) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
+
+
+MQFS = Path(sys.executable).with_name("mqfs")  # the command scripts/setup installs
 
 
 def send_all(mount: Mount, name: str, messages: list[tuple[bytes, int]]) -> None:
@@ -49,8 +54,14 @@ def test_the_shell_session_from_the_readme(mqfs_mount: Mount) -> None:
         "QSIZE:12         NOTIFY:0     SIGNO:0     NOTIFY_PID:0     \n"
         "world\n"
     )
-    received = sh("dd if=q/queue bs=8192 count=1 status=none", mqfs_mount)
-    assert received.stdout == "hello\n"
+    # Reading the queue file is the status line, as on /dev/mqueue: nothing is consumed.
+    assert sh("cat q/queue", mqfs_mount).stdout == (
+        "QSIZE:12         NOTIFY:0     SIGNO:0     NOTIFY_PID:0     \n"
+    )
+    assert sh("ls q/msgs", mqfs_mount).stdout == "0\n1\n"
+    # Receiving is an explicit act.
+    received = sh(f"{MQFS} recv q --mount .", mqfs_mount)
+    assert received.stdout == "hello\n", received.stderr
     assert sh("ls q/msgs", mqfs_mount).stdout == "0\n"
 
 
@@ -108,6 +119,7 @@ def test_msgs_are_read_without_consuming_and_follow_receives(mqfs_mount: Mount) 
     assert head.read_bytes() == b"first"
     assert head.read_bytes() == b"first"
     fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDONLY)
+    calls.receive_on_read(fd)
     try:
         assert os.read(fd, 8192) == b"first"
         assert head.read_bytes() == b"second"  # never the old head after a receive
@@ -141,12 +153,14 @@ def test_virtual_files_are_read_only(mqfs_mount: Mount) -> None:
 def test_rmdir_while_open_keeps_the_queue_for_open_descriptors(mqfs_mount: Mount) -> None:
     mqfs_mount.make_queue("q")
     fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR)
+    calls.receive_on_read(fd)
     try:
         os.write(fd, b"survivor")
         os.rmdir(mqfs_mount.path / "q")
         assert not (mqfs_mount.path / "q").exists()
         mqfs_mount.make_queue("q")  # the name is free: a new, empty queue
         fresh = os.open(mqfs_mount.path / "q" / "queue", os.O_RDONLY | os.O_NONBLOCK)
+        calls.receive_on_read(fresh)
         try:
             with pytest.raises(BlockingIOError):
                 os.read(fresh, 8192)

@@ -80,8 +80,11 @@ async def make_queue(ops: MqueueFS, name: bytes = b"q") -> int:
 
 
 async def open_queue(ops: MqueueFS, directory: int, flags: int = os.O_RDWR) -> int:
+    """An open queue file whose read() receives (RECEIVE_ON_READ)."""
     queue_inode = (await ops.lookup(directory, b"queue", Context())).st_ino
-    return int((await ops.open(queue_inode, flags, Context())).fh)
+    fh = int((await ops.open(queue_inode, flags, Context())).fh)
+    await ops.ioctl(0, fh, wire.IOC_RECEIVE_ON_READ, 0, b"", 0, 0, Context())
+    return fh
 
 
 async def test_send_receive_and_the_tree(ops: MqueueFS, kernel: FakeKernel) -> None:
