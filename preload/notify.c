@@ -303,7 +303,7 @@ static int notify_thread(mqd_t mqd, const struct sigevent *sev)
 	if (result < 0) {
 		int saved = errno;
 		forget_note(cookie);
-		if (saved == ENOTTY) /* not an mqfs queue */
+		if (saved == ENOTTY || saved == EBADF) /* see not_ours */
 			return real.mq_notify(mqd, sev);
 		return fail(saved);
 	}

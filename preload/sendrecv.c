@@ -116,7 +116,7 @@ ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
 	if (blocking_ioctl(mqd, cmd, x) < 0) {
 		int saved = errno;
 		free(x);
-		if (saved == ENOTTY) /* not an mqfs queue */
+		if (saved == ENOTTY || saved == EBADF) /* see not_ours */
 			return real.mq_timedreceive(mqd, buffer, buflen, prio, deadline);
 		errno = saved;
 		return -1;

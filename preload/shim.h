@@ -9,8 +9,11 @@
  * with the kernel's mqd_t. Send/receive/getattr/setattr/notify are the mqfs ioctls of
  * include/mqfs.h. Without MQFS_MOUNT every call goes straight to glibc (dlsym RTLD_NEXT).
  *
- * A descriptor that is not an mqfs queue (the ioctl says ENOTTY) is handed to glibc too, so
- * mq_send on a pipe still gets the kernel's EBADF.
+ * A descriptor that is not an mqfs queue is handed to glibc too: the ioctl says ENOTTY (a
+ * pipe, a file, a kernel queue) or EBADF (closed, -1; or an mqfs queue not open for that
+ * direction, where the kernel's answer is EBADF as well). The kernel then checks the
+ * arguments it checks before the descriptor (the timeout, the priority, mq_setattr's and
+ * mq_notify's flags) and answers exactly as without the shim.
  *
  * Behaviour the shim chooses (see README, "LD_PRELOAD"):
  *  - EINTR: a blocked FUSE request interrupted by a signal fails with EINTR whatever
@@ -137,10 +140,12 @@ static inline int chunk_fits(uint64_t length, uint64_t offset, uint64_t chunk, s
 	return chunk <= asked && offset <= length && chunk <= length - offset;
 }
 
-/* 1: the descriptor is not an mqfs queue; the caller hands the call to glibc. */
+/* 1: the descriptor is not one of the daemon's (ENOTTY, EBADF), or it is but may not be used
+ * so (EBADF): the caller hands the call to glibc, whose kernel gives its own errno in its own
+ * order of checks. */
 static inline int not_ours(int result)
 {
-	return result < 0 && errno == ENOTTY;
+	return result < 0 && (errno == ENOTTY || errno == EBADF);
 }
 
 /* -- notify.c: fork handlers, registered by lookup.c's init --------------------------------- */

@@ -186,3 +186,21 @@ def test_posix_ipc_unmodified(preload_library: Path, mqfs_mount: Mount) -> None:
             child.kill()
             child.wait()
     assert os.listdir(mqfs_mount.path) == []
+
+
+def test_checks_before_the_descriptor_same_as_kernel(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+) -> None:
+    """The kernel checks the timeout, the priority, mq_setattr's flags and mq_notify's
+    sigevent before the descriptor: on a closed descriptor, -1, a pipe, a file and a kernel
+    queue the shim hands every call to glibc, which answers in the kernel's order."""
+    program = compile_c("mq_checks")
+    name = f"/{unique_queue_name('checks')}"
+    kernel = on_kernel([program, name])
+    shim = run_program([program, name], shim_env(preload_library, mqfs_mount.path))
+    assert shim.splitlines() == kernel.splitlines()
+    assert "timedreceive nsec 1000000000 on -1: -1 EINVAL" in shim
+    assert "send prio 32768 on pipe read end: -1 EINVAL" in shim
+    assert "timedreceive past on closed: -1 EBADF" in shim
+    assert "notify signal 65 on kernel queue: -1 EINVAL" in shim
+    assert os.listdir(mqfs_mount.path) == []
