@@ -176,6 +176,12 @@ static int create_queue(const char *bare, int exclusive, mode_t mode, const stru
 
 static mqd_t shim_open(const char *name, int oflag, mode_t mode, const struct mq_attr *attr)
 {
+	struct mq_attr copy; /* the kernel copies attr first (EFAULT); glibc checks the slash */
+	if (attr != NULL && name[0] == '/') {
+		if (copy_in(&copy, attr, sizeof copy) < 0)
+			return -1;
+		attr = &copy;
+	}
 	const char *bare = bare_name(name);
 	if (bare == NULL)
 		return -1;

@@ -49,19 +49,53 @@ static int blocking_ioctl(int fd, unsigned long cmd, void *arg)
 
 static void set_deadline(struct mqfs_xfer *x, const struct timespec *deadline)
 {
-	if (deadline != NULL) { /* passed unchecked: the daemon gives the kernel's EINVAL */
+	if (deadline != NULL) { /* a copy, checked by read_timeout */
 		x->flags = MQFS_XFER_TIMED;
 		x->tv_sec = deadline->tv_sec;
 		x->tv_nsec = deadline->tv_nsec;
 	}
 }
 
+/* The message of a send cannot be read. The kernel says EFAULT only after EBADF and
+ * EMSGSIZE: those are found first (a descriptor not the daemon's goes to glibc). */
+static int send_fault(mqd_t mqd, const char *msg, size_t len, unsigned prio,
+		      const struct timespec *deadline)
+{
+	struct mqfs_attr attr;
+	memset(&attr, 0, sizeof attr);
+	int result = ioctl(mqd, MQFS_IOC_GETATTR, &attr);
+	if (not_ours(result))
+		return real.mq_timedsend(mqd, msg, len, prio, deadline);
+	if (result < 0)
+		return -1;
+	int flags = real.fcntl(mqd, F_GETFL); /* FMODE_WRITE: O_WRONLY or O_RDWR */
+	if (flags < 0 || ((flags & O_ACCMODE) != O_WRONLY && (flags & O_ACCMODE) != O_RDWR))
+		return fail(EBADF);
+	if (len > (uint64_t)attr.msgsize)
+		return fail(EMSGSIZE);
+	return fail(EFAULT);
+}
+
 /* Whole-message atomic send in chunks (mqfs/client/calls.py's send). The message enters the queue
  * when the last chunk arrives, and that call is the one that blocks; an interrupted last
- * chunk ends the transfer in the daemon, so a restart starts it again from the beginning. */
+ * chunk ends the transfer in the daemon, so a restart starts it again from the beginning.
+ * The kernel's order: the timeout (EFAULT, EINVAL), the priority (EINVAL), EBADF, EMSGSIZE,
+ * the message (EFAULT), then EAGAIN/ETIMEDOUT. The whole message is known readable before
+ * its first chunk goes out (a page unmapped meanwhile by another thread leaves the daemon's
+ * half-made transfer until close, and gives EFAULT). */
 static int shim_send(mqd_t mqd, const char *msg, size_t len, unsigned prio,
-		     const struct timespec *deadline)
+		     const struct timespec *user_deadline)
 {
+	struct timespec copy, *deadline = NULL;
+	if (user_deadline != NULL) {
+		if (read_timeout(user_deadline, &copy) < 0)
+			return -1;
+		deadline = &copy;
+	}
+	if (prio >= MQ_PRIO_MAX)
+		return fail(EINVAL);
+	if (len > MQFS_CHUNK && check_readable(msg, len) < 0)
+		return send_fault(mqd, msg, len, prio, user_deadline);
 	size_t capacity = len < MQFS_CHUNK ? len : MQFS_CHUNK;
 	struct mqfs_xfer *x = malloc(MQFS_XFER_HEADER_SIZE + capacity);
 	if (x == NULL)
@@ -79,14 +113,19 @@ restart:;
 		x->msg_prio = prio;
 		x->chunk_len = (uint32_t)chunk;
 		set_deadline(x, deadline);
-		memcpy(x->data, msg + offset, chunk);
+		if (copy_in(x->data, msg + offset, chunk) < 0) {
+			free(x);
+			if (offset == 0)
+				return send_fault(mqd, msg, len, prio, user_deadline);
+			return -1;
+		}
 		unsigned long cmd = MQFS_IOC_SIZED(MQFS_IOC_SEND, MQFS_XFER_HEADER_SIZE + chunk);
 		sig_atomic_t seen = own_signals;
 		result = ioctl(mqd, cmd, x);
 		if (result < 0) {
 			if (offset == 0 && not_ours(result)) {
 				free(x);
-				return real.mq_timedsend(mqd, msg, len, prio, deadline);
+				return real.mq_timedsend(mqd, msg, len, prio, user_deadline);
 			}
 			if (errno == EINTR && (own_signals != seen || restart_is_safe()))
 				goto restart;
@@ -102,8 +141,14 @@ restart:;
 }
 
 ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
-		     const struct timespec *deadline)
+		     const struct timespec *user_deadline)
 {
+	struct timespec copy, *deadline = NULL;
+	if (user_deadline != NULL) {
+		if (read_timeout(user_deadline, &copy) < 0)
+			return -1;
+		deadline = &copy;
+	}
 	size_t capacity = buflen < FIRST_CHUNK ? (buflen ? buflen : 1) : FIRST_CHUNK;
 	size_t most = buflen < MQFS_CHUNK ? (buflen ? buflen : 1) : MQFS_CHUNK;
 	struct mqfs_xfer *x = malloc(MQFS_XFER_HEADER_SIZE + most);
@@ -117,7 +162,7 @@ ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
 		int saved = errno;
 		free(x);
 		if (saved == ENOTTY || saved == EBADF) /* see not_ours */
-			return real.mq_timedreceive(mqd, buffer, buflen, prio, deadline);
+			return real.mq_timedreceive(mqd, buffer, buflen, prio, user_deadline);
 		errno = saved;
 		return -1;
 	}
@@ -130,7 +175,10 @@ ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
 	    !chunk_fits(length, 0, x->chunk_len, capacity) ||
 	    (received < length && transfer == 0)) /* a second xfer_id 0 call would receive anew */
 		goto bad_reply;
-	memcpy(buffer, x->data, received);
+	/* As the kernel: the priority is stored first, then the message; a bad pointer is EFAULT
+	 * and the message is gone (the rest is still fetched, so the daemon holds nothing). */
+	int fault = (prio != NULL && copy_out(prio, &priority, sizeof priority) < 0) ||
+		    copy_out(buffer, x->data, received) < 0;
 	while (received < length) {
 		size_t want = length - received < MQFS_CHUNK ? length - received : MQFS_CHUNK;
 		memset(x, 0, MQFS_XFER_HEADER_SIZE);
@@ -150,12 +198,12 @@ ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
 		if (x->msg_len != length || x->chunk_len == 0 ||
 		    !chunk_fits(length, received, x->chunk_len, want))
 			goto bad_reply;
-		memcpy(buffer + received, x->data, x->chunk_len);
+		fault = fault || copy_out(buffer + received, x->data, x->chunk_len) < 0;
 		received += x->chunk_len;
 	}
 	free(x);
-	if (prio != NULL)
-		*prio = priority;
+	if (fault)
+		return fail(EFAULT);
 	return (ssize_t)received;
 bad_reply: /* not mqfs's protocol: the message is lost, and nothing was overrun */
 	free(x);
@@ -214,8 +262,9 @@ EXPORT int mq_getattr(mqd_t mqd, struct mq_attr *attr)
 		return real.mq_getattr(mqd, attr);
 	if (result < 0)
 		return -1;
-	to_mq_attr(&got, attr);
-	return 0;
+	struct mq_attr out;
+	to_mq_attr(&got, &out);
+	return copy_out(attr, &out, sizeof out); /* EFAULT after EBADF, as the kernel */
 }
 
 EXPORT int mq_setattr(mqd_t mqd, const struct mq_attr *attr, struct mq_attr *old)
@@ -231,14 +280,19 @@ EXPORT int mq_setattr(mqd_t mqd, const struct mq_attr *attr, struct mq_attr *old
 	if (attr == NULL) {
 		result = ioctl(mqd, MQFS_IOC_GETATTR, &request);
 	} else {
-		request.flags = attr->mq_flags;
+		struct mq_attr wanted; /* the kernel copies it first: EFAULT before anything */
+		if (copy_in(&wanted, attr, sizeof wanted) < 0)
+			return -1;
+		request.flags = wanted.mq_flags;
 		result = ioctl(mqd, MQFS_IOC_SETATTR, &request);
 	}
 	if (not_ours(result))
 		return real.mq_setattr(mqd, attr, old);
 	if (result < 0)
 		return -1;
-	if (old != NULL)
-		to_mq_attr(&request, old);
-	return 0;
+	if (old == NULL)
+		return 0;
+	struct mq_attr out; /* EFAULT now leaves the new flags set, as the kernel's */
+	to_mq_attr(&request, &out);
+	return copy_out(old, &out, sizeof out);
 }

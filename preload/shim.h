@@ -45,6 +45,7 @@
  *               interrupted blocking call is restarted (EINTR and SA_RESTART)
  *   notify.c    mq_notify and SIGEV_THREAD (signal handler, helper thread, fork), mq_close
  *   peek.c      the proposed peek APIs: fcntl/fcntl64(F_MQ_PEEK) and syscall(548)
+ *   usermem.c   the program's buffers, copied so that a bad pointer is EFAULT, not a crash
  *
  * Only the mq_* functions, __mq_open_2, fcntl, fcntl64 and syscall are exported (EXPORT);
  * the library is built with -fvisibility=hidden and everything declared below is hidden
@@ -119,6 +120,20 @@ static inline int fail(int code)
 	errno = code;
 	return -1;
 }
+
+/* -- usermem.c: the program's buffers ------------------------------------------------------ */
+
+/* Copy len bytes from or to the program's memory: 0, or -1 with EFAULT where the kernel's
+ * copy_from_user/copy_to_user would fail (nothing is copied past a bad byte). len 0 never
+ * fails. Every buffer, struct and out-parameter a caller passes goes through these. */
+int copy_in(void *to, const void *user, size_t len);
+int copy_out(void *user, const void *from, size_t len);
+/* 0 if every byte of [user, user + len) can be read (one byte of each page is), else EFAULT:
+ * a long message is checked whole before its first chunk goes to the daemon. */
+int check_readable(const void *user, size_t len);
+/* *user into *copy as the kernel's prepare_timeout: EFAULT, or EINVAL for a negative
+ * tv_sec or a tv_nsec outside [0, 1e9). */
+int read_timeout(const struct timespec *user, struct timespec *copy);
 
 /* -- sendrecv.c: send, receive and restarts after EINTR -------------------------------------- */
 

@@ -193,7 +193,8 @@ def test_checks_before_the_descriptor_same_as_kernel(
 ) -> None:
     """The kernel checks the timeout, the priority, mq_setattr's flags and mq_notify's
     sigevent before the descriptor: on a closed descriptor, -1, a pipe, a file and a kernel
-    queue the shim hands every call to glibc, which answers in the kernel's order."""
+    queue the shim hands every call to glibc, which answers in the kernel's order. Then
+    every pointer of the mq_* calls as a PROT_NONE page: EFAULT, never SIGSEGV."""
     program = compile_c("mq_checks")
     name = f"/{unique_queue_name('checks')}"
     kernel = on_kernel([program, name])
@@ -203,4 +204,26 @@ def test_checks_before_the_descriptor_same_as_kernel(
     assert "send prio 32768 on pipe read end: -1 EINVAL" in shim
     assert "timedreceive past on closed: -1 EBADF" in shim
     assert "notify signal 65 on kernel queue: -1 EINVAL" in shim
+    # Part two: bad pointers are EFAULT, in the kernel's place among the other errors.
+    assert "send bad buffer, full on queue: -1 EFAULT" in shim
+    assert "send bad buffer on read-only queue: -1 EBADF" in shim
+    assert "receive bad msg_prio on queue: -1 EFAULT" in shim
+    assert "setattr bad old on queue: -1 EFAULT" in shim
     assert os.listdir(mqfs_mount.path) == []
+
+
+def test_bad_buffers_of_long_messages_same_as_kernel(
+    preload_library: Path, compile_c: Compile, mount_factory: Callable[..., Mount]
+) -> None:
+    """Messages of several mqfs chunks: a send whose buffer fails part-way sends nothing; a
+    receive whose buffer fails part-way loses the message (as the kernel's) and leaves
+    nothing held in the daemon."""
+    mount = mount_factory("msgsize_max=65536")
+    program = compile_c("mq_checks")
+    name = f"/{unique_queue_name('faults')}"
+    kernel = on_kernel([program, name, "large"], msgsize_max=65536)
+    shim = run_program([program, name, "large"], shim_env(preload_library, mount.path))
+    assert shim.splitlines() == kernel.splitlines()
+    assert "send half-bad buffer on queue: -1 EFAULT" in shim
+    assert "70 receives into a half-bad buffer: 70 EFAULT, curmsgs 0" in shim
+    assert os.listdir(mount.path) == []
