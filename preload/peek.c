@@ -2,11 +2,23 @@
  * them (include/mqfs/peek.h): fcntl/fcntl64(mqd, F_MQ_PEEK, &attr) and
  * syscall(__NR_mq_timedreceive2 = 548, ...), run on the daemon's PEEK ioctl for a queue of
  * the mount. The shim interposes on fcntl, fcntl64 and syscall for them, so everything else
- * those functions are asked - every other command or number, and these on any other
- * descriptor - passes to glibc unchanged; and as allocators and glibc itself call them,
- * they may run before or during the shim's set-up (lookup.c), without ever waiting on it.
+ * those functions are asked - every other command or number - passes to glibc unchanged;
+ * and as allocators and glibc itself call them, they may run before or during the shim's
+ * set-up (lookup.c), without ever waiting on it.
+ *
+ * On a descriptor that is not an mqfs queue (closed, -1, a pipe, a file) both calls answer
+ * as their proposals do, EBADF - mq_timedreceive2 without MQ_PEEK is mq_timedreceive there
+ * too - so that a program probing with syscall(548, -1, ...) sees EBADF ("present") rather
+ * than the kernel's ENOSYS. Two exceptions go to the kernel: any descriptor at all when the
+ * kernel implements the call itself (asked once: 548 is not ENOSYS on fd -1, F_MQ_PEEK not
+ * EINVAL on a pipe), and a kernel queue's descriptor, which only the kernel could peek
+ * (today's kernel: EINVAL, ENOSYS).
  */
 #include "shim.h"
+
+#include <sys/vfs.h>
+
+#define MQUEUE_MAGIC 0x19800202 /* <linux/magic.h>: the kernel's mqueue filesystem */
 
 /* -- the proposed peek APIs: fcntl(F_MQ_PEEK) and mq_timedreceive2(MQ_PEEK) ---------------- */
 
@@ -18,6 +30,51 @@ static int mqfs_queue(int fd, struct mqfs_attr *attr)
 	int result = ioctl(fd, MQFS_IOC_GETATTR, attr);
 	errno = saved;
 	return result == 0;
+}
+
+/* 1 if fd is a queue of the kernel's own mqueue filesystem. */
+static int kernel_queue(int fd)
+{
+	int saved = errno;
+	struct statfs st;
+	int result = fstatfs(fd, &st);
+	errno = saved;
+	return result == 0 && st.f_type == MQUEUE_MAGIC;
+}
+
+/* Whether the kernel implements one of the calls, asked once: 0 not yet, 1 no, 2 yes. */
+static int timedreceive2_known, mq_peek_known;
+
+static int kernel_has_timedreceive2(void)
+{
+	int known = __atomic_load_n(&timedreceive2_known, __ATOMIC_RELAXED);
+	if (known == 0) { /* the number decides ENOSYS, whatever the descriptor */
+		int saved = errno;
+		long result = real.syscall(timedreceive2_nr, -1L, 0L, 0L, 0L, 0L, 0L);
+		known = result < 0 && errno == ENOSYS ? 1 : 2;
+		errno = saved;
+		__atomic_store_n(&timedreceive2_known, known, __ATOMIC_RELAXED);
+	}
+	return known == 2;
+}
+
+static int kernel_has_mq_peek(void)
+{
+	int known = __atomic_load_n(&mq_peek_known, __ATOMIC_RELAXED);
+	if (known == 0) { /* an unknown command is EINVAL on any open file; F_MQ_PEEK EBADF */
+		int saved = errno, ends[2];
+		if (pipe2(ends, O_CLOEXEC) < 0)
+			return 0; /* ask again next time */
+		char byte;
+		struct mq_peek_attr probe = {.offset = 0, .buf_len = 1, .buf = &byte};
+		int result = real.fcntl(ends[0], F_MQ_PEEK, &probe);
+		known = result < 0 && errno == EINVAL ? 1 : 2;
+		close(ends[0]);
+		close(ends[1]);
+		errno = saved;
+		__atomic_store_n(&mq_peek_known, known, __ATOMIC_RELAXED);
+	}
+	return known == 2;
 }
 
 /* FMODE_READ: O_RDONLY or O_RDWR (mq_open's access mode 3 can neither read nor write). */
@@ -92,7 +149,8 @@ static int peek_head(int fd, struct mqfs_peek *p, uint64_t index, size_t ask, ch
 	msg->priority = p->msg_prio;
 	msg->want = msg->length < bufmax ? (size_t)msg->length : bufmax;
 	msg->got = p->copied < msg->want ? p->copied : msg->want;
-	memcpy(buf, p->data, msg->got);
+	if (copy_out(buf, p->data, msg->got) < 0)
+		return PEEK_FAILED; /* EFAULT: the caller's buffer */
 	return msg->got == msg->want ? PEEK_DONE : PEEK_AGAIN;
 }
 
@@ -110,7 +168,8 @@ static int peek_rest(int fd, struct mqfs_peek *p, uint64_t index, char *buf,
 		/* The same message has at least one byte at got: none is a broken reply. */
 		if (p->copied == 0 || !chunk_fits(msg->length, got, p->copied, ask))
 			return fail(EIO);
-		memcpy(buf + got, p->data, p->copied); /* <= ask <= left */
+		if (copy_out(buf + got, p->data, p->copied) < 0) /* <= ask <= left */
+			return PEEK_FAILED;
 	}
 	return PEEK_DONE;
 }
@@ -164,7 +223,7 @@ static ssize_t peek_attempts(int fd, struct mqfs_peek *p, size_t most, uint64_t 
 
 /* Copy min(bufmax, length) bytes of message `index` into buf without consuming it; the
  * bytes copied, or -1 with the PEEK ioctl's errno (EAGAIN empty, ENOENT no such index, EBADF
- * not open for reading). The kernel copies under the queue's lock: a peek is one snapshot.
+ * not open for reading) or EFAULT (buf, the caller's, cannot take them). The kernel copies under the queue's lock: a peek is one snapshot.
  * Here a message that fits one ioctl is read in one call (a small first call, then one of
  * the right size if needed); a longer one is read by offset between two readings of the
  * queue's generation, and again if the queue changed in between. */
@@ -181,25 +240,29 @@ static ssize_t peek_into(int fd, uint64_t index, char *buf, size_t bufmax, unsig
 	return result;
 }
 
-/* fcntl(F_MQ_PEEK) on an mqfs queue, in do_mq_peek()'s order of checks. */
-static int shim_mq_peek(int fd, struct mq_peek_attr *attr)
+/* fcntl(F_MQ_PEEK) on an mqfs queue, in do_mq_peek()'s order of checks: EBADF, the struct
+ * (EFAULT), EINVAL, ENOMSG, then the copies out (EFAULT): buf, then msg_prio. */
+static int shim_mq_peek(int fd, struct mq_peek_attr *uattr)
 {
 	if (!open_for_reading(fd))
 		return fail(EBADF);
-	if (attr == NULL)
-		return fail(EFAULT);
-	if (attr->offset < 0 || attr->buf_len == 0 || attr->buf == NULL)
+	struct mq_peek_attr attr;
+	if (copy_in(&attr, uattr, sizeof attr) < 0)
+		return -1;
+	if (attr.offset < 0 || attr.buf_len == 0 || attr.buf == NULL)
 		return fail(EINVAL);
 	unsigned prio = 0;
 	/* The count is returned as an int: no more than INT_MAX bytes, whatever a daemon says. */
-	size_t room = attr->buf_len < INT_MAX ? attr->buf_len : INT_MAX;
-	ssize_t copied = peek_into(fd, (uint64_t)attr->offset, attr->buf, room, &prio);
+	size_t room = attr.buf_len < INT_MAX ? attr.buf_len : INT_MAX;
+	ssize_t copied = peek_into(fd, (uint64_t)attr.offset, attr.buf, room, &prio);
 	if (copied < 0) {
 		if (errno == EAGAIN || errno == ENOENT) /* the RFC: -ENOMSG if offset >= curmsgs */
 			errno = ENOMSG;
 		return -1;
 	}
-	attr->msg_prio = prio;
+	__u32 reported = prio;
+	if (copy_out(&uattr->msg_prio, &reported, sizeof reported) < 0)
+		return -1;
 	return (int)copied; /* <= room */
 }
 
@@ -207,8 +270,12 @@ static int shim_mq_peek(int fd, struct mq_peek_attr *attr)
 static int fcntl_with(int (*real_fcntl)(int, int, ...), int fd, int cmd, void *arg)
 {
 	struct mqfs_attr attr;
-	if (cmd == F_MQ_PEEK && mount_path[0] != '\0' && mqfs_queue(fd, &attr))
-		return shim_mq_peek(fd, arg);
+	if (cmd == F_MQ_PEEK && mount_path[0] != '\0') {
+		if (mqfs_queue(fd, &attr))
+			return shim_mq_peek(fd, arg);
+		if (!kernel_has_mq_peek() && !kernel_queue(fd))
+			return fail(EBADF); /* not a queue: the RFC's answer (closed and -1 too) */
+	}
 	return real_fcntl(fd, cmd, arg);
 }
 
@@ -240,11 +307,14 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 	return fcntl_with(real.fcntl64, fd, cmd, arg);
 }
 
-/* mq_timedreceive2 on an mqfs queue. Argument checks first (the series' second revision:
- * EINVAL for unknown flags and for an index without MQ_PEEK), then as mq_timedreceive:
- * EBADF, EMSGSIZE (msg_len < mq_msgsize, never truncation), then EAGAIN (empty) / ENOENT.
- * A peek never blocks and ignores abs_timeout. */
-static long shim_timedreceive2(mqd_t mqd, struct mq_timedreceive2_args *uargs,
+/* mq_timedreceive2 on an mqfs queue (attr: its attributes) or on a descriptor that is not
+ * one (attr NULL). Argument checks first (the series' second revision: EINVAL for unknown
+ * flags and for an index without MQ_PEEK; EFAULT for args), then as mq_timedreceive:
+ * EBADF, EMSGSIZE (msg_len < mq_msgsize, never truncation), then EAGAIN (empty) / ENOENT,
+ * then the copies out (EFAULT): the message, then msg_prio. A peek never blocks and
+ * ignores abs_timeout. Without MQ_PEEK it is shim_receive, which hands a descriptor that is
+ * not the daemon's to glibc's mq_timedreceive. */
+static long shim_timedreceive2(long number, mqd_t mqd, struct mq_timedreceive2_args *uargs,
 			       unsigned flags, unsigned long index,
 			       const struct timespec *deadline, const struct mqfs_attr *attr)
 {
@@ -252,26 +322,27 @@ static long shim_timedreceive2(mqd_t mqd, struct mq_timedreceive2_args *uargs,
 		return fail(EINVAL);
 	if (!(flags & MQ_PEEK) && index != 0)
 		return fail(EINVAL);
-	if (uargs == NULL)
-		return fail(EFAULT);
+	struct mq_timedreceive2_args args;
+	if (copy_in(&args, uargs, sizeof args) < 0)
+		return -1;
 	if (!(flags & MQ_PEEK))
-		return shim_receive(mqd, uargs->msg_ptr, uargs->msg_len, uargs->msg_prio, deadline);
+		return shim_receive(mqd, args.msg_ptr, args.msg_len, args.msg_prio, deadline);
+	if (attr == NULL) {
+		if (kernel_queue(mqd)) /* only the kernel could peek it */
+			return real.syscall(number, (long)mqd, (long)uargs, (long)flags, (long)index,
+					    (long)deadline, 0L);
+		return fail(EBADF);
+	}
 	if (!open_for_reading(mqd))
 		return fail(EBADF);
-	if (uargs->msg_len < (uint64_t)attr->msgsize)
+	if (args.msg_len < (uint64_t)attr->msgsize)
 		return fail(EMSGSIZE);
 	unsigned prio = 0;
-	ssize_t copied;
-	if (uargs->msg_ptr == NULL) { /* the kernel's EFAULT comes at the copy, after ENOENT */
-		char scratch;
-		copied = peek_into(mqd, index, &scratch, 1, &prio);
-		return copied < 0 ? -1 : fail(EFAULT);
-	}
-	copied = peek_into(mqd, index, uargs->msg_ptr, uargs->msg_len, &prio);
+	ssize_t copied = peek_into(mqd, index, args.msg_ptr, args.msg_len, &prio);
 	if (copied < 0)
 		return -1;
-	if (uargs->msg_prio != NULL)
-		*uargs->msg_prio = prio;
+	if (args.msg_prio != NULL && copy_out(args.msg_prio, &prio, sizeof prio) < 0)
+		return -1;
 	return copied;
 }
 
@@ -289,9 +360,13 @@ EXPORT long syscall(long number, ...)
 										a3, a4, a5);
 	}
 	struct mqfs_attr attr;
-	if (number == timedreceive2_nr && mount_path[0] != '\0' && mqfs_queue((int)a0, &attr))
-		return shim_timedreceive2((mqd_t)a0, (struct mq_timedreceive2_args *)a1,
-					  (unsigned)a2, (unsigned long)a3,
-					  (const struct timespec *)a4, &attr);
+	if (number == timedreceive2_nr && mount_path[0] != '\0') {
+		int ours = mqfs_queue((int)a0, &attr);
+		if (ours || !kernel_has_timedreceive2())
+			return shim_timedreceive2(number, (mqd_t)a0,
+						  (struct mq_timedreceive2_args *)a1, (unsigned)a2,
+						  (unsigned long)a3, (const struct timespec *)a4,
+						  ours ? &attr : NULL);
+	}
 	return real.syscall(number, a0, a1, a2, a3, a4, a5);
 }

@@ -35,8 +35,9 @@
  * The two proposed peek APIs of include/mqfs/peek.h run here too (README, "Developing
  * against the proposed peek APIs"): fcntl/fcntl64(mqd, F_MQ_PEEK, &attr) on an mqfs queue,
  * and syscall(548, ...) = mq_timedreceive2 on an mqfs queue (the number can be changed with
- * MQFS_MQ_TIMEDRECEIVE2_NR). Every other fcntl command and syscall number, and both on any
- * other descriptor, go to glibc unchanged - so today's kernel answers EINVAL / ENOSYS.
+ * MQFS_MQ_TIMEDRECEIVE2_NR). Every other fcntl command and syscall number goes to glibc
+ * unchanged. On a descriptor that is not a queue both answer as the proposals do (EBADF)
+ * unless the kernel has the call itself; a kernel queue's descriptor goes to the kernel.
  *
  * The files (scripts/build-preload compiles every preload/NAME.c into the one library):
  *   lookup.c    glibc's functions and the mount, looked up once; mq_open, __mq_open_2,

@@ -3,7 +3,8 @@
  * Usage: peek_apis fcntl|syscall /NAME           the scenarios below, on one API
  *        peek_apis large-fcntl|large-syscall /NAME  messages of several mqfs chunks
  *                                                  (needs msgsize_max >= 65536)
- *        peek_apis foreign /NAME                 both APIs on a pipe and on a queue
+ *        peek_apis faults-fcntl|faults-syscall /NAME  bad pointers: EFAULT, never SIGSEGV
+ *        peek_apis foreign /NAME                 both APIs on descriptors of every kind
  *        peek_apis passthrough /NAME             other fcntl commands and syscalls
  *
  * fcntl is fcntl(mqd, F_MQ_PEEK, &struct mq_peek_attr) (ENOMSG past the end, truncation);
@@ -237,17 +238,115 @@ static void large(const char *name)
 	mq_unlink(name);
 }
 
-/* Not an mqfs queue (a pipe; a kernel queue when MQFS_MOUNT is unset): the kernel answers. */
+/* Bad pointers where each API takes one, in its order of checks; the queue is unchanged
+ * by every peek. */
+static void faults(const char *name)
+{
+	char *bad = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *read_only = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			       -1, 0);
+	if (bad == MAP_FAILED || read_only == MAP_FAILED)
+		exit(1);
+	mqd_t q = make(name, MSGSIZE, O_NONBLOCK);
+	mqd_t writer = mq_open(name, O_WRONLY);
+	char buf[MSGSIZE];
+	unsigned prio = 0;
+	long r;
+	if (use_fcntl) {
+		struct mq_peek_attr attr = {.offset = 0, .buf_len = MSGSIZE, .buf = bad};
+		r = fcntl(q, F_MQ_PEEK, &attr);
+		printf("bad buf, empty: %ld %s\n", r, err());
+		send(q, 3, "hello");
+		r = fcntl(q, F_MQ_PEEK, &attr);
+		printf("bad buf: %ld %s\n", r, err());
+		r = fcntl(q, F_MQ_PEEK, (struct mq_peek_attr *)bad);
+		printf("bad attr: %ld %s\n", r, err());
+		r = fcntl(q, F_MQ_PEEK, (struct mq_peek_attr *)NULL);
+		printf("NULL attr: %ld %s\n", r, err());
+		r = fcntl(writer, F_MQ_PEEK, (struct mq_peek_attr *)bad);
+		printf("bad attr, write-only: %ld %s\n", r, err());
+		attr = (struct mq_peek_attr){.offset = 5, .buf_len = MSGSIZE, .buf = bad};
+		r = fcntl(q, F_MQ_PEEK, &attr);
+		printf("bad buf, past end: %ld %s\n", r, err());
+		struct mq_peek_attr *frozen = (struct mq_peek_attr *)read_only;
+		*frozen = (struct mq_peek_attr){.offset = 0, .msg_prio = 77, .buf_len = MSGSIZE,
+						.buf = buf};
+		mprotect(read_only, 4096, PROT_READ);
+		r = fcntl(q, F_MQ_PEEK, frozen);
+		printf("attr read-only (msg_prio not stored): %ld %s, buf '%.5s'\n", r, err(), buf);
+	} else {
+		struct mq_timedreceive2_args args = {.msg_len = MSGSIZE, .msg_prio = &prio,
+						     .msg_ptr = bad};
+		r = mq_timedreceive2(q, &args, MQ_PEEK, 0, NULL);
+		printf("bad msg_ptr, empty: %ld %s\n", r, err());
+		send(q, 3, "hello");
+		r = mq_timedreceive2(q, &args, MQ_PEEK, 0, NULL);
+		printf("bad msg_ptr: %ld %s\n", r, err());
+		r = mq_timedreceive2(q, &args, MQ_PEEK, 1, NULL);
+		printf("bad msg_ptr, past end: %ld %s\n", r, err());
+		args.msg_len = MSGSIZE - 1;
+		r = mq_timedreceive2(q, &args, MQ_PEEK, 0, NULL);
+		printf("bad msg_ptr, small: %ld %s\n", r, err());
+		args.msg_len = MSGSIZE;
+		r = mq_timedreceive2(writer, &args, MQ_PEEK, 0, NULL);
+		printf("bad msg_ptr, write-only: %ld %s\n", r, err());
+		args.msg_ptr = NULL;
+		r = mq_timedreceive2(q, &args, MQ_PEEK, 0, NULL);
+		printf("NULL msg_ptr: %ld %s\n", r, err());
+		args.msg_ptr = buf;
+		args.msg_prio = (unsigned *)bad;
+		r = mq_timedreceive2(q, &args, MQ_PEEK, 0, NULL);
+		printf("bad msg_prio: %ld %s\n", r, err());
+		r = mq_timedreceive2(q, (struct mq_timedreceive2_args *)bad, MQ_PEEK, 0, NULL);
+		printf("bad args: %ld %s\n", r, err());
+		r = mq_timedreceive2(q, NULL, MQ_PEEK, 0, NULL);
+		printf("NULL args: %ld %s\n", r, err());
+		r = mq_timedreceive2(q, (struct mq_timedreceive2_args *)bad, 0x80, 0, NULL);
+		printf("bad args, unknown flag: %ld %s\n", r, err());
+		r = mq_timedreceive2(-1, (struct mq_timedreceive2_args *)bad, MQ_PEEK, 0, NULL);
+		printf("bad args, fd -1: %ld %s\n", r, err());
+		printf("curmsgs: %ld\n", curmsgs(q));
+		args = (struct mq_timedreceive2_args){.msg_len = MSGSIZE, .msg_prio = &prio,
+						      .msg_ptr = bad};
+		r = mq_timedreceive2(q, &args, 0, 0, NULL);
+		printf("receive, bad msg_ptr: %ld %s curmsgs %ld\n", r, err(), curmsgs(q));
+		send(q, 2, "");
+		args.msg_ptr = NULL;
+		r = mq_timedreceive2(q, &args, MQ_PEEK, 0, NULL);
+		printf("zero-length, NULL msg_ptr: %ld prio %u\n", r, prio);
+	}
+	printf("curmsgs: %ld\n", curmsgs(q));
+	mq_close(writer);
+	mq_close(q);
+	mq_unlink(name);
+}
+
+/* Both APIs on descriptors of every kind. Under the shim: EBADF on what is not a queue, as
+ * the proposals say; mq_timedreceive2 without MQ_PEEK is mq_timedreceive everywhere; a
+ * kernel queue (made with syscall(SYS_mq_open), which the shim never sees) gets the
+ * kernel's own answer. Without the shim, today's kernel: EINVAL, ENOSYS. */
 static void foreign(const char *name)
 {
 	int fds[2];
 	if (pipe(fds) < 0)
 		return;
+	char path[] = "/tmp/peek-apis-XXXXXX";
+	int file = mkstemp(path);
+	unlink(path);
 	mqd_t q = make(name, MSGSIZE, O_NONBLOCK);
 	send(q, 1, "x");
-	const int targets[] = {fds[0], q};
-	const char *labels[] = {"pipe", "queue"};
-	for (int i = 0; i < 2; i++) {
+	struct mq_attr kattr = {.mq_maxmsg = 4, .mq_msgsize = MSGSIZE};
+	char kname[300];
+	snprintf(kname, sizeof kname, "%s-kernel", name + 1);
+	long kq = syscall(SYS_mq_open, kname, O_RDWR | O_CREAT | O_EXCL | O_NONBLOCK, 0600, &kattr);
+	if (kq < 0 || syscall(SYS_mq_unlink, kname) < 0 ||
+	    syscall(SYS_mq_timedsend, kq, "k", 1L, 1L, NULL) < 0)
+		printf("kernel queue: %s\n", err());
+	int closed = dup(1); /* a number no descriptor has */
+	close(closed);
+	const int targets[] = {fds[0], -1, closed, file, (int)kq, q};
+	const char *labels[] = {"pipe", "-1", "closed", "file", "kernel queue", "queue"};
+	for (int i = 0; i < 6; i++) {
 		char buf[MSGSIZE];
 		unsigned prio = 0;
 		struct mq_peek_attr attr = {.offset = 0, .buf_len = MSGSIZE, .buf = buf};
@@ -257,7 +356,11 @@ static void foreign(const char *name)
 						     .msg_ptr = buf};
 		long n = mq_timedreceive2(targets[i], &args, MQ_PEEK, 0, NULL);
 		printf("%s syscall: %ld %s\n", labels[i], n, n < 0 ? err() : "");
+		n = mq_timedreceive2(targets[i], &args, 0, 0, NULL);
+		printf("%s syscall without MQ_PEEK: %ld %s\n", labels[i], n, n < 0 ? err() : "");
 	}
+	close(file);
+	close((int)kq);
 	mq_close(q);
 	mq_unlink(name);
 }
@@ -283,8 +386,6 @@ static void passthrough(const char *name)
 	lock = (struct flock){.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 2, .l_len = 3};
 	r = fcntl(file, F_GETLK, &lock); /* our own lock never conflicts: F_UNLCK comes back */
 	printf("F_GETLK: %d unlocked %d\n", r, lock.l_type == F_UNLCK);
-	r = fcntl(file, F_MQ_PEEK, &lock);
-	printf("F_MQ_PEEK on a file: %d %s\n", r, err());
 
 	printf("SYS_getpid same: %d\n", syscall(SYS_getpid) == getpid());
 	if (ftruncate(file, 16384) < 0 || pwrite(file, "0123456789", 10, 0) != 10 ||
@@ -320,6 +421,9 @@ int main(int argc, char **argv)
 	} else if (strcmp(mode, "large-fcntl") == 0 || strcmp(mode, "large-syscall") == 0) {
 		use_fcntl = mode[6] == 'f';
 		large(name);
+	} else if (strcmp(mode, "faults-fcntl") == 0 || strcmp(mode, "faults-syscall") == 0) {
+		use_fcntl = mode[7] == 'f';
+		faults(name);
 	} else if (strcmp(mode, "foreign") == 0) {
 		foreign(name);
 	} else if (strcmp(mode, "passthrough") == 0) {

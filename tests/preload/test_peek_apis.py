@@ -13,6 +13,7 @@ smaller than ``mq_msgsize``, ``EAGAIN`` for an empty queue and ``ENOENT`` past t
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -195,39 +196,114 @@ def test_messages_of_several_chunks(
     assert out.splitlines() == [*expected, "curmsgs: 4"]
 
 
-def test_other_descriptors_go_to_the_kernel(
+FOREIGN = ["pipe", "-1", "closed", "file"]
+
+
+def test_other_descriptors_are_ebadf_as_the_proposals_say(
     preload_library: Path, compile_peek: Compile, mqfs_mount: Mount
 ) -> None:
-    """Only mqfs queues are the shim's: on a pipe the kernel answers, as today (EINVAL for
-    the unknown fcntl command, ENOSYS for syscall 548)."""
+    """What is not a queue (a pipe, -1, a closed descriptor, a file) is EBADF for both
+    proposals, so a program probing with syscall(548, -1, ...) finds the call present; without
+    MQ_PEEK mq_timedreceive2 is mq_timedreceive there (EBADF) and on a kernel queue (made
+    with syscall(SYS_mq_open), which the shim never sees); peeking a kernel queue is left to
+    the kernel, which today cannot (EINVAL, ENOSYS)."""
     program = compile_peek(HERE / "peek_apis.c")
     out = run_program(
         [program, "foreign", f"/{unique_queue_name('foreign')}"],
         shim_env(preload_library, mqfs_mount.path),
     )
-    assert out.splitlines() == [
-        "pipe fcntl: -1 EINVAL",
-        "pipe syscall: -1 ENOSYS",
+    expected = []
+    for label in FOREIGN:
+        expected += [
+            f"{label} fcntl: -1 EBADF",
+            f"{label} syscall: -1 EBADF",
+            f"{label} syscall without MQ_PEEK: -1 EBADF",
+        ]
+    expected += [
+        "kernel queue fcntl: -1 EINVAL",
+        "kernel queue syscall: -1 ENOSYS",
+        "kernel queue syscall without MQ_PEEK: 1 ",
         "queue fcntl: 1 ",
         "queue syscall: 1 ",
+        "queue syscall without MQ_PEEK: 1 ",
     ]
+    assert out.splitlines() == expected
 
 
 def test_without_mqfs_mount_the_kernel_answers(
     preload_library: Path, compile_peek: Compile, mqfs_mount: Mount
 ) -> None:
-    """On this kernel neither proposal exists: EINVAL and ENOSYS, with or without the shim
-    when MQFS_MOUNT is unset."""
+    """On this kernel neither proposal exists: EINVAL and ENOSYS (EBADF from fcntl itself
+    for -1 and a closed descriptor), with or without the shim when MQFS_MOUNT is unset."""
     program = compile_peek(HERE / "peek_apis.c")
     command: list[str | Path] = [program, "foreign", f"/{unique_queue_name('kernel')}"]
     kernel = on_kernel(command)
-    assert kernel.splitlines() == [
-        "pipe fcntl: -1 EINVAL",
-        "pipe syscall: -1 ENOSYS",
-        "queue fcntl: -1 EINVAL",
-        "queue syscall: -1 ENOSYS",
-    ]
+    expected = []
+    for label in [*FOREIGN, "kernel queue", "queue"]:
+        fcntl = "EBADF" if label in ("-1", "closed") else "EINVAL"
+        expected += [
+            f"{label} fcntl: -1 {fcntl}",
+            f"{label} syscall: -1 ENOSYS",
+            f"{label} syscall without MQ_PEEK: -1 ENOSYS",
+        ]
+    assert kernel.splitlines() == expected
     assert on_kernel(["env", f"LD_PRELOAD={preload_library}", *command]) == kernel
+    assert os.listdir(mqfs_mount.path) == []
+
+
+def test_fcntl_bad_pointers(
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount
+) -> None:
+    """F_MQ_PEEK: EFAULT for an unreadable struct (after EBADF), for a buf that cannot take
+    the message (after ENOMSG) and for a struct whose msg_prio cannot be stored; no crash,
+    and nothing is consumed."""
+    program = compile_peek(HERE / "peek_apis.c")
+    out = run_program(
+        [program, "faults-fcntl", f"/{unique_queue_name('faults')}"],
+        shim_env(preload_library, mqfs_mount.path),
+    )
+    assert out.splitlines() == [
+        "bad buf, empty: -1 ENOMSG",
+        "bad buf: -1 EFAULT",
+        "bad attr: -1 EFAULT",
+        "NULL attr: -1 EFAULT",
+        "bad attr, write-only: -1 EBADF",
+        "bad buf, past end: -1 ENOMSG",
+        "attr read-only (msg_prio not stored): -1 EFAULT, buf 'hello'",
+        "curmsgs: 1",
+    ]
+    assert os.listdir(mqfs_mount.path) == []
+
+
+def test_mq_timedreceive2_bad_pointers(
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount
+) -> None:
+    """mq_timedreceive2: EFAULT for args (after the flag checks), msg_ptr (after EBADF,
+    EMSGSIZE, EAGAIN and ENOENT; a zero-length message needs no buffer) and msg_prio; no
+    crash. A peek consumes nothing; a receive whose msg_ptr is bad loses the message, as
+    mq_timedreceive does."""
+    program = compile_peek(HERE / "peek_apis.c")
+    out = run_program(
+        [program, "faults-syscall", f"/{unique_queue_name('faults')}"],
+        shim_env(preload_library, mqfs_mount.path),
+    )
+    assert out.splitlines() == [
+        "bad msg_ptr, empty: -1 EAGAIN",
+        "bad msg_ptr: -1 EFAULT",
+        "bad msg_ptr, past end: -1 ENOENT",
+        "bad msg_ptr, small: -1 EMSGSIZE",
+        "bad msg_ptr, write-only: -1 EBADF",
+        "NULL msg_ptr: -1 EFAULT",
+        "bad msg_prio: -1 EFAULT",
+        "bad args: -1 EFAULT",
+        "NULL args: -1 EFAULT",
+        "bad args, unknown flag: -1 EINVAL",
+        "bad args, fd -1: -1 EFAULT",
+        "curmsgs: 1",
+        "receive, bad msg_ptr: -1 EFAULT curmsgs 0",
+        "zero-length, NULL msg_ptr: 0 prio 2",
+        "curmsgs: 1",
+    ]
     assert os.listdir(mqfs_mount.path) == []
 
 
@@ -254,9 +330,26 @@ def test_syscall_number_from_the_environment(
     program = compile_peek(HERE / "peek_apis.c", "-D__NR_mq_timedreceive2=600")
     name = f"/{unique_queue_name('nr')}"
     env = shim_env(preload_library, mqfs_mount.path)
-    assert "queue syscall: -1 ENOSYS" in run_program([program, "foreign", name], env)
+    assert "\nqueue syscall: -1 ENOSYS" in run_program([program, "foreign", name], env)
     env["MQFS_MQ_TIMEDRECEIVE2_NR"] = "600"
-    assert "queue syscall: 1 " in run_program([program, "foreign", name], env)
+    assert "\nqueue syscall: 1 " in run_program([program, "foreign", name], env)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="getpid is syscall 39 on x86-64")
+def test_a_kernel_that_has_the_call_answers_for_other_descriptors(
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount
+) -> None:
+    """The shim asks once whether the kernel has mq_timedreceive2 (anything but ENOSYS on
+    fd -1) and then leaves every descriptor but mqfs queues to it. Played here by getpid
+    (x86-64 number 39) standing in for a kernel's mq_timedreceive2."""
+    getpid = 39
+    program = compile_peek(HERE / "peek_apis.c", f"-D__NR_mq_timedreceive2={getpid}")
+    env = shim_env(preload_library, mqfs_mount.path)
+    env["MQFS_MQ_TIMEDRECEIVE2_NR"] = str(getpid)
+    lines = run_program([program, "foreign", f"/{unique_queue_name('has')}"], env).splitlines()
+    pipe = next(line for line in lines if line.startswith("pipe syscall: "))
+    assert int(pipe.split()[2]) > 0  # the kernel's answer: a process id
+    assert "queue syscall: 1 " in lines  # an mqfs queue is still the shim's
 
 
 # -- the CRIU use case ----------------------------------------------------------------------
