@@ -27,6 +27,7 @@ from tests.support.paths import ROOT
 from tests.support.shim import (
     build_c_program,
     on_kernel,
+    plain_env,
     run_program,
     shim_env,
     unique_queue_name,
@@ -350,6 +351,44 @@ def test_a_kernel_that_has_the_call_answers_for_other_descriptors(
     pipe = next(line for line in lines if line.startswith("pipe syscall: "))
     assert int(pipe.split()[2]) > 0  # the kernel's answer: a process id
     assert "queue syscall: 1 " in lines  # an mqfs queue is still the shim's
+
+
+# -- a selftest written as the proposals' authors write theirs ------------------------------
+
+SELFTEST = HERE / "timedreceive2_selftest.c"
+SELFTEST_CASES = 30
+KSFT_SKIP = 4
+
+
+def test_selftest_passes_every_case_under_the_shim(
+    preload_library: Path, compile_peek: Compile, mqfs_mount: Mount
+) -> None:
+    """timedreceive2_selftest.c probes each API first (syscall(548, -1, ...): ENOSYS means
+    absent; F_MQ_PEEK on a pipe: EINVAL means absent) and then runs its cases; under the
+    shim, unmodified, every one runs and passes, none is skipped."""
+    program = compile_peek(SELFTEST)
+    env = shim_env(preload_library, mqfs_mount.path)
+    out = run_program([program, f"/{unique_queue_name('selftest')}"], env)
+    lines = out.splitlines()
+    assert f"1..{SELFTEST_CASES}" in lines
+    assert f"# Totals: pass:{SELFTEST_CASES} fail:0 xfail:0 xpass:0 skip:0 error:0" in lines
+    assert not [line for line in lines if line.startswith("not ok") or "SKIP" in line]
+    assert os.listdir(mqfs_mount.path) == []
+
+
+def test_selftest_skips_on_todays_kernel(compile_peek: Compile) -> None:
+    """Without the shim the probes find neither call: the selftest skips both, as it would
+    on any kernel without the series."""
+    program = compile_peek(SELFTEST)  # skipping, it makes no queue: no namespace needed
+    done = subprocess.run(
+        [program, f"/{unique_queue_name('selftest')}"],
+        env=plain_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == KSFT_SKIP, done.stdout + done.stderr
+    assert "# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:2 error:0" in done.stdout
 
 
 # -- the CRIU use case ----------------------------------------------------------------------
