@@ -223,10 +223,11 @@ static ssize_t peek_attempts(int fd, struct mqfs_peek *p, size_t most, uint64_t 
 
 /* Copy min(bufmax, length) bytes of message `index` into buf without consuming it; the
  * bytes copied, or -1 with the PEEK ioctl's errno (EAGAIN empty, ENOENT no such index, EBADF
- * not open for reading) or EFAULT (buf, the caller's, cannot take them). The kernel copies under the queue's lock: a peek is one snapshot.
- * Here a message that fits one ioctl is read in one call (a small first call, then one of
- * the right size if needed); a longer one is read by offset between two readings of the
- * queue's generation, and again if the queue changed in between. */
+ * not open for reading) or EFAULT (buf, the caller's, cannot take them). The kernel copies
+ * under the queue's lock: a peek is one snapshot. Here a message that fits one ioctl is
+ * read in one call (a small first call, then one of the right size if needed); a longer one
+ * is read by offset between two readings of the queue's generation, and again if the queue
+ * changed in between. */
 static ssize_t peek_into(int fd, uint64_t index, char *buf, size_t bufmax, unsigned *prio)
 {
 	size_t most = bufmax < MQFS_CHUNK ? bufmax : MQFS_CHUNK; /* bufmax >= 1 */

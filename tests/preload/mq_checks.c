@@ -1,15 +1,16 @@
-/* mq_checks.c - what the kernel checks before the descriptor, on descriptors that are not
- * the daemon's, as a transcript: run on the kernel's queues and under the shim, it must
- * print the same lines.
+/* mq_checks.c - the kernel's order of checks on descriptors that are not the daemon's, and
+ * its EFAULTs for bad pointers, as a transcript: run on the kernel's queues and under the
+ * shim, it must print the same lines.
  *
  * Usage: mq_checks /NAME         parts one and two
  *        mq_checks /NAME large   part two for messages of several mqfs chunks (needs
  *                                msgsize_max >= 65536)
  *
- * Part one, the order of checks. The kernel validates the timeout (EINVAL; mq_timedsend then the priority) before it looks
- * at the descriptor (EBADF), and mq_setattr's and mq_notify's arguments too. Every call runs
- * on a closed descriptor, -1, both ends of a pipe, a regular file and a kernel queue (made
- * with syscall(SYS_mq_open), which the shim never sees: a kernel queue under the shim too).
+ * Part one, the order of checks. The kernel validates the timeout (EINVAL; mq_timedsend
+ * then the priority) before it looks at the descriptor (EBADF), and mq_setattr's and
+ * mq_notify's arguments too. Every call runs on a closed descriptor, -1, both ends of a
+ * pipe, a regular file and a kernel queue (made with syscall(SYS_mq_open), which the shim
+ * never sees: a kernel queue under the shim too).
  *
  * Part two, bad pointers: every buffer, out-parameter and struct of the mq_* calls given as
  * a PROT_NONE page, on a queue of mq_open (the kernel's, or the mount's under the shim).
