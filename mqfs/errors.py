@@ -31,6 +31,7 @@ names, so code written for ``posix_ipc`` catches what it always caught::
         ├── NotMounted           ENOENT        mqfs is not mounted at that path
         ├── MountpointMissing    ENOENT        the directory to mount on does not exist
         ├── AlreadyMounted       EBUSY         something is mounted there already
+        ├── DeadMount            ENOTCONN      mounted, but its daemon is gone
         └── MountFailed          EIO           fusermount3 or the daemon refused
 """
 
@@ -157,6 +158,10 @@ class MountpointMissing(MountError):
 
 class AlreadyMounted(MountError):
     default_errno = errno.EBUSY
+
+
+class DeadMount(MountError):
+    default_errno = errno.ENOTCONN
 
 
 class MountFailed(MountError):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from mqfs import errors, posix, wire
+from mqfs import errors, mounts, posix, wire
 from mqfs.client import calls, dump
 from mqfs.client.backends import MqfsBackend
 from mqfs.posix import MQ_PRIO_MAX
@@ -29,10 +29,7 @@ NOTIFY_NAMES = {
 
 
 def _mount(args: argparse.Namespace) -> Path:
-    mount = Path(args.mount)
-    if not mount.is_dir():
-        raise errors.NotMounted(f"mqfs is not mounted at {mount}")
-    return mount
+    return mounts.require_mqfs(args.mount)
 
 
 def _failure(exc: OSError, name: str, action: str) -> errors.MqfsError:
@@ -316,6 +313,7 @@ def dump_command(args: argparse.Namespace) -> int:
 
 
 def restore_command(args: argparse.Namespace) -> int:
+    mount = _mount(args)
     source = sys.stdin if args.file == "-" else None
     try:
         text = source.read() if source else Path(args.file).read_text()
@@ -328,7 +326,7 @@ def restore_command(args: argparse.Namespace) -> int:
         total = sum(len(queue.messages) for queue in queues)
         dump.restore(
             queues,
-            MqfsBackend(_mount(args)),
+            MqfsBackend(mount),
             force=args.force,
             progress=_progress(total, "restored"),
         )
@@ -367,6 +365,12 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
             raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode") from None
         if not 0 <= value <= 0o7777:
             raise argparse.ArgumentTypeError(f"{text!r} is not a mode (0..7777)")
+        return value
+
+    def index_number(text: str) -> int:
+        value = int(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError("must not be negative (0 = next to receive)")
         return value
 
     def seconds(text: str) -> float:
@@ -414,7 +418,9 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
 
     parser = command("peek", "show messages without receiving them", peek)
     parser.add_argument("name")
-    parser.add_argument("index", nargs="?", type=int, default=0, help="0 = next to receive")
+    parser.add_argument(
+        "index", nargs="?", type=index_number, default=0, help="0 = next to receive"
+    )
     parser.add_argument("--all", action="store_true", help="every message, in receive order")
     parser.add_argument("--show-prio", action="store_true", help="prefix PRIORITY<tab>")
 

@@ -115,6 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.MqfsError as exc:
         print(f"mqfs: {args.command}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # one the command did not word itself: still one line
+        code = exc.errno or errno.EIO
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(
+            f"mqfs: {args.command}: {os.strerror(code)}{where} ({errno.errorcode.get(code, code)})",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mqfs import errors, posix
+from mqfs import errors, mounts, posix
 from mqfs.client import calls
 from mqfs.client.calls import Deadline
 from mqfs.posix import SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD
@@ -255,6 +255,14 @@ class MqfsBackend:
     def open(
         self, name: str, oflag: int, mode: int = 0o600, attr: tuple[int, int] | None = None
     ) -> int:
+        try:
+            return self._open(name, oflag, mode, attr)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTTY, errno.ENOTCONN):
+                mounts.require_mqfs(self.mount)  # say so if the mount is what is wrong
+            raise
+
+    def _open(self, name: str, oflag: int, mode: int, attr: tuple[int, int] | None) -> int:
         bare = self._name(name)
         no_access = oflag & os.O_ACCMODE == os.O_ACCMODE
         if no_access:
@@ -295,7 +303,12 @@ class MqfsBackend:
         os.close(mqd)
 
     def unlink(self, name: str) -> None:
-        os.rmdir(self.mount / self._name(name))
+        try:
+            os.rmdir(self.mount / self._name(name))
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTCONN):
+                mounts.require_mqfs(self.mount)
+            raise
 
     def send(
         self, mqd: int, message: bytes, priority: int = 0, deadline: Deadline | None = None
