@@ -22,13 +22,22 @@ SI_MESGQ = -3
 
 
 def check_name(name: str) -> None:
-    """A queue name as the kernel's mqueue filesystem takes it (after glibc strips '/')."""
+    """A queue name as the kernel's mqueue filesystem takes it (after glibc strips '/'),
+    with the kernel's errno and a message that says what is wrong with it."""
     if len(os.fsencode(name)) > NAME_MAX:
-        raise errors.NameTooLong(f"queue name longer than {NAME_MAX} bytes")
+        raise errors.NameTooLong(
+            f"queue name of {len(os.fsencode(name))} bytes: at most {NAME_MAX} bytes"
+        )
     if name == "":
-        raise errors.NoSuchQueue("empty queue name")
-    if name in (".", "..") or "/" in name or "\0" in name:
-        raise errors.PermissionDenied(f"invalid queue name {name!r}")
+        raise errors.NoSuchQueue("empty queue name: give a name such as 'jobs' or '/jobs'")
+    if name in (".", ".."):
+        raise errors.PermissionDenied(f"queue name {name!r} is reserved")
+    if "/" in name:
+        raise errors.PermissionDenied(
+            f"queue name {name!r} contains '/': only one leading '/' is allowed"
+        )
+    if "\0" in name:
+        raise errors.PermissionDenied(f"queue name {name!r} contains a NUL byte")
 
 
 def strip_posix_name(posix_name: str) -> str:
@@ -36,5 +45,12 @@ def strip_posix_name(posix_name: str) -> str:
     if not posix_name.startswith("/"):
         raise errors.InvalidArgument(f"queue name {posix_name!r} does not start with '/'")
     name = posix_name[1:]
+    check_name(name)
+    return name
+
+
+def queue_name(text: str) -> str:
+    """A name as a person types it, "jobs" or POSIX's "/jobs": the bare, checked name."""
+    name = text[1:] if text.startswith("/") else text
     check_name(name)
     return name

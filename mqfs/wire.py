@@ -118,6 +118,8 @@ a backup) never consumes anything."""
 
 INFO_XATTR = "user.mq.info"
 """xattr of MNT/NAME: JSON with the attributes, notify state and openers (`mqfs ls -l`)."""
+LIMITS_XATTR = "user.mq.limits"
+"""xattr of MNT itself: JSON with the mount's limits (msg_max, msgsize_max, queues_max, ...)."""
 PRIORITY_XATTR = "user.mq.priority"
 """xattr of MNT/NAME/msgs/I: the message's priority in decimal."""
 

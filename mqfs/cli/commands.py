@@ -5,6 +5,7 @@ the queue files and the ioctls, and reports failures as :mod:`mqfs.errors`' exce
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import errno
 import json
@@ -40,10 +41,9 @@ def _failure(exc: OSError, name: str, action: str) -> errors.MqfsError:
 
 
 def _queue_name(args: argparse.Namespace) -> str:
-    """args.name, checked as the kernel checks queue names, so that a path like '../x'
-    can never make a command act outside the mount."""
-    posix.check_name(args.name)
-    return str(args.name)
+    """args.name ("jobs" or POSIX's "/jobs"), checked as the kernel checks queue names,
+    so that a path like '../x' can never make a command act outside the mount."""
+    return posix.queue_name(args.name)
 
 
 @contextlib.contextmanager
@@ -102,12 +102,13 @@ def _openers_text(row: dict[str, Any]) -> str:
 
 def create(args: argparse.Namespace) -> int:
     mount = _mount(args)
+    name = _queue_name(args)
     if (args.maxmsg is None) != (args.msgsize is None):
         raise errors.InvalidArgument("give both --maxmsg and --msgsize, or neither")
     try:
         calls.create_at(
             mount,
-            args.name,
+            name,
             args.mode,
             maxmsg=args.maxmsg,
             msgsize=args.msgsize,
@@ -115,11 +116,24 @@ def create(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         if exc.errno == errno.EINVAL:
-            raise errors.InvalidArgument(
-                f"invalid attributes for queue {args.name!r} (maxmsg/msgsize out of range)"
-            ) from None
-        raise _failure(exc, args.name, "create") from None
+            raise errors.InvalidArgument(_over_limits(mount, name, args)) from None
+        raise _failure(exc, name, "create") from None
     return 0
+
+
+def _over_limits(mount: Path, name: str, args: argparse.Namespace) -> str:
+    """Why the mount refused queue *name*'s attributes, and how to allow them."""
+    limits = json.loads(os.getxattr(mount, wire.LIMITS_XATTR))
+    for attribute, value, limit in (
+        ("maxmsg", args.maxmsg, "msg_max"),
+        ("msgsize", args.msgsize, "msgsize_max"),
+    ):
+        if value > limits[limit]:
+            return (
+                f"queue {name!r}: {attribute} {value} > {limit} {limits[limit]} of this "
+                f"mount; mount with -o {limit}={value} to allow it"
+            )
+    return f"queue {name!r}: maxmsg and msgsize must be at least 1"
 
 
 def remove(args: argparse.Namespace) -> int:
@@ -215,18 +229,38 @@ def send(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_message(out: Any, payload: bytes, priority: int, show_prio: bool) -> None:
-    if show_prio:
-        out.write(f"{priority}\t".encode())
-    out.write(payload)
-    if show_prio and not payload.endswith(b"\n"):
-        out.write(b"\n")
-    out.flush()
+def _format_message(payload: bytes, priority: int, args: argparse.Namespace) -> bytes:
+    """One message as `recv`/`peek` print it (see their --help): messages can always be
+    told apart again, except with --raw."""
+    form = args.format
+    if form == "json":
+        record: dict[str, Any] = {"priority": priority, "length": len(payload)}
+        try:
+            record["text"] = payload.decode()
+        except UnicodeDecodeError:
+            record["base64"] = base64.b64encode(payload).decode()
+        return json.dumps(record).encode() + b"\n"
+    prefix = f"{priority}\t".encode() if args.show_prio else b""
+    if form == "hex":
+        return prefix + payload.hex().encode() + b"\n"
+    if form == "base64":
+        return prefix + base64.b64encode(payload) + b"\n"
+    if form == "null":
+        return prefix + payload + b"\0"
+    if form == "raw":
+        return prefix + payload
+    return prefix + payload + (b"" if payload.endswith(b"\n") else b"\n")
+
+
+def _write_message(payload: bytes, priority: int, args: argparse.Namespace) -> None:
+    sys.stdout.buffer.write(_format_message(payload, priority, args))
+    sys.stdout.buffer.flush()
 
 
 def _progress(total: int, label: str) -> Callable[[int, int], None] | None:
-    """A progress line on a terminal's stderr; nothing when stderr is not a terminal."""
-    if total < 2 or not sys.stderr.isatty():
+    """A progress line on a terminal's stderr; nothing when stderr is not a terminal, or
+    when stdout is one (the line would overwrite the messages printed there)."""
+    if total < 2 or not sys.stderr.isatty() or sys.stdout.isatty():
         return None
     stream: TextIO = sys.stderr
 
@@ -247,7 +281,7 @@ def recv(args: argparse.Namespace) -> int:
         show = _progress(args.count, "received")
         for number in range(1, args.count + 1):
             payload, priority = calls.receive(fd, msgsize, args.timeout)
-            _write_message(sys.stdout.buffer, payload, priority, args.show_prio)
+            _write_message(payload, priority, args)
             if show:
                 show(number, args.count)
     return 0
@@ -257,7 +291,7 @@ def peek(args: argparse.Namespace) -> int:
     with _queue_fd(args, os.O_RDONLY | os.O_NONBLOCK, "peek") as fd:
         if args.all:
             for payload, priority in calls.peek_all(fd):
-                _write_message(sys.stdout.buffer, payload, priority, args.show_prio)
+                _write_message(payload, priority, args)
             return 0
         try:
             payload, priority = calls.peek(fd, args.index)
@@ -267,7 +301,7 @@ def peek(args: argparse.Namespace) -> int:
                     f"queue {args.name!r} has no message at index {args.index}"
                 ) from None
             raise
-        _write_message(sys.stdout.buffer, payload, priority, args.show_prio)
+        _write_message(payload, priority, args)
     return 0
 
 
@@ -373,6 +407,19 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
             raise argparse.ArgumentTypeError("must not be negative (0 = next to receive)")
         return value
 
+    def output_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--show-prio", action="store_true", help="prefix PRIORITY<tab>")
+        forms = parser.add_mutually_exclusive_group()
+        forms.set_defaults(format="lines")
+        for flags, form, text in [
+            (["-0", "--null"], "null", "end each message with NUL instead of a newline"),
+            (["--raw"], "raw", "messages back to back, as they are (no separator)"),
+            (["--json"], "json", "one JSON object per line: priority, length, text or base64"),
+            (["--hex"], "hex", "one line per message, in hexadecimal"),
+            (["--base64"], "base64", "one line per message, in base64"),
+        ]:
+            forms.add_argument(*flags, dest="format", action="store_const", const=form, help=text)
+
     def seconds(text: str) -> float:
         value = float(text)
         if value < 0:
@@ -381,8 +428,12 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
 
     parser = command("create", "create a queue (mq_open O_CREAT)", create)
     parser.add_argument("name")
-    parser.add_argument("--maxmsg", type=positive)
-    parser.add_argument("--msgsize", type=positive)
+    parser.add_argument(
+        "--maxmsg", type=positive, help="messages it holds (default: the mount's msg_default)"
+    )
+    parser.add_argument(
+        "--msgsize", type=positive, help="bytes per message (default: msgsize_default)"
+    )
     parser.add_argument(
         "--mode",
         type=octal_mode,
@@ -414,7 +465,7 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
     parser.add_argument("--count", type=positive, default=1, help="how many (default 1)")
     parser.add_argument("--timeout", type=seconds, help="seconds to wait while empty")
     parser.add_argument("--nonblock", action="store_true", help="fail at once if empty")
-    parser.add_argument("--show-prio", action="store_true", help="prefix PRIORITY<tab>")
+    output_options(parser)
 
     parser = command("peek", "show messages without receiving them", peek)
     parser.add_argument("name")
@@ -422,7 +473,7 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
         "index", nargs="?", type=index_number, default=0, help="0 = next to receive"
     )
     parser.add_argument("--all", action="store_true", help="every message, in receive order")
-    parser.add_argument("--show-prio", action="store_true", help="prefix PRIORITY<tab>")
+    output_options(parser)
 
     parser = command("watch", "follow a queue live until Ctrl-C", watch)
     parser.add_argument("name")

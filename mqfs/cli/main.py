@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from mqfs import errors
+from mqfs import __version__, errors
 from mqfs.cli import commands, launch
 from mqfs.client.backends import default_mount
 from mqfs.mounts import is_mounted
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mqfs",
         description="POSIX message queues as a FUSE filesystem, with non-destructive peek.",
     )
+    parser.add_argument("--version", action="version", version=f"mqfs {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     mount = subcommands.add_parser("mount", help="mount mqfs (in the background by default)")

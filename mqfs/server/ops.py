@@ -14,6 +14,7 @@ queue.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import inspect
@@ -72,6 +73,7 @@ POLL_OUT = select.POLLOUT | select.POLLWRNORM
 
 INFO_XATTR = wire.INFO_XATTR.encode()
 PRIORITY_XATTR = wire.PRIORITY_XATTR.encode()
+LIMITS_XATTR = wire.LIMITS_XATTR.encode()
 
 
 def _fail(code: int) -> NoReturn:
@@ -246,6 +248,8 @@ class MqueueFS(pyfuse3.Operations):
             queue = self._queue_of(inode)
             info = queue_info(queue, self.handles.descriptors_of(queue), ctx.uid)
             return json.dumps(info).encode()
+        if inode == ROOT and name == LIMITS_XATTR:
+            return json.dumps(dataclasses.asdict(self.namespace.limits)).encode()
         if inode == ROOT or slot < SLOT_FIRST_MESSAGE or name != PRIORITY_XATTR:
             _fail(pyfuse3.ENOATTR)
         message = inodes.message_at(self._queue_of(inode), slot - SLOT_FIRST_MESSAGE)
@@ -259,7 +263,7 @@ class MqueueFS(pyfuse3.Operations):
         if inode != ROOT and slot >= SLOT_FIRST_MESSAGE:
             inodes.message_at(self._queue_of(inode), slot - SLOT_FIRST_MESSAGE)
             return [PRIORITY_XATTR]
-        return []
+        return [LIMITS_XATTR] if inode == ROOT else []
 
     # -- queues as directories ---------------------------------------------------
     async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:

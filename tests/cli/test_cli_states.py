@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mqfs.client import calls
+from tests.support.cli import run_cli
 from tests.support.mounts import mounted
 from tests.support.waiting import wait_until
 
@@ -43,17 +42,6 @@ COMMANDS = [
 ]
 
 
-def run_cli(mount: Path, argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mqfs", *argv, "--mount", str(mount)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={**os.environ, "MQFS_MOUNT": str(mount)},
-    )
-
-
 @pytest.fixture(params=["missing", "plain", "dead", "empty", "queue"])
 def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     kind = request.param
@@ -77,19 +65,21 @@ def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str,
 def test_no_command_prints_a_traceback_in_any_mount_state(state: tuple[str, Path]) -> None:
     kind, mount = state
     for argv in COMMANDS:
-        done = run_cli(mount, argv)
+        done = run_cli(mount, *argv)
         where = f"mqfs {' '.join(argv)} on a {kind} mount"
-        assert "Traceback" not in done.stderr, f"{where}:\n{done.stderr}"
+        assert "Traceback" not in done.stderr.decode(), f"{where}:\n{done.stderr.decode()}"
         if done.returncode == 0:
             continue
         assert done.returncode in (1, 2), where
-        lines = done.stderr.strip().splitlines()
+        lines = done.stderr.decode().strip().splitlines()
         if done.returncode == 1:
             assert len(lines) == 1 and lines[0].startswith("mqfs: "), f"{where}: {lines}"
         if kind in ("missing", "plain") and done.returncode == 1:
             # A bad argument or name may be refused first; anything else is about the mount.
-            about_arguments = "(EINVAL)" in done.stderr or "queue name" in done.stderr
-            assert "not mounted" in done.stderr or about_arguments, where
+            about_arguments = (
+                "(EINVAL)" in done.stderr.decode() or "queue name" in done.stderr.decode()
+            )
+            assert "not mounted" in done.stderr.decode() or about_arguments, where
 
 
 def test_a_dead_mount_says_how_to_clear_it() -> None:
@@ -97,9 +87,9 @@ def test_a_dead_mount_says_how_to_clear_it() -> None:
         mount.process.send_signal(signal.SIGKILL)
         mount.process.wait(timeout=30)
         wait_until(lambda: not os.path.exists(mount.path / "."), what="a dead mount")
-        done = run_cli(mount.path, ["ls"])
+        done = run_cli(mount.path, "ls")
         assert done.returncode == 1
-        assert done.stderr == (
+        assert done.stderr.decode() == (
             f"mqfs: ls: the mqfs daemon at {mount.path} is gone (the mount is dead): "
             f"run 'mqfs umount {mount.path}', then mount again (ENOTCONN)\n"
         )

@@ -46,6 +46,8 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    # `from mqfs import __version__` takes an attribute of the package root, not a layer.
+    found = {name for name in found if not name.rsplit(".", 1)[-1].startswith("__")}
     return {name for name in found if name == "mqfs" or name.startswith("mqfs.")}
 
 
