@@ -221,8 +221,10 @@ def describe(code: int, operation: str, queue: str) -> str:
     return f"{operation} on queue {queue!r} failed: {os.strerror(code)}"
 
 
-def from_errno(code: int, operation: str, queue: str) -> MqfsError:
+def from_errno(code: int, operation: str, queue: str, message: str | None = None) -> MqfsError:
     """The exception for errno *code* from *operation* on *queue*: the class of the
-    tree for that errno (NoSuchMessage for a peek's ENOENT), with :func:`describe`'s text."""
+    tree for that errno (NoSuchMessage for a peek's ENOENT), with *message* or else
+    :func:`describe`'s text."""
     cls = NoSuchMessage if (code, operation) == (errno.ENOENT, "peek") else _BY_ERRNO.get(code)
-    return (cls or MqfsError)(describe(code, operation, queue), errno_value=code)
+    text = message if message is not None else describe(code, operation, queue)
+    return (cls or MqfsError)(text, errno_value=code)

@@ -358,10 +358,12 @@ def restore_command(args: argparse.Namespace) -> int:
     try:
         queues = dump.from_json(text)
         total = sum(len(queue.messages) for queue in queues)
-        dump.restore(
+        restored = dump.restore(
             queues,
             MqfsBackend(mount),
             force=args.force,
+            replace=args.replace,
+            atomic=args.atomic,
             progress=_progress(total, "restored"),
         )
     except errors.MqfsError:
@@ -370,6 +372,7 @@ def restore_command(args: argparse.Namespace) -> int:
         raise errors.MqfsError(
             f"restore failed: {os.strerror(exc.errno or errno.EIO)}", errno_value=exc.errno
         ) from None
+    print(f"restored {restored} messages into {len(queues)} queues")
     return 0
 
 
@@ -486,4 +489,13 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
 
     parser = command("restore", "recreate queues from a dump", restore_command)
     parser.add_argument("file", help="the dump, or - for standard input")
-    parser.add_argument("--force", action="store_true", help="add to non-empty queues")
+    into = parser.add_mutually_exclusive_group()
+    into.add_argument(
+        "--force", action="store_true", help="append to non-empty queues (theirs stay first)"
+    )
+    into.add_argument(
+        "--replace", action="store_true", help="drop what non-empty queues hold, then restore"
+    )
+    parser.add_argument(
+        "--atomic", action="store_true", help="all or nothing: undo the sends if one fails"
+    )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -168,42 +169,70 @@ def restore(
     backend: Backend,
     *,
     force: bool = False,
+    replace: bool = False,
+    atomic: bool = False,
     progress: Callable[[int, int], None] | None = None,
-) -> None:
-    """Recreate *queues* through *backend*: all checks first, then the sends.
+) -> int:
+    """Recreate *queues* through *backend*: all checks first, then the sends; the number
+    of messages restored.
 
-    Queues that exist keep their attributes; a non-empty one is refused unless *force*
-    (then the messages are added behind the ones already there, if they fit).
+    A queue that exists keeps its attributes. A non-empty one is refused unless *force*
+    (its messages stay and the dump's go behind them, if they fit) or *replace* (its
+    messages are received and dropped first). A queue restore creates gets the dump's
+    mode and, for root, owner. If a send fails, the error says how many messages went in;
+    with *atomic* those are taken out again, so that all or nothing is restored (an
+    append to a non-empty queue cannot be undone: *atomic* refuses it).
     *progress(sent, total)* is called as messages go in.
     """
     opened: list[tuple[QueueDump, int]] = []
     created: list[str] = []
+    sent_to: dict[int, int] = {}  # descriptor -> messages this restore put in
+    total = sum(len(queue.messages) for queue in queues)
+    access = os.O_RDWR if replace or atomic else os.O_WRONLY  # reading only to take out
     try:
         missing = []
         for queue in queues:  # every check before anything changes
             try:
-                descriptor = backend.open(f"/{queue.name}", os.O_WRONLY | os.O_NONBLOCK)
+                descriptor = backend.open(f"/{queue.name}", access | os.O_NONBLOCK)
             except FileNotFoundError:
                 missing.append(queue)
                 continue
             opened.append((queue, descriptor))
-            _check_room(queue, backend.getattr(descriptor), force)
+            _check_room(queue, backend.getattr(descriptor), force or replace, replace)
+            if atomic and force and not replace and backend.getattr(descriptor).curmsgs:
+                raise errors.InvalidArgument(
+                    f"queue {queue.name!r} is not empty: --atomic cannot undo an append "
+                    "to it (use --replace, or restore without --atomic)"
+                )
         for queue in missing:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK
+            flags = access | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK
             attr = (queue.maxmsg, queue.msgsize)
             opened.append((queue, backend.open(f"/{queue.name}", flags, queue.mode, attr)))
             created.append(queue.name)
-        total = sum(len(queue.messages) for queue in queues)
+            # mq_open applies the umask; the dump's mode is the queue's mode.
+            os.chmod(backend.queue_file(f"/{queue.name}"), queue.mode & 0o7777)
+            if os.geteuid() == 0:
+                os.chown(backend.queue_file(f"/{queue.name}"), queue.uid, queue.gid)
+        if replace:
+            for _, descriptor in opened:
+                _drain(backend, descriptor)
         sent = 0
         for queue, descriptor in opened:
             for payload, priority in queue.messages:
-                backend.send(descriptor, payload, priority)
+                try:
+                    backend.send(descriptor, payload, priority)
+                except OSError as exc:
+                    if atomic:
+                        for undo, count in sent_to.items():
+                            _drain(backend, undo, count)
+                        sent = 0
+                    raise _stopped(exc, sent, total, atomic) from exc
+                sent_to[descriptor] = sent_to.get(descriptor, 0) + 1
                 sent += 1
                 if progress is not None:
                     progress(sent, total)
-            if queue.name in created and os.geteuid() == 0:
-                os.chown(backend.queue_file(f"/{queue.name}"), queue.uid, queue.gid)
         created.clear()
+        return sent
     finally:
         for _, descriptor in opened:
             backend.close(descriptor)
@@ -211,15 +240,35 @@ def restore(
             backend.unlink(f"/{name}")
 
 
-def _check_room(queue: QueueDump, current: Attr, force: bool) -> None:
+def _drain(backend: Backend, descriptor: int, count: int | None = None) -> None:
+    """Receive and drop *count* messages (all, if None) without waiting."""
+    msgsize = backend.getattr(descriptor).msgsize
+    taken = 0
+    while count is None or taken < count:
+        try:
+            backend.receive(descriptor, msgsize, None)
+        except BlockingIOError:
+            return
+        taken += 1
+
+
+def _stopped(exc: OSError, sent: int, total: int, atomic: bool) -> errors.MqfsError:
+    code = exc.errno or errno.EIO
+    undone = " (--atomic: taken out again)" if atomic else ""
+    text = f"restore stopped after {sent} of {total} messages{undone}: {os.strerror(code)}"
+    return errors.from_errno(code, "restore", "", text)
+
+
+def _check_room(queue: QueueDump, current: Attr, force: bool, replace: bool = False) -> None:
     if current.curmsgs and not force:
         raise errors.BadDump(
             f"queue {queue.name!r} already holds {current.curmsgs} messages "
-            "(use --force to add to it)"
+            "(--force adds to them, --replace replaces them)"
         )
+    kept = 0 if replace else current.curmsgs
     longest = max((len(payload) for payload, _ in queue.messages), default=0)
-    if current.curmsgs + len(queue.messages) > current.maxmsg or longest > current.msgsize:
+    if kept + len(queue.messages) > current.maxmsg or longest > current.msgsize:
         raise errors.BadDump(
             f"queue {queue.name!r} (maxmsg {current.maxmsg}, msgsize {current.msgsize}, "
-            f"{current.curmsgs} queued) cannot take the {len(queue.messages)} messages"
+            f"{kept} kept) cannot take the {len(queue.messages)} messages"
         )
