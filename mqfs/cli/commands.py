@@ -13,6 +13,8 @@ import os
 import pwd
 import stat
 import sys
+import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -69,6 +71,8 @@ def _info(mount: Path, name: str) -> dict[str, Any]:
         mode=stat.S_IMODE(status.st_mode),
         uid=status.st_uid,
         gid=status.st_gid,
+        mtime_ns=status.st_mtime_ns,
+        ctime_ns=status.st_ctime_ns,
     )
     return info
 
@@ -145,45 +149,86 @@ def remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _time_text(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ns / 1e9))
+
+
+# `mqfs ls -o` columns (lsipc's conventions): name -> how a row's cell is made.
+LS_COLUMNS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "NAME": lambda row: str(row["name"]),
+    "MODE": lambda row: f"{row['mode']:04o}",
+    "OWNER": lambda row: _owner(row["uid"]),
+    "MSGS": lambda row: f"{row['curmsgs']}/{row['maxmsg']}",
+    "MAXMSG": lambda row: str(row["maxmsg"]),
+    "MSGSIZE": lambda row: str(row["msgsize"]),
+    "BYTES": lambda row: str(row["qsize"]),
+    "NOTIFY": lambda row: _notify_text(row["notify"]),
+    "OPEN": _openers_text,
+    "MTIME": lambda row: _time_text(row["mtime_ns"]),  # last send or receive, as the kernel's
+    "CTIME": lambda row: _time_text(row["ctime_ns"]),
+}
+LS_DEFAULT = "NAME,MODE,OWNER,MSGS,MSGSIZE,BYTES,NOTIFY,OPEN"
+
+
 def list_queues(args: argparse.Namespace) -> int:
     mount = _mount(args)
+    names = [posix.queue_name(name) for name in args.names]
     rows = []
-    for name in sorted(os.listdir(mount)):
+    for name in names or sorted(os.listdir(mount)):
         try:
             rows.append(_info(mount, name))
-        except FileNotFoundError:  # removed while we looked
-            continue
+        except FileNotFoundError:  # removed while we looked, or not there at all
+            if names:
+                raise errors.NoSuchQueue(f"no queue named {name!r}") from None
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    if not args.long:
+    if not (args.long or args.output):
         for row in rows:
             print(row["name"])
         return 0
-    table = [("NAME", "MODE", "OWNER", "MSGS", "MSGSIZE", "BYTES", "NOTIFY", "OPEN")]
-    for row in rows:
-        table.append(
-            (
-                row["name"],
-                f"{row['mode']:04o}",
-                _owner(row["uid"]),
-                f"{row['curmsgs']}/{row['maxmsg']}",
-                str(row["msgsize"]),
-                str(row["qsize"]),
-                _notify_text(row["notify"]),
-                _openers_text(row),
-            )
+    columns = [column.strip().upper() for column in (args.output or LS_DEFAULT).split(",")]
+    unknown = [column for column in columns if column not in LS_COLUMNS]
+    if unknown:
+        raise errors.InvalidArgument(
+            f"unknown column {unknown[0]!r}; the columns are {', '.join(LS_COLUMNS)}"
         )
-    _print_table(table)
+    table = [] if args.noheadings else [columns]
+    table += [[LS_COLUMNS[column](row) for column in columns] for row in rows]
+    _print_table(table, raw=args.raw)
     return 0
 
 
-def _print_table(table: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+def limits(args: argparse.Namespace) -> int:
+    """The mount's limits (as /proc/sys/fs/mqueue) and how many queues exist."""
+    mount = _mount(args)
+    values: dict[str, Any] = json.loads(os.getxattr(mount, wire.LIMITS_XATTR))
+    space = os.statvfs(mount)
+    values["queues_used"] = space.f_files - space.f_ffree
+    if args.json:
+        print(json.dumps(values, indent=1))
+        return 0
+    _print_table([["LIMIT", "VALUE"], *([key, str(value)] for key, value in values.items())])
+    return 0
+
+
+def _display_width(text: str) -> int:
+    """Columns *text* takes on a terminal: wide (CJK) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def _print_table(table: Sequence[Sequence[str]], raw: bool = False) -> None:
+    if raw:
+        for row in table:
+            print(" ".join(cell.replace(" ", "\\x20") or "-" for cell in row))
+        return
+    widths = [max(map(_display_width, column)) for column in zip(*table, strict=True)]
     for row in table:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        cells = (
+            cell + " " * (width - _display_width(cell))
+            for cell, width in zip(row, widths, strict=True)
         )
+        print("  ".join(cells).rstrip())
 
 
 def who(args: argparse.Namespace) -> int:
@@ -448,9 +493,16 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
     parser = command("rm", "remove a queue's name (mq_unlink)", remove)
     parser.add_argument("name")
 
-    parser = command("ls", "list queues", list_queues)
+    parser = command("ls", "list queues (all, or the NAMEs given)", list_queues)
+    parser.add_argument("names", nargs="*", metavar="NAME")
     parser.add_argument("-l", "--long", action="store_true", help="a table with the details")
+    parser.add_argument("-o", "--output", help=f"columns, comma-separated: {', '.join(LS_COLUMNS)}")
+    parser.add_argument("-n", "--noheadings", action="store_true", help="no header line")
+    parser.add_argument("-r", "--raw", action="store_true", help="unaligned, one space apart")
     parser.add_argument("--json", action="store_true", help="machine-readable details")
+
+    parser = command("limits", "the mount's limits and how many queues exist", limits)
+    parser.add_argument("--json", action="store_true", help="machine-readable")
 
     parser = command("who", "who has a queue open, and who is blocked on it", who)
     parser.add_argument("name")
