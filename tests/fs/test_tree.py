@@ -150,6 +150,25 @@ def test_virtual_files_are_read_only(mqfs_mount: Mount) -> None:
     assert unlinking.value.errno == errno.EPERM
 
 
+def test_rename_link_symlink_mknod_are_eperm_everywhere(mqfs_mount: Mount) -> None:
+    """As the kernel's mqueue (the conformance scenario compares the root with it)."""
+    mqfs_mount.make_queue("q")
+    q = mqfs_mount.path / "q"
+    attempts = [
+        lambda: os.rename(q / "queue", q / "other"),
+        lambda: os.rename(q / "status", mqfs_mount.path / "r"),
+        lambda: os.link(q / "status", q / "l"),
+        lambda: os.symlink("queue", q / "s"),
+        lambda: os.mknod(q / "n", stat.S_IFIFO | 0o600),
+        lambda: os.mknod(mqfs_mount.path / "n", stat.S_IFREG | 0o600),
+    ]
+    for attempt in attempts:
+        with pytest.raises(OSError) as failure:
+            attempt()
+        assert failure.value.errno == errno.EPERM
+    assert sorted(os.listdir(q)) == ["msgs", "queue", "status"]
+
+
 def test_rmdir_while_open_keeps_the_queue_for_open_descriptors(mqfs_mount: Mount) -> None:
     mqfs_mount.make_queue("q")
     fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR)

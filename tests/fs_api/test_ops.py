@@ -192,3 +192,23 @@ async def test_unlinked_queue_lives_until_its_last_close(ops: MqueueFS) -> None:
     with pytest.raises(pyfuse3.FUSEError) as failure:
         await ops.getattr(directory, Context())
     assert fuse_errno(failure) == errno.ENOENT
+
+
+async def test_rename_link_symlink_mknod_are_eperm(ops: MqueueFS) -> None:
+    """The kernel's mqueue has none of them (its VFS answers EPERM); neither has mqfs."""
+    directory = await make_queue(ops)
+    queue_file = (await ops.lookup(directory, b"queue", Context())).st_ino
+    calls = [
+        ops.rename(inodes.ROOT, b"q", inodes.ROOT, b"r", 0, Context()),
+        ops.rename(directory, b"queue", directory, b"other", 0, Context()),
+        ops.link(queue_file, inodes.ROOT, b"l", Context()),
+        ops.symlink(inodes.ROOT, b"s", b"q", Context()),
+        ops.symlink(directory, b"s", b"queue", Context()),
+        ops.mknod(inodes.ROOT, b"n", 0o010600, 0, Context()),
+        ops.mknod(directory, b"n", 0o100600, 0, Context()),
+    ]
+    for call in calls:
+        with pytest.raises(pyfuse3.FUSEError) as failure:
+            await call
+        assert fuse_errno(failure) == errno.EPERM
+    assert await ops.lookup(inodes.ROOT, b"q", Context())
