@@ -235,6 +235,37 @@ def test_create_ioctl_is_mq_open_o_creat(mqfs_mount: Mount) -> None:
         os.close(fd)
 
 
+def test_unknown_flags_are_einval_through_the_kernel(mqfs_mount: Mount) -> None:
+    """SEND, RECEIVE, WAIT and CREATE refuse a flag bit they do not know (fs_api checks
+    each bit); here the same requests made by ioctl(2) on a mount."""
+    mqfs_mount.make_queue("q")
+    size = wire.XFER_HEADER_SIZE + 64
+    root = os.open(mqfs_mount.path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        requests = [
+            (fd, wire.sized(wire.IOC_SEND, size), wire.Xfer(msg_len=1, flags=2, data=b"x")),
+            (fd, wire.sized(wire.IOC_RECEIVE, size), wire.Xfer(msg_len=64, flags=2)),
+        ]
+        for target, cmd, xfer in requests:
+            with pytest.raises(OSError) as failure:
+                calls._call(target, cmd, xfer.request(size))
+            assert failure.value.errno == errno.EINVAL
+        others = [
+            (fd, wire.IOC_WAIT, wire.Wait(flags=2).pack()),
+            (root, wire.IOC_CREATE, wire.Create(name=b"new", flags=4).pack()),
+        ]
+        for target, cmd, request in others:
+            with pytest.raises(OSError) as failure:
+                calls._call(target, cmd, request)
+            assert failure.value.errno == errno.EINVAL
+        assert calls.get_attributes(fd).curmsgs == 0
+    finally:
+        os.close(fd)
+        os.close(root)
+    assert os.listdir(mqfs_mount.path) == ["q"]
+
+
 def test_mount_options_set_limits(mount_factory: object) -> None:
     mount = mount_factory("msg_default=3,msgsize_default=128,queues_max=2")  # type: ignore[operator]
     mount.make_queue("one")

@@ -212,3 +212,30 @@ async def test_rename_link_symlink_mknod_are_eperm(ops: MqueueFS) -> None:
             await call
         assert fuse_errno(failure) == errno.EPERM
     assert await ops.lookup(inodes.ROOT, b"q", Context())
+
+
+@pytest.mark.parametrize("bit", [2, 4, 1 << 31])
+async def test_unknown_flags_are_einval(ops: MqueueFS, bit: int) -> None:
+    """A flag this daemon does not know must fail, not be ignored; nothing happens."""
+    directory = await make_queue(ops)
+    fh = await open_queue(ops, directory, os.O_RDWR | os.O_NONBLOCK)
+    xfer_size = wire.XFER_HEADER_SIZE + 64
+    send = wire.Xfer(msg_len=1, flags=bit | wire.XFER_TIMED, data=b"x")
+    receive = wire.Xfer(msg_len=64, flags=bit)
+    cases = [
+        (wire.sized(wire.IOC_SEND, xfer_size), send.request(xfer_size), xfer_size),
+        (wire.sized(wire.IOC_RECEIVE, xfer_size), receive.request(xfer_size), xfer_size),
+        (wire.IOC_WAIT, wire.Wait(flags=bit).pack(), wire.WAIT_SIZE),
+    ]
+    for cmd, in_buf, out in cases:
+        with pytest.raises(pyfuse3.FUSEError) as failure:
+            await ioctl(ops, fh, cmd, bytes(in_buf), out=out)
+        assert fuse_errno(failure) == errno.EINVAL, hex(cmd)
+    create = wire.Create(name=b"new", flags=bit | wire.CREATE_EXCL).pack()
+    with pytest.raises(pyfuse3.FUSEError) as failure:
+        await ops.ioctl(inodes.ROOT, 0, wire.IOC_CREATE, 0, create, 0, pyfuse3.IOCTL_DIR, Context())
+    assert fuse_errno(failure) == errno.EINVAL
+    assert sorted(ops.namespace.queues) == ["q"]
+    _, reply = await ioctl(ops, fh, wire.IOC_GETATTR, out=wire.ATTR_SIZE)
+    assert wire.Attr.unpack(reply).curmsgs == 0
+    await ops.release(fh)
