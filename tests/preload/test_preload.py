@@ -52,6 +52,20 @@ def test_transcript_same_as_kernel(
     assert os.listdir(mqfs_mount.path) == []  # every queue was unlinked
 
 
+def test_open_while_another_thread_unlinks_same_as_kernel(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+) -> None:
+    """mq_open(O_CREAT) is a CREATE then an open under the shim: a name unlinked in between
+    is created again (the kernel's mq_open never fails that way)."""
+    program = compile_c("open_unlink_race")
+    name = f"/{unique_queue_name('race')}"
+    kernel = on_kernel([program, name, "2000"])
+    shim = run_program([program, name, "2000"], shim_env(preload_library, mqfs_mount.path))
+    assert kernel == "failures 0\ndone\n"
+    assert shim == kernel
+    assert os.listdir(mqfs_mount.path) == []
+
+
 def test_sigev_thread_in_a_forked_child(
     preload_library: Path, compile_c: Compile, mqfs_mount: Mount
 ) -> None:
