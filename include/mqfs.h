@@ -44,7 +44,7 @@ struct mqfs_xfer {
 	int64_t tv_sec;      /* deadline when flags & MQFS_XFER_TIMED */
 	int64_t tv_nsec;
 	uint32_t msg_prio;   /* SEND in / RECEIVE out */
-	uint32_t flags;
+	uint32_t flags;      /* MQFS_XFER_TIMED or 0; any other bit is EINVAL */
 	uint32_t chunk_len;  /* bytes valid in data */
 	uint32_t reserved;
 	uint8_t data[MQFS_CHUNK];
@@ -56,7 +56,7 @@ struct mqfs_xfer {
 struct mqfs_create {
 	char name[256];      /* NUL-terminated, without the leading slash */
 	uint32_t mode;       /* used as given: apply the umask first, as mq_open does */
-	uint32_t flags;
+	uint32_t flags;      /* MQFS_CREATE_*; any other bit is EINVAL */
 	int64_t maxmsg;
 	int64_t msgsize;
 };
@@ -98,7 +98,7 @@ struct mqfs_wait {           /* WAIT: block until the queue changes (for watcher
 	uint64_t generation;     /* in: the generation seen last; out: the current one */
 	int64_t tv_sec;          /* deadline when flags & MQFS_XFER_TIMED */
 	int64_t tv_nsec;
-	uint32_t flags;
+	uint32_t flags;          /* MQFS_XFER_TIMED or 0; any other bit is EINVAL */
 	uint32_t reserved;
 };
 

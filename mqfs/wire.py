@@ -124,7 +124,9 @@ PRIORITY_XATTR = "user.mq.priority"
 """xattr of MNT/NAME/msgs/I: the message's priority in decimal."""
 
 XFER_TIMED = 1
-"""mqfs_xfer.flags: tv_sec/tv_nsec hold an absolute CLOCK_REALTIME deadline."""
+"""mqfs_xfer.flags and mqfs_wait.flags: tv_sec/tv_nsec hold an absolute CLOCK_REALTIME
+deadline. The only flag of both: the daemon refuses any other bit (EINVAL), as it does any
+bit of mqfs_create.flags but CREATE_EXCL and CREATE_ATTR."""
 CREATE_EXCL = 1
 """mqfs_create.flags: fail with EEXIST if the queue exists (O_EXCL)."""
 CREATE_ATTR = 2

@@ -174,19 +174,18 @@ static int create_queue(const char *bare, int exclusive, mode_t mode, const stru
 	return result < 0 ? -1 : 0;
 }
 
-static mqd_t shim_open(const char *name, int oflag, mode_t mode, const struct mq_attr *attr)
+/* mq_open is a CREATE ioctl then an open(2): a queue another thread or process unlinks in
+ * between would be ENOENT, where the kernel's mq_open (one lookup under its lock) gives a
+ * descriptor of the queue. So with O_CREAT an ENOENT from the open makes the queue again, a
+ * bounded number of times: each retry means someone unlinked the name just then. An
+ * unlinker in a tight loop can still win every attempt (its rmdir is already waiting in
+ * the daemon when CREATE replies), and then mq_open is ENOENT as before. */
+#define OPEN_ATTEMPTS 64
+
+/* One create (with O_CREAT) and open; -1 with errno as the kernel's mq_open would set it. */
+static mqd_t create_and_open(const char *bare, const char *path, int oflag, mode_t mode,
+			     const struct mq_attr *attr)
 {
-	struct mq_attr copy; /* the kernel copies attr first (EFAULT); glibc checks the slash */
-	if (attr != NULL && name[0] == '/') {
-		if (copy_in(&copy, attr, sizeof copy) < 0)
-			return -1;
-		attr = &copy;
-	}
-	const char *bare = bare_name(name);
-	if (bare == NULL)
-		return -1;
-	char path[PATH_MAX];
-	queue_path(path, sizeof path, bare, "queue");
 	if ((oflag & O_ACCMODE) == O_ACCMODE) {
 		/* The kernel's prepare_open: O_RDWR|O_WRONLY is EINVAL on an existing queue (after
 		 * O_CREAT|O_EXCL's EEXIST), but a new queue is made and opened with access mode 3. */
@@ -209,6 +208,26 @@ static mqd_t shim_open(const char *name, int oflag, mode_t mode, const struct mq
 	 * O_TRUNC, O_DIRECTORY, O_PATH... mean nothing to the kernel's mq_open. Its mqd_t is
 	 * always close-on-exec. */
 	return open(path, (oflag & (O_ACCMODE | O_NONBLOCK)) | O_CLOEXEC);
+}
+
+static mqd_t shim_open(const char *name, int oflag, mode_t mode, const struct mq_attr *attr)
+{
+	struct mq_attr copy; /* the kernel copies attr first (EFAULT); glibc checks the slash */
+	if (attr != NULL && name[0] == '/') {
+		if (copy_in(&copy, attr, sizeof copy) < 0)
+			return -1;
+		attr = &copy;
+	}
+	const char *bare = bare_name(name);
+	if (bare == NULL)
+		return -1;
+	char path[PATH_MAX];
+	queue_path(path, sizeof path, bare, "queue");
+	for (int attempt = 1;; attempt++) {
+		mqd_t mqd = create_and_open(bare, path, oflag, mode, attr);
+		if (mqd >= 0 || errno != ENOENT || !(oflag & O_CREAT) || attempt == OPEN_ATTEMPTS)
+			return mqd;
+	}
 }
 
 EXPORT mqd_t mq_open(const char *name, int oflag, ...)

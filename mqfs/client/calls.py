@@ -133,20 +133,45 @@ def _peek_call(fd: int, index: int, offset: int, capacity: int) -> wire.Peek:
     return wire.Peek.unpack(buffer)
 
 
-def peek(fd: int, index: int = 0) -> tuple[bytes, int]:
+PEEK_ATTEMPTS = 16
+"""Reads of a long message that :func:`peek` makes before it gives up (as the shim)."""
+
+
+def peek(fd: int, index: int = 0, attempts: int = PEEK_ATTEMPTS) -> tuple[bytes, int]:
     """Message *index* in receive order, without consuming it: (message, priority).
 
-    Snapshot semantics: a message larger than one call is read in several, and a
-    concurrent receive between them can change what *index* names.
+    One snapshot, as the kernel's peek would be: a message that fits one ioctl is read
+    in one call (a small first call, then one of the right size if needed); a longer one
+    is read by offset between two readings of the queue's generation, and read again if
+    the queue changed in between (a receive and a send can put another message of the
+    same length and priority at *index*). After *attempts* the last copy that held
+    together is taken; if none did, EAGAIN. As preload/peek.c.
     """
-    reply = _peek_call(fd, index, 0, FIRST_CHUNK)
-    parts = [reply.data]
-    offset = len(reply.data)
-    while offset < reply.msg_len:
-        more = _peek_call(fd, index, offset, reply.msg_len - offset)
-        parts.append(more.data)
-        offset += len(more.data)
-    return b"".join(parts), reply.msg_prio
+    ask = FIRST_CHUNK
+    for attempt in range(attempts + 1):
+        if ask <= wire.CHUNK:
+            reply = _peek_call(fd, index, 0, ask)
+            if len(reply.data) == reply.msg_len:
+                return bytes(reply.data), reply.msg_prio
+            ask = reply.msg_len  # read again, whole or bracketed
+            continue
+        before = _generation(fd)
+        reply = _peek_call(fd, index, 0, wire.CHUNK)
+        if reply.msg_len <= wire.CHUNK:  # another message now, that fits one call
+            if len(reply.data) == reply.msg_len:
+                return bytes(reply.data), reply.msg_prio
+            ask = reply.msg_len
+            continue
+        ask = reply.msg_len
+        whole = _peek_rest(fd, index, (reply.msg_len, reply.msg_prio, reply.data))
+        if whole is not None and (_generation(fd) == before or attempt == attempts):
+            return whole, reply.msg_prio
+    raise OSError(errno.EAGAIN, "the queue kept changing while the message was read")
+
+
+def _generation(fd: int) -> int:
+    """The queue's generation (it changes whenever the queue does): a one-record batch."""
+    return peek_batch(fd, 0, 1).generation
 
 
 def _batch_call(fd: int, index: int, max_count: int = 0) -> bytearray:
@@ -207,8 +232,13 @@ def _peek_rest(fd: int, index: int, record: wire.BatchRecord) -> bytes | None:
     parts = [data]
     offset = len(data)
     while offset < msg_len:
-        reply = _peek_call(fd, index, offset, msg_len - offset)
-        if (reply.msg_len, reply.msg_prio) != (msg_len, msg_prio):
+        try:
+            reply = _peek_call(fd, index, offset, msg_len - offset)
+        except OSError as exc:  # gone (received): the next attempt says what is there
+            if exc.errno in (errno.EAGAIN, errno.ENOENT, errno.EINVAL):
+                return None
+            raise
+        if (reply.msg_len, reply.msg_prio) != (msg_len, msg_prio) or not reply.data:
             return None
         parts.append(reply.data)
         offset += len(reply.data)

@@ -28,6 +28,13 @@ def _deadline(flags: int, tv_sec: int, tv_nsec: int) -> float:
     return deadline_from_timespec(tv_sec, tv_nsec) if flags & wire.XFER_TIMED else math.inf
 
 
+def _check_flags(flags: int, known: int, what: str) -> None:
+    """EINVAL for a bit of *flags* this mqfs does not know: a newer client's option must
+    fail, not be silently ignored."""
+    if flags & ~known:
+        raise errors.InvalidArgument(f"unknown {what} flags {flags & ~known:#x}")
+
+
 class Ioctls:
     """The ioctl table of one mount."""
 
@@ -67,6 +74,7 @@ class Ioctls:
         if cmd != wire.IOC_CREATE or not is_root:
             raise errors.NotSupported("no such ioctl on a directory")
         request = wire.Create.unpack(in_buf)
+        _check_flags(request.flags, wire.CREATE_EXCL | wire.CREATE_ATTR, "mqfs_create")
         with_attr = bool(request.flags & wire.CREATE_ATTR)
         self.namespace.create(
             os.fsdecode(request.name),
@@ -119,6 +127,7 @@ class Ioctls:
     @staticmethod
     async def wait(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any) -> Any:
         request = wire.Wait.unpack(in_buf)
+        _check_flags(request.flags, wire.XFER_TIMED, "mqfs_wait")
         deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
         generation = await handle.descriptor.queue.wait_changed(request.generation, deadline, ctx)
         return 0, wire.Wait(generation=generation).pack()
@@ -155,6 +164,7 @@ class Ioctls:
     async def send(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Caller) -> Any:
         """A whole message, or the first chunk of a staged one, or a later chunk."""
         request = wire.Xfer.unpack(in_buf)
+        _check_flags(request.flags, wire.XFER_TIMED, "mqfs_xfer")
         deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
         descriptor = handle.descriptor
         if request.xfer_id:
@@ -177,6 +187,7 @@ class Ioctls:
         """The next message (its first chunk if it is longer than the reply holds), or
         the next chunk of a message taken earlier."""
         request = wire.Xfer.unpack(in_buf)
+        _check_flags(request.flags, wire.XFER_TIMED, "mqfs_xfer")
         capacity = min(out_size - wire.XFER_HEADER_SIZE, wire.CHUNK)
         transfers = handle.transfers
         offset, transfer = request.offset, request.xfer_id

@@ -291,6 +291,29 @@ class MqueueFS(pyfuse3.Operations):
     async def create(self, parent: int, name: bytes, mode: int, flags: int, ctx: Any) -> NoReturn:
         _fail(errno.EPERM)  # queues are made with mkdir or the CREATE ioctl
 
+    # The kernel's mqueue has no rename, link, symlink or mknod (of anything but a queue):
+    # the VFS answers EPERM for them, after its own EEXIST/ENOENT checks (which the FUSE
+    # kernel module makes here too). A queue is made with mkdir or the CREATE ioctl.
+    async def rename(
+        self,
+        parent_old: int,
+        name_old: bytes,
+        parent_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: Any,
+    ) -> NoReturn:
+        raise errors.PermissionsError("queues cannot be renamed")
+
+    async def link(self, inode: int, new_parent: int, new_name: bytes, ctx: Any) -> NoReturn:
+        raise errors.PermissionsError("no hard links on an mqueue filesystem")
+
+    async def symlink(self, parent: int, name: bytes, target: bytes, ctx: Any) -> NoReturn:
+        raise errors.PermissionsError("no symbolic links on an mqueue filesystem")
+
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, ctx: Any) -> NoReturn:
+        raise errors.PermissionsError("mknod makes no queue here: mkdir or CREATE does")
+
     async def opendir(self, inode: int, ctx: Any) -> int:
         self._attributes(inode)  # ENOENT for a queue that is gone
         return self.handles.add(DirHandle(inode))

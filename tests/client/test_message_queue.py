@@ -12,6 +12,7 @@ from contextlib import suppress
 
 import pytest
 
+from mqfs.client import calls
 from mqfs.client.api import (
     O_CREAT,
     O_CREX,
@@ -315,6 +316,37 @@ def test_large_messages_cross_several_ioctl_chunks(mount_factory: object) -> Non
         assert q.peek_all() == [(payload, 3), (payload[:20_000], 0)]
         assert q.receive() == (payload, 3)
         assert q.receive() == (payload[:20_000], 0)
+
+
+@pytest.mark.parametrize("replacement_size", [50_000, 100, 0])
+def test_peek_of_a_long_message_is_one_snapshot(
+    mount_factory: object, monkeypatch: pytest.MonkeyPatch, replacement_size: int
+) -> None:
+    """A receive and a send between two chunks of a peek (here: made by the peek's own
+    thread just before its first read past offset 0) never give a mix of two messages,
+    even when the new one has the same length and priority: the peek reads again."""
+    mount: Mount = mount_factory("msgsize_max=100000")  # type: ignore[operator]
+    backend = MqfsBackend(mount.path)
+    old, new = b"o" * 50_000, b"n" * replacement_size
+    with MessageQueue(
+        "/long", O_CREAT, max_messages=2, max_message_size=100_000, backend=backend
+    ) as q:
+        q.send(old, priority=2)
+        peek_call = calls._peek_call
+        replaced: list[int] = []
+
+        def replacing(fd: int, index: int, offset: int, capacity: int) -> object:
+            if offset > 0 and not replaced:
+                replaced.append(offset)
+                assert q.receive() == (old, 2)
+                q.send(new, priority=2)
+            return peek_call(fd, index, offset, capacity)
+
+        monkeypatch.setattr(calls, "_peek_call", replacing)
+        assert q.peek() == (new, 2)
+        assert replaced
+        monkeypatch.undo()
+        assert q.receive() == (new, 2)
 
 
 def test_current_messages_tracks_the_queue(queue: MessageQueue) -> None:

@@ -39,6 +39,7 @@ import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mqfs.client.backends import KernelBackend, MqfsBackend, Notification
@@ -316,6 +317,27 @@ class Runner:
             "mtime changed" if now.st_mtime_ns != before.st_mtime_ns else "mtime same",
             "ctime changed" if now.st_ctime_ns != before.st_ctime_ns else "ctime same",
         )
+
+    # -- the namespace as a directory: what the kernel's mqueue has no operation for ---
+
+    def _entry(self, name: str) -> Path:
+        """The queue's name in the filesystem: the kernel's queue file, mqfs's directory."""
+        path = self.backend.queue_file(name)
+        return path.parent if isinstance(self.backend, MqfsBackend) else path
+
+    def op_rename(self, name: str, new: str) -> None:
+        os.rename(self._entry(name), self._entry(new))
+
+    def op_link(self, name: str, new: str) -> None:
+        """A hard link to the queue file (mqfs: MNT/NAME/queue) under a new name."""
+        os.link(self.backend.queue_file(name), self._entry(new))
+
+    def op_symlink(self, target: str, name: str) -> None:
+        os.symlink(self._entry(target), self._entry(name))
+
+    def op_mknod(self, name: str) -> None:
+        """A fifo (a regular file is a queue on the kernel's mqueue, mkdir's job on mqfs)."""
+        os.mknod(self._entry(name), stat.S_IFIFO | 0o600)
 
     # -- signals --------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from mqfs import wire
 from mqfs.client import calls
 from mqfs.server.ops import plain_io_limit
 from tests.support.mounts import Mount
+from tests.support.procs import task_state
 from tests.support.waiting import wait_until
 
 
@@ -319,6 +320,43 @@ def test_interrupted_ioctl_receive_returns_eintr(mqfs_mount: Mount) -> None:
     reader.send_signal(signal.SIGUSR1)
     out, _ = reader.communicate(timeout=10)
     assert out.strip() == "EINTR"
+
+
+def test_stopped_and_continued_plain_read_returns_eintr(mqfs_mount: Mount) -> None:
+    """A documented difference (FUSE's, not mqfs's): SIGSTOP then SIGCONT of a read()
+    blocked on an opted-in queue file ends the FUSE request, and read() returns EINTR
+    though no handler ran; the kernel restarts its mq_receive (as the shim restarts its
+    own: tests/preload/stop_continue.c). Nothing is lost."""
+    mqfs_mount.make_queue("q")
+    queue_path = str(mqfs_mount.path / "q" / "queue")
+    program = textwrap.dedent(f"""
+        import ctypes, errno, os
+        from mqfs.client import calls
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open({queue_path!r}, os.O_RDONLY)
+        calls.receive_on_read(fd)
+        buffer = ctypes.create_string_buffer(8192)
+        got = libc.read(fd, buffer, 8192)  # os.read would retry EINTR itself (PEP 475)
+        print(errno.errorcode[ctypes.get_errno()] if got < 0 else buffer.raw[:got])
+    """)
+    reader = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: mqfs_mount.blocked_on("q"), what="reader to block")
+        reader.send_signal(signal.SIGSTOP)
+        wait_until(lambda: task_state(reader.pid) == "T", what="reader to stop")
+        reader.send_signal(signal.SIGCONT)
+        out, _ = reader.communicate(timeout=10)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate(timeout=10)
+    assert out.strip() == "EINTR"
+    fd = open_queue(mqfs_mount, "q")
+    try:
+        os.write(fd, b"kept")
+        assert os.read(fd, 8192) == b"kept"
+    finally:
+        os.close(fd)
 
 
 def test_timed_receive_and_send_time_out(mqfs_mount: Mount) -> None:

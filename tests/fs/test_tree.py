@@ -150,6 +150,25 @@ def test_virtual_files_are_read_only(mqfs_mount: Mount) -> None:
     assert unlinking.value.errno == errno.EPERM
 
 
+def test_rename_link_symlink_mknod_are_eperm_everywhere(mqfs_mount: Mount) -> None:
+    """As the kernel's mqueue (the conformance scenario compares the root with it)."""
+    mqfs_mount.make_queue("q")
+    q = mqfs_mount.path / "q"
+    attempts = [
+        lambda: os.rename(q / "queue", q / "other"),
+        lambda: os.rename(q / "status", mqfs_mount.path / "r"),
+        lambda: os.link(q / "status", q / "l"),
+        lambda: os.symlink("queue", q / "s"),
+        lambda: os.mknod(q / "n", stat.S_IFIFO | 0o600),
+        lambda: os.mknod(mqfs_mount.path / "n", stat.S_IFREG | 0o600),
+    ]
+    for attempt in attempts:
+        with pytest.raises(OSError) as failure:
+            attempt()
+        assert failure.value.errno == errno.EPERM
+    assert sorted(os.listdir(q)) == ["msgs", "queue", "status"]
+
+
 def test_rmdir_while_open_keeps_the_queue_for_open_descriptors(mqfs_mount: Mount) -> None:
     mqfs_mount.make_queue("q")
     fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR)
@@ -214,6 +233,37 @@ def test_create_ioctl_is_mq_open_o_creat(mqfs_mount: Mount) -> None:
         assert calls.get_attributes(fd) == wire.Attr(0, 3, 64, 0)
     finally:
         os.close(fd)
+
+
+def test_unknown_flags_are_einval_through_the_kernel(mqfs_mount: Mount) -> None:
+    """SEND, RECEIVE, WAIT and CREATE refuse a flag bit they do not know (fs_api checks
+    each bit); here the same requests made by ioctl(2) on a mount."""
+    mqfs_mount.make_queue("q")
+    size = wire.XFER_HEADER_SIZE + 64
+    root = os.open(mqfs_mount.path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        requests = [
+            (fd, wire.sized(wire.IOC_SEND, size), wire.Xfer(msg_len=1, flags=2, data=b"x")),
+            (fd, wire.sized(wire.IOC_RECEIVE, size), wire.Xfer(msg_len=64, flags=2)),
+        ]
+        for target, cmd, xfer in requests:
+            with pytest.raises(OSError) as failure:
+                calls._call(target, cmd, xfer.request(size))
+            assert failure.value.errno == errno.EINVAL
+        others = [
+            (fd, wire.IOC_WAIT, wire.Wait(flags=2).pack()),
+            (root, wire.IOC_CREATE, wire.Create(name=b"new", flags=4).pack()),
+        ]
+        for target, cmd, request in others:
+            with pytest.raises(OSError) as failure:
+                calls._call(target, cmd, request)
+            assert failure.value.errno == errno.EINVAL
+        assert calls.get_attributes(fd).curmsgs == 0
+    finally:
+        os.close(fd)
+        os.close(root)
+    assert os.listdir(mqfs_mount.path) == ["q"]
 
 
 def test_mount_options_set_limits(mount_factory: object) -> None:

@@ -192,3 +192,50 @@ async def test_unlinked_queue_lives_until_its_last_close(ops: MqueueFS) -> None:
     with pytest.raises(pyfuse3.FUSEError) as failure:
         await ops.getattr(directory, Context())
     assert fuse_errno(failure) == errno.ENOENT
+
+
+async def test_rename_link_symlink_mknod_are_eperm(ops: MqueueFS) -> None:
+    """The kernel's mqueue has none of them (its VFS answers EPERM); neither has mqfs."""
+    directory = await make_queue(ops)
+    queue_file = (await ops.lookup(directory, b"queue", Context())).st_ino
+    calls = [
+        ops.rename(inodes.ROOT, b"q", inodes.ROOT, b"r", 0, Context()),
+        ops.rename(directory, b"queue", directory, b"other", 0, Context()),
+        ops.link(queue_file, inodes.ROOT, b"l", Context()),
+        ops.symlink(inodes.ROOT, b"s", b"q", Context()),
+        ops.symlink(directory, b"s", b"queue", Context()),
+        ops.mknod(inodes.ROOT, b"n", 0o010600, 0, Context()),
+        ops.mknod(directory, b"n", 0o100600, 0, Context()),
+    ]
+    for call in calls:
+        with pytest.raises(pyfuse3.FUSEError) as failure:
+            await call
+        assert fuse_errno(failure) == errno.EPERM
+    assert await ops.lookup(inodes.ROOT, b"q", Context())
+
+
+@pytest.mark.parametrize("bit", [2, 4, 1 << 31])
+async def test_unknown_flags_are_einval(ops: MqueueFS, bit: int) -> None:
+    """A flag this daemon does not know must fail, not be ignored; nothing happens."""
+    directory = await make_queue(ops)
+    fh = await open_queue(ops, directory, os.O_RDWR | os.O_NONBLOCK)
+    xfer_size = wire.XFER_HEADER_SIZE + 64
+    send = wire.Xfer(msg_len=1, flags=bit | wire.XFER_TIMED, data=b"x")
+    receive = wire.Xfer(msg_len=64, flags=bit)
+    cases = [
+        (wire.sized(wire.IOC_SEND, xfer_size), send.request(xfer_size), xfer_size),
+        (wire.sized(wire.IOC_RECEIVE, xfer_size), receive.request(xfer_size), xfer_size),
+        (wire.IOC_WAIT, wire.Wait(flags=bit).pack(), wire.WAIT_SIZE),
+    ]
+    for cmd, in_buf, out in cases:
+        with pytest.raises(pyfuse3.FUSEError) as failure:
+            await ioctl(ops, fh, cmd, bytes(in_buf), out=out)
+        assert fuse_errno(failure) == errno.EINVAL, hex(cmd)
+    create = wire.Create(name=b"new", flags=bit | wire.CREATE_EXCL).pack()
+    with pytest.raises(pyfuse3.FUSEError) as failure:
+        await ops.ioctl(inodes.ROOT, 0, wire.IOC_CREATE, 0, create, 0, pyfuse3.IOCTL_DIR, Context())
+    assert fuse_errno(failure) == errno.EINVAL
+    assert sorted(ops.namespace.queues) == ["q"]
+    _, reply = await ioctl(ops, fh, wire.IOC_GETATTR, out=wire.ATTR_SIZE)
+    assert wire.Attr.unpack(reply).curmsgs == 0
+    await ops.release(fh)

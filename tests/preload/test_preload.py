@@ -52,6 +52,56 @@ def test_transcript_same_as_kernel(
     assert os.listdir(mqfs_mount.path) == []  # every queue was unlinked
 
 
+def test_open_while_another_thread_unlinks_same_as_kernel(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+) -> None:
+    """mq_open(O_CREAT) is a CREATE then an open under the shim: a name unlinked in between
+    is created again (the kernel's mq_open never fails that way)."""
+    program = compile_c("open_unlink_race")
+    name = f"/{unique_queue_name('race')}"
+    kernel = on_kernel([program, name, "2000"])
+    shim = run_program([program, name, "2000"], shim_env(preload_library, mqfs_mount.path))
+    assert kernel == "failures 0\ndone\n"
+    assert shim == kernel
+    assert os.listdir(mqfs_mount.path) == []
+
+
+def test_stopped_and_continued_receive_restarts_same_as_kernel(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+) -> None:
+    """SIGSTOP and SIGCONT call no handler: the kernel restarts a blocked mq_receive, and
+    so does the shim (a plain read() gets EINTR: tests/fs/test_queue_file.py)."""
+    program = compile_c("stop_continue")
+    name = f"/{unique_queue_name('stop')}"
+    kernel = on_kernel([program, name])
+    shim = run_program([program, name], shim_env(preload_library, mqfs_mount.path))
+    assert kernel == "stopped\nreceive: 5 prio 3 'after'\ndone\n"
+    assert shim == kernel
+
+
+def test_raw_mq_syscalls_are_ebadf_under_the_shim(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+) -> None:
+    """A documented difference: syscall(SYS_mq_timedsend, ...) bypasses the shim and the
+    kernel does not know an mqfs descriptor. glibc's functions on the same mqd_t work."""
+    program = compile_c("raw_syscall")
+    name = f"/{unique_queue_name('raw')}"
+    kernel = on_kernel([program, name])
+    shim = run_program([program, name], shim_env(preload_library, mqfs_mount.path))
+    assert kernel.splitlines() == [
+        "syscall mq_timedsend: ok",
+        "mq_send: ok",
+        "syscall mq_timedreceive: ok",
+        "mq_receive: 3",
+    ]
+    assert shim.splitlines() == [
+        "syscall mq_timedsend: EBADF",
+        "mq_send: ok",
+        "syscall mq_timedreceive: EBADF",
+        "mq_receive: 4",
+    ]
+
+
 def test_sigev_thread_in_a_forked_child(
     preload_library: Path, compile_c: Compile, mqfs_mount: Mount
 ) -> None:
