@@ -92,18 +92,20 @@ import errno
 import math
 import os
 import secrets
+import signal
 import string
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
 import trio
 
-from mqfs import wire
+from mqfs import __version__, wire
 from mqfs.client import calls
-from mqfs.client.backends import Backend, MqfsBackend
+from mqfs.client.backends import Backend, MqfsBackend, Notification
 from mqfs.client.calls import Deadline
 from mqfs.errors import (
     BusyError,
@@ -118,12 +120,20 @@ from mqfs.errors import (
     SignalError,
     from_errno,
 )
-from mqfs.posix import MQ_PRIO_MAX
+from mqfs.posix import MQ_PRIO_MAX, SIGEV_SIGNAL
 
 O_CREAT: int = os.O_CREAT
 O_EXCL: int = os.O_EXCL
 O_CREX: int = os.O_CREAT | os.O_EXCL
 O_NONBLOCK: int = os.O_NONBLOCK
+O_RDONLY: int = os.O_RDONLY
+O_WRONLY: int = os.O_WRONLY
+O_RDWR: int = os.O_RDWR
+O_TRUNC: int = os.O_TRUNC
+PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE")
+USER_SIGNAL_MIN: int = signal.SIGRTMIN
+USER_SIGNAL_MAX: int = signal.SIGRTMAX
+VERSION: str = __version__
 
 QUEUE_MESSAGES_MAX_DEFAULT = 10
 QUEUE_MESSAGE_SIZE_MAX_DEFAULT = 8192
@@ -358,6 +368,19 @@ class MessageQueue:
 
     # -- lifetime
 
+    def request_notification(self, notification: int | None = None) -> None:
+        """mq_notify, as posix_ipc's: a signal number asks for that signal (SIGEV_SIGNAL,
+        si_code SI_MESGQ) when a message arrives on the empty queue; None cancels.
+        posix_ipc's ``(callback, param)`` form (SIGEV_THREAD) is not offered yet."""
+        if notification is not None and not isinstance(notification, int):
+            raise NotSupported(
+                "request_notification((callback, param)) (SIGEV_THREAD) is not supported "
+                "by mqfs's Python client yet; give a signal number"
+            )
+        mqd = self._open_mqd()
+        request = None if notification is None else Notification(SIGEV_SIGNAL, notification)
+        _call("notify", self._name, lambda: self._backend.notify(mqd, request))
+
     def close(self) -> None:
         """mq_close. Closing twice is harmless; every other call afterwards is EBADF."""
         mqd, self._mqd = self._mqd, -1
@@ -402,14 +425,28 @@ def unlink_message_queue(
 # -- trio ---------------------------------------------------------------------------------
 
 
-class AsyncMessageQueue:
+@dataclass(frozen=True, slots=True)
+class QueueStatistics:
+    """What :meth:`AsyncMessageQueue.statistics` reports (trio's ``statistics()`` shape)."""
+
+    current_messages: int
+    max_messages: int
+    max_message_size: int
+    tasks_waiting_send: int
+    tasks_waiting_receive: int
+
+
+class AsyncMessageQueue(trio.abc.AsyncResource):
     """The same queue for trio: ``await send/receive/peek`` wait on the descriptor's readiness.
 
     Takes MessageQueue's arguments; the descriptor is always non-blocking underneath, and
     ``block`` is this object's own switch (False: BusyError instead of waiting). Timeouts
     as the synchronous queue (0 tries once), or use trio's own ``move_on_after``/
-    ``fail_after`` around a call. A task waiting when the queue is closed gets
-    ``trio.ClosedResourceError``.
+    ``fail_after`` around a call. A task waiting when the queue is closed, and any call
+    after :meth:`aclose`, gets ``trio.ClosedResourceError``, as trio's own resources do.
+    ``send_nowait``/``receive_nowait`` raise ``trio.WouldBlock`` instead of waiting, ``async
+    for message in queue`` receives until the queue is closed, and :meth:`statistics`
+    says how many tasks wait in each direction.
     """
 
     def __init__(
@@ -428,6 +465,7 @@ class AsyncMessageQueue:
         self.block = not flags & O_NONBLOCK
         self._receive_lock = trio.Lock()
         self._send_lock = trio.Lock()
+        self._waiting = {True: 0, False: 0}  # tasks waiting to send (True) / receive
         self._queue = MessageQueue(
             name,
             flags | O_NONBLOCK,
@@ -484,6 +522,7 @@ class AsyncMessageQueue:
         queue up on a lock per direction (FIFO) and take turns waiting on the fd.
         """
         _deadline(timeout)  # validates
+        self._check_open()
         operation = "send" if writing else "receive"
         wait = trio.lowlevel.wait_writable if writing else trio.lowlevel.wait_readable
         lock = self._send_lock if writing else self._receive_lock
@@ -495,8 +534,12 @@ class AsyncMessageQueue:
                 except BusyError as exc:
                     if exc.errno != errno.EAGAIN or not self.block or timeout == 0:
                         raise
-                    async with lock:
-                        await wait(self._queue.fileno())
+                    self._waiting[writing] += 1
+                    try:
+                        async with lock:
+                            await wait(self._queue.fileno())
+                    finally:
+                        self._waiting[writing] -= 1
                     continue
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return result
@@ -516,13 +559,52 @@ class AsyncMessageQueue:
         """Take the next message, waiting (cancellably) while the queue is empty."""
         return await self._retry(self._queue.receive, timeout, writing=False)
 
-    async def peek(self, index: int = 0, timeout: float | None = None) -> tuple[bytes, int]:
-        """Look at message *index* without consuming it; waits while the queue is empty.
+    async def peek(self, index: int = 0) -> tuple[bytes, int]:
+        """Message *index* in receive order, unconsumed; never waits, as the synchronous
+        peek: BusyError (EAGAIN) on an empty queue, NoSuchMessage past the last message."""
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        return self._queue.peek(index)
 
-        An *index* past the last message of a non-empty queue is NoSuchMessage at once.
-        """
-        queue = self._queue
-        return await self._retry(lambda: queue.peek(index), timeout, writing=False)
+    def send_nowait(self, message: Message, priority: int = 0) -> None:
+        """Queue *message* now, or raise trio.WouldBlock if the queue is full."""
+        self._check_open()
+        try:
+            self._queue.send(message, priority=priority)
+        except BusyError as exc:
+            raise trio.WouldBlock from exc
+
+    def receive_nowait(self) -> tuple[bytes, int]:
+        """The next message now, or trio.WouldBlock if the queue is empty."""
+        self._check_open()
+        try:
+            return self._queue.receive()
+        except BusyError as exc:
+            raise trio.WouldBlock from exc
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> tuple[bytes, int]:
+        """``async for message, priority in queue``: receives until the queue is closed."""
+        try:
+            return await self.receive()
+        except trio.ClosedResourceError:
+            raise StopAsyncIteration from None
+
+    def statistics(self) -> QueueStatistics:
+        """A snapshot: messages queued, the queue's limits, tasks waiting each way."""
+        return QueueStatistics(
+            current_messages=self.current_messages,
+            max_messages=self.max_messages,
+            max_message_size=self.max_message_size,
+            tasks_waiting_send=self._waiting[True],
+            tasks_waiting_receive=self._waiting[False],
+        )
+
+    def _check_open(self) -> None:
+        if self._queue.mqd < 0:
+            raise trio.ClosedResourceError(f"queue {self.name!r} is closed")
 
     async def peek_all(self) -> list[tuple[bytes, int]]:
         """Every queued message, unconsumed (never waits; ``[]`` when empty)."""
@@ -575,9 +657,17 @@ __all__ = [
     "O_CREX",
     "O_EXCL",
     "O_NONBLOCK",
+    "O_RDONLY",
+    "O_RDWR",
+    "O_TRUNC",
+    "O_WRONLY",
+    "PAGE_SIZE",
     "QUEUE_MESSAGES_MAX_DEFAULT",
     "QUEUE_MESSAGE_SIZE_MAX_DEFAULT",
     "QUEUE_PRIORITY_MAX",
+    "USER_SIGNAL_MAX",
+    "USER_SIGNAL_MIN",
+    "VERSION",
     "AsyncMessageQueue",
     "BusyError",
     "Error",
@@ -588,6 +678,7 @@ __all__ = [
     "NoSuchMessage",
     "NotSupported",
     "PermissionsError",
+    "QueueStatistics",
     "SignalError",
     "unlink_message_queue",
 ]

@@ -652,3 +652,23 @@ def test_a_signal_during_a_blocked_receive_on_mqfs_is_a_signal_error(queue: Mess
     assert outcome.errno == errno.EINTR
     queue.send(b"still here")  # the interrupted receive took nothing
     assert queue.receive() == (b"still here", 0)
+
+
+def test_posix_ipc_constants_and_request_notification(backend: MqfsBackend) -> None:
+    import signal
+
+    from mqfs.client import api
+
+    assert (api.O_RDONLY, api.O_WRONLY, api.O_RDWR) == (os.O_RDONLY, os.O_WRONLY, os.O_RDWR)
+    assert os.sysconf("SC_PAGE_SIZE") == api.PAGE_SIZE
+    assert (api.USER_SIGNAL_MIN, api.USER_SIGNAL_MAX) == (signal.SIGRTMIN, signal.SIGRTMAX)
+    assert api.VERSION.startswith("0.")
+    with MessageQueue("/notified", O_CREAT, backend=backend) as q:
+        q.request_notification(signal.SIGUSR1)
+        status = backend.status("/notified").decode()
+        assert "SIGNO:10" in status and f"NOTIFY_PID:{os.getpid()}" in status
+        q.request_notification(None)
+        assert "NOTIFY_PID:0 " in backend.status("/notified").decode()
+        with pytest.raises(NotSupported):
+            q.request_notification((print, None))  # type: ignore[arg-type]
+        q.unlink()
