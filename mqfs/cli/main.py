@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from mqfs import __version__, errors
+from mqfs import __version__, errors, mounts
 from mqfs.cli import commands, launch
 from mqfs.client.backends import default_mount
 from mqfs.mounts import is_mounted
@@ -31,6 +31,12 @@ def _mount(args: argparse.Namespace) -> int:
     from mqfs.server import serve
 
     mountpoint = Path(args.mountpoint)
+    try:
+        mounts.require_mqfs(mountpoint)  # a dead one raises, and says to unmount it first
+    except errors.NotMounted:
+        pass  # nothing there, or something else: serve's own checks say which
+    else:
+        raise errors.AlreadyMounted(f"mqfs is already mounted at {mountpoint}")
     limits, fuse_options = serve.parse_options(args.options)
     serve.check_mountpoint(mountpoint)
     serve.import_patched_pyfuse3()
@@ -108,9 +114,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options mount(8) adds or an fstab line carries that mean nothing to mqfs itself.
+_GENERIC_OPTIONS = frozenset(
+    {
+        *("rw", "ro", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "async", "sync"),
+        *("atime", "noatime", "relatime", "strictatime", "auto", "noauto", "defaults"),
+        *("user", "nouser", "users", "nofail", "_netdev"),
+    }
+)
+
+
+def _from_mount_helper(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """mount(8)'s convention, used by `mount -t fuse.mqfs SOURCE DIR -o OPTS` and fstab
+    lines through mount.fuse3: `mqfs SOURCE DIR -o OPTS` is `mqfs mount DIR -o OPTS`."""
+    known = {"-h", "--help", "--version"} | set(_subcommand_names(parser))
+    if len(argv) < 2 or argv[0] in known or argv[0].startswith("-"):
+        return argv
+    options: list[str] = []
+    rest = iter(argv[2:])
+    for word in rest:
+        if word == "-o":
+            options += next(rest, "").split(",")
+    kept = [o for o in options if o and o not in _GENERIC_OPTIONS and not o.startswith("x-")]
+    return ["mount", argv[1], *(f"-o{option}" for option in kept)]
+
+
+def _subcommand_names(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:  # argparse keeps its subcommands in a private action
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(
+        _from_mount_helper(list(sys.argv[1:] if argv is None else argv), parser)
+    )
     try:
         return int(args.run(args))
     except errors.MqfsError as exc:

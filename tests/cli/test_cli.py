@@ -284,7 +284,7 @@ def test_mount_in_the_background_and_umount(tmp_path: Path) -> None:
         status, _, stderr = _cli("mount", str(mountpoint))
         assert (status, stderr) == (
             1,
-            f"mqfs: mount: {mountpoint} is already a mount point (EBUSY)\n",
+            f"mqfs: mount: mqfs is already mounted at {mountpoint} (EBUSY)\n",
         )
         assert main(["umount", str(mountpoint)]) == 0
         assert not os.path.ismount(mountpoint)
