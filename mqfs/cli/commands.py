@@ -350,6 +350,67 @@ def peek(args: argparse.Namespace) -> int:
     return 0
 
 
+def purge(args: argparse.Namespace) -> int:
+    """Drain a stuck queue: receive every message and drop it; say how many."""
+    with _queue_fd(args, os.O_RDONLY | os.O_NONBLOCK, "purge") as fd:
+        msgsize = calls.get_attributes(fd).msgsize
+        dropped = 0
+        while True:
+            try:
+                calls.receive(fd, msgsize)
+            except BlockingIOError:
+                break
+            dropped += 1
+    print(f"purged {dropped} messages from {args.name!r}")
+    return 0
+
+
+def move(args: argparse.Namespace) -> int:
+    """Requeue messages from SRC to DST, priorities kept, one at a time. A message is
+    received from SRC only once DST has room for it, and if DST fills anyway (another
+    sender) it goes back to SRC (behind the messages of its priority): nothing is lost."""
+    source, target = posix.queue_name(args.source), posix.queue_name(args.target)
+    mount = _mount(args)
+    src = _open_or_fail(mount, source, os.O_RDONLY | os.O_NONBLOCK, "move")
+    try:
+        dst = _open_or_fail(mount, target, os.O_WRONLY | os.O_NONBLOCK, "move")
+        try:
+            moved = _move_messages(src, dst, args.count)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    print(f"moved {moved} messages from {source!r} to {target!r}")
+    return 0
+
+
+def _open_or_fail(mount: Path, name: str, flags: int, action: str) -> int:
+    try:
+        return os.open(mount / name / "queue", flags | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _failure(exc, name, action) from None
+
+
+def _move_messages(src: int, dst: int, limit: int | None) -> int:
+    msgsize = calls.get_attributes(src).msgsize
+    moved = 0
+    while limit is None or moved < limit:
+        room = calls.get_attributes(dst)
+        if room.curmsgs >= room.maxmsg:
+            break
+        try:
+            payload, priority = calls.receive(src, msgsize)
+        except BlockingIOError:
+            break
+        try:
+            calls.send(dst, payload, priority)
+        except OSError:
+            calls.send(src, payload, priority)  # DST filled meanwhile: put it back
+            raise
+        moved += 1
+    return moved
+
+
 def watch(args: argparse.Namespace) -> int:
     """Follow a queue: a line per change, with counts and the head message. Ctrl-C ends."""
     with _queue_fd(args, os.O_RDONLY | os.O_NONBLOCK, "watch") as fd:
@@ -529,6 +590,14 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
     )
     parser.add_argument("--all", action="store_true", help="every message, in receive order")
     output_options(parser)
+
+    parser = command("purge", "receive and drop every message of a stuck queue", purge)
+    parser.add_argument("name")
+
+    parser = command("move", "requeue messages from SRC to DST, priorities kept", move)
+    parser.add_argument("source", metavar="SRC")
+    parser.add_argument("target", metavar="DST")
+    parser.add_argument("--count", type=positive, help="at most this many (default: all)")
 
     parser = command("watch", "follow a queue live until Ctrl-C", watch)
     parser.add_argument("name")
