@@ -57,6 +57,8 @@ def _queue_fd(args: argparse.Namespace, flags: int, action: str) -> Iterator[int
         raise _failure(exc, name, action) from None
     try:
         yield fd
+    except BrokenPipeError:
+        raise  # our stdout closed, not the queue failing: the command decides
     except OSError as exc:
         raise _failure(exc, name, action) from None
     finally:
@@ -412,23 +414,65 @@ def _move_messages(src: int, dst: int, limit: int | None) -> int:
 
 
 def watch(args: argparse.Namespace) -> int:
-    """Follow a queue: a line per change, with counts and the head message. Ctrl-C ends."""
+    """Follow a queue: a line per change (time, what changed, counts, the head message),
+    or a JSON object per line with --json. Ctrl-C ends it; so does a closed pipe."""
     with _queue_fd(args, os.O_RDONLY | os.O_NONBLOCK, "watch") as fd:
-        generation = calls.peek_batch(fd, 0, max_count=1).generation
-        shown = 0
-        while args.changes is None or shown < args.changes:
-            if shown:
-                generation = calls.wait_changed(fd, generation)
-            attributes = calls.get_attributes(fd)
-            head = "-"
-            if attributes.curmsgs:
-                with contextlib.suppress(OSError):  # emptied meanwhile
-                    payload, priority = calls.peek(fd, 0)
-                    text = payload[:40].decode("utf-8", "backslashreplace").rstrip("\n")
-                    head = f"[{priority}] {text!r}"
-            print(f"{attributes.curmsgs}/{attributes.maxmsg} msgs  head: {head}", flush=True)
-            shown += 1
+        _follow(fd, args)  # a closed pipe (`| head`) ends it quietly: see main()
     return 0
+
+
+def _follow(fd: int, args: argparse.Namespace) -> None:
+    generation = calls.peek_batch(fd, 0, max_count=1).generation
+    shown = 0
+    previous: int | None = None
+    while args.changes is None or shown < args.changes:
+        if shown:
+            generation = calls.wait_changed(fd, generation)
+        attributes = calls.get_attributes(fd)
+        head: tuple[bytes, int] | None = None
+        if attributes.curmsgs:
+            with contextlib.suppress(OSError):  # emptied meanwhile
+                head = calls.peek(fd, 0)
+        change = _change_text(previous, attributes.curmsgs)
+        previous = attributes.curmsgs
+        print(_watch_line(change, attributes, head, args.json), flush=True)
+        shown += 1
+
+
+def _change_text(previous: int | None, current: int) -> str:
+    """What the count says happened since the last line (sends and receives between two
+    wake-ups can cancel out: "changed")."""
+    if previous is None:
+        return "now"
+    delta = current - previous
+    if delta > 0:
+        return f"sent +{delta}"
+    if delta < 0:
+        return f"received {delta}"
+    return "changed"
+
+
+def _watch_line(
+    change: str, attributes: wire.Attr, head: tuple[bytes, int] | None, as_json: bool
+) -> str:
+    now_ns = time.time_ns()
+    millis = now_ns // 10**6 % 1000
+    when = time.strftime("%H:%M:%S", time.localtime(now_ns / 1e9)) + f".{millis:03d}"
+    if as_json:
+        record: dict[str, Any] = {
+            "time": now_ns / 1e9,
+            "change": change,
+            "curmsgs": attributes.curmsgs,
+            "maxmsg": attributes.maxmsg,
+        }
+        if head is not None:
+            record["head"] = {"priority": head[1], "length": len(head[0])}
+        return json.dumps(record)
+    shown = "-"
+    if head is not None:
+        text = head[0][:40].decode("utf-8", "backslashreplace").rstrip("\n")
+        shown = f"[{head[1]}] {text!r}"
+    return f"{when}  {change:<12} {attributes.curmsgs}/{attributes.maxmsg} msgs  head: {shown}"
 
 
 # -- dump / restore ------------------------------------------------------------------
@@ -601,6 +645,7 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
 
     parser = command("watch", "follow a queue live until Ctrl-C", watch)
     parser.add_argument("name")
+    parser.add_argument("--json", action="store_true", help="a JSON object per line")
     parser.add_argument("--changes", type=positive, help=argparse.SUPPRESS)  # for tests
 
     parser = command("dump", "write queues and their messages to a file", dump_command)

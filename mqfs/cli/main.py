@@ -156,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.MqfsError as exc:
         print(f"mqfs: {args.command}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `mqfs peek q --all | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+        return 0
     except OSError as exc:  # one the command did not word itself: still one line
         code = exc.errno or errno.EIO
         where = f" ({exc.filename})" if exc.filename else ""

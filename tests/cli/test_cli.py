@@ -143,13 +143,13 @@ def test_watch_follows_changes_without_polling(mqfs_mount: Mount) -> None:
     )  # fmt: skip
     try:
         assert watcher.stdout is not None
-        assert watcher.stdout.readline() == "0/10 msgs  head: -\n"
+        assert watcher.stdout.readline()[14:] == "now          0/10 msgs  head: -\n"
         fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR)
         try:
             calls.send(fd, b"first", 2)
-            assert watcher.stdout.readline() == "1/10 msgs  head: [2] 'first'\n"
+            assert watcher.stdout.readline()[14:] == "sent +1      1/10 msgs  head: [2] 'first'\n"
             calls.receive(fd, 8192)
-            assert watcher.stdout.readline() == "0/10 msgs  head: -\n"
+            assert watcher.stdout.readline()[14:] == "received -1  0/10 msgs  head: -\n"
         finally:
             os.close(fd)
         assert watcher.wait(timeout=10) == 0

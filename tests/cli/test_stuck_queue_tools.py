@@ -44,3 +44,28 @@ def test_move_keeps_priorities_and_stops_when_the_target_is_full(mqfs_mount: Mou
     done = run_cli(mqfs_mount.path, "move", "src", "missing")
     assert done.returncode == 1 and b"no queue named 'missing'" in done.stderr
     assert queued(mqfs_mount, "src") == [(b"lo2", 1)]
+
+
+def test_watch_json_lines_and_a_closed_pipe(mqfs_mount: Mount) -> None:
+    import json
+    import subprocess
+    import sys
+
+    fill(mqfs_mount, "w", [(b"x", 4)])
+    done = run_cli(mqfs_mount.path, "watch", "w", "--json", "--changes", "1")
+    record = json.loads(done.stdout)
+    assert (record["change"], record["curmsgs"], record["head"]) == (
+        "now",
+        1,
+        {"priority": 4, "length": 1},
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `| head` once it has exited: every write is EPIPE
+    try:
+        piped = subprocess.run(
+            [sys.executable, "-m", "mqfs", "watch", "w", "--mount", str(mqfs_mount.path)],
+            stdout=write_end, stderr=subprocess.PIPE, timeout=30, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert (piped.returncode, piped.stderr) == (0, b"")
