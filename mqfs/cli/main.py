@@ -26,6 +26,18 @@ def default_mountpoint() -> str:
     return str(default_mount())
 
 
+def _with_default_access(options: Sequence[str]) -> list[str]:
+    """root's mount is open to every user, as /dev/mqueue is (allow_other; mqfs checks each
+    queue's mode itself), unless `-o noallow_other`. Other users' mounts stay their own:
+    allow_other needs user_allow_other in /etc/fuse.conf."""
+    words = [word for option in options for word in option.split(",") if word]
+    kept = [word for word in words if word != "noallow_other"]
+    opted_out = len(kept) != len(words)
+    if os.geteuid() == 0 and not opted_out and not {"allow_other", "allow_root"} & set(kept):
+        kept.append("allow_other")
+    return kept
+
+
 def _mount(args: argparse.Namespace) -> int:
     """Serve in the foreground, or start a daemon that does (:mod:`mqfs.cli.launch`)."""
     from mqfs.server import serve
@@ -37,7 +49,7 @@ def _mount(args: argparse.Namespace) -> int:
         pass  # nothing there, or something else: serve's own checks say which
     else:
         raise errors.AlreadyMounted(f"mqfs is already mounted at {mountpoint}")
-    limits, fuse_options = serve.parse_options(args.options)
+    limits, fuse_options = serve.parse_options(_with_default_access(args.options))
     serve.check_mountpoint(mountpoint)
     serve.import_patched_pyfuse3()
     if not args.foreground:

@@ -10,7 +10,7 @@ import errno
 import logging
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import trio
@@ -103,31 +103,35 @@ async def serve(
     namespace = Namespace(limits, notifier=processes.deliver_notification)
     operations = MqueueFS(namespace)
     options = set(FUSE_OPTIONS) | set(fuse_options)
-    pyfuse3.init(operations, str(mountpoint), options)  # type: ignore[attr-defined]
-    log.info("mounted at %s with %s", mountpoint, limits)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, pyfuse3, namespace)
-            if ready is not None:
-                ready.set()
-            if ready_fd is not None:
-                os.write(ready_fd, b"ready\n")
-                os.close(ready_fd)
-            await pyfuse3.main(  # type: ignore[attr-defined]
-                min_tasks=MIN_WORKER_TASKS, max_tasks=MAX_WORKER_TASKS
-            )
-            nursery.cancel_scope.cancel()
-    finally:
-        pyfuse3.close(unmount=True)  # type: ignore[attr-defined]
-        log.info("unmounted %s", mountpoint)
+    # Signals are caught from before the mount on: a SIGTERM right after it (systemctl stop
+    # just after start) must unmount cleanly, not kill the daemon and leave a dead mount.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        pyfuse3.init(operations, str(mountpoint), options)  # type: ignore[attr-defined]
+        log.info("mounted at %s with %s", mountpoint, limits)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stop_on_signal, signals, pyfuse3, namespace)
+                if ready is not None:
+                    ready.set()
+                if ready_fd is not None:
+                    os.write(ready_fd, b"ready\n")
+                    os.close(ready_fd)
+                await pyfuse3.main(  # type: ignore[attr-defined]
+                    min_tasks=MIN_WORKER_TASKS, max_tasks=MAX_WORKER_TASKS
+                )
+                nursery.cancel_scope.cancel()
+        finally:
+            pyfuse3.close(unmount=True)  # type: ignore[attr-defined]
+            log.info("unmounted %s", mountpoint)
 
 
-async def _stop_on_signal(pyfuse3: object, namespace: Namespace) -> None:
+async def _stop_on_signal(
+    signals: AsyncIterator[int], pyfuse3: object, namespace: Namespace
+) -> None:
     """On SIGINT/SIGTERM/SIGHUP: answer every blocked caller (ENOTCONN), so that no
     request is left open, then end the main loop; serve() unmounts."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("signal %d: unmounting", signum)
-            namespace.close()
-            pyfuse3.terminate()  # type: ignore[attr-defined]
-            return
+    async for signum in signals:
+        log.info("signal %d: unmounting", signum)
+        namespace.close()
+        pyfuse3.terminate()  # type: ignore[attr-defined]
+        return
