@@ -27,6 +27,10 @@ names, so code written for ``posix_ipc`` catches what it always caught::
     ├── OverQuota                EMFILE        the user's RLIMIT_MSGQUEUE bytes exhausted
     ├── OutOfMemory              ENOMEM        a user's unfinished transfers at their limit
     ├── NotSupported             ENOTTY        no such ioctl here (also NotImplementedError)
+    ├── StateError               EIO           the journal of -o state=DIR (a write's errno)
+    │   ├── UnsafeStateDirectory EPERM         DIR writable by others, or not the daemon's
+    │   ├── StateInUse           EBUSY         another daemon journals to DIR
+    │   └── NewerJournal         EPROTONOSUPPORT  written by a newer journal format
     └── MountError                             the mount point, not a queue
         ├── NotMounted           ENOENT        mqfs is not mounted at that path
         ├── MountpointMissing    ENOENT        the directory to mount on does not exist
@@ -142,6 +146,25 @@ class OutOfMemory(MqfsError):
 
 class NotSupported(MqfsError, NotImplementedError):
     default_errno = errno.ENOTTY
+
+
+class StateError(MqfsError):
+    """The journal of ``-o state=DIR`` cannot be used: at mount, or a write that failed
+    (then with that write's errno, ENOSPC for a full disk)."""
+
+    default_errno = errno.EIO
+
+
+class UnsafeStateDirectory(StateError):
+    default_errno = errno.EPERM
+
+
+class StateInUse(StateError):
+    default_errno = errno.EBUSY
+
+
+class NewerJournal(StateError):
+    default_errno = errno.EPROTONOSUPPORT
 
 
 class MountError(MqfsError):
