@@ -22,6 +22,20 @@ them with the message in hand; :mod:`mqfs.server.ops` replies synchronously.
 Check order follows ``do_mq_timedsend``/``do_mq_timedreceive``: timeout validity,
 priority, descriptor direction, length, then full/empty (EAGAIN or sleep), then
 ETIMEDOUT.
+
+Durable state
+-------------
+With ``-o state=DIR`` the namespace has a :class:`Journal` (:mod:`mqfs.server.state`),
+and every named queue a reference to it; without, ``journal`` is None and nothing else
+happens. It is told of each change at its commit point, before the change is made, so
+that a failed write changes nothing: a queue created (:meth:`Namespace.create`), its mode,
+owner or times changed (:meth:`Queue.set_attributes`), its name unlinked
+(:meth:`Namespace.unlink`, after which the queue is no longer journaled), a message
+entering the store (:meth:`Queue._enqueue`) and the head leaving it, with the blocked
+sender it admits (:meth:`Queue._dequeue`). A hand-off to a waiting receiver is not
+journaled (its net effect is none; see :mod:`mqfs.server.journal`). With ``state_sync``
+a send or receive returns only once an fsync covers its record
+(:meth:`Descriptor.send`, :meth:`Descriptor.receive`).
 """
 
 from __future__ import annotations
@@ -182,6 +196,27 @@ Notifier = Callable[[Notification, Caller | None], None]
 """Delivers a registration that fired; *Caller* is the sender of the message."""
 
 
+class Journal(Protocol):
+    """Where a namespace's changes are recorded before they are made (``-o state=DIR``).
+
+    Each method is called at a commit point, before the change: one that raises (a
+    :class:`~mqfs.errors.StateError`) leaves everything as it was, and the caller gets
+    its errno. *sync* says whether replies wait for :meth:`settled`.
+    """
+
+    sync: bool
+
+    def created(self, queue: Queue) -> None: ...
+    def changed(
+        self, queue: Queue, mode: int, uid: int, gid: int, times: tuple[int, int, int]
+    ) -> None: ...
+    def removed(self, queue: Queue) -> None: ...
+    def sent(self, queue: Queue, message: Message) -> None: ...
+    def received(self, queue: Queue, admitted: Message | None) -> None: ...
+    async def settled(self) -> None:
+        """Return once everything recorded so far is on disk (fsync); not cancellable."""
+
+
 @dataclass(slots=True, eq=False)
 class Queue:
     """One message queue: attributes, messages, waiters and who watches it."""
@@ -212,6 +247,7 @@ class Queue:
     owner_uid: int = 0  # the user charged for this queue's memory (RLIMIT_MSGQUEUE)
     references: int = 0  # open descriptors: the queue is destroyed at unlinked and 0
     closing: bool = False  # the daemon is stopping: every wait ends with ENOTCONN
+    journal: Journal | None = None  # -o state=DIR, while the queue has its name
 
     def __post_init__(self) -> None:
         self.mtime = self.ctime = self.atime
@@ -230,17 +266,16 @@ class Queue:
     def set_attributes(self, attr: Any, fields: Any) -> None:
         """chmod, chown and utimes (pyfuse3's SetattrFields say which): ctime moves
         always, and the time shown on the queue's directory with its mode and owner."""
-        if fields.update_mode:
-            self.mode = attr.st_mode & 0o7777
-        if fields.update_uid:
-            self.uid = attr.st_uid
-        if fields.update_gid:
-            self.gid = attr.st_gid
-        if fields.update_atime:
-            self.atime = attr.st_atime_ns
-        if fields.update_mtime:
-            self.mtime = attr.st_mtime_ns
-        self.ctime = time.time_ns()
+        mode = attr.st_mode & 0o7777 if fields.update_mode else self.mode
+        uid = attr.st_uid if fields.update_uid else self.uid
+        gid = attr.st_gid if fields.update_gid else self.gid
+        atime = attr.st_atime_ns if fields.update_atime else self.atime
+        mtime = attr.st_mtime_ns if fields.update_mtime else self.mtime
+        ctime = time.time_ns()
+        if self.journal is not None:
+            self.journal.changed(self, mode, uid, gid, (atime, mtime, ctime))
+        self.mode, self.uid, self.gid = mode, uid, gid
+        self.atime, self.mtime, self.ctime = atime, mtime, ctime
         if fields.update_mode or fields.update_uid or fields.update_gid:
             self.meta_time = self.ctime
 
@@ -377,12 +412,17 @@ class Queue:
             waiter = self._receivers.pop(key)
             trio.lowlevel.reschedule(waiter.task, outcome.Value(message))
         else:
+            if self.journal is not None:
+                self.journal.sent(self, message)
             self.store.push(message.payload, message.priority)
             if len(self.store) == 1 and self.notification is not None:
                 self._notify(sender)
         self._changed()
 
     def _dequeue(self) -> Message:
+        if self.journal is not None:
+            admitted = next(iter(self._senders.values())).message if self._senders else None
+            self.journal.received(self, admitted)
         message = self.store.pop()
         if self._senders:  # a slot is free: admit the longest-waiting sender
             key = next(iter(self._senders))
@@ -493,12 +533,15 @@ class Descriptor:
         self.check_send_length(len(payload))
         if self.nonblock:
             self.queue.send_nowait(payload, priority, sender)
-            return
-        self.waiting += 1
-        try:
-            await self.queue.send(payload, priority, deadline, sender)
-        finally:
-            self.waiting -= 1
+        else:
+            self.waiting += 1
+            try:
+                await self.queue.send(payload, priority, deadline, sender)
+            finally:
+                self.waiting -= 1
+        journal = self.queue.journal
+        if journal is not None and journal.sync:
+            await journal.settled()
 
     def set_send_priority(self, priority: int) -> None:
         self._check_priority(priority)
@@ -550,12 +593,17 @@ class Descriptor:
         """mq_timedreceive: EBADF, EMSGSIZE (buffer < msgsize), then EAGAIN or wait."""
         self.check_receive(bufsize)
         if self.nonblock:
-            return self.queue.receive_nowait()
-        self.waiting += 1
-        try:
-            return await self.queue.receive(deadline, caller)
-        finally:
-            self.waiting -= 1
+            message = self.queue.receive_nowait()
+        else:
+            self.waiting += 1
+            try:
+                message = await self.queue.receive(deadline, caller)
+            finally:
+                self.waiting -= 1
+        journal = self.queue.journal
+        if journal is not None and journal.sync:
+            await journal.settled()  # shielded: the message reaches its caller regardless
+        return message
 
     def peek(self, index: int) -> Message:
         """Non-destructive read of message *index* in receive order (EBADF, EAGAIN, ENOENT)."""
@@ -598,9 +646,15 @@ class Namespace:
     Nothing here grows with history: ``by_qid`` holds exactly the live queues.
     """
 
-    def __init__(self, limits: Limits | None = None, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        notifier: Notifier | None = None,
+        journal: Journal | None = None,
+    ) -> None:
         self.limits = limits or Limits()
         self.notifier = notifier
+        self.journal = journal
         self.queues: dict[str, Queue] = {}
         self.by_qid: dict[int, Queue] = {}  # named or unlinked-but-open: counts for queues_max
         self.charged = PerUser()  # bytes charged to each uid, as the kernel's mq_bytes
@@ -611,6 +665,10 @@ class Namespace:
     def live(self) -> int:
         """Queues that exist, named or unlinked-but-open (what queues_max limits)."""
         return len(self.by_qid)
+
+    @property
+    def next_qid(self) -> int:
+        return self._next_qid
 
     def lookup(self, name: str) -> Queue:
         check_name(name)
@@ -673,16 +731,64 @@ class Namespace:
             notifier=self.notifier,
             blocked=self.blocked,
             owner_uid=uid,
+            journal=self.journal,
         )
+        if self.journal is not None:
+            self.journal.created(queue)
         self.charged.add(uid, charge)
         self._next_qid += 1
         self.queues[name] = queue
         self.by_qid[queue.qid] = queue
         return queue
 
+    def restore(
+        self,
+        name: str,
+        qid: int,
+        *,
+        maxmsg: int,
+        msgsize: int,
+        mode: int,
+        uid: int,
+        gid: int,
+        owner_uid: int,
+        times: tuple[int, int, int],
+        store: MessageStore,
+    ) -> Queue:
+        """A queue brought back from the journal as it was: it passed the limits when it
+        was made, so none is checked now; it is charged to its creator again."""
+        queue = Queue(
+            name=name,
+            qid=qid,
+            maxmsg=maxmsg,
+            msgsize=msgsize,
+            mode=mode,
+            uid=uid,
+            gid=gid,
+            store=store,
+            notifier=self.notifier,
+            blocked=self.blocked,
+            owner_uid=owner_uid,
+            journal=self.journal,
+        )
+        queue.atime, queue.mtime, queue.ctime = times
+        queue.meta_time = queue.ctime
+        self.charged.add(owner_uid, memory_charge(maxmsg, msgsize))
+        self._next_qid = max(self._next_qid, qid + 1)
+        self.queues[name] = queue
+        self.by_qid[qid] = queue
+        return queue
+
+    def reserve_qids(self, below: int) -> None:
+        """Hand out no qid below *below* (the journal had used them)."""
+        self._next_qid = max(self._next_qid, below)
+
     def unlink(self, name: str) -> Queue:
         """mq_unlink: the name goes now; the queue lives on while it is open."""
         queue = self.lookup(name)
+        if queue.journal is not None:
+            queue.journal.removed(queue)
+            queue.journal = None
         del self.queues[name]
         queue.unlinked = True
         self._maybe_destroy(queue)
