@@ -49,7 +49,7 @@ def _mount(args: argparse.Namespace) -> int:
         pass  # nothing there, or something else: serve's own checks say which
     else:
         raise errors.AlreadyMounted(f"mqfs is already mounted at {mountpoint}")
-    limits, fuse_options = serve.parse_options(_with_default_access(args.options))
+    options = serve.parse_options(_with_default_access(args.options))
     serve.check_mountpoint(mountpoint)
     serve.import_patched_pyfuse3()
     if not args.foreground:
@@ -66,7 +66,7 @@ def _mount(args: argparse.Namespace) -> int:
         format="mqfs: %(levelname)s %(name)s: %(message)s",
     )
     try:
-        trio.run(serve.serve, mountpoint.resolve(), limits, fuse_options, None, args.ready_fd)
+        trio.run(serve.serve, mountpoint.resolve(), options, None, args.ready_fd)
     except RuntimeError as exc:  # pyfuse3.init failing to mount
         raise errors.MountFailed(str(exc)) from exc
     return 0
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="OPTIONS",
         help="comma-separated: msg_default, msgsize_default, msg_max, "
-        "msgsize_max, queues_max (=N), ignore_rlimit, allow_other, debug",
+        "msgsize_max, queues_max (=N), ignore_rlimit, state=DIR, state_sync, allow_other, debug",
     )
     mount.add_argument(
         "-f",

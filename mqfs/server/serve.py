@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -19,6 +20,7 @@ from mqfs import errors
 from mqfs.mounts import is_mounted
 from mqfs.server import processes
 from mqfs.server.queue import Limits, Namespace
+from mqfs.server.state import Durability, restore
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +58,23 @@ def import_patched_pyfuse3() -> object:
     return pyfuse3
 
 
-def parse_options(options: Iterable[str]) -> tuple[Limits, list[str]]:
-    """Split -o options into mqueue limits and options passed on to FUSE."""
+@dataclass(frozen=True)
+class MountOptions:
+    """What ``-o`` asked for: the queue limits, the durable state, options for FUSE."""
+
+    limits: Limits = field(default_factory=Limits)
+    fuse_options: tuple[str, ...] = ()
+    state: Path | None = None  # state=DIR: journal the queues there (mqfs.server.state)
+    state_sync: bool = False  # state_sync: every reply waits for an fsync of its record
+
+
+def parse_options(options: Iterable[str]) -> MountOptions:
+    """Split -o options into mqueue limits, durable state and options passed on to FUSE."""
     limits: dict[str, int] = {}
     enforce_rlimit = True
     fuse_options: list[str] = []
+    state: Path | None = None
+    state_sync = False
     for option in options:
         for item in filter(None, option.split(",")):
             key, _, value = item.partition("=")
@@ -71,11 +85,19 @@ def parse_options(options: Iterable[str]) -> tuple[Limits, list[str]]:
                     raise errors.InvalidArgument(f"{key} needs an integer, not {value!r}") from None
             elif key == "ignore_rlimit" and not value:
                 enforce_rlimit = False
+            elif key == "state" and value:
+                state = Path(os.path.abspath(value))
+            elif key == "state_sync" and not value:
+                state_sync = True
             elif key in ("allow_other", "allow_root", "debug"):
                 fuse_options.append(item)
             else:
                 raise errors.InvalidArgument(f"unknown mount option {key!r}")
-    return Limits(**limits, enforce_rlimit=enforce_rlimit), fuse_options
+    if state_sync and state is None:
+        raise errors.InvalidArgument("state_sync needs state=DIR")
+    return MountOptions(
+        Limits(**limits, enforce_rlimit=enforce_rlimit), tuple(fuse_options), state, state_sync
+    )
 
 
 def check_mountpoint(mountpoint: Path) -> None:
@@ -91,26 +113,52 @@ def check_mountpoint(mountpoint: Path) -> None:
 
 async def serve(
     mountpoint: Path,
-    limits: Limits,
-    fuse_options: Iterable[str] = (),
+    options: MountOptions,
     ready: trio.Event | None = None,
     ready_fd: int | None = None,
 ) -> None:
-    """Mount at *mountpoint* and serve until SIGINT/SIGTERM or cancellation; always unmount."""
+    """Mount at *mountpoint* and serve until SIGINT/SIGTERM or cancellation; always unmount.
+    With ``state=DIR`` the queues are loaded from its journal before mounting, and the
+    journal is rewritten and closed after unmounting."""
     pyfuse3: object = import_patched_pyfuse3()
+    durability = None
+    if options.state is not None:
+        durability, recovered = Durability.open(options.state, sync=options.state_sync)
+    namespace = Namespace(
+        options.limits, notifier=processes.deliver_notification, journal=durability
+    )
+    try:
+        if durability is not None:
+            restore(namespace, recovered)
+        await _serve_mounted(pyfuse3, mountpoint, options, namespace, durability, ready, ready_fd)
+    finally:
+        if durability is not None:
+            durability.close(namespace)
+
+
+async def _serve_mounted(
+    pyfuse3: object,
+    mountpoint: Path,
+    options: MountOptions,
+    namespace: Namespace,
+    durability: Durability | None,
+    ready: trio.Event | None,
+    ready_fd: int | None,
+) -> None:
     from mqfs.server.ops import MqueueFS
 
-    namespace = Namespace(limits, notifier=processes.deliver_notification)
     operations = MqueueFS(namespace)
-    options = set(FUSE_OPTIONS) | set(fuse_options)
+    fuse_options = set(FUSE_OPTIONS) | set(options.fuse_options)
     # Signals are caught from before the mount on: a SIGTERM right after it (systemctl stop
     # just after start) must unmount cleanly, not kill the daemon and leave a dead mount.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        pyfuse3.init(operations, str(mountpoint), options)  # type: ignore[attr-defined]
-        log.info("mounted at %s with %s", mountpoint, limits)
+        pyfuse3.init(operations, str(mountpoint), fuse_options)  # type: ignore[attr-defined]
+        log.info("mounted at %s with %s", mountpoint, options)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal, signals, pyfuse3, namespace)
+                if durability is not None:
+                    nursery.start_soon(durability.run, namespace)
                 if ready is not None:
                     ready.set()
                 if ready_fd is not None:

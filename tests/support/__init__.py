@@ -12,6 +12,8 @@
   unique_queue_name.
 - libc: ctypes calls Python lacks: sigtimedwait (with si_value), unshare, setns.
 - procs: /proc: task_state, blocked_in_mq_call.
+- crash: kill -9 of a journaled mount's daemon under load (run_until_killed, drain,
+  count), for tests/fs/test_state.py and the benchmark.
 
 Nothing is imported here, so a module takes only what it uses (conformance children start
 with ``python -c`` and must not pay for pytest).

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from mqfs import errors
-from mqfs.server import state
+from mqfs.server import serve, state
 from mqfs.server.queue import Descriptor, Limits, Namespace, Queue
 from mqfs.server.state import Durability
 
@@ -237,3 +237,14 @@ async def test_the_journal_is_rewritten_in_the_background(tmp_path: Path) -> Non
     before = contents(namespace)
     crash(namespace)
     assert contents(open_namespace(tmp_path / "state")) == before
+
+
+def test_the_mount_options() -> None:
+    options = serve.parse_options(["state=relative/dir,state_sync", "msg_max=20"])
+    assert (options.state, options.state_sync) == (Path.cwd() / "relative" / "dir", True)
+    assert options.limits.msg_max == 20
+    assert serve.parse_options([]).state is None
+    with pytest.raises(errors.InvalidArgument, match="state_sync needs state=DIR"):
+        serve.parse_options(["state_sync"])
+    with pytest.raises(errors.InvalidArgument, match="unknown mount option 'state'"):
+        serve.parse_options(["state="])

@@ -1,0 +1,161 @@
+"""-o state=DIR on real mounts: a restart brings every queue back exactly, kill -9 loses
+no acknowledged message and duplicates none, and DIR is refused when others could write it."""
+
+from __future__ import annotations
+
+import os
+import random
+import stat
+from pathlib import Path
+
+import pytest
+
+from mqfs import errors
+from mqfs.cli import launch
+from mqfs.cli.main import main
+from mqfs.client import calls, dump
+from mqfs.server.journal import _HEADER, MAGIC, VERSION
+from tests.support import crash
+from tests.support.mounts import Mount, mount_point, mounted
+
+MESSAGES = [(b"low", 0), (b"urgent", 9), (b"second low", 0), (b"", 3), (b"x" * 200, 9)]
+
+
+def state(directory: Path, *more: str) -> tuple[str, ...]:
+    return (f"state={directory}", *more)
+
+
+def fill(mount: Mount) -> None:
+    calls.create_at(mount.path, "jobs", 0o640, maxmsg=8, msgsize=256)
+    calls.create_at(mount.path, "secret", 0o600, maxmsg=3, msgsize=128)
+    os.mkdir(mount.path / "defaults", 0o604)
+    os.chown(mount.path / "jobs" / "queue", 1234, 4321)
+    fd = os.open(mount.path / "jobs" / "queue", os.O_RDWR)
+    try:
+        for payload, priority in MESSAGES:
+            calls.send(fd, payload, priority)
+        assert calls.receive(fd, 256) == (b"urgent", 9)
+    finally:
+        os.close(fd)
+    fd = os.open(mount.path / "secret" / "queue", os.O_WRONLY)
+    try:
+        calls.send(fd, b"only root may read this on disk", 1)
+    finally:
+        os.close(fd)
+
+
+def look(mount: Mount) -> tuple[str, dict[str, tuple[int, ...]]]:
+    """The dump of every queue, and each queue file's mode, owner and times."""
+    stats = {}
+    for name in sorted(os.listdir(mount.path)):
+        info = os.stat(mount.path / name / "queue")
+        stats[name] = (info.st_mode, info.st_uid, info.st_gid, info.st_mtime_ns, info.st_ctime_ns)
+    return dump.to_json(dump.dump_all(mount.path)), stats
+
+
+def unmount_with_the_command(mount: Mount) -> None:
+    assert main(["umount", str(mount.path)]) == 0
+    assert mount.process.wait(timeout=60) == 0
+
+
+def leave_to_sigterm(mount: Mount) -> None:
+    """Leaving mounted() stops the daemon with SIGTERM."""
+
+
+@pytest.mark.parametrize("stop", [leave_to_sigterm, unmount_with_the_command])
+def test_a_restart_brings_every_queue_back_exactly(tmp_path: Path, stop: object) -> None:
+    directory = tmp_path / "state"
+    with mounted(state(directory)) as mount:
+        fill(mount)
+        before = look(mount)
+        stop(mount)  # type: ignore[operator]
+    with mounted(state(directory)) as mount:
+        assert look(mount) == before
+        fd = os.open(mount.path / "jobs" / "queue", os.O_RDONLY)
+        try:  # receive order included
+            assert [calls.receive(fd, 256) for _ in range(4)] == [
+                (b"x" * 200, 9),
+                (b"", 3),
+                (b"low", 0),
+                (b"second low", 0),
+            ]
+        finally:
+            os.close(fd)
+
+
+def test_the_journal_is_readable_by_root_only(tmp_path: Path) -> None:
+    """Every queue's messages, a 0600 queue's too, are in files only root can read."""
+    directory = tmp_path / "state"
+
+    def check() -> None:
+        for path in [directory, *directory.iterdir()]:
+            info = os.stat(path)
+            assert info.st_uid == 0, path
+            assert stat.S_IMODE(info.st_mode) == (0o700 if path == directory else 0o600), path
+
+    with mounted(state(directory)) as mount:
+        fill(mount)
+        check()  # the log as it is written
+    check()  # the snapshot a clean stop writes
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill_9_loses_no_acknowledged_message_and_duplicates_none(
+    tmp_path: Path, seed: int
+) -> None:
+    directory = tmp_path / "state"
+    messages = 5000
+    kill_after = random.Random(seed).randrange(1, messages)
+    with mounted(state(directory)) as mount:
+        calls.create_at(mount.path, "q", 0o600, maxmsg=10, msgsize=128)
+        traffic = crash.run_until_killed(
+            mount.path / "q", mount.process, messages=messages, kill_after=kill_after, msgsize=128
+        )
+    # mounted() lazily unmounted the dead mount; a new daemon reads the journal.
+    with mounted(state(directory)) as mount:
+        drained = crash.drain(mount.path / "q", 128)
+    count = crash.count(traffic, drained)
+    assert count.received >= kill_after
+    assert count.duplicated == 0 and count.phantoms == 0, count
+    assert count.lost <= count.in_flight <= 4, count
+
+
+def test_state_sync_keeps_what_was_acknowledged(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    with mounted(state(directory, "state_sync")) as mount:
+        calls.create_at(mount.path, "q", 0o600, maxmsg=10, msgsize=128)
+        fd = os.open(mount.path / "q" / "queue", os.O_RDWR)
+        for index in range(6):
+            os.write(fd, b"%d" % index)
+        assert os.read(fd, 128) == b"0"
+        os.close(fd)
+        mount.process.kill()
+        mount.process.wait()
+    with mounted(state(directory, "state_sync")) as mount:
+        assert crash.drain(mount.path / "q", 128) == [b"1", b"2", b"3", b"4", b"5"]
+
+
+def _refused(options: tuple[str, ...]) -> str:
+    with (
+        mount_point() as (path, log_path),
+        pytest.raises(errors.MountFailed) as failed,
+        launch.running(path, options, log_path),
+    ):
+        pass
+    return str(failed.value)
+
+
+def test_a_state_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    directory.mkdir()
+    directory.chmod(0o777)
+    assert "is writable by others" in _refused(state(directory))
+
+
+def test_a_journal_of_a_newer_format_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    directory.mkdir(mode=0o700)
+    (directory / "log.1").write_bytes(_HEADER.pack(MAGIC, VERSION + 1, 2, 1))
+    assert f"journal format version {VERSION + 1}, written by a newer mqfs" in _refused(
+        state(directory)
+    )
