@@ -583,6 +583,27 @@ class Journal:
     :meth:`compact` (or :meth:`begin_compaction` ... :meth:`end_compaction`).
     """
 
+    __slots__ = (
+        "_fd",
+        "_receive_records",
+        "_retry_above",
+        "_size",
+        "broken",
+        "compacting",
+        "compaction_wanted",
+        "dir_dirty",
+        "dir_fd",
+        "directory",
+        "generation",
+        "live",
+        "log_bytes",
+        "on_oversize",
+        "retired",
+        "slack",
+        "snapshot_bytes",
+        "written",
+    )
+
     def __init__(
         self,
         directory: Path,
@@ -607,6 +628,7 @@ class Journal:
         self.compaction_wanted = False
         self.on_oversize: Callable[[], object] | None = None
         self._retry_above = 0  # after a failed rewrite, the next waits for the log to grow
+        self._receive_records: dict[int, bytes] = {}  # RECEIVE of each qid, made once
         self.broken: OSError | None = None
 
     @classmethod
@@ -713,19 +735,26 @@ class Journal:
         live = record.encoded_size() + messages * SEND_OVERHEAD + payload_bytes
         self._append(unlink_record(record.qid), -live)
 
+    # send and receive are the hot path: a pair of them is what a 64 B write/read costs more.
     def send(self, qid: int, priority: int, payload: bytes) -> None:
-        self._append(send_record(qid, priority, payload), SEND_OVERHEAD + len(payload))
+        head = _SEND.pack(SEND, qid, priority)
+        crc = zlib.crc32(payload, zlib.crc32(head))
+        record = _FRAME.pack(_SEND.size + len(payload), crc) + head + payload
+        self._append(record, SEND_OVERHEAD + len(payload))
 
     def receive(self, qid: int, length: int, admitted: tuple[int, bytes] | None = None) -> None:
         """The head of queue *qid* (*length* bytes) is taken; a receive that frees a slot
         for a blocked sender writes that sender's (priority, payload) with it."""
+        record = self._receive_records.get(qid)
+        if record is None:
+            if len(self._receive_records) > 4096:
+                self._receive_records.clear()  # held for the queues in use, not for all
+            record = self._receive_records[qid] = receive_record(qid)
         if admitted is None:
-            self._append(receive_record(qid), -SEND_OVERHEAD - length)
+            self._append(record, -SEND_OVERHEAD - length)
             return
         priority, payload = admitted
-        self._append(
-            receive_record(qid) + send_record(qid, priority, payload), len(payload) - length
-        )
+        self._append(record + send_record(qid, priority, payload), len(payload) - length)
 
     # -- durability --------------------------------------------------------------------------
     def sync_targets(self) -> list[int]:

@@ -104,12 +104,11 @@ class Durability:
         self.journal.send(queue.qid, message.priority, message.payload)
 
     def received(self, queue: Queue, admitted: Message | None) -> None:
-        head = queue.store.peek(0)
         if admitted is None:
-            self.journal.receive(queue.qid, len(head.payload))
+            self.journal.receive(queue.qid, queue.store.head_length)
         else:
             self.journal.receive(
-                queue.qid, len(head.payload), (admitted.priority, admitted.payload)
+                queue.qid, queue.store.head_length, (admitted.priority, admitted.payload)
             )
 
     def _metadata_written(self) -> None:

@@ -168,6 +168,12 @@ class MessageStore:
         """Sum of the payload lengths: the kernel's QSIZE."""
         return self._bytes
 
+    @property
+    def head_length(self) -> int:
+        """The length of the message :meth:`pop` would return (0 for an empty store)."""
+        top = self._top_fifo
+        return len(top.payloads[top.head]) if self._count else 0
+
     # -- the Fenwick tree ----------------------------------------------------------
     def _insert(self, priority: int, fifo: _Fifo) -> None:
         """Put *fifo*, of a priority below the top and not in the tree, into the tree."""

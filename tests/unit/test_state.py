@@ -15,6 +15,7 @@ import trio.testing
 
 from mqfs import errors
 from mqfs.server import serve, state
+from mqfs.server.journal import Journal
 from mqfs.server.queue import Descriptor, Limits, Namespace, Queue
 from mqfs.server.state import Durability
 
@@ -165,15 +166,14 @@ async def test_state_sync_groups_the_fsyncs_of_concurrent_callers(
     namespace = open_namespace(tmp_path / "state", sync=True)
     queue = namespace.create("q", mode=0o600, uid=0, gid=0, maxmsg=50, msgsize=64)
     durability = durability_of(namespace)
-    journal = durability.journal
     ends: dict[bytes, int] = {}  # where each message's record ends in the journal
-    journal_send = journal.send
+    journal_send = Journal.send
 
-    def send_and_note(qid: int, priority: int, payload: bytes) -> None:
-        journal_send(qid, priority, payload)
+    def send_and_note(journal: Journal, qid: int, priority: int, payload: bytes) -> None:
+        journal_send(journal, qid, priority, payload)
         ends[payload] = journal.written
 
-    monkeypatch.setattr(journal, "send", send_and_note)
+    monkeypatch.setattr(Journal, "send", send_and_note)
     answered: list[bool] = []
 
     async def send(index: int) -> None:

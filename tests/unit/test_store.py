@@ -331,6 +331,7 @@ class StoreAgainstModel(RuleBasedStateMachine):
     def totals_agree(self) -> None:
         assert len(self.store) == len(self.model)
         assert self.store.bytes_queued == sum(len(p) for _, _, p in self.model)
+        assert self.store.head_length == (len(self.model[0][2]) if self.model else 0)
         self.store.check_invariants()
 
 
