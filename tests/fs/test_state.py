@@ -125,6 +125,7 @@ def test_state_sync_keeps_what_was_acknowledged(tmp_path: Path) -> None:
     with mounted(state(directory, "state_sync")) as mount:
         calls.create_at(mount.path, "q", 0o600, maxmsg=10, msgsize=128)
         fd = os.open(mount.path / "q" / "queue", os.O_RDWR)
+        calls.receive_on_read(fd)
         for index in range(6):
             os.write(fd, b"%d" % index)
         assert os.read(fd, 128) == b"0"

@@ -25,6 +25,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mqfs.client import calls
 from tests.support.waiting import wait_until
 
 PAYLOAD_SIZE = 64
@@ -81,6 +82,7 @@ def _produce(queue_file: Path, producer: int, count: int, traffic: Traffic) -> N
 
 def _consume(queue_file: Path, msgsize: int, traffic: Traffic) -> None:
     fd = os.open(queue_file, os.O_RDONLY | os.O_CLOEXEC)
+    calls.receive_on_read(fd)  # read() receives (else it is the status line)
     try:
         while True:
             try:
@@ -138,6 +140,7 @@ def run_until_killed(
 def drain(queue_dir: Path, msgsize: int) -> list[bytes]:
     """Receive everything queued, without waiting."""
     fd = os.open(queue_dir / "queue", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    calls.receive_on_read(fd)
     taken: list[bytes] = []
     try:
         while True:
