@@ -2,7 +2,9 @@
 
 Producers and consumers (threads, each with its own descriptor of MNT/NAME/queue) move
 distinct messages until the daemon is SIGKILLed once the consumers have received a
-chosen number; every call then fails (ENOTCONN) and the threads end. After a remount
+chosen number; every call then fails (ENOTCONN) and the threads end. The consumers start
+once the producers have filled the queue with a backlog, so that the kill finds messages
+queued and senders blocked (and later admitted by a receive). After a remount
 with the same ``state=DIR`` the queue is drained, and every message is accounted for:
 
 * *lost*: its send returned, it was never received and it is not in the queue;
@@ -105,12 +107,14 @@ def run_until_killed(
     messages: int,
     kill_after: int,
     msgsize: int,
+    backlog: int,
     producers: int = 4,
     consumers: int = 4,
 ) -> Traffic:
-    """Move *messages* through *queue_dir* and SIGKILL *daemon* once *kill_after* of them
-    (< messages) have been received; return what every thread saw."""
-    assert 0 < kill_after < messages
+    """Move *messages* through *queue_dir* (consumers start once *backlog* are queued) and
+    SIGKILL *daemon* once *kill_after* (< messages) have been received; return what every
+    thread saw."""
+    assert 0 < kill_after < messages and backlog < messages
     traffic = Traffic()
     queue_file = queue_dir / "queue"
     threads = [
@@ -120,9 +124,12 @@ def run_until_killed(
         threading.Thread(target=_consume, args=(queue_file, msgsize, traffic))
         for _ in range(consumers)
     ]
-    for thread in threads:
-        thread.start()
     try:
+        for thread in threads[:producers]:
+            thread.start()
+        wait_until(lambda: len(traffic.acknowledged) >= backlog, what="the backlog", timeout=300)
+        for thread in threads[producers:]:
+            thread.start()
         wait_until(
             lambda: len(traffic.received) >= kill_after,
             what=f"{kill_after} messages received",
@@ -132,7 +139,8 @@ def run_until_killed(
         daemon.kill()
         daemon.wait()
         for thread in threads:
-            thread.join(timeout=60)
+            if thread.ident is not None:
+                thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads), "a worker outlived the daemon"
     return traffic
 
