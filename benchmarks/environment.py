@@ -12,6 +12,9 @@ runs use every CPU.
 
 A daemon whose RSS grows by 1 GiB (RSS_GROWTH_GUARD) while a loop creates queues in it is
 stopped early (``guarded_loop``), so that a leaking daemon cannot take the machine's memory.
+
+Importing this module puts the repository on ``sys.path``, so that a measurement can use
+the tests' helpers (``tests.support``) rather than a copy of them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import re
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +42,10 @@ from mqfs.client.backends import KernelBackend
 from mqfs.mounts import mounts_under
 from report import progress
 from timing import Scale
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
 
 CLONE_NEWIPC = 0x08000000
 MOUNT_OPTIONS = ("msg_max=65536", "msgsize_max=8192", "ignore_rlimit")
@@ -105,16 +113,15 @@ def describe(
 
 def git_commit() -> tuple[str, bool]:
     """The checkout's short commit, and whether tracked files have local changes."""
-    root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             check=True,

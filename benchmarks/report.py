@@ -125,7 +125,7 @@ class Report:
         }
 
     def targets_by_letter(self) -> dict[str, bool]:
-        """(a) .. (h): a target passes when every one of its measurements does."""
+        """(a) .. (k): a target passes when every one of its measurements does."""
         verdicts: dict[str, bool] = {}
         for target in self.targets:
             letter = target["id"].split("-")[0]

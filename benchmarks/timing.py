@@ -44,6 +44,9 @@ class Scale:
     churn_cycles: int  # target (g): cycles between the two RSS readings
     race_trials: int  # target (h): kill-as-a-message-arrives trials on each side
     parallel_start: int  # first calibration count of a 2+2 run (each forks 4 workers)
+    state_kill_runs: int  # target (j): kill -9 runs of a journaled daemon under load ...
+    state_kill_messages: int  # ... each moving this many messages
+    state_pairs: int  # target (k): send+receive pairs before the journal's size is taken
 
 
 FULL = Scale(
@@ -58,6 +61,9 @@ FULL = Scale(
     churn_cycles=100_000,  # the count target (g) is stated for
     race_trials=300,
     parallel_start=1024,
+    state_kill_runs=20,
+    state_kill_messages=50_000,
+    state_pairs=1_000_000,
 )
 QUICK = Scale(
     repetitions=3,
@@ -71,6 +77,9 @@ QUICK = Scale(
     churn_cycles=3_000,
     race_trials=30,
     parallel_start=64,
+    state_kill_runs=2,
+    state_kill_messages=2_000,
+    state_pairs=20_000,
 )
 
 
