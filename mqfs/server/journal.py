@@ -119,7 +119,6 @@ _RECEIVE_FRAMED = struct.Struct("<IIBQ")
 
 SEND_OVERHEAD = _FRAME.size + _SEND.size
 """Bytes a SEND record adds to its payload: what a queued message costs in a snapshot."""
-RECEIVE_SIZE = _FRAME.size + _QID.size
 EMPTY_SNAPSHOT = HEADER_SIZE + _FRAME.size + _END.size
 """The size of a snapshot of no queues: header and END."""
 # The longest body: a SEND of the largest message (16 MiB, queue.HARD_MSGSIZEMAX).

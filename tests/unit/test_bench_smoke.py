@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from mqfs.mounts import mount_points
+from mqfs.mounts import mounts_under
 from tests.support.paths import ROOT
-
-
-def bench_mounts() -> set[str]:
-    return {point for point in mount_points() if "mqfs-bench" in point}
 
 
 def test_quick_benchmark_runs_and_reports_every_target(tmp_path: Path) -> None:
     results = tmp_path / "bench.json"
-    others = bench_mounts()  # another benchmark running on this machine right now
+    scratch = tmp_path / "scratch"  # the bench's temporary directories, and so its mounts
+    scratch.mkdir()
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick", "--json", str(results)],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(results.read_text())
@@ -33,4 +32,4 @@ def test_quick_benchmark_runs_and_reports_every_target(tmp_path: Path) -> None:
         *("i", "j-lost", "j-dup", "k"),
     }
     assert "targets:" in done.stdout
-    assert bench_mounts() <= others, "the benchmark left a mount behind"
+    assert mounts_under(scratch) == [], "the benchmark left a mount behind"
