@@ -90,6 +90,15 @@ async def test_every_path_of_the_queue_layer_is_journaled(tmp_path: Path, ending
         await trio.testing.wait_all_tasks_blocked()
         assert (await descriptor(a).receive(64)).payload == b"high"
     b.send_nowait(b"kept", 3)
+    c = namespace.create("c", mode=0o600, uid=0, gid=0, maxmsg=3, msgsize=64)
+    for payload in (b"x", b"poison", b"z"):
+        c.send_nowait(payload, 1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(descriptor(c).send, b"admitted by a removal", 9)
+        await trio.testing.wait_all_tasks_blocked()
+        removed, _ = await descriptor(c).remove(1, c.generation)
+        assert removed.payload == b"poison"
+    assert (await descriptor(c).remove(2, c.generation))[0].payload == b"z"
 
     class Fields:
         update_mode = update_uid = update_gid = True
@@ -107,6 +116,10 @@ async def test_every_path_of_the_queue_layer_is_journaled(tmp_path: Path, ending
     assert [(m.priority, m.payload) for m in again.lookup("a").store] == [
         (7, b"blocked, then admitted"),
         (1, b"low"),
+    ]
+    assert [(m.priority, m.payload) for m in again.lookup("c").store] == [
+        (9, b"admitted by a removal"),
+        (1, b"x"),
     ]
     assert again.next_qid == next_qid  # qids are never handed out twice
     assert again.charged[5] > 0  # the creator is charged again
@@ -133,6 +146,10 @@ async def test_a_write_that_fails_changes_nothing(tmp_path: Path) -> None:
             namespace.create("new", mode=0o600, uid=0, gid=0)
         with pytest.raises(errors.StateError):
             namespace.unlink("q")
+        generation = queue.generation
+        with pytest.raises(errors.StateError):
+            await descriptor(queue).remove(0, generation)
+        assert queue.generation == generation
     finally:
         os.dup2(writable, journal._fd)
         os.close(writable)
