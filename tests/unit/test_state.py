@@ -233,6 +233,37 @@ async def test_an_interrupted_receive_still_gets_its_message_under_state_sync(
     assert len(open_namespace(tmp_path / "state").lookup("q")) == 0
 
 
+async def test_a_removal_is_answered_only_once_fsynced_under_state_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = CountingFsync()
+    monkeypatch.setattr(state, "fsync_all", fsync)
+    namespace = open_namespace(tmp_path / "state", sync=True)
+    queue = namespace.create("q", mode=0o600, uid=0, gid=0)
+    for payload in (b"a", b"poison", b"c"):
+        await descriptor(queue).send(payload, 0)
+    durability = durability_of(namespace)
+    fsync.release.clear()  # the removal's fsync hangs until we say
+    answered: list[bool] = []
+
+    async def remove() -> None:
+        await descriptor(queue).remove(1, queue.generation)
+        answered.append(durability._synced >= durability.journal.written)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(remove)
+        await trio.testing.wait_all_tasks_blocked()
+        assert answered == []  # removed, but not answered before its record is on disk
+        assert [m.payload for m in queue.store] == [b"a", b"c"]
+        fsync.release.set()
+    assert answered == [True]
+    crash(namespace)
+    assert [m.payload for m in open_namespace(tmp_path / "state").lookup("q").store] == [
+        b"a",
+        b"c",
+    ]
+
+
 async def test_the_journal_is_rewritten_in_the_background(tmp_path: Path) -> None:
     namespace = open_namespace(tmp_path / "state", slack=2048)
     durability = durability_of(namespace)
