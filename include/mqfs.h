@@ -1,9 +1,10 @@
 /* mqfs.h - the mqfs ioctl interface for C programs.
  *
  * The same numbers and layouts as mqfs/wire.py (a test compiles this header and compares).
- * Use on MNT/NAME/queue descriptors (PEEK, SEND, RECEIVE, GETATTR, SETATTR, SETPRIO) and on
- * the mount's root directory (CREATE). FUSE forwards only restricted ioctls, so every struct
- * is fixed-size and below 16384 bytes: at 16384 _IOC_SIZE would silently wrap to 0.
+ * Use on MNT/NAME/queue descriptors (PEEK, SEND, RECEIVE, GETATTR, SETATTR, SETPRIO, ...,
+ * REMOVE) and on the mount's root directory (CREATE). FUSE forwards only restricted ioctls,
+ * so every struct is fixed-size and below 16384 bytes: at 16384 _IOC_SIZE would silently
+ * wrap to 0.
  *
  * Errors come back in errno, as from the mq_* calls: PEEK gives EAGAIN (queue empty),
  * ENOENT (no message at that index) and EBADF (descriptor not open for reading).
