@@ -27,6 +27,11 @@ CONSTANTS = {
     "MQFS_IOC_PEEK_BATCH": wire.IOC_PEEK_BATCH,
     "MQFS_IOC_WAIT": wire.IOC_WAIT,
     "MQFS_IOC_RECEIVE_ON_READ": wire.IOC_RECEIVE_ON_READ,
+    "MQFS_IOC_NOTIFY_WAIT": wire.IOC_NOTIFY_WAIT,
+    "sizeof(struct mqfs_notify_wait)": wire.NOTIFY_WAIT_SIZE,
+    "offsetof(struct mqfs_notify_wait, sigev_value)": 8,
+    "MQFS_NOTIFY_FIRED": wire.NOTIFY_FIRED,
+    "MQFS_NOTIFY_ENDED": wire.NOTIFY_ENDED,
     "MQFS_IOC_SIZED(MQFS_IOC_SEND, MQFS_XFER_HEADER_SIZE + 64)": wire.sized(
         wire.IOC_SEND, wire.XFER_HEADER_SIZE + 64
     ),
