@@ -18,7 +18,6 @@ struct real_functions real;
 long timedreceive2_nr = __NR_mq_timedreceive2; /* MQFS_MQ_TIMEDRECEIVE2_NR */
 
 char mount_path[PATH_MAX - NAME_MAX_MQ - 16]; /* "" = pass everything to glibc */
-int debug_enabled; /* MQFS_PRELOAD_DEBUG: report dropped wake-ups at exit */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 int ready; /* see shim.h */
 
@@ -56,8 +55,6 @@ static void init(void)
 			fprintf(stderr, "mqfs-preload: MQFS_MQ_TIMEDRECEIVE2_NR=%s is not a syscall "
 				"number; using %ld\n", number, timedreceive2_nr);
 	}
-	const char *debug = getenv("MQFS_PRELOAD_DEBUG");
-	debug_enabled = debug != NULL && debug[0] != '\0' && strcmp(debug, "0") != 0;
 	/* Read once: getenv is not safe against a concurrent setenv in another thread. */
 	const char *mount = getenv("MQFS_MOUNT");
 	if (mount != NULL && mount[0] != '\0' && strlen(mount) < sizeof mount_path) {
@@ -68,8 +65,8 @@ static void init(void)
 	} else if (mount != NULL && mount[0] != '\0') {
 		fprintf(stderr, "mqfs-preload: MQFS_MOUNT is too long; using the kernel's queues\n");
 	}
-	/* Registered here, once and outside notes_lock: pthread_atfork takes glibc's atfork
-	 * lock, which a concurrent fork holds while its prepare handlers wait for notes_lock. */
+	/* Registered here, once and outside helpers_lock: pthread_atfork takes glibc's atfork
+	 * lock, which a concurrent fork holds while its prepare handlers wait for helpers_lock. */
 	if (mount_path[0] != '\0')
 		pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 	__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
