@@ -284,6 +284,10 @@ def default_mount() -> Path:
     return Path(os.environ.get("MQFS_MOUNT") or DEFAULT_MOUNT)
 
 
+OPEN_ATTEMPTS = 64
+"""Creates and opens one mq_open(O_CREAT) tries while the name keeps being unlinked."""
+
+
 class MqfsBackend:
     """Queues on an mqfs mount: mq_open is CREATE on the root plus open(MNT/name/queue)."""
 
@@ -316,6 +320,24 @@ class MqfsBackend:
             raise
 
     def _open(self, name: str, oflag: int, mode: int, attr: tuple[int, int] | None) -> int:
+        """mq_open is a CREATE then an open(2) here (FUSE has no call that makes a directory
+        and opens a file in it), so a name unlinked in between would be ENOENT where the
+        kernel's mq_open gives a descriptor: with O_CREAT that makes the queue again, a
+        bounded number of times, as the shim does (preload/lookup.c). O_EXCL stays on each
+        attempt: EEXIST then means someone else made the name since, so the descriptor
+        returned is always of a queue this call created."""
+        attempts = OPEN_ATTEMPTS if oflag & os.O_CREAT else 1
+        while True:
+            attempts -= 1
+            try:
+                return self._create_and_open(name, oflag, mode, attr)
+            except FileNotFoundError:
+                if attempts == 0:
+                    raise
+
+    def _create_and_open(
+        self, name: str, oflag: int, mode: int, attr: tuple[int, int] | None
+    ) -> int:
         bare = self._name(name)
         no_access = oflag & os.O_ACCMODE == os.O_ACCMODE
         if no_access:

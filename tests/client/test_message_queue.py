@@ -731,3 +731,40 @@ def test_request_notification_callback_on_mqfs(backend: MqfsBackend) -> None:
         wait_until(lambda: not _notify_threads(), what="the thread to end after its call")
         q.unlink()
     assert called == [3]
+
+
+def test_open_while_another_thread_unlinks_the_name(backend: MqfsBackend) -> None:
+    """mq_open(O_CREAT) on mqfs is a CREATE then an open: a name unlinked in between is
+    made again (the kernel's mq_open never fails that way; tests/preload/open_unlink_race.c
+    checks the shim). Without the retry about one open in ten was ENOENT."""
+    finished = threading.Event()
+
+    def unlinker() -> None:
+        while not finished.is_set():
+            with suppress(FileNotFoundError):
+                backend.unlink("/race")
+            finished.wait(0.002)
+
+    thread = threading.Thread(target=unlinker)
+    thread.start()
+    failures: list[int | None] = []
+    try:
+        for attempt in range(600):
+            oflag = os.O_CREAT | os.O_RDWR | (os.O_EXCL if attempt % 2 else 0)
+            try:
+                mqd = backend.open("/race", oflag, 0o600, (1, 16))
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                failures.append(exc.errno)
+                continue
+            try:
+                assert calls.get_attributes(mqd).maxmsg == 1
+            finally:
+                os.close(mqd)
+    finally:
+        finished.set()
+        thread.join()
+    with suppress(FileNotFoundError):
+        backend.unlink("/race")
+    assert failures == []
