@@ -176,7 +176,9 @@ static int create_queue(const char *bare, int exclusive, mode_t mode, const stru
  * descriptor of the queue. So with O_CREAT an ENOENT from the open makes the queue again, a
  * bounded number of times: each retry means someone unlinked the name just then. An
  * unlinker in a tight loop can still win every attempt (its rmdir is already waiting in
- * the daemon when CREATE replies), and then mq_open is ENOENT as before. */
+ * the daemon when CREATE replies), and then mq_open is ENOENT as before. O_EXCL stays on
+ * every attempt: EEXIST then means someone else made the name since, so a descriptor
+ * returned for O_EXCL is always of a queue this call created. */
 #define OPEN_ATTEMPTS 64
 
 /* One create (with O_CREAT) and open; -1 with errno as the kernel's mq_open would set it. */
