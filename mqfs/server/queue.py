@@ -55,6 +55,7 @@ import trio
 from mqfs import errors
 from mqfs.posix import MQ_PRIO_MAX, SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD, check_name
 from mqfs.server.store import Message, MessageStore
+from mqfs.wire import NOTIFY_ENDED, NOTIFY_FIRED
 
 HARD_MSGMAX = 65536
 HARD_MSGSIZEMAX = 16 * 1024 * 1024
@@ -182,13 +183,6 @@ class Caller(Protocol):
     def uid(self) -> int: ...
 
 
-NOTIFY_FIRED = 1
-"""How a SIGEV_THREAD registration ended: it fired (wire.NOTIFY_FIRED) ..."""
-NOTIFY_ENDED = 2
-"""... or it was removed first (wire.NOTIFY_ENDED): mq_notify(NULL), a close by the
-registered process, the queue destroyed."""
-
-
 @dataclass(slots=True, eq=False)
 class ThreadWaiter:
     """The waiting half of a SIGEV_THREAD registration.
@@ -199,7 +193,7 @@ class ThreadWaiter:
     """
 
     value: int
-    outcome: int = 0  # 0 while registered, then NOTIFY_FIRED or NOTIFY_ENDED
+    outcome: int = 0  # 0 while registered, then wire.NOTIFY_FIRED or wire.NOTIFY_ENDED
     task: trio.lowlevel.Task | None = None  # the parked waiter, if any
 
     def settle(self, outcome: int) -> None:
