@@ -67,10 +67,20 @@ struct mqfs_create {
 
 struct mqfs_notify {        /* struct sigevent, flattened */
 	uint32_t action;
-	int32_t sigev_notify;   /* SIGEV_NONE or SIGEV_SIGNAL */
+	int32_t sigev_notify;   /* SIGEV_NONE, SIGEV_SIGNAL or SIGEV_THREAD (the ioctl then */
+	                        /* returns the id for MQFS_IOC_NOTIFY_WAIT; no signal is sent) */
 	int32_t sigev_signo;
 	uint32_t reserved;
 	uint64_t sigev_value;   /* sival_ptr/sival_int, delivered in si_value */
+};
+
+#define MQFS_NOTIFY_FIRED 1u /* mqfs_notify_wait.outcome: run the function */
+#define MQFS_NOTIFY_ENDED 2u /* unregistered, closed by the process, or queue destroyed */
+
+struct mqfs_notify_wait {   /* NOTIFY_WAIT: the daemon's half of SIGEV_THREAD */
+	uint32_t id;            /* in: what MQFS_IOC_NOTIFY returned for SIGEV_THREAD */
+	uint32_t outcome;       /* out: MQFS_NOTIFY_FIRED or MQFS_NOTIFY_ENDED */
+	uint64_t sigev_value;   /* out: the registration's value */
 };
 
 #define MQFS_BATCH_MORE 1u /* more messages follow: call again with index = next */
@@ -137,6 +147,10 @@ struct mqfs_remove {          /* REMOVE: take one message out of the middle (mqf
 /* From now on read() of this descriptor receives a message; until then it returns the
  * status line, as /dev/mqueue/NAME does, so that reading files never consumes anything. */
 #define MQFS_IOC_RECEIVE_ON_READ _IO(MQFS_IOC_MAGIC, 11)
+/* Block until SIGEV_THREAD registration `id` (through this open file or a dup of it) fires
+ * or ends. Counted against the caller's blocked_max (EAGAIN); ENOENT: no such id here;
+ * EBUSY: another caller waits for it; ENOTCONN: the daemon is stopping. */
+#define MQFS_IOC_NOTIFY_WAIT _IOWR(MQFS_IOC_MAGIC, 12, struct mqfs_notify_wait)
 /* Remove message `index` only if the queue is still at `generation`, so that a queue that
  * changed meanwhile never loses another message: ESTALE then (nothing removed), ENOENT
  * past the last message, EBADF on a descriptor not open for reading. A blocked sender is

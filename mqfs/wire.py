@@ -19,6 +19,7 @@ Layouts (native byte order, natural alignment, no padding anywhere)::
     struct mqfs_batch  {u64 index, next, generation; u32 max_count, count, flags, used;
                         u8 data[CHUNK]}                                               16360
     struct mqfs_wait   {u64 generation; i64 tv_sec, tv_nsec; u32 flags, reserved}       32
+    struct mqfs_notify_wait {u32 id, outcome; u64 sigev_value}                          16
     struct mqfs_remove {u64 index, generation, msg_len; u32 msg_prio, copied;
                         u8 data[REMOVE_HEAD]}                                          256
       data holds `count` record headers, then their payload chunks back to back:
@@ -88,6 +89,7 @@ _BATCH_HEADER = struct.Struct("=3Q4I")
 _BATCH_RECORD = struct.Struct("=Q2I")
 _BATCH_SLICE = 128
 _WAIT = struct.Struct("=Q2q2I")
+_NOTIFY_WAIT = struct.Struct("=2IQ")
 _REMOVE_HEADER = struct.Struct("=3Q2I")
 
 ATTR_SIZE = _ATTR.size
@@ -101,6 +103,7 @@ NOTIFY_SIZE = _NOTIFY.size
 BATCH_SIZE = _BATCH_HEADER.size + CHUNK
 BATCH_RECORD_HEADER_SIZE = _BATCH_RECORD.size
 WAIT_SIZE = _WAIT.size
+NOTIFY_WAIT_SIZE = _NOTIFY_WAIT.size
 REMOVE_HEAD = 224
 """Bytes of the removed message a REMOVE reply carries (its head, to show what went)."""
 REMOVE_SIZE = _REMOVE_HEADER.size + REMOVE_HEAD
@@ -121,6 +124,10 @@ IOC_RECEIVE_ON_READ = _ioc(IOC_NONE, 11, 0)
 """From now on read() of this descriptor receives a message; until then it returns the
 status line, as /dev/mqueue/NAME does, so a program that only reads files (grep -r, cp,
 a backup) never consumes anything."""
+IOC_NOTIFY_WAIT = _ioc(IOC_READ | IOC_WRITE, 12, NOTIFY_WAIT_SIZE)
+"""Block until the SIGEV_THREAD registration whose id the NOTIFY ioctl returned fires or
+ends (see :class:`NotifyWait`): the daemon's half of SIGEV_THREAD, which glibc gets from
+the kernel through a netlink socket."""
 IOC_REMOVE = _ioc(IOC_READ | IOC_WRITE, 13, REMOVE_SIZE)
 """Remove message `index` (receive order) if the queue is still at `generation`: mqfs
 rm-msg. EBADF unless open for reading, ESTALE if the generation differs, ENOENT past the
@@ -292,7 +299,16 @@ BATCH_MORE = 1
 NOTIFY_UNREGISTER = 0
 """mqfs_notify.action: mq_notify(mqd, NULL)."""
 NOTIFY_REGISTER = 1
-"""mqfs_notify.action: mq_notify(mqd, &sigevent) with the fields given."""
+"""mqfs_notify.action: mq_notify(mqd, &sigevent) with the fields given. For SIGEV_THREAD
+the ioctl returns a positive id, which NOTIFY_WAIT on the same open file (or a dup of it)
+takes: no signal is sent, the waiter learns of the firing instead."""
+
+NOTIFY_FIRED = 1
+"""mqfs_notify_wait.outcome: the registration fired (the queue went from empty to one
+message with no receiver waiting); run the function with sigev_value."""
+NOTIFY_ENDED = 2
+"""mqfs_notify_wait.outcome: the registration ended without firing: mq_notify(NULL), a
+close by the registered process (mqueue_flush_file), or the queue was destroyed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +455,25 @@ class Wait:
             raise Malformed(f"mqfs_wait needs {WAIT_SIZE} bytes, got {len(buffer)}")
         generation, tv_sec, tv_nsec, flags, _ = _WAIT.unpack_from(buffer)
         return cls(generation, tv_sec, tv_nsec, flags)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyWait:
+    """struct mqfs_notify_wait: in the id of a SIGEV_THREAD registration (what NOTIFY
+    returned); out NOTIFY_FIRED or NOTIFY_ENDED and the registration's sigev_value."""
+
+    id: int = 0
+    outcome: int = 0
+    sigev_value: int = 0
+
+    def pack(self) -> bytes:
+        return _NOTIFY_WAIT.pack(self.id, self.outcome, self.sigev_value)
+
+    @classmethod
+    def unpack(cls, buffer: bytes | bytearray) -> NotifyWait:
+        if len(buffer) < NOTIFY_WAIT_SIZE:
+            raise Malformed(f"mqfs_notify_wait needs {NOTIFY_WAIT_SIZE} bytes, got {len(buffer)}")
+        return cls(*_NOTIFY_WAIT.unpack_from(buffer))
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,6 @@ struct real_functions real;
 long timedreceive2_nr = __NR_mq_timedreceive2; /* MQFS_MQ_TIMEDRECEIVE2_NR */
 
 char mount_path[PATH_MAX - NAME_MAX_MQ - 16]; /* "" = pass everything to glibc */
-int debug_enabled; /* MQFS_PRELOAD_DEBUG: report dropped wake-ups at exit */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 int ready; /* see shim.h */
 
@@ -56,8 +55,6 @@ static void init(void)
 			fprintf(stderr, "mqfs-preload: MQFS_MQ_TIMEDRECEIVE2_NR=%s is not a syscall "
 				"number; using %ld\n", number, timedreceive2_nr);
 	}
-	const char *debug = getenv("MQFS_PRELOAD_DEBUG");
-	debug_enabled = debug != NULL && debug[0] != '\0' && strcmp(debug, "0") != 0;
 	/* Read once: getenv is not safe against a concurrent setenv in another thread. */
 	const char *mount = getenv("MQFS_MOUNT");
 	if (mount != NULL && mount[0] != '\0' && strlen(mount) < sizeof mount_path) {
@@ -68,8 +65,8 @@ static void init(void)
 	} else if (mount != NULL && mount[0] != '\0') {
 		fprintf(stderr, "mqfs-preload: MQFS_MOUNT is too long; using the kernel's queues\n");
 	}
-	/* Registered here, once and outside notes_lock: pthread_atfork takes glibc's atfork
-	 * lock, which a concurrent fork holds while its prepare handlers wait for notes_lock. */
+	/* Registered here, once and outside helpers_lock: pthread_atfork takes glibc's atfork
+	 * lock, which a concurrent fork holds while its prepare handlers wait for helpers_lock. */
 	if (mount_path[0] != '\0')
 		pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 	__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
@@ -179,7 +176,9 @@ static int create_queue(const char *bare, int exclusive, mode_t mode, const stru
  * descriptor of the queue. So with O_CREAT an ENOENT from the open makes the queue again, a
  * bounded number of times: each retry means someone unlinked the name just then. An
  * unlinker in a tight loop can still win every attempt (its rmdir is already waiting in
- * the daemon when CREATE replies), and then mq_open is ENOENT as before. */
+ * the daemon when CREATE replies), and then mq_open is ENOENT as before. O_EXCL stays on
+ * every attempt: EEXIST then means someone else made the name since, so a descriptor
+ * returned for O_EXCL is always of a queue this call created. */
 #define OPEN_ATTEMPTS 64
 
 /* One create (with O_CREAT) and open; -1 with errno as the kernel's mq_open would set it. */

@@ -11,11 +11,6 @@
 
 /* -- EINTR and SA_RESTART ------------------------------------------------------------------ */
 
-/* Counts the shim's own notification signals handled by this thread: if one arrived during
- * a blocked call, that call is restarted (the kernel's netlink SIGEV_THREAD never interrupts
- * anything). initial-exec: the handler must not trigger a lazy TLS allocation. */
-__thread volatile sig_atomic_t own_signals __attribute__((tls_model("initial-exec")));
-
 /* Whether the kernel would surely have restarted the interrupted call: every caught signal
  * has SA_RESTART. Uncaught ones that do not kill (SIGSTOP/SIGCONT...) restart in the kernel. */
 static int restart_is_safe(void)
@@ -36,11 +31,8 @@ static int restart_is_safe(void)
 static int blocking_ioctl(int fd, unsigned long cmd, void *arg)
 {
 	for (;;) {
-		sig_atomic_t seen = own_signals;
 		int result = ioctl(fd, cmd, arg);
-		if (result >= 0 || errno != EINTR)
-			return result;
-		if (own_signals == seen && !restart_is_safe())
+		if (result >= 0 || errno != EINTR || !restart_is_safe())
 			return result;
 	}
 }
@@ -120,14 +112,13 @@ restart:;
 			return -1;
 		}
 		unsigned long cmd = MQFS_IOC_SIZED(MQFS_IOC_SEND, MQFS_XFER_HEADER_SIZE + chunk);
-		sig_atomic_t seen = own_signals;
 		result = ioctl(mqd, cmd, x);
 		if (result < 0) {
 			if (offset == 0 && not_ours(result)) {
 				free(x);
 				return real.mq_timedsend(mqd, msg, len, prio, user_deadline);
 			}
-			if (errno == EINTR && (own_signals != seen || restart_is_safe()))
+			if (errno == EINTR && restart_is_safe())
 				goto restart;
 			break;
 		}

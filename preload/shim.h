@@ -19,16 +19,12 @@
  *  - EINTR: a blocked FUSE request interrupted by a signal fails with EINTR whatever
  *    SA_RESTART says. The kernel restarts mq_(timed)send/receive when the handler has
  *    SA_RESTART. The shim cannot learn which signal interrupted it, so it restarts only when
- *    that is certainly right: when every caught signal of the process has SA_RESTART (or
- *    the interrupting signal was the shim's own notification signal). Otherwise EINTR.
- *    A restart keeps the absolute deadline, so timed calls still end on time.
- *  - SIGEV_THREAD: registered with the daemon as SIGEV_SIGNAL with the shim's signal
- *    (MQFS_NOTIFY_SIGNAL, default SIGRTMAX) and a cookie; the shim's handler passes the
- *    cookie to a helper thread, which starts a detached thread running the function with
- *    the value, as glibc does. The status line therefore shows NOTIFY:0 SIGNO:<that signal>.
- *    The handler never blocks: if the helper thread falls a full pipe behind (8192
- *    wake-ups by default), further ones are dropped; MQFS_PRELOAD_DEBUG=1 prints how many
- *    at exit.
+ *    that is certainly right: when every caught signal of the process has SA_RESTART.
+ *    Otherwise EINTR. A restart keeps the absolute deadline, so timed calls still end on
+ *    time.
+ *  - SIGEV_THREAD: registered with the daemon as SIGEV_THREAD; a helper thread per
+ *    registration waits for it in the NOTIFY_WAIT ioctl and starts a detached thread
+ *    running the function with the value, as glibc does (notify.c). No signal is used.
  *  - Replies are not trusted: MQFS_MOUNT may be any FUSE filesystem, so a RECEIVE or PEEK
  *    reply whose lengths do not fit the request, the message or the buffer gives EIO.
  *
@@ -44,7 +40,7 @@
  *               mq_unlink: queue names to paths under the mount
  *   sendrecv.c  mq_(timed)send, mq_(timed)receive, mq_getattr, mq_setattr, and when an
  *               interrupted blocking call is restarted (EINTR and SA_RESTART)
- *   notify.c    mq_notify and SIGEV_THREAD (signal handler, helper thread, fork), mq_close
+ *   notify.c    mq_notify and SIGEV_THREAD (helper threads, fork), mq_close
  *   peek.c      the proposed peek APIs: fcntl/fcntl64(F_MQ_PEEK) and syscall(548)
  *   usermem.c   the program's buffers, copied so that a bad pointer is EFAULT, not a crash
  *
@@ -107,7 +103,6 @@ struct real_functions {
 extern struct real_functions real;
 extern long timedreceive2_nr; /* MQFS_MQ_TIMEDRECEIVE2_NR */
 extern char mount_path[PATH_MAX - NAME_MAX_MQ - 16]; /* "" = pass everything to glibc */
-extern int debug_enabled; /* MQFS_PRELOAD_DEBUG: report dropped wake-ups at exit */
 /* 1 once init() has finished: real.* and mount_path are set and never change again. */
 extern int ready;
 
@@ -137,10 +132,6 @@ int check_readable(const void *user, size_t len);
 int read_timeout(const struct timespec *user, struct timespec *copy);
 
 /* -- sendrecv.c: send, receive and restarts after EINTR -------------------------------------- */
-
-/* Counts the shim's own notification signals handled by this thread (notify.c's handler
- * adds one): if one arrived during a blocked call, that call is restarted. */
-extern __thread volatile sig_atomic_t own_signals __attribute__((tls_model("initial-exec")));
 
 /* mq_timedreceive on a descriptor of the mount (also mq_timedreceive2 without MQ_PEEK). */
 ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,

@@ -103,7 +103,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import trio
 
@@ -401,18 +401,28 @@ class MessageQueue:
 
     # -- lifetime
 
-    def request_notification(self, notification: int | None = None) -> None:
-        """mq_notify, as posix_ipc's: a signal number asks for that signal (SIGEV_SIGNAL,
-        si_code SI_MESGQ) when a message arrives on the empty queue; None cancels.
-        posix_ipc's ``(callback, param)`` form (SIGEV_THREAD) is not offered yet."""
-        if notification is not None and not isinstance(notification, int):
-            raise NotSupported(
-                "request_notification((callback, param)) (SIGEV_THREAD) is not supported "
-                "by mqfs's Python client yet; give a signal number"
-            )
+    def request_notification(
+        self, notification: int | tuple[Callable[[Any], object], Any] | None = None
+    ) -> None:
+        """mq_notify, as posix_ipc's: when a message arrives on the empty queue (and no
+        receive is waiting for it), a signal number asks for that signal (SIGEV_SIGNAL,
+        si_code SI_MESGQ), and ``(callback, param)`` for ``callback(param)`` in a new
+        thread (SIGEV_THREAD), once: request again for the next. None cancels."""
         mqd = self._open_mqd()
-        request = None if notification is None else Notification(SIGEV_SIGNAL, notification)
-        _call("notify", self._name, lambda: self._backend.notify(mqd, request))
+        if notification is None or isinstance(notification, int):
+            request = None if notification is None else Notification(SIGEV_SIGNAL, notification)
+            _call("notify", self._name, lambda: self._backend.notify(mqd, request))
+            return
+        if not (
+            isinstance(notification, tuple) and len(notification) == 2 and callable(notification[0])
+        ):
+            raise ValueError("notification must be a signal number, (callback, param) or None")
+        callback, param = notification
+        _call(
+            "notify",
+            self._name,
+            lambda: self._backend.notify_thread(mqd, lambda: callback(param)),
+        )
 
     def close(self) -> None:
         """mq_close. Closing twice is harmless; every other call afterwards is EBADF."""

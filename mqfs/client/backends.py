@@ -19,12 +19,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import itertools
 import os
+import signal
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mqfs import errors, mounts, posix
+from mqfs import errors, mounts, posix, wire
 from mqfs.client import calls
 from mqfs.client.calls import Deadline
 from mqfs.posix import SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD
@@ -73,6 +78,11 @@ class Backend(Protocol):
 
     def notify(self, mqd: int, request: Notification | None) -> None: ...
 
+    def notify_thread(self, mqd: int, function: Callable[[], object]) -> None:
+        """mq_notify(SIGEV_THREAD): *function* runs once, in another thread, when the
+        registration fires; not at all if it ends first (mq_notify(NULL), a close)."""
+        ...
+
     def status(self, name: str) -> bytes:
         """The queue's status line, as ``cat /dev/mqueue/NAME`` prints it."""
         ...
@@ -110,8 +120,28 @@ class _SigEvent(ctypes.Structure):
         ("sigev_value", ctypes.c_uint64),
         ("sigev_signo", ctypes.c_int),
         ("sigev_notify", ctypes.c_int),
-        ("pad", ctypes.c_int * 12),
+        ("sigev_notify_function", ctypes.c_void_p),  # SIGEV_THREAD's
+        ("sigev_notify_attributes", ctypes.c_void_p),
+        ("pad", ctypes.c_int * 8),
     )
+
+
+# SIGEV_THREAD on the kernel: glibc calls one C function with the sigev_value, here a key
+# to the Python function, taken out when it runs (or when the registration is withdrawn).
+# The trampoline lives for good: glibc may call it after any registration is forgotten.
+_thread_functions: dict[int, Callable[[], object]] = {}
+_thread_keys = itertools.count(1)
+_thread_lock = threading.Lock()
+
+
+def _run_thread_notification(value: int | None) -> None:
+    with _thread_lock:
+        function = _thread_functions.pop(value or 0, None)
+    if function is not None:
+        function()
+
+
+_THREAD_TRAMPOLINE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_run_thread_notification)
 
 
 def _librt() -> ctypes.CDLL:
@@ -152,6 +182,7 @@ class KernelBackend:
     def __init__(self, mqueue_dir: Path | str = "/dev/mqueue") -> None:
         self.mqueue_dir = Path(mqueue_dir)
         self._rt = _librt()
+        self._thread_key_of: dict[int, int] = {}  # mqd -> its SIGEV_THREAD function's key
 
     def spec(self) -> str:
         return f"kernel:{self.mqueue_dir}"
@@ -173,6 +204,7 @@ class KernelBackend:
 
     def close(self, mqd: int) -> None:
         self._check(self._rt.mq_close(mqd), "mq_close")
+        self._forget_thread_function(mqd)
 
     def unlink(self, name: str) -> None:
         self._check(self._rt.mq_unlink(os.fsencode(name)), "mq_unlink")
@@ -212,6 +244,27 @@ class KernelBackend:
             event = _SigEvent(request.value, request.signo, request.sigev_notify)
             pointer = ctypes.pointer(event)
         self._check(self._rt.mq_notify(mqd, pointer), "mq_notify")
+        if request is None:
+            self._forget_thread_function(mqd)
+
+    def notify_thread(self, mqd: int, function: Callable[[], object]) -> None:
+        key = next(_thread_keys)
+        trampoline = ctypes.cast(_THREAD_TRAMPOLINE, ctypes.c_void_p).value
+        event = _SigEvent(key, 0, SIGEV_THREAD, trampoline)
+        with _thread_lock:
+            _thread_functions[key] = function
+        try:
+            self._check(self._rt.mq_notify(mqd, ctypes.pointer(event)), "mq_notify")
+        except OSError:
+            with _thread_lock:
+                _thread_functions.pop(key, None)
+            raise
+        self._thread_key_of[mqd] = key
+
+    def _forget_thread_function(self, mqd: int) -> None:
+        key = self._thread_key_of.pop(mqd, 0)
+        with _thread_lock:
+            _thread_functions.pop(key, None)
 
     def queue_file(self, name: str) -> Path:
         return self.mqueue_dir / posix.strip_posix_name(name)
@@ -229,6 +282,10 @@ DEFAULT_MOUNT = "/run/mqfs"
 def default_mount() -> Path:
     """Where mqfs is mounted unless told otherwise: $MQFS_MOUNT, else /run/mqfs."""
     return Path(os.environ.get("MQFS_MOUNT") or DEFAULT_MOUNT)
+
+
+OPEN_ATTEMPTS = 64
+"""Creates and opens one mq_open(O_CREAT) tries while the name keeps being unlinked."""
 
 
 class MqfsBackend:
@@ -263,6 +320,24 @@ class MqfsBackend:
             raise
 
     def _open(self, name: str, oflag: int, mode: int, attr: tuple[int, int] | None) -> int:
+        """mq_open is a CREATE then an open(2) here (FUSE has no call that makes a directory
+        and opens a file in it), so a name unlinked in between would be ENOENT where the
+        kernel's mq_open gives a descriptor: with O_CREAT that makes the queue again, a
+        bounded number of times, as the shim does (preload/lookup.c). O_EXCL stays on each
+        attempt: EEXIST then means someone else made the name since, so the descriptor
+        returned is always of a queue this call created."""
+        attempts = OPEN_ATTEMPTS if oflag & os.O_CREAT else 1
+        while True:
+            attempts -= 1
+            try:
+                return self._create_and_open(name, oflag, mode, attr)
+            except FileNotFoundError:
+                if attempts == 0:
+                    raise
+
+    def _create_and_open(
+        self, name: str, oflag: int, mode: int, attr: tuple[int, int] | None
+    ) -> int:
         bare = self._name(name)
         no_access = oflag & os.O_ACCMODE == os.O_ACCMODE
         if no_access:
@@ -336,8 +411,55 @@ class MqfsBackend:
         else:
             calls.notify(mqd, request.sigev_notify, request.signo, request.value)
 
+    def notify_thread(self, mqd: int, function: Callable[[], object]) -> None:
+        """The registration, then a thread waiting in NOTIFY_WAIT on a dup of *mqd* (so
+        that *mqd* may be closed at once) that runs *function* if it fires, as the shim's
+        helper does. A failure after the registration withdraws it."""
+        registration = calls.notify(mqd, SIGEV_THREAD)
+        try:
+            waiting = os.dup(mqd)
+        except OSError:
+            calls.notify(mqd, None)
+            raise
+        waiter = threading.Thread(
+            target=_run_when_fired,
+            args=(waiting, registration, function),
+            name=f"mqfs-notify-{mqd}",
+            daemon=True,
+        )
+        try:
+            waiter.start()
+        except RuntimeError as exc:
+            calls.notify(mqd, None)
+            os.close(waiting)
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN)) from exc
+
     def status(self, name: str) -> bytes:
         return (self.mount / self._name(name) / "status").read_bytes()
+
+
+def _run_when_fired(fd: int, registration: int, function: Callable[[], object]) -> None:
+    """A SIGEV_THREAD waiter: every signal blocked (they are the main thread's to take),
+    EINTR and EAGAIN (its user's blocked_max) wait again; *fd* closed before *function*
+    runs, as that close would otherwise be taken for one by the program."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    fired = False
+    try:
+        while True:
+            try:
+                fired = calls.notify_wait(fd, registration).outcome == wire.NOTIFY_FIRED
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            except OSError:
+                pass  # ENOTCONN: the daemon is stopping; as an end
+            break
+    finally:
+        os.close(fd)
+    if fired:
+        function()
 
 
 def from_spec(spec: str) -> KernelBackend | MqfsBackend:

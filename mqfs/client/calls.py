@@ -271,8 +271,9 @@ def wait_changed(fd: int, generation: int, timeout: float | None = None) -> int:
     return wire.Wait.unpack(buffer).generation
 
 
-def notify(fd: int, sigev_notify: int | None, signo: int = 0, value: int = 0) -> None:
-    """mq_notify: register (SIGEV_NONE=1 or SIGEV_SIGNAL=0), or unregister with None."""
+def notify(fd: int, sigev_notify: int | None, signo: int = 0, value: int = 0) -> int:
+    """mq_notify: register (SIGEV_SIGNAL=0, SIGEV_NONE=1 or SIGEV_THREAD=2), or unregister
+    with None. Returns 0, or for SIGEV_THREAD the registration's id for :func:`notify_wait`."""
     if sigev_notify is None:
         request = wire.Notify(action=wire.NOTIFY_UNREGISTER)
     else:
@@ -282,7 +283,17 @@ def notify(fd: int, sigev_notify: int | None, signo: int = 0, value: int = 0) ->
             sigev_signo=signo,
             sigev_value=value & 0xFFFFFFFFFFFFFFFF,
         )
-    _call(fd, wire.IOC_NOTIFY, request.pack())
+    registration, _ = _call(fd, wire.IOC_NOTIFY, request.pack())
+    return registration
+
+
+def notify_wait(fd: int, registration: int) -> wire.NotifyWait:
+    """Block (GIL released) until SIGEV_THREAD registration *registration* of this open
+    file (*fd* may be a dup) fires or ends: ``outcome`` is wire.NOTIFY_FIRED or
+    wire.NOTIFY_ENDED. An interrupted wait (EINTR) may be repeated: the daemon keeps the
+    outcome until a wait collects it."""
+    _, buffer = _call(fd, wire.IOC_NOTIFY_WAIT, wire.NotifyWait(registration).pack())
+    return wire.NotifyWait.unpack(buffer)
 
 
 def noop(fd: int) -> None:

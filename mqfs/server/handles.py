@@ -6,13 +6,70 @@ a closed file can only miss (EBADF), never reach another caller's open file.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mqfs import errors
-from mqfs.server.queue import Descriptor, Queue
+from mqfs.server.queue import Descriptor, Queue, ThreadWaiter
 from mqfs.server.transfers import Transfers
+
+KEPT_PER_FILE = 16
+"""SIGEV_THREAD outcomes (and waiter threads) one open file keeps until collected: a
+client that registers and never waits cannot grow the daemon's memory with history."""
+_LAST_ID = (1 << 31) - 1  # ids are an ioctl's (positive int) return value
+
+
+@dataclass
+class ThreadNotifications:
+    """The SIGEV_THREAD registrations made through one open file, by the id the NOTIFY
+    ioctl returned, until NOTIFY_WAIT collects how each ended.
+
+    Also the threads whose NOTIFY_WAIT has returned: the shim's helper waits on a dup of
+    the program's descriptor and closes it when done, and that close (a FUSE flush from
+    the helper's thread) is not the program closing the queue, so it must not end the
+    registration the program may have made meanwhile (:meth:`is_helper_close`).
+    """
+
+    by_id: dict[int, ThreadWaiter] = field(default_factory=dict)
+    done_waiters: dict[int, None] = field(default_factory=dict)  # thread ids, oldest first
+    next_id: int = 1
+
+    def add(self, waiter: ThreadWaiter) -> int:
+        if len(self.by_id) >= KEPT_PER_FILE:  # forget the oldest that has an outcome
+            oldest = next((key for key, kept in self.by_id.items() if kept.outcome), None)
+            if oldest is not None:
+                del self.by_id[oldest]
+        while self.next_id in self.by_id:
+            self.next_id = self.next_id % _LAST_ID + 1
+        registration = self.next_id
+        self.next_id = self.next_id % _LAST_ID + 1
+        self.by_id[registration] = waiter
+        return registration
+
+    def get(self, registration: int) -> ThreadWaiter:
+        try:
+            return self.by_id[registration]
+        except KeyError:
+            raise errors.MqfsError(
+                f"no SIGEV_THREAD registration {registration} here", errno_value=errno.ENOENT
+            ) from None
+
+    def collected(self, registration: int, thread: int) -> None:
+        """*thread*'s NOTIFY_WAIT for *registration* returned its outcome."""
+        self.by_id.pop(registration, None)
+        self.done_waiters.pop(thread, None)
+        self.done_waiters[thread] = None
+        if len(self.done_waiters) > KEPT_PER_FILE:
+            del self.done_waiters[next(iter(self.done_waiters))]
+
+    def is_helper_close(self, thread: int) -> bool:
+        """Whether a flush by *thread* is a waiter closing its descriptor (once each)."""
+        if thread not in self.done_waiters:
+            return False
+        del self.done_waiters[thread]
+        return True
 
 
 @dataclass
@@ -24,6 +81,7 @@ class QueueHandle:
     poll_handle: Any = None
     poll_watcher: int | None = None  # key of the queue watcher that wakes the poller
     receives_on_read: bool = False  # set by RECEIVE_ON_READ; else read() is the status line
+    threads: ThreadNotifications = field(default_factory=ThreadNotifications)
 
 
 @dataclass

@@ -52,6 +52,7 @@ class Ioctls:
             wire.IOC_WAIT: self.wait,
             wire.IOC_PEEK_BATCH: self.peek_batch,
             wire.IOC_NOTIFY: self.notify,
+            wire.IOC_NOTIFY_WAIT: self.notify_wait,
             wire.IOC_SETPRIO: self.setprio,
             wire.IOC_RECEIVE_ON_READ: self.receive_on_read,
             wire.IOC_REMOVE: self.remove,
@@ -118,12 +119,24 @@ class Ioctls:
         if request.action == wire.NOTIFY_UNREGISTER:
             queue.unregister_notification(pid)
         elif request.action == wire.NOTIFY_REGISTER:
-            queue.register_notification(
-                Notification(pid, request.sigev_notify, request.sigev_signo, request.sigev_value)
+            registration = Notification(
+                pid, request.sigev_notify, request.sigev_signo, request.sigev_value
             )
+            queue.register_notification(registration)
+            if registration.waiter is not None:  # SIGEV_THREAD: its id for NOTIFY_WAIT
+                return handle.threads.add(registration.waiter), b""
         else:
             raise errors.InvalidArgument(f"unknown notify action {request.action}")
         return 0, b""
+
+    @staticmethod
+    async def notify_wait(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Caller) -> Any:
+        """Until SIGEV_THREAD registration *id* of this open file fires or ends."""
+        request = wire.NotifyWait.unpack(in_buf)
+        waiter = handle.threads.get(request.id)
+        outcome = await handle.descriptor.queue.wait_notification(waiter, ctx)
+        handle.threads.collected(request.id, ctx.pid)
+        return 0, wire.NotifyWait(request.id, outcome, waiter.value).pack()
 
     @staticmethod
     async def wait(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any) -> Any:

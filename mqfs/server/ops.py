@@ -442,14 +442,17 @@ class MqueueFS(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         # close() of any descriptor of a queue by the process registered for its
         # notification ends the registration (the kernel's mqueue_flush_file).
+        # The shim's SIGEV_THREAD helper closing its dup after NOTIFY_WAIT is not that.
         handle = self.handles.peek(fh)
+        ctx = self.kernel.current_request_context()
         if isinstance(handle, QueueHandle):
             queue = handle.descriptor.queue
+            if ctx is not None and handle.threads.is_helper_close(ctx.pid):
+                return
         elif isinstance(handle, StatusHandle):
             queue = handle.queue
         else:
             return
-        ctx = self.kernel.current_request_context()
         if queue.notification is not None and ctx is not None:
             queue.closed_by(processes.tgid_of(ctx.pid))
 

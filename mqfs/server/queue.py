@@ -54,8 +54,9 @@ import outcome
 import trio
 
 from mqfs import errors
-from mqfs.posix import MQ_PRIO_MAX, SIGEV_NONE, SIGEV_SIGNAL, check_name
+from mqfs.posix import MQ_PRIO_MAX, SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD, check_name
 from mqfs.server.store import Message, MessageStore
+from mqfs.wire import NOTIFY_ENDED, NOTIFY_FIRED
 
 HARD_MSGMAX = 65536
 HARD_MSGSIZEMAX = 16 * 1024 * 1024
@@ -183,14 +184,40 @@ class Caller(Protocol):
     def uid(self) -> int: ...
 
 
+@dataclass(slots=True, eq=False)
+class ThreadWaiter:
+    """The waiting half of a SIGEV_THREAD registration.
+
+    The kernel tells glibc through a netlink socket; mqfs tells whoever waits in the
+    NOTIFY_WAIT ioctl (the shim's helper thread). The outcome is kept until it is
+    collected, so a registration that fires (or ends) before its waiter parks is not lost.
+    """
+
+    value: int
+    outcome: int = 0  # 0 while registered, then wire.NOTIFY_FIRED or wire.NOTIFY_ENDED
+    task: trio.lowlevel.Task | None = None  # the parked waiter, if any
+
+    def settle(self, outcome: int) -> None:
+        if not self.outcome:
+            self.outcome = outcome
+            self.wake()
+
+    def wake(self) -> None:
+        task, self.task = self.task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+
 @dataclass(slots=True)
 class Notification:
-    """An mq_notify registration: *pid* is the registered process (its tgid)."""
+    """An mq_notify registration: *pid* is the registered process (its tgid); a
+    SIGEV_THREAD one has its *waiter*."""
 
     pid: int
     sigev_notify: int
     signo: int = 0
     value: int = 0
+    waiter: ThreadWaiter | None = None
 
 
 Notifier = Callable[[Notification, Caller | None], None]
@@ -353,6 +380,8 @@ class Queue:
             for waiter in parked:
                 trio.lowlevel.reschedule(waiter.task, outcome.Error(self._closing_error()))
         self._wake_watchers()  # WAIT callers see `closing` when they resume
+        if self.notification is not None and self.notification.waiter is not None:
+            self.notification.waiter.wake()  # and so does a NOTIFY_WAIT
 
     def _closing_error(self) -> errors.MqfsError:
         return errors.MqfsError("mqfs is shutting down", errno_value=errno.ENOTCONN)
@@ -375,27 +404,57 @@ class Queue:
 
     # -- mq_notify ------------------------------------------------------------
     def register_notification(self, request: Notification) -> None:
-        """mq_notify(&sigevent) by process *request.pid*: EBUSY if anyone is registered."""
-        if request.sigev_notify not in (SIGEV_NONE, SIGEV_SIGNAL):
+        """mq_notify(&sigevent) by process *request.pid*: EBUSY if anyone is registered.
+        A SIGEV_THREAD registration gets a :class:`ThreadWaiter` (kept in *request*)."""
+        if request.sigev_notify not in (SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD):
             raise errors.InvalidArgument(f"sigev_notify {request.sigev_notify} not supported")
         if request.sigev_notify == SIGEV_SIGNAL and not 0 <= request.signo <= _NSIG:
             raise errors.InvalidArgument(f"invalid signal {request.signo}")
         if self.notification is not None:
             raise errors.Busy(f"queue {self.name!r} has a notification registered")
+        if request.sigev_notify == SIGEV_THREAD:
+            request.signo = 0  # the kernel's sigev_signo is glibc's netlink socket
+            request.waiter = ThreadWaiter(request.value)
         self.notification = request
         self._touch_metadata()
 
     def unregister_notification(self, pid: int) -> None:
         """mq_notify(NULL): removes *pid*'s own registration; anyone else's stays (no error)."""
         if self.notification is not None and self.notification.pid == pid:
-            self.notification = None
+            self.end_notification()
             self._touch_metadata()
 
     def closed_by(self, pid: int) -> None:
         """A descriptor of this queue was closed by *pid*: its registration ends (as the
         kernel's mqueue_flush_file)."""
         if self.notification is not None and self.notification.pid == pid:
-            self.notification = None
+            self.end_notification()
+
+    def end_notification(self) -> None:
+        """The registration goes without firing (its SIGEV_THREAD waiter learns so)."""
+        registration, self.notification = self.notification, None
+        if registration is not None and registration.waiter is not None:
+            registration.waiter.settle(NOTIFY_ENDED)
+
+    async def wait_notification(self, waiter: ThreadWaiter, caller: Caller | None = None) -> int:
+        """NOTIFY_WAIT: until the SIGEV_THREAD registration of *waiter* fires or ends
+        (NOTIFY_FIRED or NOTIFY_ENDED; at once if it already has). One waiter at a time
+        (EBUSY), counted as a blocked caller; ENOTCONN once the daemon is stopping."""
+        if not waiter.outcome:
+            self._check_open()
+            if waiter.task is not None:
+                raise errors.Busy("another caller waits for this notification")
+            with self._blocking(caller):
+                waiter.task = trio.lowlevel.current_task()
+
+                def abort(_: Any) -> trio.lowlevel.Abort:
+                    waiter.task = None
+                    return trio.lowlevel.Abort.SUCCEEDED
+
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            if not waiter.outcome:
+                self._check_open()
+        return waiter.outcome
 
     def _touch_metadata(self) -> None:
         self.atime = self.ctime = time.time_ns()
@@ -403,7 +462,9 @@ class Queue:
     def _notify(self, sender: Caller | None) -> None:
         """The queue went from empty to one message with nobody waiting: fire, once."""
         registration, self.notification = self.notification, None
-        if registration is not None and self.notifier is not None:
+        if registration is not None and registration.waiter is not None:
+            registration.waiter.settle(NOTIFY_FIRED)
+        elif registration is not None and self.notifier is not None:
             self.notifier(registration, sender)
 
     # -- the two halves of every send and receive ----------------------------
@@ -855,7 +916,7 @@ class Namespace:
         if queue.unlinked and queue.references == 0 and self.is_alive(queue):
             del self.by_qid[queue.qid]
             queue.store.clear()
-            queue.notification = None
+            queue.end_notification()
             self.charged.add(queue.owner_uid, -memory_charge(queue.maxmsg, queue.msgsize))
 
     def is_alive(self, queue: Queue) -> bool:

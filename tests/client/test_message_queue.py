@@ -697,6 +697,102 @@ def test_posix_ipc_constants_and_request_notification(backend: MqfsBackend) -> N
         assert "SIGNO:10" in status and f"NOTIFY_PID:{os.getpid()}" in status
         q.request_notification(None)
         assert "NOTIFY_PID:0 " in backend.status("/notified").decode()
-        with pytest.raises(NotSupported):
-            q.request_notification((print, None))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="callback, param"):
+            q.request_notification((print,))  # type: ignore[arg-type]
         q.unlink()
+
+
+def _notify_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("mqfs-notify")]
+
+
+def test_request_notification_callback_on_both_backends(
+    any_backend: tuple[Backend, KernelNames],
+) -> None:
+    """posix_ipc's (callback, param): callback(param) once, in another thread, when a
+    message arrives on the empty queue; requested again from the callback, it fires again."""
+    backend, names = any_backend
+    calls_made: list[tuple[object, bool]] = []
+    fired = threading.Semaphore(0)
+    with MessageQueue(names("thread"), O_CREX, max_messages=4, backend=backend) as q:
+
+        def callback(param: object) -> None:
+            calls_made.append((param, threading.current_thread() is threading.main_thread()))
+            if len(calls_made) == 1:
+                q.request_notification((callback, "second"))
+            fired.release()
+
+        q.request_notification((callback, "first"))
+        with pytest.raises(Error) as busy:
+            q.request_notification((callback, "again"))
+        assert busy.value.errno == errno.EBUSY
+        q.send(b"a")
+        assert fired.acquire(timeout=10)
+        q.receive()
+        q.send(b"b")
+        assert fired.acquire(timeout=10)
+        q.receive()
+        assert calls_made == [("first", False), ("second", False)]
+        q.unlink()
+
+
+def test_request_notification_callback_on_mqfs(backend: MqfsBackend) -> None:
+    """The status line shows SIGEV_THREAD as the kernel's (NOTIFY:2 SIGNO:0); no signal is
+    sent; request_notification(None) and close() end the waiting thread without a call."""
+    called: list[object] = []
+    with MessageQueue("/cb", O_CREX, max_messages=4, backend=backend) as q:
+        q.request_notification((called.append, 1))
+        status = backend.status("/cb").decode()
+        assert f"NOTIFY:2     SIGNO:0     NOTIFY_PID:{os.getpid()}" in status
+        assert len(_notify_threads()) == 1
+        q.request_notification(None)
+        wait_until(lambda: not _notify_threads(), what="the waiting thread to end")
+        assert "NOTIFY:0 " in backend.status("/cb").decode()
+        q.request_notification((called.append, 2))
+    wait_until(lambda: not _notify_threads(), what="close to end the waiting thread")
+    with MessageQueue("/cb", backend=backend) as q:
+        q.send(b"nobody is registered")
+        q.request_notification((called.append, 3))
+        q.receive()
+        q.send(b"x")
+        wait_until(lambda: called, what="the callback")
+        wait_until(lambda: not _notify_threads(), what="the thread to end after its call")
+        q.unlink()
+    assert called == [3]
+
+
+def test_open_while_another_thread_unlinks_the_name(backend: MqfsBackend) -> None:
+    """mq_open(O_CREAT) on mqfs is a CREATE then an open: a name unlinked in between is
+    made again (the kernel's mq_open never fails that way; tests/preload/open_unlink_race.c
+    checks the shim). Without the retry about one open in ten was ENOENT."""
+    finished = threading.Event()
+
+    def unlinker() -> None:
+        while not finished.is_set():
+            with suppress(FileNotFoundError):
+                backend.unlink("/race")
+            finished.wait(0.002)
+
+    thread = threading.Thread(target=unlinker)
+    thread.start()
+    failures: list[int | None] = []
+    try:
+        for attempt in range(600):
+            oflag = os.O_CREAT | os.O_RDWR | (os.O_EXCL if attempt % 2 else 0)
+            try:
+                mqd = backend.open("/race", oflag, 0o600, (1, 16))
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                failures.append(exc.errno)
+                continue
+            try:
+                assert calls.get_attributes(mqd).maxmsg == 1
+            finally:
+                os.close(mqd)
+    finally:
+        finished.set()
+        thread.join()
+    with suppress(FileNotFoundError):
+        backend.unlink("/race")
+    assert failures == []

@@ -16,8 +16,11 @@ from typing import Any
 
 import pyfuse3
 import pytest
+import trio
+import trio.testing
 
 from mqfs import wire
+from mqfs.posix import SIGEV_THREAD
 from mqfs.server import inodes
 from mqfs.server.ops import MqueueFS
 from mqfs.server.queue import Limits, Namespace
@@ -264,3 +267,165 @@ async def test_unknown_flags_are_einval(ops: MqueueFS, bit: int) -> None:
     _, reply = await ioctl(ops, fh, wire.IOC_GETATTR, out=wire.ATTR_SIZE)
     assert wire.Attr.unpack(reply).curmsgs == 0
     await ops.release(fh)
+
+
+# -- SIGEV_THREAD: the NOTIFY registration and the NOTIFY_WAIT ioctl ----------------------
+
+
+async def register_thread(ops: MqueueFS, fh: int, value: int = 77) -> int:
+    request = wire.Notify(wire.NOTIFY_REGISTER, SIGEV_THREAD, 99, value).pack()
+    registration, reply = await ioctl(ops, fh, wire.IOC_NOTIFY, request)
+    assert reply == b""
+    assert registration > 0
+    return int(registration)
+
+
+async def notify_wait(ops: MqueueFS, fh: int, registration: int) -> wire.NotifyWait:
+    request = wire.NotifyWait(registration).pack()
+    _, reply = await ioctl(ops, fh, wire.IOC_NOTIFY_WAIT, request, out=wire.NOTIFY_WAIT_SIZE)
+    return wire.NotifyWait.unpack(reply)
+
+
+async def test_thread_registration_fired_before_its_waiter_parks(ops: MqueueFS) -> None:
+    """The status line shows the kernel's NOTIFY:2 SIGNO:0; the firing is kept for the
+    waiter that comes later, once; no signal is sent (there is no notifier here)."""
+    directory = await make_queue(ops)
+    fh = await open_queue(ops, directory)
+    queue = ops.namespace.lookup("q")
+    registration = await register_thread(ops, fh, value=1234)
+    assert queue.status_line() == (
+        f"QSIZE:0          NOTIFY:2     SIGNO:0     NOTIFY_PID:{os.getpid():<6}\n".encode()
+    )
+    await ops.write(fh, 0, b"x")
+    assert queue.notification is None
+    assert await notify_wait(ops, fh, registration) == wire.NotifyWait(
+        registration, wire.NOTIFY_FIRED, 1234
+    )
+    with pytest.raises(pyfuse3.FUSEError) as failure:  # collected: gone
+        await notify_wait(ops, fh, registration)
+    assert fuse_errno(failure) == errno.ENOENT
+    again = await register_thread(ops, fh)  # re-registration after firing
+    assert again != registration
+    await ioctl(ops, fh, wire.IOC_NOTIFY, wire.Notify(wire.NOTIFY_UNREGISTER).pack())
+    assert (await notify_wait(ops, fh, again)).outcome == wire.NOTIFY_ENDED
+    await ops.release(fh)
+
+
+async def test_a_parked_waiter_wakes_on_firing_and_on_unregister(ops: MqueueFS) -> None:
+    directory = await make_queue(ops)
+    fh = await open_queue(ops, directory)
+    writer = await open_queue(ops, directory)
+    results: list[wire.NotifyWait] = []
+
+    async def waiter(registration: int) -> None:
+        results.append(await notify_wait(ops, fh, registration))
+
+    for end in ("send", "unregister"):
+        registration = await register_thread(ops, fh, value=5)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter, registration)
+            await trio.testing.wait_all_tasks_blocked()
+            assert results == []
+            if end == "send":
+                await ops.write(writer, 0, b"m")
+            else:
+                request = wire.Notify(wire.NOTIFY_UNREGISTER).pack()
+                await ioctl(ops, fh, wire.IOC_NOTIFY, request)
+        assert results.pop().outcome == (wire.NOTIFY_FIRED if end == "send" else wire.NOTIFY_ENDED)
+    assert ops.namespace.blocked.by_uid[0] == 0
+    await ops.release(writer)
+    await ops.release(fh)
+
+
+async def test_notify_wait_errors(ops: MqueueFS) -> None:
+    """EBUSY for a second registration and for a second waiter; ENOENT for an id this
+    open file never returned; the kernel's EINVAL for a bad sigev_notify still."""
+    directory = await make_queue(ops)
+    fh = await open_queue(ops, directory)
+    other = await open_queue(ops, directory)
+    registration = await register_thread(ops, fh)
+    cases = [
+        (fh, wire.IOC_NOTIFY, wire.Notify(wire.NOTIFY_REGISTER, SIGEV_THREAD).pack(), errno.EBUSY),
+        (fh, wire.IOC_NOTIFY, wire.Notify(wire.NOTIFY_REGISTER, 3).pack(), errno.EINVAL),
+        (fh, wire.IOC_NOTIFY_WAIT, wire.NotifyWait(registration + 1).pack(), errno.ENOENT),
+        (other, wire.IOC_NOTIFY_WAIT, wire.NotifyWait(registration).pack(), errno.ENOENT),
+        (fh, wire.IOC_NOTIFY_WAIT, b"\0" * 8, errno.EINVAL),
+    ]
+    for handle, cmd, in_buf, expected in cases:
+        with pytest.raises(pyfuse3.FUSEError) as failure:
+            await ioctl(ops, handle, cmd, in_buf, out=wire.NOTIFY_WAIT_SIZE)
+        assert fuse_errno(failure) == expected, (hex(cmd), in_buf)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(notify_wait, ops, fh, registration)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(pyfuse3.FUSEError) as failure:
+            await notify_wait(ops, fh, registration)
+        assert fuse_errno(failure) == errno.EBUSY
+        await ops.write(other, 0, b"m")
+    await ops.release(other)
+    await ops.release(fh)
+
+
+async def test_close_by_the_process_ends_it_but_not_the_waiters_own_close(
+    ops: MqueueFS, kernel: FakeKernel
+) -> None:
+    """mqueue_flush_file: a close by the registered process ends the registration. The
+    flush of the thread whose NOTIFY_WAIT returned is its dup being closed: a registration
+    made meanwhile stays."""
+    directory = await make_queue(ops)
+    fh = await open_queue(ops, directory)
+    registration = await register_thread(ops, fh)
+    kernel.context = Context(pid=os.getpid())
+    await ops.flush(fh)
+    assert (await notify_wait(ops, fh, registration)).outcome == wire.NOTIFY_ENDED
+    await ops.flush(fh)  # the waiter's own close: (nothing registered anyway)
+    queue = ops.namespace.lookup("q")
+    registration = await register_thread(ops, fh)
+    await ops.write(fh, 0, b"x")
+    assert (await notify_wait(ops, fh, registration)).outcome == wire.NOTIFY_FIRED
+    await register_thread(ops, fh)  # made before the waiter closes its descriptor
+    await ops.flush(fh)  # the waiter's close
+    assert queue.notification is not None
+    await ops.flush(fh)  # the program's close
+    assert queue.notification is None
+    await ops.release(fh)
+
+
+async def test_a_cancelled_wait_keeps_the_outcome_for_the_next(ops: MqueueFS) -> None:
+    """An interrupted NOTIFY_WAIT (trio.Cancelled from a FUSE interrupt) unparks and
+    leaves nothing counted; the registration still fires for the next wait."""
+    directory = await make_queue(ops)
+    fh = await open_queue(ops, directory)
+    registration = await register_thread(ops, fh)
+    with trio.move_on_after(0.01):
+        await notify_wait(ops, fh, registration)
+    assert ops.namespace.blocked.by_uid[0] == 0
+    await ops.write(fh, 0, b"x")
+    assert (await notify_wait(ops, fh, registration)).outcome == wire.NOTIFY_FIRED
+    await ops.release(fh)
+
+
+async def test_notify_wait_counts_as_blocked_and_ends_when_the_daemon_stops() -> None:
+    operations = MqueueFS(
+        Namespace(Limits(enforce_rlimit=False, blocked_max=1)), kernel=FakeKernel()
+    )
+    directory = await make_queue(operations)
+    fh = await open_queue(operations, directory)
+    registration = await register_thread(operations, fh)
+    failures: list[int] = []
+
+    async def waiter() -> None:
+        with pytest.raises(pyfuse3.FUSEError) as failure:
+            await notify_wait(operations, fh, registration)
+        failures.append(fuse_errno(failure))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(pyfuse3.FUSEError) as failure:  # blocked_max=1 is taken
+            await ioctl(operations, fh, wire.IOC_WAIT, wire.Wait().pack(), out=wire.WAIT_SIZE)
+        assert fuse_errno(failure) == errno.EAGAIN
+        operations.namespace.close()
+    assert failures == [errno.ENOTCONN]
+    await operations.release(fh)
+    check_invariants(operations)

@@ -2,13 +2,13 @@
  *
  *   fork_lock /NAME        (under the shim, MQFS_MOUNT set)
  *
- * A "holder" thread calls mq_notify(SIGEV_THREAD): the shim's first registration installs
- * its signal handler with its lock held, and its sigaction() call lands in this program's
- * sigaction() (exported with -rdynamic, so it interposes on the shim's call), which parks
- * the thread there - inside the shim, lock held. The main thread then forks. The shim must
- * make fork wait for the lock (an atfork prepare handler) and unlock it in the child; the
- * child then calls mq_notify and mq_close, which take the lock. A child stuck on the lock
- * is killed by its alarm after 5 s and reported.
+ * A "holder" thread calls mq_notify(SIGEV_THREAD): the shim starts the registration's
+ * helper thread with its lock held, and that pthread_create() call lands in this program's
+ * pthread_create() (exported with -rdynamic, so it interposes on the shim's call), which
+ * parks the thread there - inside the shim, lock held. The main thread then forks. The shim
+ * must make fork wait for the lock (an atfork prepare handler) and unlock it in the child;
+ * the child then registers SIGEV_THREAD on a queue of its own, which takes the lock, and
+ * closes it. A child stuck on the lock is killed by its alarm after 5 s and reported.
  *
  * The holder is let go by a watcher thread as soon as the main thread is asleep inside fork
  * (waiting for the lock, /proc/self/task/TID/stat says 'S') or fork has returned, so fork
@@ -43,12 +43,13 @@ static void deadline_in(struct timespec *when, int seconds)
 	when->tv_sec += seconds;
 }
 
-/* Interposes on glibc's sigaction for the whole process, the shim included. */
-int sigaction(int signo, const struct sigaction *action, struct sigaction *old)
+/* Interposes on glibc's pthread_create for the whole process, the shim included. */
+int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *),
+		   void *arg)
 {
-	static int (*real)(int, const struct sigaction *, struct sigaction *);
+	static int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 	if (real == NULL)
-		real = (__typeof__(real))dlsym(RTLD_NEXT, "sigaction");
+		real = (__typeof__(real))dlsym(RTLD_NEXT, "pthread_create");
 	if (is_holder && __atomic_exchange_n(&armed, 0, __ATOMIC_SEQ_CST)) {
 		sem_post(&holding); /* inside the shim's mq_notify, its lock held */
 		struct timespec when;
@@ -56,7 +57,7 @@ int sigaction(int signo, const struct sigaction *action, struct sigaction *old)
 		while (sem_timedwait(&release_holder, &when) != 0 && errno == EINTR)
 			continue;
 	}
-	return real(signo, action, old);
+	return real(thread, attr, start, arg);
 }
 
 static void notified(union sigval value)
@@ -137,7 +138,7 @@ int main(int argc, char **argv)
 	deadline_in(&when, 10);
 	while (sem_timedwait(&holding, &when) != 0) {
 		if (errno != EINTR) {
-			printf("holder never reached the shim's sigaction\n");
+			printf("holder never reached the shim's pthread_create\n");
 			return 1;
 		}
 	}
@@ -145,9 +146,18 @@ int main(int argc, char **argv)
 	pid_t child = fork();
 	if (child == 0) {
 		alarm(5);
-		mq_notify(mqd, NULL); /* the parent's registration: a no-op, but takes the lock */
+		char own[300];
+		snprintf(own, sizeof own, "%s-child", argv[1]);
+		mqd_t mine = mq_open(own, O_CREAT | O_EXCL | O_RDWR, 0600, NULL);
+		struct sigevent sev;
+		memset(&sev, 0, sizeof sev);
+		sev.sigev_notify = SIGEV_THREAD;
+		sev.sigev_notify_function = notified;
+		int registered = mq_notify(mine, &sev); /* takes the lock */
+		mq_close(mine);
 		mq_close(mqd);
-		_exit(0);
+		mq_unlink(own);
+		_exit(mine == (mqd_t)-1 || registered != 0 ? 3 : 0);
 	}
 	int status;
 	while (waitpid(child, &status, 0) < 0 && errno == EINTR)

@@ -248,8 +248,8 @@ static union sigval thread_value;
 static int thread_was_other;
 static pthread_t main_thread;
 
-/* Under the shim a SIGEV_THREAD notification is a signal to the process (README): a wait
- * that it interrupts gives EINTR, which a careful program retries anyway. */
+/* A careful program retries an interrupted wait (no signal comes from SIGEV_THREAD, on
+ * the kernel or under the shim: notify_thread.c checks that). */
 static int wait_notified(struct timespec *limit)
 {
 	int result;

@@ -102,6 +102,35 @@ def test_raw_mq_syscalls_are_ebadf_under_the_shim(
     ]
 
 
+def test_sigev_thread_same_as_kernel(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+) -> None:
+    """SIGEV_THREAD without any signal (notify_thread.c): the status line shows NOTIFY:2
+    SIGNO:0 as the kernel's; nanosleep and poll are not interrupted when it fires; a program
+    handling SIGRTMAX can use it; the function runs once per firing with its value and may
+    register again; mq_notify(NULL) and mq_close end the shim's helper thread. The old shim
+    rode on SIGRTMAX: NOTIFY:0 SIGNO:64, EINTR in nanosleep and poll, ENOSYS here."""
+    program = compile_c("notify_thread")
+    name = f"/{unique_queue_name('thread')}"
+    kernel = on_kernel([program, name])
+    shim = run_program([program, name], shim_env(preload_library, mqfs_mount.path))
+    assert shim.splitlines() == kernel.splitlines()
+    handling = run_program([program, name, "rtmax"], shim_env(preload_library, mqfs_mount.path))
+    assert handling == shim
+    for line in [
+        "registered: QSIZE:0          NOTIFY:2     SIGNO:0     NOTIFY_PID:self",
+        "nanosleep: 0",
+        "poll: 0",
+        "SIGRTMAX handled 0",
+        "value 32",
+        "threads back after unregister: 1",
+        "threads back after close: 1",
+        "calls 2 SIGRTMAX handled 0",
+    ]:
+        assert line in shim.splitlines()
+    assert os.listdir(mqfs_mount.path) == []
+
+
 def test_sigev_thread_in_a_forked_child(
     preload_library: Path, compile_c: Compile, mqfs_mount: Mount
 ) -> None:
