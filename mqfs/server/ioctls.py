@@ -129,8 +129,10 @@ class Ioctls:
         request = wire.Wait.unpack(in_buf)
         _check_flags(request.flags, wire.XFER_TIMED, "mqfs_wait")
         deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
-        generation = await handle.descriptor.queue.wait_changed(request.generation, deadline, ctx)
-        return 0, wire.Wait(generation=generation).pack()
+        descriptor = handle.descriptor
+        generation = await descriptor.wait_changed(request.generation, deadline, ctx)
+        flags = wire.WAIT_UNLINKED if descriptor.queue.unlinked else 0
+        return 0, wire.Wait(generation=generation, flags=flags).pack()
 
     @staticmethod
     async def peek(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any) -> Any:

@@ -124,6 +124,22 @@ def deadline_from_timespec(tv_sec: int, tv_nsec: int) -> float:
 class _Waiter:
     task: trio.lowlevel.Task
     message: Message | None = None  # what a blocked sender wants to enqueue
+    caller: Caller | None = None  # who is waiting: the last sender or receiver once served
+
+
+def _tid(caller: Caller | None) -> int:
+    """The thread id of *caller* (0 when there is none: a call from inside the daemon)."""
+    return caller.pid if caller is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """A caller parked on a :class:`Descriptor`: in what (``send``, ``receive`` or
+    ``wait``), since when (wall-clock ns) and which thread (FUSE gives thread ids)."""
+
+    direction: str
+    since_ns: int
+    tid: int
 
 
 class PerUser(dict[int, int]):
@@ -239,15 +255,27 @@ class Queue:
     _next_key: int = 0
     # Called once, with no arguments, the next time readiness may have changed (poll
     # wake-ups, WAIT, cache invalidation); keyed so that whoever stops caring removes it.
-    _watchers: dict[int, Callable[[], Any]] = field(default_factory=dict)
+    # The flag marks watchers (WAIT) that also want every other change: unlink, mode or
+    # owner. Those happen under the kernel's lock on the queue's directory, so the
+    # readiness watchers, which may invalidate the kernel's cache of it, must not run.
+    _watchers: dict[int, tuple[Callable[[], Any], bool]] = field(default_factory=dict)
     notifier: Notifier | None = None
     blocked: BlockedCallers | None = None  # the namespace's per-user cap on waiting
-    generation: int = 0  # bumped by every send and receive: equal means unchanged
+    generation: int = 0  # bumped by every change (see last_change): equal means unchanged
     meta_time: int = 0
     owner_uid: int = 0  # the user charged for this queue's memory (RLIMIT_MSGQUEUE)
     references: int = 0  # open descriptors: the queue is destroyed at unlinked and 0
     closing: bool = False  # the daemon is stopping: every wait ends with ENOTCONN
     journal: Journal | None = None  # -o state=DIR, while the queue has its name
+    # The last change, for `mqfs watch`: its kind (a key of CHANGES), the caller's thread
+    # id (0: the daemon itself) and when (wall-clock ns). Plain fields, set on every send.
+    change_kind: str = ""
+    change_tid: int = 0
+    change_ns: int = 0
+    # lsipc's LSPID and LRPID: the threads of the last send and receive (0: none yet).
+    # Thread ids: the process is looked up only when someone asks (processes.tgid_of).
+    last_send_tid: int = 0
+    last_receive_tid: int = 0
 
     def __post_init__(self) -> None:
         self.mtime = self.ctime = self.atime
@@ -263,9 +291,10 @@ class Queue:
     def is_full(self) -> bool:
         return len(self.store) >= self.maxmsg
 
-    def set_attributes(self, attr: Any, fields: Any) -> None:
+    def set_attributes(self, attr: Any, fields: Any, caller: Caller | None = None) -> None:
         """chmod, chown and utimes (pyfuse3's SetattrFields say which): ctime moves
-        always, and the time shown on the queue's directory with its mode and owner."""
+        always, and the time shown on the queue's directory with its mode and owner; a
+        mode or owner change by *caller* is a change watchers see."""
         mode = attr.st_mode & 0o7777 if fields.update_mode else self.mode
         uid = attr.st_uid if fields.update_uid else self.uid
         gid = attr.st_gid if fields.update_gid else self.gid
@@ -278,6 +307,7 @@ class Queue:
         self.atime, self.mtime, self.ctime = atime, mtime, ctime
         if fields.update_mode or fields.update_uid or fields.update_gid:
             self.meta_time = self.ctime
+            self._note("attributes", caller, ctime)
 
     def status_line(self) -> bytes:
         """Byte for byte what the kernel's ``mqueue_read_file`` prints."""
@@ -299,12 +329,13 @@ class Queue:
         """(priority, payloads) runs of *limit* messages from *index* on (no await meanwhile)."""
         return self.store.segments_from(index, limit)
 
-    def add_watcher(self, wake: Callable[[], Any]) -> int:
-        """Call *wake* once, the next time readiness may have changed; returns a key for
+    def add_watcher(self, wake: Callable[[], Any], every_change: bool = False) -> int:
+        """Call *wake* once, the next time readiness may have changed (or, with
+        *every_change*, anything else: unlink, mode, owner); returns a key for
         :meth:`remove_watcher`."""
         key = self._next_key
         self._next_key += 1
-        self._watchers[key] = wake
+        self._watchers[key] = (wake, every_change)
         return key
 
     def remove_watcher(self, key: int) -> None:
@@ -314,14 +345,15 @@ class Queue:
     async def wait_changed(
         self, generation: int, deadline: float = math.inf, caller: Caller | None = None
     ) -> int:
-        """Wait until the queue's generation differs from *generation* or *deadline*
-        passes; return the generation then. The watcher goes on every exit path."""
+        """Wait until the queue's generation differs from *generation* (a send, a
+        receive, a mode or owner change, the unlink) or *deadline* passes; return the
+        generation then. The watcher goes on every exit path."""
         self._check_open()
         if self.generation != generation or deadline <= trio.current_time():
             return self.generation
         task = trio.lowlevel.current_task()
         with self._blocking(caller):  # admitted (or EAGAIN) before anything is registered
-            key = self.add_watcher(lambda: trio.lowlevel.reschedule(task))
+            key = self.add_watcher(lambda: trio.lowlevel.reschedule(task), every_change=True)
 
             def abort(_: Any) -> trio.lowlevel.Abort:
                 self.remove_watcher(key)
@@ -332,14 +364,29 @@ class Queue:
         self._check_open()
         return self.generation
 
-    def _changed(self) -> None:
+    def _changed(self, kind: str, caller: Caller | None) -> None:
+        """A send or receive by *caller*: readiness may have changed."""
+        now = time.time_ns()
+        self.atime = self.mtime = self.ctime = now
         self.generation += 1
-        self.atime = self.mtime = self.ctime = time.time_ns()
+        self.change_kind, self.change_tid, self.change_ns = kind, _tid(caller), now
         self._wake_watchers()
+
+    def _note(self, kind: str, caller: Caller | None, now: int) -> None:
+        """Any other change (unlink, mode, owner): only WAIT callers are woken."""
+        self.generation += 1
+        self.change_kind, self.change_tid, self.change_ns = kind, _tid(caller), now
+        for key in [key for key, (_, every) in self._watchers.items() if every]:
+            self._watchers.pop(key)[0]()
+
+    def unlinked_by(self, caller: Caller | None) -> None:
+        """The queue's name is gone (mq_unlink by *caller*): watchers are told."""
+        self.unlinked = True
+        self._note("unlink", caller, time.time_ns())
 
     def _wake_watchers(self) -> None:
         watchers, self._watchers = self._watchers, {}
-        for wake in watchers.values():
+        for wake, _ in watchers.values():
             wake()
 
     def close(self) -> None:
@@ -407,9 +454,11 @@ class Queue:
     # -- the two halves of every send and receive ----------------------------
     def _enqueue(self, message: Message, sender: Caller | None = None) -> None:
         """Put *message* where it belongs: to a waiting receiver, else into the store."""
+        self.last_send_tid = _tid(sender)
         if self._receivers:
             key = next(iter(self._receivers))
             waiter = self._receivers.pop(key)
+            self.last_receive_tid = _tid(waiter.caller)
             trio.lowlevel.reschedule(waiter.task, outcome.Value(message))
         else:
             if self.journal is not None:
@@ -417,20 +466,22 @@ class Queue:
             self.store.push(message.payload, message.priority)
             if len(self.store) == 1 and self.notification is not None:
                 self._notify(sender)
-        self._changed()
+        self._changed("send", sender)
 
-    def _dequeue(self) -> Message:
+    def _dequeue(self, caller: Caller | None = None) -> Message:
         if self.journal is not None:
             admitted = next(iter(self._senders.values())).message if self._senders else None
             self.journal.received(self, admitted)
         message = self.store.pop()
+        self.last_receive_tid = _tid(caller)
         if self._senders:  # a slot is free: admit the longest-waiting sender
             key = next(iter(self._senders))
             waiter = self._senders.pop(key)
             assert waiter.message is not None
             self.store.push(waiter.message.payload, waiter.message.priority)
+            self.last_send_tid = _tid(waiter.caller)
             trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
-        self._changed()
+        self._changed("receive", caller)
         return message
 
     async def _park(
@@ -468,22 +519,21 @@ class Queue:
             return
         if deadline <= trio.current_time():
             raise errors.TimedOut("timed out waiting on the queue")
-        waiter = _Waiter(trio.lowlevel.current_task(), Message(payload, priority))
+        waiter = _Waiter(trio.lowlevel.current_task(), Message(payload, priority), sender)
         await self._park(self._senders, waiter, deadline, sender)
 
-    def receive_nowait(self) -> Message:
+    def receive_nowait(self, caller: Caller | None = None) -> Message:
         if not self.store:
             raise errors.WouldBlock(f"queue {self.name!r} is empty")
-        return self._dequeue()
+        return self._dequeue(caller)
 
     async def receive(self, deadline: float, caller: Caller | None = None) -> Message:
         if self.store:
-            return self._dequeue()
+            return self._dequeue(caller)
         if deadline <= trio.current_time():
             raise errors.TimedOut("timed out waiting on the queue")
-        message: Message = await self._park(
-            self._receivers, _Waiter(trio.lowlevel.current_task()), deadline, caller
-        )
+        waiter = _Waiter(trio.lowlevel.current_task(), caller=caller)
+        message: Message = await self._park(self._receivers, waiter, deadline, caller)
         return message
 
     def statistics(self) -> QueueStatistics:
@@ -513,7 +563,23 @@ class Descriptor:
     nonblock: bool
     pid: int = 0
     send_priority: int = 0  # priority of write(); set with the SETPRIO ioctl
-    waiting: int = 0  # callers blocked in send or receive on this descriptor right now
+    # Callers parked on this descriptor right now, oldest first (threads: several).
+    blocked: list[Blocked] = field(default_factory=list)
+
+    @property
+    def waiting(self) -> int:
+        """How many callers are parked on this descriptor right now."""
+        return len(self.blocked)
+
+    @contextlib.contextmanager
+    def _parked(self, direction: str, caller: Caller | None) -> Iterator[None]:
+        """Record *caller* as blocked in *direction* while it waits (`mqfs who`)."""
+        entry = Blocked(direction, time.time_ns(), _tid(caller))
+        self.blocked.append(entry)
+        try:
+            yield
+        finally:
+            self.blocked.remove(entry)
 
     def _check_priority(self, priority: int) -> None:
         if not 0 <= priority < MQ_PRIO_MAX:
@@ -531,14 +597,11 @@ class Descriptor:
         if not self.writable:
             raise errors.BadDescriptor("queue descriptor is not open for writing")
         self.check_send_length(len(payload))
-        if self.nonblock:
+        if self.nonblock or not self.queue.is_full:
             self.queue.send_nowait(payload, priority, sender)
         else:
-            self.waiting += 1
-            try:
+            with self._parked("send", sender):
                 await self.queue.send(payload, priority, deadline, sender)
-            finally:
-                self.waiting -= 1
         journal = self.queue.journal
         if journal is not None and journal.sync:
             await journal.settled()
@@ -592,18 +655,22 @@ class Descriptor:
     ) -> Message:
         """mq_timedreceive: EBADF, EMSGSIZE (buffer < msgsize), then EAGAIN or wait."""
         self.check_receive(bufsize)
-        if self.nonblock:
-            message = self.queue.receive_nowait()
+        if self.nonblock or self.queue.store:
+            message = self.queue.receive_nowait(caller)
         else:
-            self.waiting += 1
-            try:
+            with self._parked("receive", caller):
                 message = await self.queue.receive(deadline, caller)
-            finally:
-                self.waiting -= 1
         journal = self.queue.journal
         if journal is not None and journal.sync:
             await journal.settled()  # shielded: the message reaches its caller regardless
         return message
+
+    async def wait_changed(
+        self, generation: int, deadline: float = math.inf, caller: Caller | None = None
+    ) -> int:
+        """The WAIT ioctl: :meth:`Queue.wait_changed`, shown as blocked in ``wait``."""
+        with self._parked("wait", caller):
+            return await self.queue.wait_changed(generation, deadline, caller)
 
     def peek(self, index: int) -> Message:
         """Non-destructive read of message *index* in receive order (EBADF, EAGAIN, ENOENT)."""
@@ -783,14 +850,15 @@ class Namespace:
         """Hand out no qid below *below* (the journal had used them)."""
         self._next_qid = max(self._next_qid, below)
 
-    def unlink(self, name: str) -> Queue:
-        """mq_unlink: the name goes now; the queue lives on while it is open."""
+    def unlink(self, name: str, caller: Caller | None = None) -> Queue:
+        """mq_unlink by *caller*: the name goes now; the queue lives on while it is open
+        (its WAIT callers are woken, to learn that it was unlinked)."""
         queue = self.lookup(name)
         if queue.journal is not None:
             queue.journal.removed(queue)
             queue.journal = None
         del self.queues[name]
-        queue.unlinked = True
+        queue.unlinked_by(caller)
         self._maybe_destroy(queue)
         return queue
 
@@ -807,6 +875,14 @@ class Namespace:
             queue.store.clear()
             queue.notification = None
             self.charged.add(queue.owner_uid, -memory_charge(queue.maxmsg, queue.msgsize))
+
+    def usage(self) -> dict[int, tuple[int, int]]:
+        """What each user holds now: uid -> (queues, bytes charged to RLIMIT_MSGQUEUE),
+        counting unlinked queues still open, as the kernel's mq_bytes does."""
+        queues = PerUser()
+        for queue in self.by_qid.values():
+            queues.add(queue.owner_uid, 1)
+        return {uid: (queues[uid], self.charged[uid]) for uid in sorted(queues | self.charged)}
 
     def is_alive(self, queue: Queue) -> bool:
         return self.by_qid.get(queue.qid) is queue
