@@ -505,7 +505,12 @@ def _follow(fd: int, args: argparse.Namespace) -> bool:
     return False
 
 
-CHANGE_NAMES = {"send": "send", "receive": "receive", "attributes": "mode/owner change"}
+CHANGE_NAMES = {
+    "send": "send",
+    "receive": "receive",
+    "attributes": "mode/owner",
+    "unlink": "unlinked",
+}
 
 
 def _change_text(changes: int, last: dict[str, Any] | None) -> str:
@@ -513,7 +518,7 @@ def _change_text(changes: int, last: dict[str, Any] | None) -> str:
     last change ("send by pid 12"), with how many there were if more than one."""
     if changes == 0 or last is None:
         return "now"
-    cause = "unlinked" if last["kind"] == "unlink" else CHANGE_NAMES.get(last["kind"], last["kind"])
+    cause = CHANGE_NAMES.get(last["kind"], last["kind"])
     if last["pid"] is not None:
         cause += f" by pid {last['pid']}"
     return cause if changes == 1 else f"{changes} changes; last: {cause}"
@@ -546,7 +551,7 @@ def _watch_line(
     if head is not None:
         text = head[0][:40].decode("utf-8", "backslashreplace").rstrip("\n")
         shown = f"[{head[1]}] {text!r}"
-    return f"{when}  {change:<24} {info['curmsgs']}/{info['maxmsg']} msgs  head: {shown}"
+    return f"{when}  {change:<26} {info['curmsgs']}/{info['maxmsg']} msgs  head: {shown}"
 
 
 # -- dump / restore ------------------------------------------------------------------

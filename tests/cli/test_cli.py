@@ -144,15 +144,15 @@ def test_watch_follows_changes_without_polling(mqfs_mount: Mount) -> None:
     me = os.getpid()
     try:
         assert watcher.stdout is not None
-        assert watcher.stdout.readline()[14:] == f"{'now':<24} 0/10 msgs  head: -\n"
+        assert watcher.stdout.readline()[14:] == f"{'now':<26} 0/10 msgs  head: -\n"
         fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR)
         try:
             calls.send(fd, b"first", 2)
             line = watcher.stdout.readline()[14:]
-            assert line == f"{f'send by pid {me}':<24} 1/10 msgs  head: [2] 'first'\n"
+            assert line == f"{f'send by pid {me}':<26} 1/10 msgs  head: [2] 'first'\n"
             calls.receive(fd, 8192)
             line = watcher.stdout.readline()[14:]
-            assert line == f"{f'receive by pid {me}':<24} 0/10 msgs  head: -\n"
+            assert line == f"{f'receive by pid {me}':<26} 0/10 msgs  head: -\n"
         finally:
             os.close(fd)
         assert watcher.wait(timeout=10) == 0

@@ -131,7 +131,7 @@ def test_watch_names_each_cause_and_ends_when_the_queue_is_unlinked(mqfs_mount: 
         os.chmod(mqfs_mount.path / "q", 0o640)
         record = json.loads(watcher.stdout.readline())
         assert (record["kind"], record["pid"], record["changes"]) == ("attributes", me, 1)
-        assert record["change"] == f"mode/owner change by pid {me}"
+        assert record["change"] == f"mode/owner by pid {me}"
         # A burst while the watcher cannot run: one line tells how many, and the last.
         wait_until(lambda: mqfs_mount.blocked_on("q") == 1, what="watch to wait")
         watcher.send_signal(signal.SIGSTOP)
