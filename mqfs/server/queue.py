@@ -364,12 +364,12 @@ class Queue:
         self._check_open()
         return self.generation
 
-    def _changed(self, kind: str, caller: Caller | None) -> None:
-        """A send or receive by *caller*: readiness may have changed."""
+    def _changed(self, kind: str, tid: int) -> None:
+        """A send or receive by thread *tid*: readiness may have changed."""
         now = time.time_ns()
         self.atime = self.mtime = self.ctime = now
         self.generation += 1
-        self.change_kind, self.change_tid, self.change_ns = kind, _tid(caller), now
+        self.change_kind, self.change_tid, self.change_ns = kind, tid, now
         self._wake_watchers()
 
     def _note(self, kind: str, caller: Caller | None, now: int) -> None:
@@ -454,7 +454,7 @@ class Queue:
     # -- the two halves of every send and receive ----------------------------
     def _enqueue(self, message: Message, sender: Caller | None = None) -> None:
         """Put *message* where it belongs: to a waiting receiver, else into the store."""
-        self.last_send_tid = _tid(sender)
+        self.last_send_tid = tid = sender.pid if sender is not None else 0
         if self._receivers:
             key = next(iter(self._receivers))
             waiter = self._receivers.pop(key)
@@ -466,14 +466,14 @@ class Queue:
             self.store.push(message.payload, message.priority)
             if len(self.store) == 1 and self.notification is not None:
                 self._notify(sender)
-        self._changed("send", sender)
+        self._changed("send", tid)
 
     def _dequeue(self, caller: Caller | None = None) -> Message:
         if self.journal is not None:
             admitted = next(iter(self._senders.values())).message if self._senders else None
             self.journal.received(self, admitted)
         message = self.store.pop()
-        self.last_receive_tid = _tid(caller)
+        self.last_receive_tid = tid = caller.pid if caller is not None else 0
         if self._senders:  # a slot is free: admit the longest-waiting sender
             key = next(iter(self._senders))
             waiter = self._senders.pop(key)
@@ -481,7 +481,7 @@ class Queue:
             self.store.push(waiter.message.payload, waiter.message.priority)
             self.last_send_tid = _tid(waiter.caller)
             trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
-        self._changed("receive", caller)
+        self._changed("receive", tid)
         return message
 
     async def _park(
