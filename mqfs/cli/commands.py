@@ -288,7 +288,7 @@ def who(args: argparse.Namespace) -> int:
                 str(opener["pid"]),
                 opener["command"] or "?",
                 access,
-                _blocked_text(opener["waiters"]),
+                _blocked_text(opener["blocked"], opener["waiting"]),
                 "-" if opener["blocked_for"] is None else _duration_text(opener["blocked_for"]),
             )
         )
@@ -296,14 +296,13 @@ def who(args: argparse.Namespace) -> int:
     return 0
 
 
-def _blocked_text(waiters: list[dict[str, Any]]) -> str:
-    """What an opener's callers are parked in: "receive", "receive x2", "send,wait"."""
-    counts: dict[str, int] = {}
-    for waiter in waiters:
-        counts[waiter["direction"]] = counts.get(waiter["direction"], 0) + 1
-    if not counts:
+def _blocked_text(oldest: str | None, counts: dict[str, int]) -> str:
+    """What an opener's callers are parked in, the longest-waiting first: "receive",
+    "receive x2", "wait,send"."""
+    if oldest is None:
         return "-"
-    return ",".join(name + (f" x{count}" if count > 1 else "") for name, count in counts.items())
+    order = [oldest, *(name for name in counts if name != oldest)]
+    return ",".join(name + (f" x{counts[name]}" if counts[name] > 1 else "") for name in order)
 
 
 def _duration_text(seconds: float) -> str:

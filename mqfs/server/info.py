@@ -26,21 +26,19 @@ def _process(tid: int) -> int | None:
 
 
 def _opener(descriptor: Descriptor) -> dict[str, Any]:
+    """One open descriptor: O(1) however many threads wait on it (no list of them)."""
     pid = _process(descriptor.pid) or descriptor.pid
-    blocked = descriptor.blocked  # oldest first
+    oldest = descriptor.oldest_blocked()
     return {
         "pid": pid,
         "command": processes.command_of(pid),
         "access": ("r" if descriptor.readable else "") + ("w" if descriptor.writable else ""),
         "nonblock": descriptor.nonblock,
-        # The longest-waiting caller's direction (send, receive, wait) and since when.
-        "blocked": blocked[0].direction if blocked else None,
-        "blocked_since_ns": blocked[0].since_ns if blocked else None,
-        # Every caller parked on this descriptor (threads of one process, or a child).
-        "waiters": [
-            {"direction": entry.direction, "since_ns": entry.since_ns, "pid": _process(entry.tid)}
-            for entry in blocked
-        ],
+        # The longest-waiting caller's direction (send, receive, wait) and since when,
+        "blocked": oldest.direction if oldest else None,
+        "blocked_since_ns": oldest.since_ns if oldest else None,
+        # and how many callers (threads, or a child sharing it) wait in each direction.
+        "waiting": dict(descriptor.blocked_counts),
     }
 
 

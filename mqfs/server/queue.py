@@ -132,7 +132,7 @@ def _tid(caller: Caller | None) -> int:
     return caller.pid if caller is not None else 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # by identity: a key of Descriptor.blocked
 class Blocked:
     """A caller parked on a :class:`Descriptor`: in what (``send``, ``receive`` or
     ``wait``), since when (wall-clock ns) and which thread (FUSE gives thread ids)."""
@@ -563,23 +563,35 @@ class Descriptor:
     nonblock: bool
     pid: int = 0
     send_priority: int = 0  # priority of write(); set with the SETPRIO ioctl
-    # Callers parked on this descriptor right now, oldest first (threads: several).
-    blocked: list[Blocked] = field(default_factory=list)
+    # Callers parked on this descriptor right now, oldest first, and how many per
+    # direction: many threads may share one descriptor (thousands: blocked_max), so
+    # entering, leaving and reporting cost O(1) each.
+    blocked: dict[Blocked, None] = field(default_factory=dict)
+    blocked_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def waiting(self) -> int:
         """How many callers are parked on this descriptor right now."""
         return len(self.blocked)
 
+    def oldest_blocked(self) -> Blocked | None:
+        """The caller parked longest on this descriptor, or None."""
+        return next(iter(self.blocked), None)
+
     @contextlib.contextmanager
     def _parked(self, direction: str, caller: Caller | None) -> Iterator[None]:
         """Record *caller* as blocked in *direction* while it waits (`mqfs who`)."""
         entry = Blocked(direction, time.time_ns(), _tid(caller))
-        self.blocked.append(entry)
+        counts = self.blocked_counts
+        self.blocked[entry] = None
+        counts[direction] = counts.get(direction, 0) + 1
         try:
             yield
         finally:
-            self.blocked.remove(entry)
+            del self.blocked[entry]
+            left = counts.pop(direction) - 1
+            if left:
+                counts[direction] = left
 
     def _check_priority(self, priority: int) -> None:
         if not 0 <= priority < MQ_PRIO_MAX:

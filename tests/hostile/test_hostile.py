@@ -349,7 +349,7 @@ def test_openers_pids_are_shown_to_the_owner_and_root_only(shared_mount: Mount) 
                 "nonblock": False,
                 "blocked": None,
                 "blocked_since_ns": None,
-                "waiters": [],
+                "waiting": {},
             }
         ]
         seen = as_user(lambda: os.getxattr(shared_mount.path / "q", wire.INFO_XATTR))

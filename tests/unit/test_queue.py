@@ -348,22 +348,23 @@ async def test_a_descriptor_records_each_parked_caller_with_its_direction() -> N
             ("receive", alice.pid),
             ("receive", bob.pid),
         ]
-        assert shared.blocked[0].since_ns <= shared.blocked[1].since_ns
-        assert shared.waiting == 2
+        first, second = shared.blocked
+        assert first.since_ns <= second.since_ns and shared.oldest_blocked() is first
+        assert shared.waiting == 2 and shared.blocked_counts == {"receive": 2}
         await descriptor(queue).send(b"x", 0)  # served: alice (first) leaves the list
         await trio.testing.wait_all_tasks_blocked()
         assert [b.tid for b in shared.blocked] == [bob.pid]
         nursery.cancel_scope.cancel()
-    assert shared.blocked == []
+    assert shared.blocked == {} and shared.blocked_counts == {}
     await shared.send(b"full", 0)  # a send that does not wait is not recorded
-    assert shared.blocked == []
+    assert shared.blocked == {} and shared.blocked_counts == {}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(shared.send, b"more", 0, math.inf, alice)
         nursery.start_soon(shared.wait_changed, queue.generation, math.inf, bob)
         await trio.testing.wait_all_tasks_blocked()
-        assert sorted(b.direction for b in shared.blocked) == ["send", "wait"]
+        assert shared.blocked_counts == {"send": 1, "wait": 1}
         nursery.cancel_scope.cancel()
-    assert shared.blocked == []
+    assert shared.blocked == {} and shared.blocked_counts == {}
 
 
 async def test_the_last_sender_receiver_and_change_are_recorded() -> None:
