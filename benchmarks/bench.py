@@ -1,4 +1,4 @@
-"""mqfs benchmark: the kernel's mqueue, the FUSE floor and mqfs, measured side by side.
+"""mqfs benchmark: the kernel's mqueue, the FUSE floors and mqfs, measured side by side.
 
 It prints a table of figures and their ratios to baselines measured in the same run, and
 PASS/FAIL for the README's performance targets:
@@ -17,12 +17,17 @@ PASS/FAIL for the README's performance targets:
   receives in flight, and duplicates none (20 runs of 50,000 messages)
 - (k) the journal after 1,000,000 send+receive pairs on 10 queues is at most 2 x live data
   + a constant
+- (l) mqfs's NOOP and 64 B direct_io read cost at most 2.0x those of the physical floor, a
+  minimal C libfuse daemon measured by the same client code
+- (m) an unmodified C program's 64 B mq_send+mq_receive pair under the LD_PRELOAD shim
+  costs at most 2.3 NOOP round trips (the same program on the kernel's mqueue is shown)
 
 Modules beside this one: ``timing`` (timers, interleaved repetitions, medians and paired
 ratios: the method), ``environment`` (the private IPC namespace, mqfs daemons, CPU pinning,
-the RSS guard), ``measurements`` (one module per area: throughput, reading, memory, race,
-durability)
-and ``report`` (figures, targets, the table, the JSON). Each says how it measures.
+the RSS guard), ``native`` (the C side, compiled each run: the C floor daemon, a C program
+of mq_send+mq_receive pairs, the shim), ``measurements`` (one module per area: throughput,
+reading, memory, race, durability) and ``report`` (figures, targets, the table, the JSON).
+Each says how it measures.
 
 Run ``scripts/bench`` (``--quick`` for a smoke run with small counts, ``--json PATH``).
 A full run takes about 12 minutes on a 2-CPU machine, most of it creating 100,000 queues,
@@ -45,6 +50,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import environment
+import native
 from environment import MOUNT_OPTIONS, BenchError, mqfs_daemon, placed
 from measurements import durability, memory, race, reading, throughput
 from report import Report, print_table
@@ -97,10 +103,14 @@ def run(scale: Scale, quick: bool, pin: set[int] | None) -> Report:
     with environment.workspace() as space:
         started = time.monotonic()
         kernel, workdir = space.kernel, space.workdir
+        programs = native.build(workdir)
         with ExitStack() as stack:
             daemon = stack.enter_context(mqfs_daemon(workdir, MOUNT_OPTIONS))
-            with placed([daemon.process.pid], pin):
-                throughput.measure_pairs_and_floor(report, scale, daemon, kernel, stack)
+            floor = stack.enter_context(native.floor_daemon(workdir, programs.floor))
+            with placed([daemon.process.pid, floor.process.pid], pin):
+                throughput.measure_pairs_and_floor(
+                    report, scale, daemon, kernel, floor, programs, stack
+                )
             throughput.measure_two_by_two(report, scale, daemon, kernel)  # 4 workers: every CPU
             with placed([daemon.process.pid], pin):
                 reading.measure_peek_cat_dump(report, scale, daemon, stack, space.baseline_dir)

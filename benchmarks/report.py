@@ -195,8 +195,9 @@ def print_row(row: tuple[str, ...]) -> None:
 
 
 def print_targets(report: Report) -> None:
+    """By letter (a measurement may check a later letter's target first), then as added."""
     print("\ntargets")
-    for target in report.targets:
+    for target in sorted(report.targets, key=lambda target: target["id"].split("-")[0]):
         verdict = "PASS" if target["pass"] else "FAIL"
         value = target["value"]
         shown = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"

@@ -1,9 +1,10 @@
 /* mqfs.h - the mqfs ioctl interface for C programs.
  *
  * The same numbers and layouts as mqfs/wire.py (a test compiles this header and compares).
- * Use on MNT/NAME/queue descriptors (PEEK, SEND, RECEIVE, GETATTR, SETATTR, SETPRIO) and on
- * the mount's root directory (CREATE). FUSE forwards only restricted ioctls, so every struct
- * is fixed-size and below 16384 bytes: at 16384 _IOC_SIZE would silently wrap to 0.
+ * Use on MNT/NAME/queue descriptors (PEEK, SEND, RECEIVE, GETATTR, SETATTR, SETPRIO, ...,
+ * REMOVE) and on the mount's root directory (CREATE). FUSE forwards only restricted ioctls,
+ * so every struct is fixed-size and below 16384 bytes: at 16384 _IOC_SIZE would silently
+ * wrap to 0.
  *
  * Errors come back in errno, as from the mq_* calls: PEEK gives EAGAIN (queue empty),
  * ENOENT (no message at that index) and EBADF (descriptor not open for reading).
@@ -105,6 +106,18 @@ struct mqfs_wait {           /* WAIT: block until the queue changes (for watcher
 	uint32_t reserved;
 };
 
+#define MQFS_REMOVE_HEAD 224 /* bytes of the removed message a REMOVE reply carries */
+
+struct mqfs_remove {          /* REMOVE: take one message out of the middle (mqfs rm-msg) */
+	uint64_t index;           /* in: the message, by position in receive order */
+	uint64_t generation;      /* in: the generation it was seen at (PEEK_BATCH, WAIT); */
+	                          /* out: the queue's generation after the removal */
+	uint64_t msg_len;         /* out: the removed message's length */
+	uint32_t msg_prio;        /* out: its priority */
+	uint32_t copied;          /* out: bytes of its head valid in data */
+	uint8_t data[MQFS_REMOVE_HEAD];
+};
+
 #define MQFS_IOC_NOOP    _IO(MQFS_IOC_MAGIC, 0)
 #define MQFS_IOC_GETATTR _IOR(MQFS_IOC_MAGIC, 1, struct mqfs_attr)
 #define MQFS_IOC_SETATTR _IOWR(MQFS_IOC_MAGIC, 2, struct mqfs_attr)
@@ -127,5 +140,10 @@ struct mqfs_wait {           /* WAIT: block until the queue changes (for watcher
 /* From now on read() of this descriptor receives a message; until then it returns the
  * status line, as /dev/mqueue/NAME does, so that reading files never consumes anything. */
 #define MQFS_IOC_RECEIVE_ON_READ _IO(MQFS_IOC_MAGIC, 11)
+/* Remove message `index` only if the queue is still at `generation`, so that a queue that
+ * changed meanwhile never loses another message: ESTALE then (nothing removed), ENOENT
+ * past the last message, EBADF on a descriptor not open for reading. A blocked sender is
+ * admitted into the freed slot, as after a receive. */
+#define MQFS_IOC_REMOVE  _IOWR(MQFS_IOC_MAGIC, 13, struct mqfs_remove)
 
 #endif /* MQFS_H */

@@ -19,6 +19,8 @@ names, so code written for ``posix_ipc`` catches what it always caught::
     ├── PermissionsError         posix_ipc's
     │   └── PermissionDenied     EACCES        mode bits, or a name the kernel refuses
     ├── SignalError              EINTR         posix_ipc's: a signal interrupted the wait
+    ├── QueueChanged             ESTALE        REMOVE: the queue changed since the
+    │                                          generation given (look again)
     ├── InvalidArgument          EINVAL        also a ValueError, as posix_ipc raises
     │   ├── NameTooLong          ENAMETOOLONG  name longer than NAME_MAX
     │   └── BadDump              EINVAL        a dump file that is not a valid dump
@@ -116,6 +118,14 @@ class SignalError(MqfsError):
     default_errno = errno.EINTR
 
 
+class QueueChanged(MqfsError):
+    """A REMOVE (``mqfs rm-msg``) named a message by its index in a queue as it was at a
+    generation the queue has since left: the index may name another message now, so
+    nothing was removed."""
+
+    default_errno = errno.ESTALE
+
+
 class InvalidArgument(MqfsError, ValueError):
     default_errno = errno.EINVAL
 
@@ -201,6 +211,7 @@ _BY_ERRNO: dict[int, type[MqfsError]] = {
     errno.EPERM: PermissionsError,
     errno.EACCES: PermissionDenied,
     errno.EINTR: SignalError,
+    errno.ESTALE: QueueChanged,
     errno.EINVAL: InvalidArgument,
     errno.ENAMETOOLONG: NameTooLong,
     errno.EMSGSIZE: MessageTooLong,
@@ -211,13 +222,22 @@ _BY_ERRNO: dict[int, type[MqfsError]] = {
 }
 
 
+_BY_INDEX = frozenset({"peek", "remove"})
+"""Operations that name a message by its index: their ENOENT is NoSuchMessage."""
+
+
 def describe(code: int, operation: str, queue: str) -> str:
     """What errno *code* means for *operation* ("send", "receive", "peek", "create", ...)
     on *queue* (as the user named it), in the user's words."""
     waiting_on = "full" if operation == "send" else "empty"
     match code:
-        case errno.ENOENT if operation == "peek":
+        case errno.ENOENT if operation in _BY_INDEX:
             return f"queue {queue!r} has no message at that index"
+        case errno.ESTALE:
+            return (
+                f"queue {queue!r} changed since its messages were looked at: nothing was "
+                "removed; look again"
+            )
         case errno.ENOENT:
             return f"no queue named {queue!r}"
         case errno.EEXIST:
@@ -246,8 +266,9 @@ def describe(code: int, operation: str, queue: str) -> str:
 
 def from_errno(code: int, operation: str, queue: str, message: str | None = None) -> MqfsError:
     """The exception for errno *code* from *operation* on *queue*: the class of the
-    tree for that errno (NoSuchMessage for a peek's ENOENT), with *message* or else
-    :func:`describe`'s text."""
-    cls = NoSuchMessage if (code, operation) == (errno.ENOENT, "peek") else _BY_ERRNO.get(code)
+    tree for that errno (NoSuchMessage for the ENOENT of a peek or a remove), with
+    *message* or else :func:`describe`'s text."""
+    by_index = code == errno.ENOENT and operation in _BY_INDEX
+    cls = NoSuchMessage if by_index else _BY_ERRNO.get(code)
     text = message if message is not None else describe(code, operation, queue)
     return (cls or MqfsError)(text, errno_value=code)

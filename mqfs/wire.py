@@ -19,6 +19,8 @@ Layouts (native byte order, natural alignment, no padding anywhere)::
     struct mqfs_batch  {u64 index, next, generation; u32 max_count, count, flags, used;
                         u8 data[CHUNK]}                                               16360
     struct mqfs_wait   {u64 generation; i64 tv_sec, tv_nsec; u32 flags, reserved}       32
+    struct mqfs_remove {u64 index, generation, msg_len; u32 msg_prio, copied;
+                        u8 data[REMOVE_HEAD]}                                          256
       data holds `count` record headers, then their payload chunks back to back:
         struct mqfs_batch_record {u64 msg_len; u32 msg_prio, chunk_len}               16
 
@@ -86,6 +88,7 @@ _BATCH_HEADER = struct.Struct("=3Q4I")
 _BATCH_RECORD = struct.Struct("=Q2I")
 _BATCH_SLICE = 128
 _WAIT = struct.Struct("=Q2q2I")
+_REMOVE_HEADER = struct.Struct("=3Q2I")
 
 ATTR_SIZE = _ATTR.size
 PEEK_HEADER_SIZE = _PEEK_HEADER.size
@@ -98,6 +101,9 @@ NOTIFY_SIZE = _NOTIFY.size
 BATCH_SIZE = _BATCH_HEADER.size + CHUNK
 BATCH_RECORD_HEADER_SIZE = _BATCH_RECORD.size
 WAIT_SIZE = _WAIT.size
+REMOVE_HEAD = 224
+"""Bytes of the removed message a REMOVE reply carries (its head, to show what went)."""
+REMOVE_SIZE = _REMOVE_HEADER.size + REMOVE_HEAD
 NAME_SIZE = 256
 
 IOC_NOOP = _ioc(IOC_NONE, 0, 0)
@@ -115,6 +121,10 @@ IOC_RECEIVE_ON_READ = _ioc(IOC_NONE, 11, 0)
 """From now on read() of this descriptor receives a message; until then it returns the
 status line, as /dev/mqueue/NAME does, so a program that only reads files (grep -r, cp,
 a backup) never consumes anything."""
+IOC_REMOVE = _ioc(IOC_READ | IOC_WRITE, 13, REMOVE_SIZE)
+"""Remove message `index` (receive order) if the queue is still at `generation`: mqfs
+rm-msg. EBADF unless open for reading, ESTALE if the generation differs, ENOENT past the
+last message."""
 
 INFO_XATTR = "user.mq.info"
 """xattr of MNT/NAME: JSON with the attributes, notify state and openers (`mqfs ls -l`)."""
@@ -437,6 +447,42 @@ class Wait:
             raise Malformed(f"mqfs_wait needs {WAIT_SIZE} bytes, got {len(buffer)}")
         generation, tv_sec, tv_nsec, flags, _ = _WAIT.unpack_from(buffer)
         return cls(generation, tv_sec, tv_nsec, flags)
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    """struct mqfs_remove: in index and the generation the caller saw the queue at
+    (PEEK_BATCH, WAIT); out the generation after the removal and what was removed: its
+    length, priority and first REMOVE_HEAD bytes (``copied`` of them valid)."""
+
+    index: int = 0
+    generation: int = 0
+    msg_len: int = 0
+    msg_prio: int = 0
+    data: bytes = b""
+
+    def _fields(self) -> tuple[int, ...]:
+        if len(self.data) > REMOVE_HEAD:
+            raise Malformed(f"a REMOVE reply holds at most {REMOVE_HEAD} bytes of data")
+        return self.index, self.generation, self.msg_len, self.msg_prio, len(self.data)
+
+    def pack(self) -> bytes:
+        """A reply: the header and the bytes copied, nothing after them."""
+        return _REMOVE_HEADER.pack(*self._fields()) + self.data
+
+    def request(self) -> bytearray:
+        """A request buffer of the whole struct (the reply lands in it)."""
+        return _request(_REMOVE_HEADER, self._fields(), self.data, REMOVE_SIZE)
+
+    @classmethod
+    def unpack(cls, buffer: bytes | bytearray) -> Remove:
+        if len(buffer) < _REMOVE_HEADER.size:
+            raise Malformed(f"mqfs_remove needs {_REMOVE_HEADER.size} bytes, got {len(buffer)}")
+        index, generation, msg_len, msg_prio, copied = _REMOVE_HEADER.unpack_from(buffer)
+        if copied > REMOVE_HEAD or copied > msg_len:
+            raise Malformed(f"mqfs_remove copied {copied} bytes of a {msg_len}-byte message")
+        data = _payload(buffer, _REMOVE_HEADER.size, copied)
+        return cls(index, generation, msg_len, msg_prio, data)
 
 
 def encode_prio(priority: int) -> bytes:

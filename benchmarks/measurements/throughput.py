@@ -1,7 +1,12 @@
 """Send+receive pairs on the kernel's mqueue and on mqfs, against the FUSE floor (a NOOP
 ioctl and a 64-byte read of the same daemon), one thread; then 2 producers + 2 consumers.
+In the same interleaved group: the physical floor (the same NOOP and read answered by a
+minimal C libfuse daemon, ``native``), and an unmodified C program's mq_send+mq_receive
+pairs on the kernel and under the LD_PRELOAD shim on mqfs.
 
 Target (a): a 64-byte pair through mqfs costs at most NOOP_BUDGET NOOP round trips.
+Target (l): mqfs's NOOP and 64-byte read cost at most C_FLOOR_BUDGET times the C floor's.
+Target (m): the C program's pair under the shim costs at most SHIM_NOOP_BUDGET NOOPs.
 """
 
 from __future__ import annotations
@@ -27,20 +32,27 @@ from environment import (
 )
 from mqfs.client import calls
 from mqfs.client.backends import KernelBackend
+from native import FloorDaemon, Programs, c_pairs_timer, plain_env, shim_env
 from report import Report, progress
 from timing import Scale, Timer, interleaved, loop_timer, pair_timer
 
 NOOP_BUDGET = 2.5  # target (a): NOOP round trips per 64 B send+receive pair
+C_FLOOR_BUDGET = 2.0  # target (l): mqfs's NOOP and 64 B read, in multiples of the C floor's
+SHIM_NOOP_BUDGET = 2.3  # target (m): NOOP round trips per mq_send+mq_receive under the shim
 
 PAIR_LABELS = {
     "kernel_pair_64": ("send+receive 64 B, 1 thread", "pair"),
     "kernel_pair_8k": ("send+receive 8 KiB, 1 thread", "pair"),
+    "kernel_c_pair_64": ("C program: mq_send+mq_receive 64 B", "pair"),
     "floor_noop": ("NOOP ioctl", "call"),
     "floor_read_64": ("64 B direct_io read (status)", "call"),
+    "c_floor_noop": ("C floor (libfuse): NOOP ioctl", "call"),
+    "c_floor_read_64": ("C floor (libfuse): 64 B direct_io read", "call"),
     "mqfs_rw_64": ("write/read 64 B", "pair"),
     "mqfs_ioctl_64": ("SEND/RECEIVE ioctls 64 B", "pair"),
     "mqfs_rw_8k": ("write/read 8 KiB", "pair"),
     "mqfs_ioctl_8k": ("SEND/RECEIVE ioctls 8 KiB", "pair"),
+    "shim_pair_64": ("C program under the shim: 64 B", "pair"),
 }
 TWO_BY_TWO_LABELS = {
     "kernel_2x2_64": ("kernel 2+2 processes, 64 B (total)", "pair"),
@@ -62,20 +74,47 @@ def noop_timer(fd: int) -> Timer:
 
 
 def measure_pairs_and_floor(
-    report: Report, scale: Scale, daemon: Daemon, kernel: KernelQueues, stack: ExitStack
+    report: Report,
+    scale: Scale,
+    daemon: Daemon,
+    kernel: KernelQueues,
+    floor: FloorDaemon,
+    programs: Programs,
+    stack: ExitStack,
 ) -> None:
-    progress("kernel pairs, FUSE floor and mqfs pairs (one thread)")
+    progress("kernel pairs, FUSE floors, mqfs pairs and the C program's pairs (one thread)")
     timers = pair_and_floor_timers(daemon, kernel, stack)
+    timers |= c_timers(daemon, kernel, floor, programs, stack)
     report.record_group("pairs", interleaved(timers, scale), PAIR_LABELS)
     report_kernel_pairs(report)
     report_floor(report)
     report_mqfs_pairs(report)
 
 
+def c_timers(
+    daemon: Daemon, kernel: KernelQueues, floor: FloorDaemon, programs: Programs, stack: ExitStack
+) -> dict[str, Timer]:
+    """The C floor's NOOP and read (the same client code as mqfs's), and the C program's
+    pairs on a kernel queue and, under the shim, on an mqfs queue of the same attributes."""
+    fd = os.open(floor.file, os.O_RDONLY | os.O_CLOEXEC)
+    stack.callback(os.close, fd)
+    kernel.backend.close(kernel.open("cpairs", SMALL))
+    daemon.create("cpairs", PAIR_QUEUE_DEPTH, SMALL)
+    return {
+        "c_floor_noop": noop_timer(fd),
+        "c_floor_read_64": loop_timer(lambda: os.pread(fd, SMALL, 0)),
+        "kernel_c_pair_64": c_pairs_timer(programs.pairs, kernel.names[-1], plain_env()),
+        "shim_pair_64": c_pairs_timer(
+            programs.pairs, "/cpairs", shim_env(programs.shim, daemon.path)
+        ),
+    }
+
+
 def pair_and_floor_timers(
     daemon: Daemon, kernel: KernelQueues, stack: ExitStack
 ) -> dict[str, Timer]:
-    """The timers of PAIR_LABELS, on queues of both sizes (closed when *stack* closes)."""
+    """The timers of PAIR_LABELS on mqfs and librt, on queues of both sizes (closed when
+    *stack* closes)."""
     backend = kernel.backend
     fds: dict[str, int] = {}
     for size in (SMALL, LARGE):
@@ -104,17 +143,34 @@ def pair_and_floor_timers(
 
 
 def report_kernel_pairs(report: Report) -> None:
-    report.section("1 kernel mqueue (ctypes librt, private IPC namespace)")
-    for key in ("kernel_pair_64", "kernel_pair_8k"):
+    report.section("1 kernel mqueue (private IPC namespace; ctypes librt, and from C)")
+    for key in ("kernel_pair_64", "kernel_pair_8k", "kernel_c_pair_64"):
         report.row(key, report.rate(key), "baseline")
 
 
 def report_floor(report: Report) -> None:
-    report.section("2 FUSE floor (same daemon)")
+    report.section("2 FUSE floor (same daemon), and the physical floor (a C libfuse daemon)")
     report.ratio("floor_noop_vs_kernel", "floor_noop", "kernel_pair_64", "NOOP / kernel pair")
     in_noops = report.ratio("floor_read_vs_noop", "floor_read_64", "floor_noop", "read / NOOP")
-    report.row("floor_noop", report.rate("floor_noop"), "= 1 NOOP (the unit below)")
-    report.row("floor_read_64", report.rate("floor_read_64"), f"{in_noops:.2f} NOOP")
+    noop_x = report.ratio("floor_noop_vs_c", "floor_noop", "c_floor_noop", "NOOP / C NOOP")
+    read_x = report.ratio("floor_read_vs_c", "floor_read_64", "c_floor_read_64", "read / C read")
+    report.row(
+        "floor_noop", report.rate("floor_noop"), f"= 1 NOOP (the unit below); {noop_x:.2f}x C floor"
+    )
+    report.row(
+        "floor_read_64", report.rate("floor_read_64"), f"{in_noops:.2f} NOOP; {read_x:.2f}x C floor"
+    )
+    for key in ("c_floor_noop", "c_floor_read_64"):
+        in_noops = report.ratio(f"{key}_in_noops", key, "floor_noop", "C floor / NOOP")
+        report.row(key, report.rate(key), f"{in_noops:.2f} NOOP; baseline")
+    for suffix, what, value in (("noop", "NOOP", noop_x), ("read", "64 B direct_io read", read_x)):
+        report.target(
+            f"l-{suffix}",
+            f"mqfs {what} costs <= {C_FLOOR_BUDGET}x the C floor's (a minimal libfuse daemon)",
+            value,
+            C_FLOOR_BUDGET,
+            at_most=True,
+        )
 
 
 def report_mqfs_pairs(report: Report) -> None:
@@ -133,6 +189,22 @@ def report_mqfs_pairs(report: Report) -> None:
             NOOP_BUDGET,
             at_most=True,
         )
+    in_noops = report.ratio("shim_pair_64_in_noops", "shim_pair_64", "floor_noop", "pair / NOOP")
+    slower = report.ratio(
+        "shim_pair_64_vs_kernel", "shim_pair_64", "kernel_c_pair_64", "shim pair / kernel C pair"
+    )
+    report.row(
+        "shim_pair_64",
+        report.rate("shim_pair_64"),
+        f"{in_noops:.2f} NOOP; {slower:.0f}x kernel (C)",
+    )
+    report.target(
+        "m",
+        f"64 B mq_send+mq_receive of a C program under the shim costs <= {SHIM_NOOP_BUDGET} NOOP",
+        in_noops,
+        SHIM_NOOP_BUDGET,
+        at_most=True,
+    )
 
 
 # -- 1, 3: two producers + two consumers ---------------------------------------------------

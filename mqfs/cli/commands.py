@@ -1,6 +1,7 @@
-"""The queue subcommands of ``mqfs``: create, rm, ls, who, send, recv, peek, watch, dump,
-restore. Each works on the mount (``--mount``, else $MQFS_MOUNT, else /run/mqfs) through
-the queue files and the ioctls, and reports failures as :mod:`mqfs.errors`' exceptions."""
+"""The queue subcommands of ``mqfs``: create, rm, ls, limits, who, send, recv, peek, purge,
+rm-msg, move, watch, dump, restore. Each works on the mount (``--mount``, else
+$MQFS_MOUNT, else /run/mqfs) through the queue files and the ioctls, and reports
+failures as :mod:`mqfs.errors`' exceptions."""
 
 from __future__ import annotations
 
@@ -420,6 +421,89 @@ def purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def remove_message(args: argparse.Namespace) -> int:
+    """Remove message INDEX, and only it: the removal names the queue's generation, so a
+    queue that changed since the message was looked at loses nothing (ESTALE, exit 1).
+
+    With --generation G the caller has looked already (an earlier `rm-msg`, or the
+    client's ``generation``). Without, the message and the generation are read together
+    in one PEEK_BATCH call and shown, and removed after a yes on the terminal, or at
+    once with --yes; without a terminal and without --yes nothing is removed."""
+    name = _queue_name(args)
+    with _queue_fd(args, os.O_RDONLY | os.O_NONBLOCK, "rm-msg") as fd:
+        generation = args.generation
+        if generation is None:
+            generation, (length, priority, head) = _look_at(fd, name, args.index)
+            print(
+                f"message {args.index} of {name!r} (generation {generation}): "
+                f"{_message_text(priority, length, head)}",
+                flush=True,
+            )
+            if not args.yes and not _confirmed(name, args.index, generation):
+                return 1
+        try:
+            removed = calls.remove(fd, args.index, generation)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise _no_message(name, args.index) from None
+            if exc.errno == errno.ESTALE:
+                now = calls.current_generation(fd)
+                raise errors.QueueChanged(
+                    f"queue {name!r} changed since message {args.index} was looked at "
+                    f"(generation {generation}, now {now}): nothing was removed; look again"
+                ) from None
+            raise
+    print(
+        f"removed message {args.index} of {name!r}: "
+        f"{_message_text(removed.msg_prio, removed.msg_len, removed.data)} "
+        f"(the queue is now at generation {removed.generation})"
+    )
+    return 0
+
+
+def _look_at(fd: int, name: str, index: int) -> tuple[int, wire.BatchRecord]:
+    """(generation, (length, priority, first bytes)) of message *index*, read together."""
+    try:
+        batch = calls.peek_batch(fd, index, max_count=1)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise _no_message(name, index) from None
+        raise
+    if not batch.records:  # index == curmsgs: just past the end
+        raise _no_message(name, index)
+    return batch.generation, batch.records[0]
+
+
+def _no_message(name: str, index: int) -> errors.NoSuchMessage:
+    return errors.NoSuchMessage(f"queue {name!r} has no message at index {index}")
+
+
+def _message_text(priority: int, length: int, head: bytes) -> str:
+    """A message in one line: priority, length and its first bytes, escaped."""
+    shown = repr(head[:40].decode("utf-8", "backslashreplace"))
+    more = "..." if length > 40 else ""
+    return f"priority {priority}, {length} bytes: {shown}{more}"
+
+
+def _confirmed(name: str, index: int, generation: int) -> bool:
+    """A yes on the terminal; without a terminal, say how to remove it and refuse."""
+    if not sys.stdin.isatty():
+        print(
+            f"mqfs: rm-msg: nothing removed: confirm with --yes, or run "
+            f"`mqfs rm-msg {name} {index} --generation {generation}`",
+            file=sys.stderr,
+        )
+        return False
+    try:
+        answer = input("remove it? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        print("mqfs: rm-msg: nothing removed", file=sys.stderr)
+        return False
+    return True
+
+
 def move(args: argparse.Namespace) -> int:
     """Requeue messages from SRC to DST, priorities kept, one at a time. A message is
     received from SRC only once DST has room for it, and if DST fills anyway (another
@@ -507,6 +591,7 @@ def _follow(fd: int, args: argparse.Namespace) -> bool:
 CHANGE_NAMES = {
     "send": "send",
     "receive": "receive",
+    "remove": "rm-msg",
     "attributes": "mode/owner",
     "unlink": "unlinked",
 }
@@ -636,6 +721,14 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
         value = int(text)
         if value < 0:
             raise argparse.ArgumentTypeError("must not be negative (0 = next to receive)")
+        if value >= 1 << 64:
+            raise argparse.ArgumentTypeError("must be below 2**64")
+        return value
+
+    def generation_number(text: str) -> int:
+        value = int(text)
+        if not 0 <= value < 1 << 64:
+            raise argparse.ArgumentTypeError("must be in 0..2**64-1")
         return value
 
     def output_options(parser: argparse.ArgumentParser) -> None:
@@ -718,6 +811,21 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
 
     parser = command("purge", "receive and drop every message of a stuck queue", purge)
     parser.add_argument("name")
+
+    parser = command(
+        "rm-msg",
+        "remove one message (a poison one) from anywhere in a queue, and only that one",
+        remove_message,
+    )
+    parser.add_argument("name")
+    parser.add_argument("index", type=index_number, help="0 = next to receive")
+    parser.add_argument(
+        "--generation",
+        type=generation_number,
+        help="remove only if the queue is still at this generation (as an earlier rm-msg "
+        "showed it); without, the message is shown and removed after confirmation",
+    )
+    parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
     parser = command("move", "requeue messages from SRC to DST, priorities kept", move)
     parser.add_argument("source", metavar="SRC")

@@ -53,7 +53,8 @@ ValueError`` keeps working:
 =====================  ==============================================================
 ``ExistentialError``   EEXIST (O_CREX on an existing name), ENOENT (no such queue),
                        EBADF (the queue was closed); ``NoSuchMessage`` among them is
-                       also an ``IndexError``: peek past the last message (ENOENT)
+                       also an ``IndexError``: peek or remove past the last message
+                       (ENOENT)
 ``BusyError``          EAGAIN (full/empty with ``block = False``, timeout 0) and
                        ETIMEDOUT (the timeout passed)
 ``PermissionsError``   EACCES, EPERM; and EBADF for sending on a queue opened with
@@ -67,6 +68,7 @@ ValueError`` keeps working:
 ``NotSupported``       also a ``NotImplementedError``: peek on the kernel backend
                        (errno ENOTTY, what the kernel's mqueue says to an unknown
                        ioctl); peek needs an mqfs mount
+``QueueChanged``       ESTALE: ``remove`` with a generation the queue has left
 ``Error``              anything else (ENOSPC, EMFILE, ...), errno kept
 =====================  ==============================================================
 
@@ -77,6 +79,8 @@ threads keep running.
 **Peek** (mqfs only) never blocks and never changes the queue: ``peek(i)`` is message *i* in
 receive order (``BusyError``/EAGAIN on an empty queue, ``NoSuchMessage`` past the end);
 ``peek_all()`` is every message as one consistent snapshot (``[]`` when empty).
+``remove(i, generation)`` takes message *i* out of the middle only if the queue is still
+at the ``generation`` read before looking at it (``QueueChanged``/ESTALE otherwise).
 
 **trio.** :class:`AsyncMessageQueue` takes the same arguments, opens its descriptor with
 ``O_NONBLOCK`` and, when a call gets EAGAIN, waits in ``trio.lowlevel.wait_readable`` /
@@ -117,6 +121,7 @@ from mqfs.errors import (
     NoSuchMessage,
     NotSupported,
     PermissionsError,
+    QueueChanged,
     SignalError,
     from_errno,
 )
@@ -366,6 +371,34 @@ class MessageQueue:
         self._peeking_backend()
         return _call("peek", self._name, lambda: calls.peek_all(mqd))
 
+    @property
+    def generation(self) -> int:
+        """A number that changes with every send, receive and removal of this queue (mqfs
+        only; needs read access): read it before looking at a message to :meth:`remove`."""
+        mqd = self._check_direction(False)
+        self._peeking_backend()
+        return _call("peek", self._name, lambda: calls.current_generation(mqd))
+
+    def remove(self, index: int, generation: int) -> RemovedMessage:
+        """Remove message *index* in receive order, wherever it is (a poison message in the
+        middle: mqfs can, the kernel cannot), if the queue is still at *generation*::
+
+            generation = q.generation
+            message, priority = q.peek(3)         # look at it first
+            q.remove(3, generation)               # exactly that one, or QueueChanged
+
+        Raises QueueChanged (ESTALE), removing nothing, if the queue changed since
+        *generation* was read (its index may name another message by now); NoSuchMessage
+        (ENOENT) past the last message. Removing consumes, so it needs read access, as
+        receive does. A sender blocked on the full queue takes the freed slot. mqfs only.
+        """
+        mqd = self._check_direction(False)
+        self._peeking_backend()
+        if not 0 <= index < 1 << 64 or not 0 <= generation < 1 << 64:
+            raise InvalidArgument(f"index {index} or generation {generation} is out of range")
+        reply = _call("remove", self._name, lambda: calls.remove(mqd, index, generation))
+        return RemovedMessage(reply.msg_prio, reply.msg_len, reply.data, reply.generation)
+
     # -- lifetime
 
     def request_notification(self, notification: int | None = None) -> None:
@@ -420,6 +453,17 @@ def unlink_message_queue(
     """mq_unlink(*name*): ExistentialError (ENOENT) if there is no such queue."""
     chosen = _resolve_backend(backend, mount)
     _call("unlink", name, lambda: chosen.unlink(name))
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedMessage:
+    """What :meth:`MessageQueue.remove` took out: the message's priority, its length, its
+    first bytes (up to 224) and the queue's generation right after the removal."""
+
+    priority: int
+    length: int
+    head: bytes
+    generation: int
 
 
 # -- trio ---------------------------------------------------------------------------------
@@ -566,6 +610,18 @@ class AsyncMessageQueue(trio.abc.AsyncResource):
         await trio.lowlevel.checkpoint()
         return self._queue.peek(index)
 
+    @property
+    def generation(self) -> int:
+        """As :attr:`MessageQueue.generation` (never waits)."""
+        self._check_open()
+        return self._queue.generation
+
+    async def remove(self, index: int, generation: int) -> RemovedMessage:
+        """As :meth:`MessageQueue.remove`: never waits."""
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        return self._queue.remove(index, generation)
+
     def send_nowait(self, message: Message, priority: int = 0) -> None:
         """Queue *message* now, or raise trio.WouldBlock if the queue is full."""
         self._check_open()
@@ -678,7 +734,9 @@ __all__ = [
     "NoSuchMessage",
     "NotSupported",
     "PermissionsError",
+    "QueueChanged",
     "QueueStatistics",
+    "RemovedMessage",
     "SignalError",
     "unlink_message_queue",
 ]

@@ -2,9 +2,10 @@
 
 These functions are the mqfs counterparts of ``mq_timedsend``, ``mq_timedreceive``,
 ``mq_getattr``/``mq_setattr`` and ``mq_open(O_CREAT)``, plus the peek that the kernel
-lacks. They take plain file descriptors (of ``MNT/NAME/queue``, or of the mount's root
-directory for :func:`create`) and raise ``OSError`` with the errno the daemon chose,
-so they behave like the C calls. Messages larger than one ioctl chunk are moved in
+lacks and the removal of one message from the middle that it cannot do. They take plain
+file descriptors (of ``MNT/NAME/queue``, or of the mount's root directory for
+:func:`create`) and raise ``OSError`` with the errno the daemon chose, so they behave
+like the C calls. Messages larger than one ioctl chunk are moved in
 several calls under one transfer id; the queue sees them whole and atomically.
 """
 
@@ -243,6 +244,23 @@ def _peek_rest(fd: int, index: int, record: wire.BatchRecord) -> bytes | None:
         parts.append(reply.data)
         offset += len(reply.data)
     return b"".join(parts)
+
+
+def current_generation(fd: int) -> int:
+    """The queue's generation now: it changes with every send, receive and removal (and
+    a mode or owner change, and the unlink)."""
+    return _generation(fd)
+
+
+def remove(fd: int, index: int, generation: int) -> wire.Remove:
+    """Remove message *index* (receive order) if the queue is still at *generation*, as
+    a PEEK_BATCH or WAIT reported it: a queue that changed since loses nothing (ESTALE).
+    ENOENT past the last message, EBADF unless *fd* is open for reading. The reply has
+    the removed message's length, priority and first ``wire.REMOVE_HEAD`` bytes, and the
+    generation right after the removal."""
+    request = wire.Remove(index=index, generation=generation)
+    _, buffer = _call(fd, wire.IOC_REMOVE, request.request())
+    return wire.Remove.unpack(buffer)
 
 
 def wait_changed(fd: int, generation: int, timeout: float | None = None) -> wire.Wait:

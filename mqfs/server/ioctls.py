@@ -54,6 +54,7 @@ class Ioctls:
             wire.IOC_NOTIFY: self.notify,
             wire.IOC_SETPRIO: self.setprio,
             wire.IOC_RECEIVE_ON_READ: self.receive_on_read,
+            wire.IOC_REMOVE: self.remove,
         }
 
     def find(self, cmd: int, out_size: int) -> Ioctl:
@@ -161,6 +162,20 @@ class Ioctls:
         return wire.Batch.reply(
             request.index, request.max_count, queue.generation, len(queue), segments
         )
+
+    @staticmethod
+    async def remove(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any) -> Any:
+        """Message *index* out of the middle, if the queue is at the generation given."""
+        request = wire.Remove.unpack(in_buf)
+        message, generation = await handle.descriptor.remove(request.index, request.generation, ctx)
+        reply = wire.Remove(
+            index=request.index,
+            generation=generation,
+            msg_len=len(message.payload),
+            msg_prio=message.priority,
+            data=message.payload[: wire.REMOVE_HEAD],
+        )
+        return 0, reply.pack()
 
     @staticmethod
     async def send(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Caller) -> Any:

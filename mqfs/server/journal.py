@@ -17,17 +17,20 @@ so before anyone can see it or be answered; a write that fails raises
 * ``UNLINK`` qid: the name went. The queue is gone from the journal from here on; it
   lives on only in memory while it is open, as with the kernel (and dies with the daemon).
 * ``SEND`` qid, priority, payload: a message entered the queue's store.
-* ``RECEIVE`` qid: the message at the head of receive order left it. Replaying the
-  SENDs and RECEIVEs through the same :class:`~mqfs.server.store.MessageStore` therefore
-  rebuilds each queue exactly, receive order included, without naming messages.
+* ``RECEIVE`` qid: the message at the head of receive order left it.
+* ``REMOVE`` qid, index: the message at *index* in receive order left it (``mqfs rm-msg``;
+  format version 2). Replaying the SENDs, RECEIVEs and REMOVEs through the same
+  :class:`~mqfs.server.store.MessageStore` therefore rebuilds each queue exactly, receive
+  order included, without naming messages: an index means the same message on replay as
+  it did when it was written, because the store is the same at that point.
 * ``END`` next qid: the last record of a snapshot (below), so a whole one can be told
   from a cut one.
 
 A send handed straight to a receiver that was already waiting writes nothing: its net
 effect on the queues is none, and if the daemon dies before the receiver is answered the
 message is lost either way (a SEND and a RECEIVE written together would replay to the
-same empty queue). A receive that admits a blocked sender writes its RECEIVE and the
-sender's SEND in one write(2).
+same empty queue). A receive (or a removal) that admits a blocked sender writes its
+RECEIVE (or REMOVE) and the sender's SEND in one write(2).
 
 So after a crash every message whose send returned is back, and no message whose receive
 returned comes back. The window left open is a receive's: the message is gone from the
@@ -47,9 +50,10 @@ generation and later, in order. Each file starts with a header ``<8sIIQ``: the m
 ``MQFSJRNL``, the format version (:data:`VERSION`), the file's kind (1 snapshot, 2 log)
 and its generation. Then records, each a frame ``<II`` (the length of the body and the
 CRC-32 of the body) and the body: a kind byte and little-endian fields (``_CREATE``,
-``_SETATTR``, ``_QID``, ``_SEND``, ``_END`` below; payloads and names are the rest of the
-body). A snapshot is written as the records that rebuild the live state: a CREATE per
-queue, a SEND per message in receive order, an END, so the replay is one code path.
+``_SETATTR``, ``_QID``, ``_SEND``, ``_REMOVE``, ``_END`` below; payloads and names are
+the rest of the body). A snapshot is written as the records that rebuild the live state:
+a CREATE per queue, a SEND per message in receive order, an END, so the replay is one
+code path.
 Everything is 0600 in a directory that must belong to the daemon's user (root) and may
 not be writable by anyone else; the directory is locked (flock) while a daemon uses it.
 
@@ -73,9 +77,14 @@ Recovery
 cut short or fails its CRC ends its file: every complete record before it is kept, one
 line is logged, and a log is truncated to that point (a daemon killed mid-write, a
 power loss). A header of a newer format version is refused with
-:class:`~mqfs.errors.NewerJournal`; a file that is not a journal at all with
-:class:`~mqfs.errors.StateError`. Records that name a queue the journal no longer has are
-skipped, with one line for all of them.
+:class:`~mqfs.errors.NewerJournal`, so an older mqfs never cuts off records it does not
+know; a file that is not a journal at all with :class:`~mqfs.errors.StateError`. Files of
+an older version (down to :data:`OLDEST_VERSION`, whose records are a subset) are read as
+they are and never appended to: a daemon that finds its newest log in an older version
+starts the next log (its generation + 1) in this one, so that an older mqfs, finding that
+log, refuses the journal instead of cutting off its REMOVEs. Records that name a queue
+the journal no longer has (or a message it does not hold) are skipped, with one line for
+all of them.
 """
 
 from __future__ import annotations
@@ -102,19 +111,23 @@ from mqfs.server.store import MessageStore
 log = logging.getLogger(__name__)
 
 MAGIC = b"MQFSJRNL"
-VERSION = 1
+VERSION = 2
+"""The format written: version 2 added REMOVE to version 1's records."""
+OLDEST_VERSION = 1
+"""The oldest format read."""
 SNAPSHOT_FILE, LOG_FILE = 1, 2
 _HEADER = struct.Struct("<8sIIQ")  # magic, version, kind of file, generation
 HEADER_SIZE = _HEADER.size
 
 _FRAME = struct.Struct("<II")  # body length, CRC-32 of the body
-CREATE, SETATTR, UNLINK, SEND, RECEIVE, END = range(1, 7)
+CREATE, SETATTR, UNLINK, SEND, RECEIVE, END, REMOVE = range(1, 8)
 # kind, qid, mode, uid, gid, charged uid, maxmsg, msgsize, atime, mtime, ctime; then the name
 _CREATE = struct.Struct("<BQIIIIIIqqq")
 _SETATTR = struct.Struct("<BQIIIqqq")  # kind, qid, mode, uid, gid, atime, mtime, ctime
 _QID = struct.Struct("<BQ")  # UNLINK, RECEIVE
 _SEND = struct.Struct("<BQH")  # kind, qid, priority; then the payload
 _END = struct.Struct("<BQ")  # kind, next qid
+_REMOVE = struct.Struct("<BQQ")  # kind, qid, index in receive order
 _RECEIVE_FRAMED = struct.Struct("<IIBQ")
 
 SEND_OVERHEAD = _FRAME.size + _SEND.size
@@ -214,6 +227,10 @@ def receive_record(qid: int) -> bytes:
     return _RECEIVE_FRAMED.pack(_QID.size, zlib.crc32(_QID.pack(RECEIVE, qid)), RECEIVE, qid)
 
 
+def remove_record(qid: int, index: int) -> bytes:
+    return _framed(_REMOVE.pack(REMOVE, qid, index))
+
+
 def end_record(next_qid: int) -> bytes:
     return _framed(_END.pack(END, next_qid))
 
@@ -240,7 +257,7 @@ class _Replay:
         self.skipped = 0  # records naming a queue that is not (or no longer) there
         self.ended = False  # the file held an END record
 
-    def apply(self, body: memoryview) -> bool:
+    def apply(self, body: memoryview) -> bool:  # noqa: PLR0915 (one flat dispatch: the replay's loop)
         """Apply one record; False if it is not a record of this format."""
         kind = body[0]
         length = len(body)
@@ -258,6 +275,13 @@ class _Replay:
                 self.skipped += 1
             else:
                 queue.store.pop()
+        elif kind == REMOVE and length == _REMOVE.size:
+            _, qid, index = _REMOVE.unpack_from(body)
+            queue = queues.get(qid)
+            if queue is None or index >= len(queue.store):
+                self.skipped += 1
+            else:
+                queue.store.remove(index)
         elif kind == CREATE and length >= _CREATE.size:
             fields = _CREATE.unpack_from(body)
             record = QueueRecord(fields[1], os.fsdecode(bytes(body[_CREATE.size :])), *fields[2:])
@@ -450,6 +474,7 @@ class _Loader:
         self.directory = directory
         self.dir_fd = dir_fd
         self.replay = _Replay()
+        self.versions: dict[str, int] = {}  # the format version of each file loaded
 
     def load(self, name: str, kind: int, generation: int) -> int:
         """Apply file *name*; return its size once repaired (a log is cut after its last
@@ -466,8 +491,10 @@ class _Loader:
                 if writable:
                     os.ftruncate(fd, 0)
                     os.pwrite(fd, _HEADER.pack(MAGIC, VERSION, LOG_FILE, generation), 0)
+                    self.versions[name] = VERSION
                     return HEADER_SIZE
                 return size
+            self.versions[name] = _HEADER.unpack(header)[1]
             if size == HEADER_SIZE:
                 end, damage = size, None
             else:
@@ -506,10 +533,10 @@ class _Loader:
         if version > VERSION:
             raise errors.NewerJournal(
                 f"{path} is in journal format version {version}, written by a newer mqfs; "
-                f"this mqfs reads version {VERSION}: run the newer mqfs (its `mqfs dump` "
-                "makes a portable copy)"
+                f"this mqfs reads versions {OLDEST_VERSION} to {VERSION}: run the newer mqfs "
+                "(its `mqfs dump` makes a portable copy)"
             )
-        if version != VERSION or (file_kind, file_generation) != (kind, generation):
+        if version < OLDEST_VERSION or (file_kind, file_generation) != (kind, generation):
             return "its header is corrupt"
         return None
 
@@ -657,12 +684,12 @@ class Journal:
             )
         for name in [*temporary, *_superseded(dir_fd, base)]:
             os.unlink(name, dir_fd=dir_fd)
-        if generations:
+        if generations and loader.versions[logs[generations[-1]]] == VERSION:
             generation = generations[-1]
             fd = _open_file(dir_fd, logs[generation], os.O_WRONLY | os.O_APPEND)
             size = os.fstat(fd).st_size
-        else:
-            generation = max(base, 1)
+        else:  # no log, or one of an older format: records go to a new one
+            generation = max(base, generations[-1] + 1 if generations else 1)
             fd = _create_log(dir_fd, generation)
             size = HEADER_SIZE
             log_bytes += size
@@ -749,6 +776,18 @@ class Journal:
             if len(self._receive_records) > 4096:
                 self._receive_records.clear()  # held for the queues in use, not for all
             record = self._receive_records[qid] = receive_record(qid)
+        if admitted is None:
+            self._append(record, -SEND_OVERHEAD - length)
+            return
+        priority, payload = admitted
+        self._append(record + send_record(qid, priority, payload), len(payload) - length)
+
+    def remove(
+        self, qid: int, index: int, length: int, admitted: tuple[int, bytes] | None = None
+    ) -> None:
+        """Message *index* of queue *qid* (*length* bytes) is taken out of the middle; a
+        sender admitted into its slot is written with it, as with :meth:`receive`."""
+        record = remove_record(qid, index)
         if admitted is None:
             self._append(record, -SEND_OVERHEAD - length)
             return

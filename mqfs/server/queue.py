@@ -32,10 +32,11 @@ that a failed write changes nothing: a queue created (:meth:`Namespace.create`),
 owner or times changed (:meth:`Queue.set_attributes`), its name unlinked
 (:meth:`Namespace.unlink`, after which the queue is no longer journaled), a message
 entering the store (:meth:`Queue._enqueue`) and the head leaving it, with the blocked
-sender it admits (:meth:`Queue._dequeue`). A hand-off to a waiting receiver is not
+sender it admits (:meth:`Queue._dequeue`), and a message taken out of the middle with
+the sender it admits (:meth:`Queue.remove`). A hand-off to a waiting receiver is not
 journaled (its net effect is none; see :mod:`mqfs.server.journal`). With ``state_sync``
-a send or receive returns only once an fsync covers its record
-(:meth:`Descriptor.send`, :meth:`Descriptor.receive`).
+a send, receive or removal returns only once an fsync covers its record
+(:meth:`Descriptor.send`, :meth:`Descriptor.receive`, :meth:`Descriptor.remove`).
 """
 
 from __future__ import annotations
@@ -229,6 +230,7 @@ class Journal(Protocol):
     def removed(self, queue: Queue) -> None: ...
     def sent(self, queue: Queue, message: Message) -> None: ...
     def received(self, queue: Queue, admitted: Message | None) -> None: ...
+    def discarded(self, queue: Queue, index: int, admitted: Message | None) -> None: ...
     async def settled(self) -> None:
         """Return once everything recorded so far is on disk (fsync); not cancellable."""
 
@@ -261,7 +263,9 @@ class Queue:
     _watchers: dict[int, tuple[Callable[[], Any], bool]] = field(default_factory=dict)
     notifier: Notifier | None = None
     blocked: BlockedCallers | None = None  # the namespace's per-user cap on waiting
-    generation: int = 0  # bumped by every change (see last_change): equal means unchanged
+    # Bumped by every change: send, receive, removal, mode or owner, unlink (see
+    # change_kind). Equal means unchanged.
+    generation: int = 0
     meta_time: int = 0
     owner_uid: int = 0  # the user charged for this queue's memory (RLIMIT_MSGQUEUE)
     references: int = 0  # open descriptors: the queue is destroyed at unlinked and 0
@@ -470,19 +474,28 @@ class Queue:
 
     def _dequeue(self, caller: Caller | None = None) -> Message:
         if self.journal is not None:
-            admitted = next(iter(self._senders.values())).message if self._senders else None
-            self.journal.received(self, admitted)
+            self.journal.received(self, self._next_admitted())
         message = self.store.pop()
         self.last_receive_tid = tid = caller.pid if caller is not None else 0
-        if self._senders:  # a slot is free: admit the longest-waiting sender
+        self._refill("receive", tid)
+        return message
+
+    def _next_admitted(self) -> Message | None:
+        """The message of the sender a freed slot admits: the longest-waiting one's."""
+        return next(iter(self._senders.values())).message if self._senders else None
+
+    def _refill(self, kind: str, tid: int) -> None:
+        """A message left the store (*kind*, by thread *tid*): admit the longest-waiting
+        sender into the free slot (the kernel's ``pipelined_receive``), then tell
+        whoever watches."""
+        if self._senders:
             key = next(iter(self._senders))
             waiter = self._senders.pop(key)
             assert waiter.message is not None
             self.store.push(waiter.message.payload, waiter.message.priority)
             self.last_send_tid = _tid(waiter.caller)
             trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
-        self._changed("receive", tid)
-        return message
+        self._changed(kind, tid)
 
     async def _park(
         self,
@@ -534,6 +547,27 @@ class Queue:
             raise errors.TimedOut("timed out waiting on the queue")
         waiter = _Waiter(trio.lowlevel.current_task(), caller=caller)
         message: Message = await self._park(self._receivers, waiter, deadline, caller)
+        return message
+
+    def remove(self, index: int, generation: int, caller: Caller | None = None) -> Message:
+        """Take message *index* (receive order) out of the queue, wherever it is, if the
+        queue is still at *generation*: ESTALE if it is not (the index may name another
+        message by now), then ENOENT past the last message. What a receive does after it
+        takes the head follows: a blocked sender is admitted, the generation moves on
+        and watchers (poll, WAIT, cached ``msgs/``) are told. Never waits."""
+        if generation != self.generation:
+            raise errors.QueueChanged(
+                f"queue {self.name!r} is at generation {self.generation}, not {generation}: "
+                "it changed, so nothing was removed"
+            )
+        if not 0 <= index < len(self.store):
+            raise errors.NoSuchMessage(
+                f"queue {self.name!r} has no message {index} (it holds {len(self.store)})"
+            )
+        if self.journal is not None:
+            self.journal.discarded(self, index, self._next_admitted())
+        message = self.store.remove(index)
+        self._refill("remove", _tid(caller))
         return message
 
     def statistics(self) -> QueueStatistics:
@@ -683,6 +717,27 @@ class Descriptor:
         """The WAIT ioctl: :meth:`Queue.wait_changed`, shown as blocked in ``wait``."""
         with self._parked("wait", caller):
             return await self.queue.wait_changed(generation, deadline, caller)
+
+    async def remove(
+        self, index: int, generation: int, caller: Caller | None = None
+    ) -> tuple[Message, int]:
+        """Remove message *index* if the queue is at *generation* (:meth:`Queue.remove`);
+        the message and the generation right after the removal (a caller that saw the
+        rest of the queue at *generation* may remove another with it, if nothing else
+        changed meanwhile).
+
+        Removing consumes a message as a receive does, so it needs what a receive needs:
+        a descriptor open for reading (EBADF), checked first; write access is not needed.
+        With ``state_sync`` it returns once an fsync covers the removal, as a receive does.
+        """
+        if not self.readable:
+            raise errors.BadDescriptor("queue descriptor is not open for reading")
+        message = self.queue.remove(index, generation, caller)
+        after = self.queue.generation
+        journal = self.queue.journal
+        if journal is not None and journal.sync:
+            await journal.settled()
+        return message, after
 
     def peek(self, index: int) -> Message:
         """Non-destructive read of message *index* in receive order (EBADF, EAGAIN, ENOENT)."""

@@ -52,7 +52,7 @@ def import_patched_pyfuse3() -> object:
     features = ("ioctl", "enable_interrupts")
     if not all(hasattr(pyfuse3.Operations, feature) for feature in features):
         raise errors.MqfsError(
-            "this pyfuse3 lacks ioctl or interrupt support: it is not the 3.5.0+mqfs2 "
+            "this pyfuse3 lacks ioctl or interrupt support: it is not the 3.5.0+mqfs3 "
             "build of patches/; run scripts/setup to rebuild it"
         )
     return pyfuse3

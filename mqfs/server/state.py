@@ -12,11 +12,11 @@ Durability levels (Redis's ``appendfsync``):
 
 * default: records are written with write(2) before each reply and never fsynced; that
   survives the daemon dying in any way, not a power loss or a kernel crash.
-* ``state_sync``: every reply to a send or receive waits for an fsync that covers its
-  record, in groups: the first caller to wait starts one fsync in a worker thread;
-  whoever arrives while it runs waits for the next, which covers them all. Creating,
-  removing or chmod-ing a queue fsyncs at once, without grouping: those replies are made
-  by handlers that do not wait (they are rare).
+* ``state_sync``: every reply to a send, a receive or a message's removal waits for an
+  fsync that covers its record, in groups: the first caller to wait starts one fsync in a
+  worker thread; whoever arrives while it runs waits for the next, which covers them all.
+  Creating, removing or chmod-ing a queue fsyncs at once, without grouping: those replies
+  are made by handlers that do not wait (they are rare).
 """
 
 from __future__ import annotations
@@ -110,6 +110,13 @@ class Durability:
             self.journal.receive(
                 queue.qid, queue.store.head_length, (admitted.priority, admitted.payload)
             )
+
+    def discarded(self, queue: Queue, index: int, admitted: Message | None) -> None:
+        length = len(queue.store.peek(index).payload)
+        if admitted is None:
+            self.journal.remove(queue.qid, index, length)
+        else:
+            self.journal.remove(queue.qid, index, length, (admitted.priority, admitted.payload))
 
     def _metadata_written(self) -> None:
         if self.sync:

@@ -48,7 +48,9 @@ Bounds, P = 32768, whatever priorities a user picks:
   queued, not what once was: a store emptied by pops or ``clear`` is a new one again.
 
 push, pop and peek(N) are therefore O(log P), amortised for the rebuilds and the
-switches of form (O(1) per node or FIFO removed). Only payloads are stored (priorities
+switches of form (O(1) per node or FIFO removed). remove(N), which takes a message out
+of the middle (``mqfs rm-msg``), is O(log P) plus moving the messages behind it in its
+FIFO up by one (a memmove of pointers). Only payloads are stored (priorities
 are implied by which FIFO holds them) to keep the cost per queued message low;
 ``Message`` objects are made on the way out.
 
@@ -105,6 +107,13 @@ class _Fifo:
 
     def __getitem__(self, position: int) -> bytes:
         return self.payloads[self.head + position]
+
+    def take(self, position: int) -> bytes:
+        """Remove and return the message at *position*: O(1) at the head, else a move of
+        the messages behind it (one memmove of pointers, as ``del`` on a list)."""
+        if position == 0:
+            return self.popleft()
+        return self.payloads.pop(self.head + position)
 
 
 _NO_FIFO = _Fifo([])
@@ -341,6 +350,35 @@ class MessageStore:
             return Message(top.payloads[top.head + index], self._top)
         priority, position = self._locate(index - above)
         return Message(self._fifos[priority][position], priority)
+
+    def remove(self, index: int) -> Message:
+        """Remove and return message *index* in receive order (0 is :meth:`pop`): the
+        messages behind it move up by one, the order of the others is kept.
+
+        ENOENT for an index outside 0..len-1, an empty store included (there is nothing
+        to wait for: the caller named a message that is not there).
+        """
+        if not 0 <= index < self._count:
+            raise errors.NoSuchMessage(
+                f"no message at index {index} (the queue holds {self._count})"
+            )
+        if index == 0:
+            return self.pop()
+        top = self._top_fifo
+        if index < len(top):  # within the top run, not its head: the run stays non-empty
+            priority = self._top
+            payload = top.take(index)
+        else:
+            priority, position = self._locate(index - len(top))
+            # Out of the tree with its count, and back in with one fewer if any is left:
+            # the tree's own bookkeeping (forms, peaks, rebuilds) stays in one place.
+            fifo = self._remove(priority)
+            payload = fifo.take(position)
+            if len(fifo):
+                self._insert(priority, fifo)
+        self._count -= 1
+        self._bytes -= len(payload)
+        return Message(payload, priority)
 
     def messages_from(self, index: int = 0) -> Iterator[Message]:
         """Messages *index*, *index*+1, ... in receive order.

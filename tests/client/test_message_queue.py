@@ -27,6 +27,8 @@ from mqfs.client.api import (
     NoSuchMessage,
     NotSupported,
     PermissionsError,
+    QueueChanged,
+    RemovedMessage,
     SignalError,
     unlink_message_queue,
 )
@@ -541,6 +543,32 @@ def test_peek_errors(queue: MessageQueue) -> None:
     assert "'/q'" in str(past_the_end.value)
     with pytest.raises(InvalidArgument):
         queue.peek(-1)
+
+
+def test_remove_takes_the_message_looked_at_or_nothing(
+    queue: MessageQueue, backend: MqfsBackend
+) -> None:
+    for payload, priority in [(b"ok", 3), (b"poison", 2), (b"ok too", 2)]:
+        queue.send(payload, priority=priority)
+    generation = queue.generation
+    assert queue.peek(1) == (b"poison", 2)
+    removed = queue.remove(1, generation)
+    assert removed == RemovedMessage(2, 6, b"poison", queue.generation)
+    assert queue.peek_all() == [(b"ok", 3), (b"ok too", 2)]
+    with pytest.raises(QueueChanged) as stale:  # the removal itself moved the generation
+        queue.remove(1, generation)
+    assert stale.value.errno == errno.ESTALE
+    assert "'/q'" in str(stale.value) and "nothing was removed" in str(stale.value)
+    with pytest.raises(NoSuchMessage) as missing:
+        queue.remove(2, queue.generation)
+    assert missing.value.errno == errno.ENOENT
+    with pytest.raises(InvalidArgument):
+        queue.remove(-1, queue.generation)
+    assert queue.peek_all() == [(b"ok", 3), (b"ok too", 2)]
+    with MessageQueue("/q", read=False, backend=backend) as writer:
+        with pytest.raises(PermissionsError) as no_read:
+            writer.remove(0, 0)
+        assert no_read.value.errno == errno.EBADF
 
 
 # -- direction, close, unlink --------------------------------------------------------------

@@ -27,6 +27,7 @@ from mqfs.client.api import (
     MessageTooLong,
     NoSuchMessage,
     PermissionsError,
+    QueueChanged,
 )
 from mqfs.client.backends import KernelBackend, MqfsBackend
 from tests.support.kernel import why_kernel_mqueue_unusable
@@ -195,6 +196,20 @@ async def test_o_nonblock_in_flags_means_block_false(backend: MqfsBackend) -> No
 async def test_the_descriptor_is_non_blocking(queue: AsyncMessageQueue) -> None:
     assert queue.sync.block is False  # mq_getattr's O_NONBLOCK
     assert queue.block is True  # ...while the async calls wait
+
+
+async def test_remove_never_waits_and_admits_a_waiting_sender(queue: AsyncMessageQueue) -> None:
+    await queue.send(b"poison", priority=1)
+    await queue.send(b"fine", priority=1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(queue.send, b"was waiting")  # the queue holds 2: it waits
+        await trio.testing.wait_all_tasks_blocked()
+        assert queue.statistics().tasks_waiting_send == 1
+        removed = await queue.remove(0, queue.generation)
+        assert (removed.head, removed.priority) == (b"poison", 1)
+    assert await queue.peek_all() == [(b"fine", 1), (b"was waiting", 0)]
+    with pytest.raises(QueueChanged):
+        await queue.remove(0, removed.generation)  # the admitted send changed it again
 
 
 async def test_peek_never_waits_and_does_not_consume(queue: AsyncMessageQueue) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from mqfs import wire
 from mqfs.client import calls
 from mqfs.server.ops import plain_io_limit
 from tests.support.mounts import Mount
-from tests.support.procs import task_state
+from tests.support.procs import blocked_in_mq_call, task_state
 from tests.support.waiting import wait_until
 
 
@@ -498,3 +499,99 @@ def test_sized_commands_move_only_what_they_need(queue_fd: int) -> None:
             fcntl.ioctl(queue_fd, wire.sized(wire.IOC_PEEK, too_small), bytearray(too_small), True)
         assert invalid.value.errno == errno.EINVAL
     assert calls.receive(queue_fd, 8192) == (b"0123456789", 4)
+
+
+# -- REMOVE: one message out of the middle (mqfs rm-msg) -------------------------------------
+
+
+def _errno_of(call: object, *args: object) -> int:
+    with pytest.raises(OSError) as failure:
+        call(*args)  # type: ignore[operator]
+    return failure.value.errno  # type: ignore[return-value]
+
+
+def test_remove_takes_exactly_the_message_named_at_its_generation(
+    mqfs_mount: Mount, queue_fd: int
+) -> None:
+    long = b"L" * 1000
+    for payload, priority in [(b"head", 5), (long, 1), (b"tail", 1)]:
+        calls.send(queue_fd, payload, priority)
+    generation = calls.current_generation(queue_fd)
+    assert _errno_of(calls.remove, queue_fd, 1, generation - 1) == errno.ESTALE
+    assert _errno_of(calls.remove, queue_fd, 3, generation) == errno.ENOENT
+    write_only = os.open(mqfs_mount.path / "q" / "queue", os.O_WRONLY)
+    try:
+        assert _errno_of(calls.remove, write_only, 1, generation) == errno.EBADF
+    finally:
+        os.close(write_only)
+    assert calls.current_generation(queue_fd) == generation  # none of them changed a thing
+    removed = calls.remove(queue_fd, 1, generation)
+    assert (removed.msg_len, removed.msg_prio) == (1000, 1)
+    assert removed.data == long[: wire.REMOVE_HEAD]  # the head of what went
+    assert removed.generation == calls.current_generation(queue_fd) != generation
+    assert calls.peek_all(queue_fd) == [(b"head", 5), (b"tail", 1)]
+    assert os.read(queue_fd, 8192) == b"head"
+    assert os.read(queue_fd, 8192) == b"tail"
+    empty = calls.current_generation(queue_fd)
+    assert _errno_of(calls.remove, queue_fd, 0, empty) == errno.ENOENT  # not EAGAIN
+
+
+def test_remove_admits_a_blocked_writer(mqfs_mount: Mount, queue_fd: int) -> None:
+    for i in range(10):  # the mount's default maxmsg: full
+        os.write(queue_fd, b"%d" % i)
+    queue_path = str(mqfs_mount.path / "q" / "queue")
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import os; os.write(os.open({queue_path!r}, os.O_WRONLY), b'late')",
+        ]
+    )
+    try:
+        wait_until(lambda: mqfs_mount.blocked_on("q"), what="the writer to block")
+        calls.remove(queue_fd, 4, calls.current_generation(queue_fd))
+        assert writer.wait(timeout=10) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    expected = [b"%d" % i for i in range(10) if i != 4] + [b"late"]
+    assert [payload for payload, _ in calls.peek_all(queue_fd)] == expected
+
+
+def test_remove_wakes_pollers_and_waiters(mqfs_mount: Mount, queue_fd: int) -> None:
+    for i in range(10):
+        os.write(queue_fd, b"%d" % i)
+    generation = calls.current_generation(queue_fd)
+    poller = select.poll()
+    poller.register(queue_fd, select.POLLOUT)
+    assert poller.poll(0) == []  # full
+    threads: dict[str, int] = {}
+    results: dict[str, object] = {}
+
+    def poll_for_room() -> None:
+        threads["poll"] = threading.get_native_id()
+        results["poll"] = poller.poll(10_000)
+
+    def wait_for_a_change() -> None:
+        threads["wait"] = threading.get_native_id()
+        results["wait"] = calls.wait_changed(queue_fd, generation, timeout=10).generation
+
+    def asleep_in(thread: str, where: str) -> bool:
+        tid = threads.get(thread)
+        return tid is not None and where in Path(f"/proc/{tid}/wchan").read_text()
+
+    workers = [threading.Thread(target=poll_for_room), threading.Thread(target=wait_for_a_change)]
+    for worker in workers:
+        worker.start()
+    try:
+        # Both parked before the removal, so that only the removal can wake them.
+        wait_until(
+            lambda: asleep_in("poll", "poll") and blocked_in_mq_call(threads["wait"]),
+            what="the poll and the WAIT to block",
+        )
+        removed = calls.remove(queue_fd, 9, generation)
+    finally:
+        for worker in workers:
+            worker.join(timeout=15)
+    assert results == {"poll": [(queue_fd, select.POLLOUT)], "wait": removed.generation}

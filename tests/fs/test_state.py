@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import random
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from mqfs.client import calls, dump
 from mqfs.server.journal import _HEADER, MAGIC, VERSION
 from tests.support import crash
 from tests.support.mounts import Mount, mount_point, mounted
+from tests.support.waiting import wait_until
 
 MESSAGES = [(b"low", 0), (b"urgent", 9), (b"second low", 0), (b"", 3), (b"x" * 200, 9)]
 
@@ -170,3 +173,42 @@ def test_a_journal_of_a_newer_format_is_refused(tmp_path: Path) -> None:
     assert f"journal format version {VERSION + 1}, written by a newer mqfs" in _refused(
         state(directory)
     )
+
+
+@pytest.mark.parametrize("ending", ["kill -9", "umount"])
+def test_a_removed_message_stays_removed_after_a_restart(tmp_path: Path, ending: str) -> None:
+    """rm-msg from the middle, with a blocked sender admitted into the freed slot: the
+    journal's REMOVE replays to the same queue (kill -9), as the snapshot does (umount)."""
+    directory = tmp_path / "state"
+    with mounted(state(directory)) as mount:
+        calls.create_at(mount.path, "q", 0o600, maxmsg=4, msgsize=128)
+        fd = os.open(mount.path / "q" / "queue", os.O_RDWR)
+        try:
+            for payload, priority in [(b"a", 2), (b"poison", 1), (b"b", 1), (b"c", 0)]:
+                calls.send(fd, payload, priority)
+            path = str(mount.path / "q" / "queue")
+            writer = subprocess.Popen(
+                [sys.executable, "-c", f"import os; os.write(os.open({path!r}, os.O_WRONLY), b'w')"]
+            )
+            wait_until(lambda: mount.blocked_on("q"), what="the writer to block")
+            removed = calls.remove(fd, 1, calls.current_generation(fd))
+            assert removed.data == b"poison"
+            assert writer.wait(timeout=30) == 0
+            # The admitted send is part of the removal's generation: nothing moved since.
+            assert calls.remove(fd, 3, removed.generation).data == b"w"
+            calls.send(fd, b"after", 5)
+            expected = calls.peek_all(fd)
+        finally:
+            os.close(fd)
+        assert expected == [(b"after", 5), (b"a", 2), (b"b", 1), (b"c", 0)]
+        if ending == "kill -9":
+            mount.process.kill()
+            mount.process.wait()
+        else:
+            unmount_with_the_command(mount)
+    with mounted(state(directory)) as mount:
+        fd = os.open(mount.path / "q" / "queue", os.O_RDONLY)
+        try:
+            assert calls.peek_all(fd) == expected
+        finally:
+            os.close(fd)

@@ -161,6 +161,31 @@ async def test_ioctl_table(ops: MqueueFS) -> None:
     await ops.release(fh)
 
 
+async def test_remove_drops_what_the_kernel_caches_of_msgs(
+    ops: MqueueFS, kernel: FakeKernel
+) -> None:
+    """A removal changes msgs/ as a receive does: the kernel is told to let go of it."""
+    directory = await make_queue(ops)
+    fh = await open_queue(ops, directory)
+    for payload in (b"a", b"poison", b"c"):
+        await ops.write(fh, 0, payload)
+    msgs = (await ops.lookup(directory, b"msgs", Context())).st_ino
+    assert (await ops.lookup(msgs, b"1", Context())).st_size == len(b"poison")
+    generation = ops.namespace.lookup("q").generation
+    request = bytes(wire.Remove(index=1, generation=generation).request())
+    _, reply = await ioctl(ops, fh, wire.IOC_REMOVE, request, out=wire.REMOVE_SIZE)
+    removed = wire.Remove.unpack(reply)
+    assert (removed.msg_len, removed.data, removed.generation) == (6, b"poison", generation + 1)
+    assert ("entry", directory, b"msgs") in kernel.invalidated
+    assert (await ops.lookup(msgs, b"1", Context())).st_size == len(b"c")
+    with pytest.raises(pyfuse3.FUSEError) as failure:  # a struct cut short
+        await ioctl(ops, fh, wire.IOC_REMOVE, request[:20], out=wire.REMOVE_SIZE)
+    assert fuse_errno(failure) == errno.EINVAL
+    await ops.read(fh, 0, 8192)  # ends the msgs/ view's watcher
+    await ops.read(fh, 0, 8192)
+    await ops.release(fh)
+
+
 async def test_a_bug_is_eio_with_its_traceback_logged(
     ops: MqueueFS, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

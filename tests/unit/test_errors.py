@@ -14,6 +14,8 @@ from mqfs import errors
     [
         (errno.ENOENT, "open", errors.NoSuchQueue, errors.ExistentialError),
         (errno.ENOENT, "peek", errors.NoSuchMessage, IndexError),
+        (errno.ENOENT, "remove", errors.NoSuchMessage, IndexError),
+        (errno.ESTALE, "remove", errors.QueueChanged, errors.Error),
         (errno.EEXIST, "create", errors.QueueExists, errors.ExistentialError),
         (errno.EBADF, "send", errors.BadDescriptor, errors.ExistentialError),
         (errno.EAGAIN, "send", errors.WouldBlock, errors.BusyError),

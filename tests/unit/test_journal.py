@@ -70,6 +70,16 @@ class Model:
             self.messages[qid].sort()
         return head[2]
 
+    def remove(self, qid: int, index: int, admitted: tuple[int, bytes] | None = None) -> bytes:
+        """Message *index* in receive order taken out of the middle (mqfs rm-msg)."""
+        taken = self.messages[qid].pop(index)
+        self.journal.remove(qid, index, len(taken[2]), admitted)
+        if admitted is not None:
+            self.seq += 1
+            self.messages[qid].append((-admitted[0], self.seq, admitted[1]))
+            self.messages[qid].sort()
+        return taken[2]
+
     def setattr(self, qid: int, mode: int, uid: int, gid: int) -> None:
         times = (11, 12, 13)
         self.journal.setattr(qid, mode, uid, gid, times)
@@ -152,6 +162,9 @@ def test_everything_comes_back_in_receive_order(tmp_path: Path) -> None:
     model.send(gone, 0, b"lost with its name")
     model.receive(a)  # the 32767 one
     model.receive(a, admitted=(3, b"admitted"))
+    # m4 (5), admitted (3), m5 (1), m0 (0), m2 (0): take from the middle
+    assert model.remove(a, 3) == b"m0"
+    assert model.remove(a, 1, admitted=(5, b"admitted too")) == b"admitted"
     model.setattr(b, 0o604, 42, 43)
     model.unlink(gone)
     model.send(b, 0, b"")  # an empty message is a message
@@ -172,6 +185,12 @@ ops = st.lists(
         ),
         st.tuples(st.just("receive"), st.integers(0, 5)),
         st.tuples(st.just("admit"), st.integers(0, 5), st.integers(0, 3), st.binary(max_size=40)),
+        st.tuples(
+            st.just("remove"),
+            st.integers(0, 5),
+            st.integers(0, 60),
+            st.none() | st.tuples(st.integers(0, 3), st.binary(max_size=40)),
+        ),
         st.tuples(st.just("setattr"), st.integers(0, 5), st.integers(0, 0o777)),
         st.tuples(st.just("unlink"), st.integers(0, 5)),
         st.tuples(st.just("compact")),
@@ -196,6 +215,9 @@ def test_any_history_replays_to_the_same_queues(history: list[tuple[object, ...]
                 model.send(qid, args[1], args[2])  # type: ignore[arg-type]
             elif op in ("receive", "admit") and qid is not None and model.messages[qid]:
                 model.receive(qid, (args[1], args[2]) if op == "admit" else None)  # type: ignore[arg-type]
+            elif op == "remove" and qid is not None and model.messages[qid]:
+                index = args[1] % len(model.messages[qid])  # type: ignore[operator]
+                model.remove(qid, index, args[2])  # type: ignore[arg-type]
             elif op == "setattr" and qid is not None:
                 model.setattr(qid, args[1], 7, 8)  # type: ignore[arg-type]
             elif op == "unlink" and qid is not None:
@@ -348,6 +370,32 @@ def test_a_newer_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
         Journal.open(directory)
     with pytest.raises(errors.NewerJournal):  # not StateInUse: the refusal let go of DIR
         Journal.open(directory)
+
+
+def test_a_version_1_journal_loads_and_is_continued_in_a_new_log(tmp_path: Path) -> None:
+    """An upgrade: the records of a version-1 log come back, and REMOVEs go to a new log
+    of this version, so an older mqfs refuses the journal rather than cut them off."""
+    directory = tmp_path / "state"
+    model = Model(directory)
+    qid = model.create("q")
+    for payload in (b"a", b"b", b"c"):
+        model.send(qid, 0, payload)
+    model.journal.close()
+    old = directory / "log.1"
+    as_version_1 = bytearray(old.read_bytes())
+    journal_module._HEADER.pack_into(as_version_1, 0, MAGIC, 1, 2, 1)
+    old.write_bytes(as_version_1)
+    model.journal, recovered = Journal.open(directory)
+    model.check(recovered)
+    model.remove(qid, 1)
+    model.restart()
+    assert old.read_bytes() == as_version_1  # never appended to
+    new = directory / "log.2"
+    assert journal_module._HEADER.unpack(new.read_bytes()[:HEADER_SIZE]) == (MAGIC, VERSION, 2, 2)
+    model.compact()
+    model.restart()
+    assert not old.exists()
+    model.journal.close()
 
 
 def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path) -> None:

@@ -83,6 +83,43 @@ async def test_a_receive_admits_a_blocked_sender() -> None:
     assert [m.payload for m in queue.store] == [b"second"]
 
 
+async def test_remove_checks_ebadf_then_estale_then_enoent_and_changes_nothing() -> None:
+    queue = make_queue(maxmsg=3)
+    for payload in (b"a", b"b"):
+        await descriptor(queue).send(payload, 0)
+    generation = queue.generation
+    write_only = descriptor(queue, readable=False)
+    with pytest.raises(errors.BadDescriptor):  # even with a stale generation and index
+        await write_only.remove(9, generation - 1)
+    with pytest.raises(errors.QueueChanged) as stale:  # before the index is looked at
+        await descriptor(queue).remove(9, generation - 1)
+    assert stale.value.errno == errno.ESTALE
+    with pytest.raises(errors.NoSuchMessage) as missing:
+        await descriptor(queue).remove(2, generation)
+    assert missing.value.errno == errno.ENOENT
+    assert [m.payload for m in queue.store] == [b"a", b"b"]
+    assert queue.generation == generation
+
+
+async def test_remove_admits_a_blocked_sender_and_wakes_watchers() -> None:
+    queue = make_queue(maxmsg=2)
+    await descriptor(queue).send(b"keep", 1)
+    await descriptor(queue).send(b"poison", 1)
+    woken: list[int] = []
+    queue.add_watcher(lambda: woken.append(queue.generation))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(descriptor(queue).send, b"waited", 0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert queue.statistics().senders_waiting == 1
+        before = queue.generation
+        removed, after = await descriptor(queue).remove(1, before)
+    assert removed.payload == b"poison" and removed.priority == 1
+    assert after == before + 1 == queue.generation
+    assert woken == [after]
+    assert queue.statistics().senders_waiting == 0
+    assert [m.payload for m in queue.store] == [b"keep", b"waited"]
+
+
 async def test_deadlines_give_etimedout(autojump_clock: trio.testing.MockClock) -> None:
     queue = make_queue(maxmsg=1)
     start = trio.current_time()
@@ -387,6 +424,13 @@ async def test_the_last_sender_receiver_and_change_are_recorded() -> None:
         await descriptor(queue).send(b"h", 0, sender=carol)
     assert (queue.last_send_tid, queue.last_receive_tid) == (carol.pid, alice.pid)
     assert queue.generation == before + 1
+    await descriptor(queue).send(b"r", 0, sender=carol)
+    queue.remove(0, queue.generation, bob)  # rm-msg: not a receive
+    assert (queue.change_kind, queue.change_tid, queue.last_receive_tid) == (
+        "remove",
+        bob.pid,
+        alice.pid,
+    )
 
 
 async def test_unlink_and_a_mode_change_wake_wait_callers_but_not_pollers() -> None:

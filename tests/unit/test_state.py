@@ -90,6 +90,15 @@ async def test_every_path_of_the_queue_layer_is_journaled(tmp_path: Path, ending
         await trio.testing.wait_all_tasks_blocked()
         assert (await descriptor(a).receive(64)).payload == b"high"
     b.send_nowait(b"kept", 3)
+    c = namespace.create("c", mode=0o600, uid=0, gid=0, maxmsg=3, msgsize=64)
+    for payload in (b"x", b"poison", b"z"):
+        c.send_nowait(payload, 1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(descriptor(c).send, b"admitted by a removal", 9)
+        await trio.testing.wait_all_tasks_blocked()
+        removed, _ = await descriptor(c).remove(1, c.generation)
+        assert removed.payload == b"poison"
+    assert (await descriptor(c).remove(2, c.generation))[0].payload == b"z"
 
     class Fields:
         update_mode = update_uid = update_gid = True
@@ -107,6 +116,10 @@ async def test_every_path_of_the_queue_layer_is_journaled(tmp_path: Path, ending
     assert [(m.priority, m.payload) for m in again.lookup("a").store] == [
         (7, b"blocked, then admitted"),
         (1, b"low"),
+    ]
+    assert [(m.priority, m.payload) for m in again.lookup("c").store] == [
+        (9, b"admitted by a removal"),
+        (1, b"x"),
     ]
     assert again.next_qid == next_qid  # qids are never handed out twice
     assert again.charged[5] > 0  # the creator is charged again
@@ -133,6 +146,10 @@ async def test_a_write_that_fails_changes_nothing(tmp_path: Path) -> None:
             namespace.create("new", mode=0o600, uid=0, gid=0)
         with pytest.raises(errors.StateError):
             namespace.unlink("q")
+        generation = queue.generation
+        with pytest.raises(errors.StateError):
+            await descriptor(queue).remove(0, generation)
+        assert queue.generation == generation
     finally:
         os.dup2(writable, journal._fd)
         os.close(writable)
@@ -214,6 +231,37 @@ async def test_an_interrupted_receive_still_gets_its_message_under_state_sync(
     assert len(queue) == 0
     crash(namespace)
     assert len(open_namespace(tmp_path / "state").lookup("q")) == 0
+
+
+async def test_a_removal_is_answered_only_once_fsynced_under_state_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = CountingFsync()
+    monkeypatch.setattr(state, "fsync_all", fsync)
+    namespace = open_namespace(tmp_path / "state", sync=True)
+    queue = namespace.create("q", mode=0o600, uid=0, gid=0)
+    for payload in (b"a", b"poison", b"c"):
+        await descriptor(queue).send(payload, 0)
+    durability = durability_of(namespace)
+    fsync.release.clear()  # the removal's fsync hangs until we say
+    answered: list[bool] = []
+
+    async def remove() -> None:
+        await descriptor(queue).remove(1, queue.generation)
+        answered.append(durability._synced >= durability.journal.written)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(remove)
+        await trio.testing.wait_all_tasks_blocked()
+        assert answered == []  # removed, but not answered before its record is on disk
+        assert [m.payload for m in queue.store] == [b"a", b"c"]
+        fsync.release.set()
+    assert answered == [True]
+    crash(namespace)
+    assert [m.payload for m in open_namespace(tmp_path / "state").lookup("q").store] == [
+        b"a",
+        b"c",
+    ]
 
 
 async def test_the_journal_is_rewritten_in_the_background(tmp_path: Path) -> None:

@@ -242,6 +242,63 @@ def test_peek_pop_and_runs_across_the_dense_tree() -> None:
     store.check_invariants()
 
 
+@given(
+    messages=st.lists(
+        st.tuples(st.binary(max_size=4), st.sampled_from([0, 1, 2, 7, MQ_PRIO_MAX - 1])),
+        min_size=1,
+        max_size=60,
+    ),
+    data=st.data(),
+)
+def test_remove_at_index_is_removal_from_the_receive_order_list(
+    messages: list[tuple[bytes, int]], data: st.DataObject
+) -> None:
+    """Whatever was queued and whichever index goes, the store afterwards holds exactly
+    the receive-order list without that message, and remove() returned it."""
+    store = MessageStore()
+    for payload, priority in messages:
+        store.push(payload, priority)
+    order = list(store)
+    while order:
+        index = data.draw(st.integers(0, len(order) - 1))
+        assert store.remove(index) == order.pop(index)
+        store.check_invariants()
+        assert list(store) == order
+        assert store.bytes_queued == sum(len(m.payload) for m in order)
+    assert not store
+
+
+@pytest.mark.parametrize(("queued", "index"), [(0, 0), (3, -1), (3, 3), (3, 4)])
+def test_remove_outside_the_queue_is_enoent_and_changes_nothing(queued: int, index: int) -> None:
+    """ENOENT, an empty store included: there is nothing to wait for (not EAGAIN)."""
+    store = MessageStore()
+    for number in range(queued):
+        store.push(bytes([number]), 1)
+    before = list(store)
+    with pytest.raises(errors.NoSuchMessage) as caught:
+        store.remove(index)
+    assert caught.value.errno == errno.ENOENT
+    assert list(store) == before
+    store.check_invariants()
+
+
+def test_remove_across_the_dense_tree_keeps_the_order() -> None:
+    """Removals from the middle of many priorities, the tree dense and then sparse."""
+    rng = random.Random(11)
+    store = MessageStore()
+    for sequence in range(5000):
+        store.push(sequence.to_bytes(2, "big"), rng.randrange(MQ_PRIO_MAX))
+    order = list(store)
+    while len(order) > 10:
+        index = rng.randrange(len(order))
+        assert store.remove(index) == order.pop(index)
+        if len(order) % 499 == 0:
+            store.check_invariants()
+            assert list(store) == order
+    store.check_invariants()
+    assert list(store) == order
+
+
 class StoreAgainstModel(RuleBasedStateMachine):
     """Random programs of push/pop/peek; the model is a list sorted by (-priority, seq)."""
 
@@ -318,6 +375,16 @@ class StoreAgainstModel(RuleBasedStateMachine):
         else:
             with pytest.raises(errors.NoSuchMessage):
                 self.store.peek(index)
+
+    @rule(data=st.data())
+    def remove(self, data: st.DataObject) -> None:
+        index = data.draw(st.integers(-1, len(self.model) + 1))
+        if 0 <= index < len(self.model):
+            negated, _, payload = self.model.pop(index)
+            assert self.store.remove(index) == Message(payload, -negated)
+        else:
+            with pytest.raises(errors.NoSuchMessage):
+                self.store.remove(index)
 
     @rule(index=st.integers(0, 20), limit=st.integers(0, 8))
     def iterate_from(self, index: int, limit: int) -> None:

@@ -27,6 +27,12 @@ CONSTANTS = {
     "MQFS_IOC_PEEK_BATCH": wire.IOC_PEEK_BATCH,
     "MQFS_IOC_WAIT": wire.IOC_WAIT,
     "MQFS_IOC_RECEIVE_ON_READ": wire.IOC_RECEIVE_ON_READ,
+    "MQFS_IOC_REMOVE": wire.IOC_REMOVE,
+    "MQFS_REMOVE_HEAD": wire.REMOVE_HEAD,
+    "sizeof(struct mqfs_remove)": wire.REMOVE_SIZE,
+    "offsetof(struct mqfs_remove, msg_len)": 16,
+    "offsetof(struct mqfs_remove, copied)": 28,
+    "offsetof(struct mqfs_remove, data)": wire.REMOVE_SIZE - wire.REMOVE_HEAD,
     "MQFS_IOC_SIZED(MQFS_IOC_SEND, MQFS_XFER_HEADER_SIZE + 64)": wire.sized(
         wire.IOC_SEND, wire.XFER_HEADER_SIZE + 64
     ),
@@ -176,3 +182,20 @@ def test_a_batch_fills_one_chunk_and_cuts_only_a_first_giant() -> None:
     assert (count, giant[0], len(giant[2])) == (1, 100_000, wire.CHUNK - 16)
     count, packed = wire.Batch.reply(0, 0, 1, 3, [(5, [b"a", b"b"]), (2, [b"c"])])
     assert (count, wire.Batch.unpack(packed).flags) == (3, 0)
+
+
+def test_remove_round_trip_and_a_lying_reply() -> None:
+    request = wire.Remove(index=3, generation=41)
+    assert len(request.request()) == wire.REMOVE_SIZE
+    assert wire.Remove.unpack(request.request()) == request
+    reply = wire.Remove(index=3, generation=42, msg_len=1000, msg_prio=9, data=b"h" * 224)
+    assert len(reply.pack()) == wire.REMOVE_SIZE
+    assert wire.Remove.unpack(reply.pack()) == reply
+    with pytest.raises(ValueError):
+        wire.Remove(data=b"x" * (wire.REMOVE_HEAD + 1)).pack()
+    lying = bytearray(wire.Remove(msg_len=2, data=b"ab").pack())
+    lying[28:32] = (3).to_bytes(4, sys.byteorder)  # more copied than the message holds
+    with pytest.raises(ValueError):
+        wire.Remove.unpack(lying + b"c")
+    with pytest.raises(ValueError):
+        wire.Remove.unpack(b"\0" * 31)
