@@ -105,11 +105,14 @@ struct mqfs_batch_record {
 	uint32_t chunk_len;      /* < msg_len only for a message too big for one batch: */
 };                           /* read the rest with MQFS_IOC_PEEK by offset */
 
+#define MQFS_WAIT_UNLINKED 2u /* mqfs_wait.flags out: the queue's name is gone */
+
 struct mqfs_wait {           /* WAIT: block until the queue changes (for watchers) */
 	uint64_t generation;     /* in: the generation seen last; out: the current one */
 	int64_t tv_sec;          /* deadline when flags & MQFS_XFER_TIMED */
 	int64_t tv_nsec;
-	uint32_t flags;          /* MQFS_XFER_TIMED or 0; any other bit is EINVAL */
+	uint32_t flags;          /* in: MQFS_XFER_TIMED or 0 (any other bit is EINVAL); */
+	                         /* out: MQFS_WAIT_UNLINKED once the queue is unlinked */
 	uint32_t reserved;
 };
 

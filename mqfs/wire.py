@@ -144,6 +144,9 @@ XFER_TIMED = 1
 """mqfs_xfer.flags and mqfs_wait.flags: tv_sec/tv_nsec hold an absolute CLOCK_REALTIME
 deadline. The only flag of both: the daemon refuses any other bit (EINVAL), as it does any
 bit of mqfs_create.flags but CREATE_EXCL and CREATE_ATTR."""
+WAIT_UNLINKED = 2
+"""mqfs_wait.flags of a reply (never of a request): the queue's name has been unlinked.
+An unlink changes the generation, so it wakes every WAIT caller, who sees this flag."""
 CREATE_EXCL = 1
 """mqfs_create.flags: fail with EEXIST if the queue exists (O_EXCL)."""
 CREATE_ATTR = 2
@@ -439,12 +442,17 @@ def _batch_body(
 @dataclass(frozen=True, slots=True)
 class Wait:
     """struct mqfs_wait: block until the queue's generation differs from the one given
-    (or the XFER_TIMED deadline passes); out: the current generation."""
+    (or the XFER_TIMED deadline passes); out: the current generation, and in flags
+    WAIT_UNLINKED once the queue is unlinked."""
 
     generation: int = 0
     tv_sec: int = 0
     tv_nsec: int = 0
     flags: int = 0
+
+    @property
+    def unlinked(self) -> bool:
+        return bool(self.flags & WAIT_UNLINKED)
 
     def pack(self) -> bytes:
         return _WAIT.pack(self.generation, self.tv_sec, self.tv_nsec, self.flags, 0)

@@ -104,6 +104,10 @@ def _openers_text(row: dict[str, Any]) -> str:
     return ",".join(f"{o['pid']}{o['access']}{'*' if o['blocked'] else ''}" for o in openers)
 
 
+def _pid_text(pid: int | None) -> str:
+    return "-" if pid is None else str(pid)
+
+
 # -- create / rm / ls / who --------------------------------------------------------
 
 
@@ -169,11 +173,15 @@ LS_COLUMNS: dict[str, Callable[[dict[str, Any]], str]] = {
     "OPEN": _openers_text,
     "MTIME": lambda row: _time_text(row["mtime_ns"]),  # last send or receive, as the kernel's
     "CTIME": lambda row: _time_text(row["ctime_ns"]),
+    "LSPID": lambda row: _pid_text(row["lspid"]),  # lsipc's: the last sender's pid
+    "LRPID": lambda row: _pid_text(row["lrpid"]),  # and the last receiver's
 }
 LS_DEFAULT = "NAME,MODE,OWNER,MSGS,MSGSIZE,BYTES,NOTIFY,OPEN"
 
 
 def list_queues(args: argparse.Namespace) -> int:
+    if args.global_:
+        return limits(args)
     mount = _mount(args)
     names = [posix.queue_name(name) for name in args.names]
     rows = []
@@ -203,15 +211,30 @@ def list_queues(args: argparse.Namespace) -> int:
 
 
 def limits(args: argparse.Namespace) -> int:
-    """The mount's limits (as /proc/sys/fs/mqueue) and how many queues exist."""
+    """The mount's limits (as /proc/sys/fs/mqueue) and their use (lsipc -g): the queues
+    that exist, and per user the queues and bytes charged to RLIMIT_MSGQUEUE."""
     mount = _mount(args)
-    values: dict[str, Any] = json.loads(os.getxattr(mount, wire.LIMITS_XATTR))
-    space = os.statvfs(mount)
-    values["queues_used"] = space.f_files - space.f_ffree
+    try:
+        values: dict[str, Any] = json.loads(os.getxattr(mount, wire.LIMITS_XATTR))
+    except OSError as exc:
+        raise _failure(exc, str(mount), "limits") from None
+    usage = values.pop("usage")
+    values["queues_used"] = usage["queues"]
+    users = [{"user": _owner(user["uid"]), **user} for user in usage["users"]]
     if args.json:
-        print(json.dumps(values, indent=1))
+        print(json.dumps({**values, "users": users}, indent=1))
         return 0
-    _print_table([["LIMIT", "VALUE"], *([key, str(value)] for key, value in values.items())])
+    rows = [[key, str(value)] for key, value in values.items()]
+    rows[-1][1] = f"{usage['queues']} of {values['queues_max']}"
+    _print_table([["LIMIT", "VALUE"], *rows])
+    if users:
+        print()
+        _print_table(
+            [
+                ["USER", "QUEUES", "BYTES"],
+                *([user["user"], str(user["queues"]), str(user["bytes"])] for user in users),
+            ]
+        )
     return 0
 
 
@@ -245,22 +268,52 @@ def who(args: argparse.Namespace) -> int:
             f"who: only the owner of queue {args.name!r} and root may see its openers "
             f"({info['open']} open, {info['blocked']} blocked)"
         )
+    now_ns = time.time_ns()
+    openers = [
+        {
+            **opener,
+            "blocked_for": None
+            if opener["blocked_since_ns"] is None
+            else max(0, now_ns - opener["blocked_since_ns"]) / 1e9,
+        }
+        for opener in info["openers"]
+    ]
     if args.json:
-        print(json.dumps(info["openers"], indent=1))
+        print(json.dumps(openers, indent=1))
         return 0
-    table = [("PID", "COMMAND", "ACCESS", "BLOCKED")]
-    for opener in info["openers"]:
-        try:
-            command = Path(f"/proc/{opener['pid']}/comm").read_text().strip()
-        except OSError:
-            command = "?"
+    table = [("PID", "COMMAND", "ACCESS", "BLOCKED", "FOR")]
+    for opener in openers:
         access = {"r": "read", "w": "write", "rw": "read/write"}.get(opener["access"], "-")
-        blocked = "-"
-        if opener["blocked"]:
-            blocked = {"r": "receive", "w": "send"}.get(opener["access"], "send/receive")
-        table.append((str(opener["pid"]), command, access, blocked))
+        table.append(
+            (
+                str(opener["pid"]),
+                opener["command"] or "?",
+                access,
+                _blocked_text(opener["blocked"], opener["waiting"]),
+                "-" if opener["blocked_for"] is None else _duration_text(opener["blocked_for"]),
+            )
+        )
     _print_table(table)
     return 0
+
+
+def _blocked_text(oldest: str | None, counts: dict[str, int]) -> str:
+    """What an opener's callers are parked in, the longest-waiting first: "receive",
+    "receive x2", "wait,send"."""
+    if oldest is None:
+        return "-"
+    order = [oldest, *(name for name in counts if name != oldest)]
+    return ",".join(name + (f" x{counts[name]}" if counts[name] > 1 else "") for name in order)
+
+
+def _duration_text(seconds: float) -> str:
+    """3.2s, 4m05s, 2h07m: the longest caller's wait, as a person reads it."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m{int(seconds % 60):02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 # -- send / recv / peek / watch ------------------------------------------------------
@@ -498,56 +551,82 @@ def _move_messages(src: int, dst: int, limit: int | None) -> int:
 
 
 def watch(args: argparse.Namespace) -> int:
-    """Follow a queue: a line per change (time, what changed, counts, the head message),
-    or a JSON object per line with --json. Ctrl-C ends it; so does a closed pipe."""
+    """Follow a queue: a line per change (time, cause, counts, the head message), or a
+    JSON object per line with --json. It ends when the queue is unlinked (status 0, a
+    message on stderr), at Ctrl-C, or quietly when the pipe it writes to closes."""
     with _queue_fd(args, os.O_RDONLY | os.O_NONBLOCK, "watch") as fd:
-        _follow(fd, args)  # a closed pipe (`| head`) ends it quietly: see main()
+        unlinked = _follow(fd, args)  # a closed pipe (`| head`) ends it quietly: see main()
+    if unlinked:
+        print(f"mqfs: watch: queue {args.name!r} was unlinked", file=sys.stderr)
     return 0
 
 
-def _follow(fd: int, args: argparse.Namespace) -> None:
-    generation = calls.peek_batch(fd, 0, max_count=1).generation
+def _follow(fd: int, args: argparse.Namespace) -> bool:
+    """Print changes until --changes are shown (False) or the queue is unlinked (True).
+
+    Each wake-up reads the queue's info through the open file (it stays readable after
+    the unlink): the generation counts the changes since the last line, and the last
+    change says what and who. A burst between two wake-ups reads "3 changes; last: ...".
+    """
+    reply = calls.wait_changed(fd, 0, timeout=0)  # returns at once: the state now
+    seen: int | None = None
     shown = 0
-    previous: int | None = None
     while args.changes is None or shown < args.changes:
-        if shown:
-            generation = calls.wait_changed(fd, generation)
-        attributes = calls.get_attributes(fd)
+        if seen is not None:
+            reply = calls.wait_changed(fd, seen)
+        info: dict[str, Any] = json.loads(os.getxattr(fd, wire.INFO_XATTR))
         head: tuple[bytes, int] | None = None
-        if attributes.curmsgs:
+        if info["curmsgs"]:
             with contextlib.suppress(OSError):  # emptied meanwhile
                 head = calls.peek(fd, 0)
-        change = _change_text(previous, attributes.curmsgs)
-        previous = attributes.curmsgs
-        print(_watch_line(change, attributes, head, args.json), flush=True)
+        changes = 0 if seen is None else info["generation"] - seen
+        seen = info["generation"]
+        print(_watch_line(changes, info, head, args.json), flush=True)
         shown += 1
+        if reply.unlinked or info["unlinked"]:
+            return True
+    return False
 
 
-def _change_text(previous: int | None, current: int) -> str:
-    """What the count says happened since the last line (sends and receives between two
-    wake-ups can cancel out: "changed")."""
-    if previous is None:
+CHANGE_NAMES = {
+    "send": "send",
+    "receive": "receive",
+    "remove": "rm-msg",
+    "attributes": "mode/owner",
+    "unlink": "unlinked",
+}
+
+
+def _change_text(changes: int, last: dict[str, Any] | None) -> str:
+    """What happened since the previous line: "now" on the first, else the cause of the
+    last change ("send by pid 12"), with how many there were if more than one."""
+    if changes == 0 or last is None:
         return "now"
-    delta = current - previous
-    if delta > 0:
-        return f"sent +{delta}"
-    if delta < 0:
-        return f"received {delta}"
-    return "changed"
+    cause = CHANGE_NAMES.get(last["kind"], last["kind"])
+    if last["pid"] is not None:
+        cause += f" by pid {last['pid']}"
+    return cause if changes == 1 else f"{changes} changes; last: {cause}"
 
 
 def _watch_line(
-    change: str, attributes: wire.Attr, head: tuple[bytes, int] | None, as_json: bool
+    changes: int, info: dict[str, Any], head: tuple[bytes, int] | None, as_json: bool
 ) -> str:
     now_ns = time.time_ns()
     millis = now_ns // 10**6 % 1000
     when = time.strftime("%H:%M:%S", time.localtime(now_ns / 1e9)) + f".{millis:03d}"
+    last = info["last_change"] if changes else None
+    change = _change_text(changes, last)
     if as_json:
         record: dict[str, Any] = {
             "time": now_ns / 1e9,
             "change": change,
-            "curmsgs": attributes.curmsgs,
-            "maxmsg": attributes.maxmsg,
+            "changes": changes,
+            "kind": last["kind"] if last else None,
+            "pid": last["pid"] if last else None,
+            "change_time": last["time_ns"] / 1e9 if last else None,
+            "unlinked": info["unlinked"],
+            "curmsgs": info["curmsgs"],
+            "maxmsg": info["maxmsg"],
         }
         if head is not None:
             record["head"] = {"priority": head[1], "length": len(head[0])}
@@ -556,7 +635,7 @@ def _watch_line(
     if head is not None:
         text = head[0][:40].decode("utf-8", "backslashreplace").rstrip("\n")
         shown = f"[{head[1]}] {text!r}"
-    return f"{when}  {change:<12} {attributes.curmsgs}/{attributes.maxmsg} msgs  head: {shown}"
+    return f"{when}  {change:<26} {info['curmsgs']}/{info['maxmsg']} msgs  head: {shown}"
 
 
 # -- dump / restore ------------------------------------------------------------------
@@ -692,13 +771,16 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
 
     parser = command("ls", "list queues (all, or the NAMEs given)", list_queues)
     parser.add_argument("names", nargs="*", metavar="NAME")
+    parser.add_argument(
+        "-g", "--global", dest="global_", action="store_true", help="the limits and use (limits)"
+    )
     parser.add_argument("-l", "--long", action="store_true", help="a table with the details")
     parser.add_argument("-o", "--output", help=f"columns, comma-separated: {', '.join(LS_COLUMNS)}")
     parser.add_argument("-n", "--noheadings", action="store_true", help="no header line")
     parser.add_argument("-r", "--raw", action="store_true", help="unaligned, one space apart")
     parser.add_argument("--json", action="store_true", help="machine-readable details")
 
-    parser = command("limits", "the mount's limits and how many queues exist", limits)
+    parser = command("limits", "the mount's limits, the queues in use, bytes per user", limits)
     parser.add_argument("--json", action="store_true", help="machine-readable")
 
     parser = command("who", "who has a queue open, and who is blocked on it", who)
@@ -750,7 +832,7 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
     parser.add_argument("target", metavar="DST")
     parser.add_argument("--count", type=positive, help="at most this many (default: all)")
 
-    parser = command("watch", "follow a queue live until Ctrl-C", watch)
+    parser = command("watch", "follow a queue live until Ctrl-C or its unlink", watch)
     parser.add_argument("name")
     parser.add_argument("--json", action="store_true", help="a JSON object per line")
     parser.add_argument("--changes", type=positive, help=argparse.SUPPRESS)  # for tests

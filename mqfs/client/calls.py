@@ -247,7 +247,8 @@ def _peek_rest(fd: int, index: int, record: wire.BatchRecord) -> bytes | None:
 
 
 def current_generation(fd: int) -> int:
-    """The queue's generation now: it changes with every send, receive and removal."""
+    """The queue's generation now: it changes with every send, receive and removal (and
+    a mode or owner change, and the unlink)."""
     return _generation(fd)
 
 
@@ -262,13 +263,23 @@ def remove(fd: int, index: int, generation: int) -> wire.Remove:
     return wire.Remove.unpack(buffer)
 
 
-def wait_changed(fd: int, generation: int, timeout: float | None = None) -> int:
+def wait_changed(fd: int, generation: int, timeout: float | None = None) -> wire.Wait:
     """Block until the queue's generation is no longer *generation* (or *timeout*
-    seconds pass); return the current generation. For watchers: no busy polling."""
+    seconds pass); the reply has the current generation, and ``unlinked`` once the
+    queue's name is gone. For watchers: no busy polling.
+
+    EINTR is retried, as PEP 475 does for system calls: a stopped and continued caller
+    (Ctrl-Z, then fg) has its FUSE request interrupted, and waiting changes nothing, so
+    asking again is exact (the deadline is absolute). A signal whose handler raises, as
+    Ctrl-C's, still ends it."""
     flags, tv_sec, tv_nsec = _timing(timeout, None)
     request = wire.Wait(generation=generation, tv_sec=tv_sec, tv_nsec=tv_nsec, flags=flags)
-    _, buffer = _call(fd, wire.IOC_WAIT, request.pack())
-    return wire.Wait.unpack(buffer).generation
+    while True:
+        try:
+            _, buffer = _call(fd, wire.IOC_WAIT, request.pack())
+        except InterruptedError:
+            continue
+        return wire.Wait.unpack(buffer)
 
 
 def notify(fd: int, sigev_notify: int | None, signo: int = 0, value: int = 0) -> int:

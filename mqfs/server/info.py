@@ -1,36 +1,56 @@
-"""The info view of a queue: the JSON behind the ``user.mq.info`` xattr of MNT/NAME.
+"""The info views: the JSON behind the ``user.mq.info`` xattr of MNT/NAME (and of its
+queue file) and behind ``user.mq.limits`` on the mount's root.
 
-What ``mqfs ls -l``, ``mqfs who`` and the tests read: attributes, the notification,
-and who has the queue open. Which processes have it open is shown to root and the
-queue's owner only (the kernel shows a process's descriptors to its owner and root);
-anyone else gets the counts, with ``openers`` null.
+What ``mqfs ls``, ``mqfs who``, ``mqfs watch``, ``mqfs limits`` and the tests read:
+attributes, the notification, the last change and the last sender and receiver (lsipc's
+LSPID and LRPID), and who has the queue open and what each is blocked in. Which
+processes have it open is shown to root and the queue's owner only (the kernel shows a
+process's descriptors to its owner and root); anyone else gets the counts, with
+``openers`` null. The queue layer keeps thread ids (what FUSE reports); they become
+processes here, when someone asks, so that no send pays for a /proc read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from mqfs.server.queue import Descriptor, Queue
+from mqfs.server import processes
+from mqfs.server.queue import Descriptor, Namespace, Queue
+
+
+def _process(tid: int) -> int | None:
+    """The process of thread *tid* (None for 0: nobody, or the daemon itself)."""
+    return processes.tgid_of(tid) if tid > 0 else None
+
+
+def _opener(descriptor: Descriptor) -> dict[str, Any]:
+    """One open descriptor: O(1) however many threads wait on it (no list of them)."""
+    pid = _process(descriptor.pid) or descriptor.pid
+    oldest = descriptor.oldest_blocked()
+    return {
+        "pid": pid,
+        "command": processes.command_of(pid),
+        "access": ("r" if descriptor.readable else "") + ("w" if descriptor.writable else ""),
+        "nonblock": descriptor.nonblock,
+        # The longest-waiting caller's direction (send, receive, wait) and since when,
+        "blocked": oldest.direction if oldest else None,
+        "blocked_since_ns": oldest.since_ns if oldest else None,
+        # and how many callers (threads, or a child sharing it) wait in each direction.
+        "waiting": dict(descriptor.blocked_counts),
+    }
 
 
 def queue_info(queue: Queue, descriptors: Iterable[Descriptor], viewer_uid: int) -> dict[str, Any]:
     """The info of *queue*, open through *descriptors*, as user *viewer_uid* may see it."""
     note = queue.notification
     descriptors = list(descriptors)
-    openers = [
-        {
-            "pid": descriptor.pid,
-            "access": ("r" if descriptor.readable else "") + ("w" if descriptor.writable else ""),
-            "nonblock": descriptor.nonblock,
-            "blocked": descriptor.waiting,
-        }
-        for descriptor in descriptors
-    ]
+    may_see = viewer_uid in (0, queue.uid)
     return {
         "open": len(descriptors),
         "blocked": sum(descriptor.waiting for descriptor in descriptors),
-        "openers": openers if viewer_uid in (0, queue.uid) else None,
+        "openers": [_opener(descriptor) for descriptor in descriptors] if may_see else None,
         "maxmsg": queue.maxmsg,
         "msgsize": queue.msgsize,
         "curmsgs": len(queue),
@@ -38,4 +58,30 @@ def queue_info(queue: Queue, descriptors: Iterable[Descriptor], viewer_uid: int)
         "notify": None
         if note is None
         else {"pid": note.pid, "sigev_notify": note.sigev_notify, "signo": note.signo},
+        "lspid": _process(queue.last_send_tid),
+        "lrpid": _process(queue.last_receive_tid),
+        "unlinked": queue.unlinked,
+        "generation": queue.generation,
+        "last_change": None
+        if not queue.change_kind
+        else {
+            "kind": queue.change_kind,
+            "pid": _process(queue.change_tid),
+            "time_ns": queue.change_ns,
+        },
+    }
+
+
+def limits_info(namespace: Namespace) -> dict[str, Any]:
+    """The mount's limits, as /proc/sys/fs/mqueue, and what is used of them: queues (of
+    queues_max) and, per user, queues and bytes charged to RLIMIT_MSGQUEUE."""
+    return {
+        **dataclasses.asdict(namespace.limits),
+        "usage": {
+            "queues": namespace.live,
+            "users": [
+                {"uid": uid, "queues": queues, "bytes": charged}
+                for uid, (queues, charged) in namespace.usage().items()
+            ],
+        },
     }

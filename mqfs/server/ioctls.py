@@ -143,8 +143,10 @@ class Ioctls:
         request = wire.Wait.unpack(in_buf)
         _check_flags(request.flags, wire.XFER_TIMED, "mqfs_wait")
         deadline = _deadline(request.flags, request.tv_sec, request.tv_nsec)
-        generation = await handle.descriptor.queue.wait_changed(request.generation, deadline, ctx)
-        return 0, wire.Wait(generation=generation).pack()
+        descriptor = handle.descriptor
+        generation = await descriptor.wait_changed(request.generation, deadline, ctx)
+        flags = wire.WAIT_UNLINKED if descriptor.queue.unlinked else 0
+        return 0, wire.Wait(generation=generation, flags=flags).pack()
 
     @staticmethod
     async def peek(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any) -> Any:
@@ -178,7 +180,7 @@ class Ioctls:
     async def remove(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any) -> Any:
         """Message *index* out of the middle, if the queue is at the generation given."""
         request = wire.Remove.unpack(in_buf)
-        message, generation = await handle.descriptor.remove(request.index, request.generation)
+        message, generation = await handle.descriptor.remove(request.index, request.generation, ctx)
         reply = wire.Remove(
             index=request.index,
             generation=generation,

@@ -14,7 +14,6 @@ queue.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import inspect
@@ -39,7 +38,7 @@ from mqfs.server.handles import (
     SnapshotHandle,
     StatusHandle,
 )
-from mqfs.server.info import queue_info
+from mqfs.server.info import limits_info, queue_info
 from mqfs.server.inodes import (
     QUEUE_FILES,
     ROOT,
@@ -228,7 +227,7 @@ class MqueueFS(pyfuse3.Operations):
         owner_change = fields.update_mode or fields.update_uid or fields.update_gid
         if owner_change and slot not in (SLOT_DIR, SLOT_QUEUE):
             _fail(errno.EPERM)  # the queue's mode and owner live on the directory and file
-        queue.set_attributes(attr, fields)
+        queue.set_attributes(attr, fields, ctx)
         if owner_change:
             self.views.invalidate_all(queue, changed=inode)
         return self._attributes(inode)
@@ -244,12 +243,14 @@ class MqueueFS(pyfuse3.Operations):
 
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         slot = slot_of(inode)
-        if inode != ROOT and slot == SLOT_DIR and name == INFO_XATTR:
+        # The info is on the queue's directory, and on its file for whoever holds it
+        # open (fgetxattr still works once the name is unlinked: `mqfs watch`).
+        if inode != ROOT and slot in (SLOT_DIR, SLOT_QUEUE) and name == INFO_XATTR:
             queue = self._queue_of(inode)
             info = queue_info(queue, self.handles.descriptors_of(queue), ctx.uid)
             return json.dumps(info).encode()
         if inode == ROOT and name == LIMITS_XATTR:
-            return json.dumps(dataclasses.asdict(self.namespace.limits)).encode()
+            return json.dumps(limits_info(self.namespace)).encode()
         if inode == ROOT or slot < SLOT_FIRST_MESSAGE or name != PRIORITY_XATTR:
             _fail(pyfuse3.ENOATTR)
         message = inodes.message_at(self._queue_of(inode), slot - SLOT_FIRST_MESSAGE)
@@ -257,7 +258,7 @@ class MqueueFS(pyfuse3.Operations):
 
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         slot = slot_of(inode)
-        if inode != ROOT and slot == SLOT_DIR:
+        if inode != ROOT and slot in (SLOT_DIR, SLOT_QUEUE):
             self._queue_of(inode)
             return [INFO_XATTR]
         if inode != ROOT and slot >= SLOT_FIRST_MESSAGE:
@@ -283,7 +284,7 @@ class MqueueFS(pyfuse3.Operations):
     async def rmdir(self, parent: int, name: bytes, ctx: Any) -> None:
         if parent != ROOT:
             _fail(errno.EPERM)
-        self._forget_if_destroyed(self.namespace.unlink(os.fsdecode(name)))
+        self._forget_if_destroyed(self.namespace.unlink(os.fsdecode(name), ctx))
 
     async def unlink(self, parent: int, name: bytes, ctx: Any) -> None:
         _fail(errno.EISDIR if parent == ROOT else errno.EPERM)

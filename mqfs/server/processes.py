@@ -46,6 +46,14 @@ def tgid_of(tid: int) -> int:
     return int(value) if value and value.isdigit() else tid
 
 
+def command_of(pid: int) -> str | None:
+    """The command name of process *pid* (/proc/PID/comm), or None if it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().rstrip("\n")
+    except OSError:
+        return None
+
+
 def msgqueue_rlimit(pid: int) -> float:
     """The soft RLIMIT_MSGQUEUE of process *pid* in bytes (inf if unlimited or unknown)."""
     try:

@@ -126,6 +126,22 @@ def deadline_from_timespec(tv_sec: int, tv_nsec: int) -> float:
 class _Waiter:
     task: trio.lowlevel.Task
     message: Message | None = None  # what a blocked sender wants to enqueue
+    caller: Caller | None = None  # who is waiting: the last sender or receiver once served
+
+
+def _tid(caller: Caller | None) -> int:
+    """The thread id of *caller* (0 when there is none: a call from inside the daemon)."""
+    return caller.pid if caller is not None else 0
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # by identity: a key of Descriptor.blocked
+class Blocked:
+    """A caller parked on a :class:`Descriptor`: in what (``send``, ``receive`` or
+    ``wait``), since when (wall-clock ns) and which thread (FUSE gives thread ids)."""
+
+    direction: str
+    since_ns: int
+    tid: int
 
 
 class PerUser(dict[int, int]):
@@ -268,15 +284,29 @@ class Queue:
     _next_key: int = 0
     # Called once, with no arguments, the next time readiness may have changed (poll
     # wake-ups, WAIT, cache invalidation); keyed so that whoever stops caring removes it.
-    _watchers: dict[int, Callable[[], Any]] = field(default_factory=dict)
+    # The flag marks watchers (WAIT) that also want every other change: unlink, mode or
+    # owner. Those happen under the kernel's lock on the queue's directory, so the
+    # readiness watchers, which may invalidate the kernel's cache of it, must not run.
+    _watchers: dict[int, tuple[Callable[[], Any], bool]] = field(default_factory=dict)
     notifier: Notifier | None = None
     blocked: BlockedCallers | None = None  # the namespace's per-user cap on waiting
-    generation: int = 0  # bumped by every send, receive and removal: equal means unchanged
+    # Bumped by every change: send, receive, removal, mode or owner, unlink (see
+    # change_kind). Equal means unchanged.
+    generation: int = 0
     meta_time: int = 0
     owner_uid: int = 0  # the user charged for this queue's memory (RLIMIT_MSGQUEUE)
     references: int = 0  # open descriptors: the queue is destroyed at unlinked and 0
     closing: bool = False  # the daemon is stopping: every wait ends with ENOTCONN
     journal: Journal | None = None  # -o state=DIR, while the queue has its name
+    # The last change, for `mqfs watch`: its kind (a key of CHANGES), the caller's thread
+    # id (0: the daemon itself) and when (wall-clock ns). Plain fields, set on every send.
+    change_kind: str = ""
+    change_tid: int = 0
+    change_ns: int = 0
+    # lsipc's LSPID and LRPID: the threads of the last send and receive (0: none yet).
+    # Thread ids: the process is looked up only when someone asks (processes.tgid_of).
+    last_send_tid: int = 0
+    last_receive_tid: int = 0
 
     def __post_init__(self) -> None:
         self.mtime = self.ctime = self.atime
@@ -292,9 +322,10 @@ class Queue:
     def is_full(self) -> bool:
         return len(self.store) >= self.maxmsg
 
-    def set_attributes(self, attr: Any, fields: Any) -> None:
+    def set_attributes(self, attr: Any, fields: Any, caller: Caller | None = None) -> None:
         """chmod, chown and utimes (pyfuse3's SetattrFields say which): ctime moves
-        always, and the time shown on the queue's directory with its mode and owner."""
+        always, and the time shown on the queue's directory with its mode and owner; a
+        mode or owner change by *caller* is a change watchers see."""
         mode = attr.st_mode & 0o7777 if fields.update_mode else self.mode
         uid = attr.st_uid if fields.update_uid else self.uid
         gid = attr.st_gid if fields.update_gid else self.gid
@@ -307,6 +338,7 @@ class Queue:
         self.atime, self.mtime, self.ctime = atime, mtime, ctime
         if fields.update_mode or fields.update_uid or fields.update_gid:
             self.meta_time = self.ctime
+            self._note("attributes", caller, ctime)
 
     def status_line(self) -> bytes:
         """Byte for byte what the kernel's ``mqueue_read_file`` prints."""
@@ -328,12 +360,13 @@ class Queue:
         """(priority, payloads) runs of *limit* messages from *index* on (no await meanwhile)."""
         return self.store.segments_from(index, limit)
 
-    def add_watcher(self, wake: Callable[[], Any]) -> int:
-        """Call *wake* once, the next time readiness may have changed; returns a key for
+    def add_watcher(self, wake: Callable[[], Any], every_change: bool = False) -> int:
+        """Call *wake* once, the next time readiness may have changed (or, with
+        *every_change*, anything else: unlink, mode, owner); returns a key for
         :meth:`remove_watcher`."""
         key = self._next_key
         self._next_key += 1
-        self._watchers[key] = wake
+        self._watchers[key] = (wake, every_change)
         return key
 
     def remove_watcher(self, key: int) -> None:
@@ -343,14 +376,15 @@ class Queue:
     async def wait_changed(
         self, generation: int, deadline: float = math.inf, caller: Caller | None = None
     ) -> int:
-        """Wait until the queue's generation differs from *generation* or *deadline*
-        passes; return the generation then. The watcher goes on every exit path."""
+        """Wait until the queue's generation differs from *generation* (a send, a
+        receive, a mode or owner change, the unlink) or *deadline* passes; return the
+        generation then. The watcher goes on every exit path."""
         self._check_open()
         if self.generation != generation or deadline <= trio.current_time():
             return self.generation
         task = trio.lowlevel.current_task()
         with self._blocking(caller):  # admitted (or EAGAIN) before anything is registered
-            key = self.add_watcher(lambda: trio.lowlevel.reschedule(task))
+            key = self.add_watcher(lambda: trio.lowlevel.reschedule(task), every_change=True)
 
             def abort(_: Any) -> trio.lowlevel.Abort:
                 self.remove_watcher(key)
@@ -361,14 +395,29 @@ class Queue:
         self._check_open()
         return self.generation
 
-    def _changed(self) -> None:
+    def _changed(self, kind: str, tid: int) -> None:
+        """A send or receive by thread *tid*: readiness may have changed."""
+        now = time.time_ns()
+        self.atime = self.mtime = self.ctime = now
         self.generation += 1
-        self.atime = self.mtime = self.ctime = time.time_ns()
+        self.change_kind, self.change_tid, self.change_ns = kind, tid, now
         self._wake_watchers()
+
+    def _note(self, kind: str, caller: Caller | None, now: int) -> None:
+        """Any other change (unlink, mode, owner): only WAIT callers are woken."""
+        self.generation += 1
+        self.change_kind, self.change_tid, self.change_ns = kind, _tid(caller), now
+        for key in [key for key, (_, every) in self._watchers.items() if every]:
+            self._watchers.pop(key)[0]()
+
+    def unlinked_by(self, caller: Caller | None) -> None:
+        """The queue's name is gone (mq_unlink by *caller*): watchers are told."""
+        self.unlinked = True
+        self._note("unlink", caller, time.time_ns())
 
     def _wake_watchers(self) -> None:
         watchers, self._watchers = self._watchers, {}
-        for wake in watchers.values():
+        for wake, _ in watchers.values():
             wake()
 
     def close(self) -> None:
@@ -470,9 +519,11 @@ class Queue:
     # -- the two halves of every send and receive ----------------------------
     def _enqueue(self, message: Message, sender: Caller | None = None) -> None:
         """Put *message* where it belongs: to a waiting receiver, else into the store."""
+        self.last_send_tid = tid = sender.pid if sender is not None else 0
         if self._receivers:
             key = next(iter(self._receivers))
             waiter = self._receivers.pop(key)
+            self.last_receive_tid = _tid(waiter.caller)
             trio.lowlevel.reschedule(waiter.task, outcome.Value(message))
         else:
             if self.journal is not None:
@@ -480,29 +531,32 @@ class Queue:
             self.store.push(message.payload, message.priority)
             if len(self.store) == 1 and self.notification is not None:
                 self._notify(sender)
-        self._changed()
+        self._changed("send", tid)
 
-    def _dequeue(self) -> Message:
+    def _dequeue(self, caller: Caller | None = None) -> Message:
         if self.journal is not None:
             self.journal.received(self, self._next_admitted())
         message = self.store.pop()
-        self._refill()
+        self.last_receive_tid = tid = caller.pid if caller is not None else 0
+        self._refill("receive", tid)
         return message
 
     def _next_admitted(self) -> Message | None:
         """The message of the sender a freed slot admits: the longest-waiting one's."""
         return next(iter(self._senders.values())).message if self._senders else None
 
-    def _refill(self) -> None:
-        """A message left the store: admit the longest-waiting sender into the free slot
-        (the kernel's ``pipelined_receive``), then tell whoever watches."""
+    def _refill(self, kind: str, tid: int) -> None:
+        """A message left the store (*kind*, by thread *tid*): admit the longest-waiting
+        sender into the free slot (the kernel's ``pipelined_receive``), then tell
+        whoever watches."""
         if self._senders:
             key = next(iter(self._senders))
             waiter = self._senders.pop(key)
             assert waiter.message is not None
             self.store.push(waiter.message.payload, waiter.message.priority)
+            self.last_send_tid = _tid(waiter.caller)
             trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
-        self._changed()
+        self._changed(kind, tid)
 
     async def _park(
         self,
@@ -539,25 +593,24 @@ class Queue:
             return
         if deadline <= trio.current_time():
             raise errors.TimedOut("timed out waiting on the queue")
-        waiter = _Waiter(trio.lowlevel.current_task(), Message(payload, priority))
+        waiter = _Waiter(trio.lowlevel.current_task(), Message(payload, priority), sender)
         await self._park(self._senders, waiter, deadline, sender)
 
-    def receive_nowait(self) -> Message:
+    def receive_nowait(self, caller: Caller | None = None) -> Message:
         if not self.store:
             raise errors.WouldBlock(f"queue {self.name!r} is empty")
-        return self._dequeue()
+        return self._dequeue(caller)
 
     async def receive(self, deadline: float, caller: Caller | None = None) -> Message:
         if self.store:
-            return self._dequeue()
+            return self._dequeue(caller)
         if deadline <= trio.current_time():
             raise errors.TimedOut("timed out waiting on the queue")
-        message: Message = await self._park(
-            self._receivers, _Waiter(trio.lowlevel.current_task()), deadline, caller
-        )
+        waiter = _Waiter(trio.lowlevel.current_task(), caller=caller)
+        message: Message = await self._park(self._receivers, waiter, deadline, caller)
         return message
 
-    def remove(self, index: int, generation: int) -> Message:
+    def remove(self, index: int, generation: int, caller: Caller | None = None) -> Message:
         """Take message *index* (receive order) out of the queue, wherever it is, if the
         queue is still at *generation*: ESTALE if it is not (the index may name another
         message by now), then ENOENT past the last message. What a receive does after it
@@ -575,7 +628,7 @@ class Queue:
         if self.journal is not None:
             self.journal.discarded(self, index, self._next_admitted())
         message = self.store.remove(index)
-        self._refill()
+        self._refill("remove", _tid(caller))
         return message
 
     def statistics(self) -> QueueStatistics:
@@ -605,7 +658,35 @@ class Descriptor:
     nonblock: bool
     pid: int = 0
     send_priority: int = 0  # priority of write(); set with the SETPRIO ioctl
-    waiting: int = 0  # callers blocked in send or receive on this descriptor right now
+    # Callers parked on this descriptor right now, oldest first, and how many per
+    # direction: many threads may share one descriptor (thousands: blocked_max), so
+    # entering, leaving and reporting cost O(1) each.
+    blocked: dict[Blocked, None] = field(default_factory=dict)
+    blocked_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def waiting(self) -> int:
+        """How many callers are parked on this descriptor right now."""
+        return len(self.blocked)
+
+    def oldest_blocked(self) -> Blocked | None:
+        """The caller parked longest on this descriptor, or None."""
+        return next(iter(self.blocked), None)
+
+    @contextlib.contextmanager
+    def _parked(self, direction: str, caller: Caller | None) -> Iterator[None]:
+        """Record *caller* as blocked in *direction* while it waits (`mqfs who`)."""
+        entry = Blocked(direction, time.time_ns(), _tid(caller))
+        counts = self.blocked_counts
+        self.blocked[entry] = None
+        counts[direction] = counts.get(direction, 0) + 1
+        try:
+            yield
+        finally:
+            del self.blocked[entry]
+            left = counts.pop(direction) - 1
+            if left:
+                counts[direction] = left
 
     def _check_priority(self, priority: int) -> None:
         if not 0 <= priority < MQ_PRIO_MAX:
@@ -623,14 +704,11 @@ class Descriptor:
         if not self.writable:
             raise errors.BadDescriptor("queue descriptor is not open for writing")
         self.check_send_length(len(payload))
-        if self.nonblock:
+        if self.nonblock or not self.queue.is_full:
             self.queue.send_nowait(payload, priority, sender)
         else:
-            self.waiting += 1
-            try:
+            with self._parked("send", sender):
                 await self.queue.send(payload, priority, deadline, sender)
-            finally:
-                self.waiting -= 1
         journal = self.queue.journal
         if journal is not None and journal.sync:
             await journal.settled()
@@ -684,20 +762,26 @@ class Descriptor:
     ) -> Message:
         """mq_timedreceive: EBADF, EMSGSIZE (buffer < msgsize), then EAGAIN or wait."""
         self.check_receive(bufsize)
-        if self.nonblock:
-            message = self.queue.receive_nowait()
+        if self.nonblock or self.queue.store:
+            message = self.queue.receive_nowait(caller)
         else:
-            self.waiting += 1
-            try:
+            with self._parked("receive", caller):
                 message = await self.queue.receive(deadline, caller)
-            finally:
-                self.waiting -= 1
         journal = self.queue.journal
         if journal is not None and journal.sync:
             await journal.settled()  # shielded: the message reaches its caller regardless
         return message
 
-    async def remove(self, index: int, generation: int) -> tuple[Message, int]:
+    async def wait_changed(
+        self, generation: int, deadline: float = math.inf, caller: Caller | None = None
+    ) -> int:
+        """The WAIT ioctl: :meth:`Queue.wait_changed`, shown as blocked in ``wait``."""
+        with self._parked("wait", caller):
+            return await self.queue.wait_changed(generation, deadline, caller)
+
+    async def remove(
+        self, index: int, generation: int, caller: Caller | None = None
+    ) -> tuple[Message, int]:
         """Remove message *index* if the queue is at *generation* (:meth:`Queue.remove`);
         the message and the generation right after the removal (a caller that saw the
         rest of the queue at *generation* may remove another with it, if nothing else
@@ -709,7 +793,7 @@ class Descriptor:
         """
         if not self.readable:
             raise errors.BadDescriptor("queue descriptor is not open for reading")
-        message = self.queue.remove(index, generation)
+        message = self.queue.remove(index, generation, caller)
         after = self.queue.generation
         journal = self.queue.journal
         if journal is not None and journal.sync:
@@ -894,14 +978,15 @@ class Namespace:
         """Hand out no qid below *below* (the journal had used them)."""
         self._next_qid = max(self._next_qid, below)
 
-    def unlink(self, name: str) -> Queue:
-        """mq_unlink: the name goes now; the queue lives on while it is open."""
+    def unlink(self, name: str, caller: Caller | None = None) -> Queue:
+        """mq_unlink by *caller*: the name goes now; the queue lives on while it is open
+        (its WAIT callers are woken, to learn that it was unlinked)."""
         queue = self.lookup(name)
         if queue.journal is not None:
             queue.journal.removed(queue)
             queue.journal = None
         del self.queues[name]
-        queue.unlinked = True
+        queue.unlinked_by(caller)
         self._maybe_destroy(queue)
         return queue
 
@@ -918,6 +1003,14 @@ class Namespace:
             queue.store.clear()
             queue.end_notification()
             self.charged.add(queue.owner_uid, -memory_charge(queue.maxmsg, queue.msgsize))
+
+    def usage(self) -> dict[int, tuple[int, int]]:
+        """What each user holds now: uid -> (queues, bytes charged to RLIMIT_MSGQUEUE),
+        counting unlinked queues still open, as the kernel's mq_bytes does."""
+        queues = PerUser()
+        for queue in self.by_qid.values():
+            queues.add(queue.owner_uid, 1)
+        return {uid: (queues[uid], self.charged[uid]) for uid in sorted(queues | self.charged)}
 
     def is_alive(self, queue: Queue) -> bool:
         return self.by_qid.get(queue.qid) is queue

@@ -110,9 +110,9 @@ def test_ls_long_and_who_show_openers_and_blocked_receivers(mqfs_mount: Mount) -
         status, out, _ = run(mqfs_mount, "who", "q")
         assert status == 0
         lines = out.decode().splitlines()
-        assert lines[0].split() == ["PID", "COMMAND", "ACCESS", "BLOCKED"]
+        assert lines[0].split() == ["PID", "COMMAND", "ACCESS", "BLOCKED", "FOR"]
         assert lines[1].split()[0] == str(receiver.pid)
-        assert lines[1].split()[2:] == ["read", "receive"]
+        assert lines[1].split()[2:4] == ["read", "receive"]
         _, table, _ = run(mqfs_mount, "ls", "-l")
         header, row = table.decode().splitlines()
         assert header.split() == [
@@ -141,15 +141,18 @@ def test_watch_follows_changes_without_polling(mqfs_mount: Mount) -> None:
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
+    me = os.getpid()
     try:
         assert watcher.stdout is not None
-        assert watcher.stdout.readline()[14:] == "now          0/10 msgs  head: -\n"
+        assert watcher.stdout.readline()[14:] == f"{'now':<26} 0/10 msgs  head: -\n"
         fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR)
         try:
             calls.send(fd, b"first", 2)
-            assert watcher.stdout.readline()[14:] == "sent +1      1/10 msgs  head: [2] 'first'\n"
+            line = watcher.stdout.readline()[14:]
+            assert line == f"{f'send by pid {me}':<26} 1/10 msgs  head: [2] 'first'\n"
             calls.receive(fd, 8192)
-            assert watcher.stdout.readline()[14:] == "received -1  0/10 msgs  head: -\n"
+            line = watcher.stdout.readline()[14:]
+            assert line == f"{f'receive by pid {me}':<26} 0/10 msgs  head: -\n"
         finally:
             os.close(fd)
         assert watcher.wait(timeout=10) == 0

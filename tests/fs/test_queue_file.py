@@ -575,7 +575,7 @@ def test_remove_wakes_pollers_and_waiters(mqfs_mount: Mount, queue_fd: int) -> N
 
     def wait_for_a_change() -> None:
         threads["wait"] = threading.get_native_id()
-        results["wait"] = calls.wait_changed(queue_fd, generation, timeout=10)
+        results["wait"] = calls.wait_changed(queue_fd, generation, timeout=10).generation
 
     def asleep_in(thread: str, where: str) -> bool:
         tid = threads.get(thread)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import resource
 import stat
@@ -17,6 +18,7 @@ from mqfs.client import calls
 from mqfs.client.backends import KernelBackend
 from tests.support.kernel import mqueue_mount, why_kernel_mqueue_unusable
 from tests.support.mounts import Mount
+from tests.support.waiting import wait_until
 
 
 def sh(command: str, mount: Mount) -> subprocess.CompletedProcess[str]:
@@ -188,6 +190,29 @@ def test_rmdir_while_open_keeps_the_queue_for_open_descriptors(mqfs_mount: Mount
         os.write(fd, b"still works")
         assert os.read(fd, 8192) == b"survivor"
         assert calls.peek(fd, 0) == (b"still works", 0)
+    finally:
+        os.close(fd)
+
+
+def test_wait_wakes_on_unlink_and_says_so(mqfs_mount: Mount) -> None:
+    """WAIT returns when the queue is unlinked, with WAIT_UNLINKED; the info stays
+    readable through the open file, naming the unlink as the last change."""
+    import concurrent.futures
+
+    mqfs_mount.make_queue("q")
+    fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDONLY)
+    try:
+        start = calls.wait_changed(fd, 0, timeout=0)
+        assert not start.unlinked
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(calls.wait_changed, fd, start.generation, 30)
+            wait_until(lambda: mqfs_mount.blocked_on("q") == 1, what="the WAIT to park")
+            os.rmdir(mqfs_mount.path / "q")
+            reply = waiting.result(timeout=20)
+        assert reply.unlinked and reply.generation == start.generation + 1
+        info = json.loads(os.getxattr(fd, wire.INFO_XATTR))
+        assert info["unlinked"] and info["last_change"]["kind"] == "unlink"
+        assert info["last_change"]["pid"] == os.getpid()
     finally:
         os.close(fd)
 

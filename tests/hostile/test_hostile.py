@@ -342,7 +342,15 @@ def test_openers_pids_are_shown_to_the_owner_and_root_only(shared_mount: Mount) 
     try:
         as_root = shared_mount.info("q")
         assert as_root["open"] == 1 and as_root["openers"] == [
-            {"pid": os.getpid(), "access": "r", "nonblock": False, "blocked": 0}
+            {
+                "pid": os.getpid(),
+                "command": Path("/proc/self/comm").read_text().strip(),
+                "access": "r",
+                "nonblock": False,
+                "blocked": None,
+                "blocked_since_ns": None,
+                "waiting": {},
+            }
         ]
         seen = as_user(lambda: os.getxattr(shared_mount.path / "q", wire.INFO_XATTR))
         as_other = json.loads(seen)

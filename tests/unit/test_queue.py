@@ -13,7 +13,7 @@ import trio.testing
 
 from mqfs import errors
 from mqfs.posix import check_name
-from mqfs.server.queue import Descriptor, Limits, Namespace, Queue
+from mqfs.server.queue import Descriptor, Limits, Namespace, Queue, memory_charge
 
 
 def make_queue(maxmsg: int = 2, msgsize: int = 16) -> Queue:
@@ -369,3 +369,113 @@ def test_processes_reads_its_own_status() -> None:
     effective = int(status.split("CapEff:")[1].split()[0], 16)
     assert processes.has_sys_resource(os.getpid()) == bool(effective >> 24 & 1)
     assert processes.has_sys_resource(-5) is False
+
+
+# -- what operators see: who is blocked in what, the last change, usage (issue 16) -------
+async def test_a_descriptor_records_each_parked_caller_with_its_direction() -> None:
+    queue = make_queue(maxmsg=1)
+    shared = descriptor(queue)  # one O_RDWR descriptor, several threads
+    alice, bob = _User(1), _User(2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shared.receive, 16, math.inf, alice)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(shared.receive, 16, math.inf, bob)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [(b.direction, b.tid) for b in shared.blocked] == [
+            ("receive", alice.pid),
+            ("receive", bob.pid),
+        ]
+        first, second = shared.blocked
+        assert first.since_ns <= second.since_ns and shared.oldest_blocked() is first
+        assert shared.waiting == 2 and shared.blocked_counts == {"receive": 2}
+        await descriptor(queue).send(b"x", 0)  # served: alice (first) leaves the list
+        await trio.testing.wait_all_tasks_blocked()
+        assert [b.tid for b in shared.blocked] == [bob.pid]
+        nursery.cancel_scope.cancel()
+    assert shared.blocked == {} and shared.blocked_counts == {}
+    await shared.send(b"full", 0)  # a send that does not wait is not recorded
+    assert shared.blocked == {} and shared.blocked_counts == {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shared.send, b"more", 0, math.inf, alice)
+        nursery.start_soon(shared.wait_changed, queue.generation, math.inf, bob)
+        await trio.testing.wait_all_tasks_blocked()
+        assert shared.blocked_counts == {"send": 1, "wait": 1}
+        nursery.cancel_scope.cancel()
+    assert shared.blocked == {} and shared.blocked_counts == {}
+
+
+async def test_the_last_sender_receiver_and_change_are_recorded() -> None:
+    queue = make_queue(maxmsg=1)
+    alice, bob, carol = _User(1), _User(2), _User(3)
+    await descriptor(queue).send(b"a", 0, sender=alice)
+    assert (queue.last_send_tid, queue.last_receive_tid) == (alice.pid, 0)
+    assert (queue.change_kind, queue.change_tid) == ("send", alice.pid)
+    async with trio.open_nursery() as nursery:  # carol waits; bob's receive admits her
+        nursery.start_soon(descriptor(queue).send, b"c", 0, math.inf, carol)
+        await trio.testing.wait_all_tasks_blocked()
+        await descriptor(queue).receive(16, caller=bob)
+    assert (queue.last_send_tid, queue.last_receive_tid) == (carol.pid, bob.pid)
+    assert (queue.change_kind, queue.change_tid) == ("receive", bob.pid)
+    await descriptor(queue).receive(16, caller=bob)
+    async with trio.open_nursery() as nursery:  # a hand-off: alice waits, carol sends
+        nursery.start_soon(descriptor(queue).receive, 16, math.inf, alice)
+        await trio.testing.wait_all_tasks_blocked()
+        before = queue.generation
+        await descriptor(queue).send(b"h", 0, sender=carol)
+    assert (queue.last_send_tid, queue.last_receive_tid) == (carol.pid, alice.pid)
+    assert queue.generation == before + 1
+    await descriptor(queue).send(b"r", 0, sender=carol)
+    queue.remove(0, queue.generation, bob)  # rm-msg: not a receive
+    assert (queue.change_kind, queue.change_tid, queue.last_receive_tid) == (
+        "remove",
+        bob.pid,
+        alice.pid,
+    )
+
+
+async def test_unlink_and_a_mode_change_wake_wait_callers_but_not_pollers() -> None:
+    namespace = Namespace(Limits())
+    queue = namespace.create("q", mode=0o600, uid=0, gid=0)
+    alice = _User(1)
+    polled: list[int] = []
+    poll_key = queue.add_watcher(lambda: polled.append(1))
+    results: list[int] = []
+
+    async def wait() -> None:
+        results.append(await queue.wait_changed(queue.generation))
+
+    class Fields:
+        update_mode, update_uid, update_gid, update_atime, update_mtime = (True,) + (False,) * 4
+
+    class Attr:
+        st_mode = 0o640
+
+    with trio.fail_after(5):  # a wait nothing wakes fails here, not hangs
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            queue.set_attributes(Attr(), Fields(), alice)
+    assert results == [queue.generation] and queue.change_kind == "attributes"
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            namespace.unlink("q", alice)
+    assert results[-1] == queue.generation and queue.unlinked
+    assert (queue.change_kind, queue.change_tid) == ("unlink", alice.pid)
+    assert polled == [] and list(queue._watchers) == [poll_key]  # readiness did not change
+    queue.remove_watcher(poll_key)
+
+
+def test_usage_counts_queues_and_bytes_per_user_until_destroyed() -> None:
+    namespace = Namespace(Limits())
+    one = namespace.create("a", mode=0o600, uid=7, gid=0, maxmsg=2, msgsize=16)
+    namespace.create("b", mode=0o600, uid=7, gid=0, maxmsg=2, msgsize=16)
+    namespace.create("c", mode=0o600, uid=8, gid=0, maxmsg=1, msgsize=128)
+    charge = memory_charge(2, 16)
+    assert namespace.usage() == {7: (2, 2 * charge), 8: (1, memory_charge(1, 128))}
+    namespace.acquire(one)
+    namespace.unlink("a")  # still open: still charged, as the kernel
+    assert namespace.usage()[7] == (2, 2 * charge)
+    namespace.release(one)
+    assert namespace.usage()[7] == (1, charge)

@@ -53,6 +53,7 @@ CONSTANTS = {
     "offsetof(struct mqfs_notify, sigev_value)": 16,
     "MQFS_XFER_TIMED": wire.XFER_TIMED,
     "MQFS_CREATE_EXCL": wire.CREATE_EXCL,
+    "MQFS_WAIT_UNLINKED": wire.WAIT_UNLINKED,
     "MQFS_CREATE_ATTR": wire.CREATE_ATTR,
     "sizeof(struct mqfs_attr)": wire.ATTR_SIZE,
     "sizeof(struct mqfs_peek)": wire.PEEK_SIZE,
