@@ -9,10 +9,14 @@ import pty
 import select
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from mqfs.client import calls
 from tests.support.cli import run_cli
 from tests.support.mounts import Mount
+
+T = TypeVar("T")
 
 
 def fill(mount: Mount, name: str, messages: list[tuple[bytes, int]], maxmsg: int = 10) -> None:
@@ -24,9 +28,14 @@ def fill(mount: Mount, name: str, messages: list[tuple[bytes, int]], maxmsg: int
 
 
 def queued(mount: Mount, name: str) -> list[tuple[bytes, int]]:
+    return read_queue(mount, name, calls.peek_all)
+
+
+def read_queue(mount: Mount, name: str, read: Callable[[int], T]) -> T:
+    """*read* applied to a read-only descriptor of queue *name*."""
     fd = os.open(mount.path / name / "queue", os.O_RDONLY)
     try:
-        return calls.peek_all(fd)
+        return read(fd)
     finally:
         os.close(fd)
 
@@ -114,11 +123,7 @@ def test_rm_msg_never_removes_from_a_queue_that_changed(mqfs_mount: Mount) -> No
 
 
 def calls_generation(mount: Mount, name: str) -> int:
-    fd = os.open(mount.path / name / "queue", os.O_RDONLY)
-    try:
-        return calls.current_generation(fd)
-    finally:
-        os.close(fd)
+    return read_queue(mount, name, calls.current_generation)
 
 
 def test_rm_msg_asks_on_a_terminal_and_checks_the_generation_after(mqfs_mount: Mount) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -249,23 +251,31 @@ def test_blocking_read_is_woken_by_a_send_from_another_process(mqfs_mount: Mount
         os.close(fd)
 
 
+@contextlib.contextmanager
+def blocked_writer(mount: Mount, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A process blocked writing b"late" to the full queue *name* (killed if it is still
+    there at the end)."""
+    queue_path = str(mount.path / name / "queue")
+    code = f"import os; os.write(os.open({queue_path!r}, os.O_WRONLY), b'late')"
+    writer = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        wait_until(lambda: mount.blocked_on(name), what="the writer to block")
+        yield writer
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+
+
 def test_blocking_write_is_woken_by_a_receive(mqfs_mount: Mount) -> None:
     mqfs_mount.make_queue("q")
     fd = open_queue(mqfs_mount, "q")
     for i in range(10):
         os.write(fd, b"%d" % i)
-    queue_path = str(mqfs_mount.path / "q" / "queue")
-    writer = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import os; os.write(os.open({queue_path!r}, os.O_WRONLY), b'late')",
-        ]
-    )
     try:
-        wait_until(lambda: mqfs_mount.blocked_on("q"), what="writer to block")
-        assert os.read(fd, 8192) == b"0"
-        assert writer.wait(timeout=10) == 0
+        with blocked_writer(mqfs_mount, "q") as writer:
+            assert os.read(fd, 8192) == b"0"
+            assert writer.wait(timeout=10) == 0
         assert [os.read(fd, 8192) for _ in range(10)][-1] == b"late"
     finally:
         os.close(fd)
@@ -539,22 +549,9 @@ def test_remove_takes_exactly_the_message_named_at_its_generation(
 def test_remove_admits_a_blocked_writer(mqfs_mount: Mount, queue_fd: int) -> None:
     for i in range(10):  # the mount's default maxmsg: full
         os.write(queue_fd, b"%d" % i)
-    queue_path = str(mqfs_mount.path / "q" / "queue")
-    writer = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import os; os.write(os.open({queue_path!r}, os.O_WRONLY), b'late')",
-        ]
-    )
-    try:
-        wait_until(lambda: mqfs_mount.blocked_on("q"), what="the writer to block")
+    with blocked_writer(mqfs_mount, "q") as writer:
         calls.remove(queue_fd, 4, calls.current_generation(queue_fd))
         assert writer.wait(timeout=10) == 0
-    finally:
-        if writer.poll() is None:
-            writer.kill()
-            writer.wait()
     expected = [b"%d" % i for i in range(10) if i != 4] + [b"late"]
     assert [payload for payload, _ in calls.peek_all(queue_fd)] == expected
 
