@@ -25,6 +25,7 @@ import platform
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 CLONE_NEWIPC = 0x08000000
+PR_SET_PDEATHSIG = 1
 MOUNT_OPTIONS = ("msg_max=65536", "msgsize_max=8192", "ignore_rlimit")
 SMALL, LARGE = 64, 8192  # message sizes, in bytes
 PAIR_QUEUE_DEPTH = 10  # the kernel's msg_max in a fresh IPC namespace
@@ -162,6 +164,12 @@ def private_ipc_namespace() -> bool:
     code = ctypes.get_errno()
     progress(f"unshare(CLONE_NEWIPC) failed ({os.strerror(code)}): using unique queue names")
     return False
+
+
+def die_with_parent() -> None:
+    """In a forked worker: be SIGKILLed when the benchmark process dies, so that a worker
+    blocked in a receive cannot outlive it (PR_SET_PDEATHSIG)."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def lift_msgqueue_rlimit() -> None:
