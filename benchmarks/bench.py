@@ -117,7 +117,7 @@ def run(scale: Scale, quick: bool, pin: set[int] | None) -> Report:
                     report, scale, daemon, kernel, floor, programs, stack
                 )
             throughput.measure_two_by_two(report, scale, daemon, kernel)  # 4 workers: every CPU
-            throughput.measure_queue_scaling(report, scale, daemon)  # up to 128 workers
+            throughput.measure_queue_scaling(report, scale, daemon, kernel)  # 128 workers
             with placed([daemon.process.pid], pin):
                 reading.measure_peek_cat_dump(report, scale, daemon, stack, space.baseline_dir)
                 reading.measure_ls_and_cat_commands(

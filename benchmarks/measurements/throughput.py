@@ -85,6 +85,7 @@ TAIL_KEYS = (
     "kernel_c_pair_64",
     "c_floor_noop",
     "floor_noop",
+    "noop_pair",
     "mqfs_rw_64",
     "mqfs_ioctl_64",
     "shim_pair_64",
@@ -200,7 +201,9 @@ def pair_and_floor_timers(
         "floor_read_64": loop_timer(lambda: os.pread(status, 64, 0)),
     }
     samplers = {key: pair_sampler(*pairs[key]) for key in pairs if key.endswith("_64")}
-    samplers["floor_noop"] = loop_sampler(partial(calls.noop, mqfs64))
+    noop = partial(calls.noop, mqfs64)
+    samplers["floor_noop"] = loop_sampler(noop)
+    samplers["noop_pair"] = pair_sampler(noop, noop)  # the floor of a pair's two round trips
     return timers, samplers
 
 
@@ -279,9 +282,12 @@ def report_tails(report: Report, tails: dict[str, list[int]], overhead_ns: int) 
     )
     quantiles = {key: (percentile(tails[key], 0.5), percentile(tails[key], 0.99)) for key in tails}
     noop_p50 = quantiles["floor_noop"][0]
+    floor_p99 = quantiles["noop_pair"][1]
+    labels = {key: label for key, (label, _) in PAIR_LABELS.items()}
+    labels["noop_pair"] = "2 NOOP ioctls, timed as one (a pair's floor)"
     report.extra["tails"] = {
         key: {
-            "label": PAIR_LABELS[key][0],
+            "label": labels[key],
             "samples": len(tails[key]),
             "p50_seconds": p50 * 1e-9,
             "p99_seconds": p99 * 1e-9,
@@ -293,8 +299,8 @@ def report_tails(report: Report, tails: dict[str, list[int]], overhead_ns: int) 
         shown = f"{format_seconds(p50 * 1e-9)} / {format_seconds(p99 * 1e-9)}"
         ratio = f"p99 = {p99 / p50:.1f}x p50"
         if key.startswith(("mqfs_", "shim_")):
-            ratio += f"; p50 = {p50 / noop_p50:.2f} NOOP p50"
-        report.rows.append((PAIR_LABELS[key][0], shown, "", "", ratio))
+            ratio += f"; p50 = {p50 / noop_p50:.2f} NOOP p50; p99 = {p99 / floor_p99:.2f}x 2 NOOPs'"
+        report.rows.append((labels[key], shown, "", "", ratio))
 
 
 # -- 1, 3: producer and consumer processes ------------------------------------------------
@@ -460,39 +466,66 @@ def measure_two_by_two(report: Report, scale: Scale, daemon: Daemon, kernel: Ker
 # -- 1, 3: one producer + one consumer process on each of N queues -------------------------
 
 
-def measure_queue_scaling(report: Report, scale: Scale, daemon: Daemon) -> None:
+def measure_queue_scaling(
+    report: Report, scale: Scale, daemon: Daemon, kernel: KernelQueues
+) -> None:
+    """mqfs's group, then the kernel's (the same processes on kernel queues, to show what
+    the machine itself does with 2N processes), each forked once and freed before the next."""
     counts = scale.queue_counts
     progress(f"1 producer + 1 consumer process per queue, on {', '.join(map(str, counts))} queues")
-    labels = {}
-    with ExitStack() as workers:
-        timers = {}
-        for count in counts:
-            queues = [
-                daemon.create(f"scale{count}-{index}", PAIR_QUEUE_DEPTH, SMALL)
-                for index in range(count)
-            ]
-            key = f"mqfs_queues_{count}"
-            pairs = [
-                (mqfs_worker(queue, "send"), mqfs_worker(queue, "receive")) for queue in queues
-            ]
-            timers[key] = workers.enter_context(processes_timer(pairs))
-            plural = "queue" if count == 1 else "queues"
-            labels[key] = (f"{count} {plural} x (1+1 processes), write/read 64 B", "pair")
-        starts = dict.fromkeys(timers, scale.parallel_start)
-        longer = dataclasses.replace(
-            scale, rep_seconds=max(scale.rep_seconds, QUEUES_REP_SECONDS_MIN)
-        )
-        report.record_group("queues", interleaved(timers, longer, starts), labels)
+    sides: dict[str, dict[int, list[Pair]]] = {"mqfs": {}, "kernel": {}}
+    for count in counts:
+        queues = [
+            daemon.create(f"scale{count}-{index}", PAIR_QUEUE_DEPTH, SMALL)
+            for index in range(count)
+        ]
+        sides["mqfs"][count] = [
+            (mqfs_worker(queue, "send"), mqfs_worker(queue, "receive")) for queue in queues
+        ]
+        for index in range(count):
+            kernel.backend.close(kernel.open(f"scale{count}-{index}", SMALL))
+        sides["kernel"][count] = [
+            (
+                kernel_worker(kernel.backend, name, "send"),
+                kernel_worker(kernel.backend, name, "receive"),
+            )
+            for name in kernel.names[-count:]
+        ]
+    longer = dataclasses.replace(scale, rep_seconds=max(scale.rep_seconds, QUEUES_REP_SECONDS_MIN))
+    for side, pairs in sides.items():
+        what = "write/read" if side == "mqfs" else "mq_send/mq_receive"
+        labels = {
+            f"{side}_queues_{count}": (
+                f"{side} {count} queue{'s' if count > 1 else ''} x (1+1), {what} 64 B",
+                "pair",
+            )
+            for count in counts
+        }
+        with ExitStack() as workers:
+            timers = {
+                key: workers.enter_context(processes_timer(pairs[count]))
+                for key, count in zip(labels, counts, strict=True)
+            }
+            starts = dict.fromkeys(timers, scale.parallel_start)
+            report.record_group(f"queues-{side}", interleaved(timers, longer, starts), labels)
     report.section("1+3 scale: one producer + one consumer process per queue (total rate)")
-    single = f"mqfs_queues_{counts[0]}"
     scaled = {}
     for count in counts:
-        key = f"mqfs_queues_{count}"
-        if key == single:
-            report.row(key, report.rate(key), "baseline (one queue)")
+        key, on_kernel = f"mqfs_queues_{count}", f"kernel_queues_{count}"
+        if count == counts[0]:
+            report.row(key, report.rate(key), f"baseline (the kernel: {report.rate(on_kernel)})")
             continue
-        scaled[count] = report.ratio(f"{key}_vs_1", single, key, "N-queue rate / 1-queue rate")
-        report.row(key, report.rate(key), f"{scaled[count]:.2f}x one queue's rate")
+        meaning = "N-queue rate / 1-queue rate"
+        scaled[count] = report.ratio(f"{key}_vs_1", f"mqfs_queues_{counts[0]}", key, meaning)
+        kernel_scaled = report.ratio(
+            f"{on_kernel}_vs_1", f"kernel_queues_{counts[0]}", on_kernel, meaning
+        )
+        report.row(
+            key,
+            report.rate(key),
+            f"{scaled[count]:.2f}x one queue's rate (the kernel: {kernel_scaled:.2f}x, "
+            f"{report.rate(on_kernel)})",
+        )
     report.target(
         "n-16",
         f"16 queues (1+1 processes each) move >= {QUEUES_SCALE_MIN}x one queue's pairs/s",
