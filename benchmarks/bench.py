@@ -56,7 +56,7 @@ from pathlib import Path
 
 import environment
 import native
-from environment import MOUNT_OPTIONS, BenchError, mqfs_daemon, placed
+from environment import MOUNT_OPTIONS, BenchError, mqfs_daemon, placed, set_apart
 from measurements import durability, memory, race, reading, throughput
 from report import Report, print_table
 from timing import FULL, QUICK, Scale
@@ -117,7 +117,8 @@ def run(scale: Scale, quick: bool, pin: set[int] | None) -> Report:
                     report, scale, daemon, kernel, floor, programs, stack
                 )
             throughput.measure_two_by_two(report, scale, daemon, kernel)  # 4 workers: every CPU
-            throughput.measure_queue_scaling(report, scale, daemon, kernel)  # 128 workers
+            with set_apart([daemon.process.pid], pin):  # the daemon alone on its CPU
+                throughput.measure_queue_scaling(report, scale, daemon, kernel)
             with placed([daemon.process.pid], pin):
                 reading.measure_peek_cat_dump(report, scale, daemon, stack, space.baseline_dir)
                 reading.measure_ls_and_cat_commands(

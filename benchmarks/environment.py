@@ -154,6 +154,32 @@ def placed(pids: Sequence[int], cpus: set[int] | None) -> Iterator[None]:
                 os.sched_setaffinity(pid, everywhere)
 
 
+@contextmanager
+def set_apart(pids: Sequence[int], cpus: set[int] | None) -> Iterator[None]:
+    """Run *pids* (a daemon) alone on *cpus*, and this process and what it forks on every
+    other CPU; None, or no other CPU, leaves all of them free.
+
+    For many client processes against one single-threaded daemon: the daemon's CPU is
+    what bounds the total, and unpinned the scheduler hands part of it to whichever of
+    the clients (or anything else on the machine) is runnable, differently at each count
+    of clients. Apart, a figure is about what the daemon does with more clients.
+    """
+    everywhere = os.sched_getaffinity(0)
+    others = everywhere - cpus if cpus else set()
+    if not cpus or not others:
+        yield
+        return
+    for pid in pids:
+        os.sched_setaffinity(pid, cpus)
+    os.sched_setaffinity(0, others)
+    try:
+        yield
+    finally:
+        for pid in (0, *pids):
+            with suppress(OSError):  # the daemon may be gone after an error
+                os.sched_setaffinity(pid, everywhere)
+
+
 # -- the kernel side -----------------------------------------------------------------------
 
 

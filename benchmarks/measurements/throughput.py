@@ -19,6 +19,7 @@ QUEUES_SCALE_MIN times one queue's, and no count of queues falls below it.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import multiprocessing
 import os
@@ -309,10 +310,12 @@ def report_tails(report: Report, tails: dict[str, list[int]], overhead_ns: int) 
 READY_TIMEOUT = 60.0  # seconds for every worker process to be ready (128 on 2 CPUs)
 RESULT_TIMEOUT = 120.0  # seconds for one run of the workers
 STOP_TIMEOUT = 10.0  # seconds for all workers to exit once told to, before they are killed
-MIN_PAIRS_PER_QUEUE = 16  # per run: the workers' staggered start stays small against it
+MIN_PAIRS_PER_QUEUE = 128  # per run: long past the workers' staggered start (≈10 ms for 128)
+MARK_EVERY = 4  # a worker notes the time after every MARK_EVERY-th operation
+WINDOW_MIN_FRACTION = 0.5  # the all-running window counts if it is this much of the run
 
-Worker = Callable[[int], None]
-"""Opens what it needs, then returns; the returned loop runs *count* operations."""
+Worker = Callable[[int], list[float]]
+"""Runs *count* operations; returns the time after every MARK_EVERY-th (perf_counter)."""
 Pair = tuple[Callable[[], Worker], Callable[[], Worker]]
 """A producer and a consumer (each a Worker's preparation), forked as two processes."""
 
@@ -332,18 +335,70 @@ def _worker_main(prepare: Callable[[], Worker], commands: Any, results: Any) -> 
     while (count := commands.recv()) is not None:
         try:
             start = time.perf_counter()
-            work(count)
-            results.put((start, time.perf_counter()))
+            marks = work(count)
+            results.put((start, time.perf_counter(), marks))
         except BaseException as exc:
             results.put(repr(exc))
             return
+
+
+def marked_loop(operation: Callable[[], object]) -> Worker:
+    """A Worker that calls *operation* count times, noting the time every MARK_EVERY."""
+
+    def run(count: int) -> list[float]:
+        clock = time.perf_counter
+        marks = []
+        for index in range(1, count + 1):
+            operation()
+            if index % MARK_EVERY == 0:
+                marks.append(clock())
+        return marks
+
+    return run
+
+
+Span = tuple[float, float, list[float]]
+"""A worker's run: its start, its end and its marks."""
+
+
+def done_by(moment: float, span: Span, count: int) -> float:
+    """How many of its *count* operations a worker had done at *moment* (linear between
+    its marks)."""
+    start, end, marks = span
+    if moment <= start:
+        return 0.0
+    if moment >= end:
+        return float(count)
+    times = [start, *marks, end]
+    done = [0, *(MARK_EVERY * (index + 1) for index in range(len(marks))), count]
+    after = bisect.bisect_right(times, moment)
+    before = after - 1
+    if times[after] <= times[before]:
+        return float(done[after])
+    share = (moment - times[before]) / (times[after] - times[before])
+    return done[before] + (done[after] - done[before]) * share
+
+
+def rate_while_all_run(spans: Sequence[Span], consumers: Sequence[Span], each: int) -> float:
+    """Seconds per pair received while every worker ran (from the last start to the first
+    end), or over the whole run if that window is short: the workers start one after
+    another and finish unevenly, and with 128 of them on one CPU those edges would
+    otherwise weigh on the figure as much as the steady state."""
+    first, last = min(span[0] for span in spans), max(span[1] for span in spans)
+    opened, closed = max(span[0] for span in spans), min(span[1] for span in spans)
+    if closed - opened >= WINDOW_MIN_FRACTION * (last - first):
+        moved = sum(done_by(closed, span, each) - done_by(opened, span, each) for span in consumers)
+        if moved > 0:
+            return (closed - opened) / moved
+    return (last - first) / (len(consumers) * each)
 
 
 @contextmanager
 def processes_timer(pairs: Sequence[Pair]) -> Iterator[Timer]:
     """A Timer of *count* pairs moved by one producer and one consumer process per entry
     of *pairs*, each entry moving count // len(pairs) (at least MIN_PAIRS_PER_QUEUE); the
-    time is from the first worker's start to the last one's end. The processes are forked
+    time per pair is taken while all of them run (:func:`rate_while_all_run`). The
+    processes are forked
     and prepared (their queue opened) once, not per repetition: 128 forks would outlast
     the measurement. A run starts when each worker gets its count on its own pipe (no
     barrier: waking 128 processes through one lock takes longer than sending 128 counts).
@@ -374,8 +429,7 @@ def processes_timer(pairs: Sequence[Pair]) -> Iterator[Timer]:
         for _, command in pipes:
             command.send(each)
         spans = collect(RESULT_TIMEOUT)
-        elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
-        return float(elapsed) / (len(pairs) * each)
+        return rate_while_all_run(spans, spans[1::2], each)  # roles: producer, consumer, ...
 
     try:
         for worker in workers:
@@ -401,17 +455,9 @@ def processes_timer(pairs: Sequence[Pair]) -> Iterator[Timer]:
 def kernel_worker(backend: KernelBackend, name: str, role: str) -> Callable[[], Worker]:
     def prepare() -> Worker:
         mqd = backend.open(name, os.O_RDWR)
-        message = bytes(SMALL)
-
-        def send_all(count: int) -> None:
-            for _ in range(count):
-                backend.send(mqd, message)
-
-        def receive_all(count: int) -> None:
-            for _ in range(count):
-                backend.receive(mqd, SMALL)
-
-        return send_all if role == "send" else receive_all
+        if role == "send":
+            return marked_loop(partial(backend.send, mqd, bytes(SMALL)))
+        return marked_loop(partial(backend.receive, mqd, SMALL))
 
     return prepare
 
@@ -419,17 +465,9 @@ def kernel_worker(backend: KernelBackend, name: str, role: str) -> Callable[[], 
 def mqfs_worker(queue_dir: Path, role: str) -> Callable[[], Worker]:
     def prepare() -> Worker:
         fd = open_queue(queue_dir, os.O_WRONLY if role == "send" else os.O_RDONLY)
-        message = bytes(SMALL)
-
-        def send_all(count: int) -> None:
-            for _ in range(count):
-                os.write(fd, message)
-
-        def receive_all(count: int) -> None:
-            for _ in range(count):
-                os.read(fd, SMALL)
-
-        return send_all if role == "send" else receive_all
+        if role == "send":
+            return marked_loop(partial(os.write, fd, bytes(SMALL)))
+        return marked_loop(partial(os.read, fd, SMALL))
 
     return prepare
 
@@ -506,9 +544,15 @@ def measure_queue_scaling(
                 key: workers.enter_context(processes_timer(pairs[count]))
                 for key, count in zip(labels, counts, strict=True)
             }
-            starts = dict.fromkeys(timers, scale.parallel_start)
+            starts = {  # what a run does at least: calibration starts there
+                key: max(scale.parallel_start, MIN_PAIRS_PER_QUEUE * count)
+                for key, count in zip(labels, counts, strict=True)
+            }
             report.record_group(f"queues-{side}", interleaved(timers, longer, starts), labels)
-    report.section("1+3 scale: one producer + one consumer process per queue (total rate)")
+    report.section(
+        "1+3 scale: one producer + one consumer process per queue (total rate; the daemon "
+        "alone on the pinned CPU, the processes on the other)"
+    )
     scaled = {}
     for count in counts:
         key, on_kernel = f"mqfs_queues_{count}", f"kernel_queues_{count}"
