@@ -8,7 +8,8 @@ this process, and are always stopped and unmounted in ``finally`` — after an e
 or SIGTERM too. Single-threaded figures run with this process and the daemon pinned to one
 CPU (``--no-pin`` to leave them free): a FUSE round trip between two CPUs costs about twice
 one on a shared CPU, and unpinned the scheduler flips between the two mid-run. The 2+2
-runs use every CPU.
+runs use every CPU; the runs of 1-64 queues put the daemon alone on the pinned CPU and
+their processes on the others (``set_apart``).
 
 A daemon whose RSS grows by 1 GiB (RSS_GROWTH_GUARD) while a loop creates queues in it is
 stopped early (``guarded_loop``), so that a leaking daemon cannot take the machine's memory.

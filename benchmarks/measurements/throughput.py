@@ -14,7 +14,10 @@ Target (a): a 64-byte pair through mqfs costs at most NOOP_BUDGET NOOP round tri
 Target (l): mqfs's NOOP and 64-byte read cost at most C_FLOOR_BUDGET times the C floor's.
 Target (m): the C program's pair under the shim costs at most SHIM_NOOP_BUDGET NOOPs.
 Target (n): the aggregate rate of 16 queues (1+1 processes each) is at least
-QUEUES_SCALE_MIN times one queue's, and no count of queues falls below it.
+QUEUES_SCALE_MIN times one queue's, and no count of queues falls below it. The daemon,
+one thread, is what bounds the total: it runs alone on the pinned CPU and the processes
+on the other, and the rate is taken while all of them run (``rate_while_all_run``); the
+kernel's mqueue with the same processes is measured beside it.
 """
 
 from __future__ import annotations
