@@ -8,7 +8,8 @@ this process, and are always stopped and unmounted in ``finally`` — after an e
 or SIGTERM too. Single-threaded figures run with this process and the daemon pinned to one
 CPU (``--no-pin`` to leave them free): a FUSE round trip between two CPUs costs about twice
 one on a shared CPU, and unpinned the scheduler flips between the two mid-run. The 2+2
-runs use every CPU.
+runs use every CPU; the runs of 1-64 queues put the daemon alone on the pinned CPU and
+their processes on the others (``set_apart``).
 
 A daemon whose RSS grows by 1 GiB (RSS_GROWTH_GUARD) while a loop creates queues in it is
 stopped early (``guarded_loop``), so that a leaking daemon cannot take the machine's memory.
@@ -25,6 +26,7 @@ import platform
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 CLONE_NEWIPC = 0x08000000
+PR_SET_PDEATHSIG = 1
 MOUNT_OPTIONS = ("msg_max=65536", "msgsize_max=8192", "ignore_rlimit")
 SMALL, LARGE = 64, 8192  # message sizes, in bytes
 PAIR_QUEUE_DEPTH = 10  # the kernel's msg_max in a fresh IPC namespace
@@ -152,6 +155,32 @@ def placed(pids: Sequence[int], cpus: set[int] | None) -> Iterator[None]:
                 os.sched_setaffinity(pid, everywhere)
 
 
+@contextmanager
+def set_apart(pids: Sequence[int], cpus: set[int] | None) -> Iterator[None]:
+    """Run *pids* (a daemon) alone on *cpus*, and this process and what it forks on every
+    other CPU; None, or no other CPU, leaves all of them free.
+
+    For many client processes against one single-threaded daemon: the daemon's CPU is
+    what bounds the total, and unpinned the scheduler hands part of it to whichever of
+    the clients (or anything else on the machine) is runnable, differently at each count
+    of clients. Apart, a figure is about what the daemon does with more clients.
+    """
+    everywhere = os.sched_getaffinity(0)
+    others = everywhere - cpus if cpus else set()
+    if not cpus or not others:
+        yield
+        return
+    for pid in pids:
+        os.sched_setaffinity(pid, cpus)
+    os.sched_setaffinity(0, others)
+    try:
+        yield
+    finally:
+        for pid in (0, *pids):
+            with suppress(OSError):  # the daemon may be gone after an error
+                os.sched_setaffinity(pid, everywhere)
+
+
 # -- the kernel side -----------------------------------------------------------------------
 
 
@@ -162,6 +191,12 @@ def private_ipc_namespace() -> bool:
     code = ctypes.get_errno()
     progress(f"unshare(CLONE_NEWIPC) failed ({os.strerror(code)}): using unique queue names")
     return False
+
+
+def die_with_parent() -> None:
+    """In a forked worker: be SIGKILLed when the benchmark process dies, so that a worker
+    blocked in a receive cannot outlive it (PR_SET_PDEATHSIG)."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def lift_msgqueue_rlimit() -> None:

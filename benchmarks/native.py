@@ -10,7 +10,7 @@ built in the checkout, nothing is left behind):
   Python (pyfuse3 and trio) rather than of FUSE.
 - ``mq_pairs.c``: ``mq_send`` + ``mq_receive`` pairs of 64 B on one thread, timed inside
   the program (not its start), run as is on the kernel's mqueue and under the shim on an
-  mqfs mount.
+  mqfs mount; with ``each`` it times every pair alone, for the latency percentiles.
 
 The floor daemon is stopped and unmounted in ``finally`` like the mqfs daemons, and dies
 with this process (PR_SET_PDEATHSIG) if it is killed.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from environment import ROOT, BenchError
 from mqfs.cli import launch
-from timing import Timer
+from timing import Sampler, Timer
 
 SOURCES = ROOT / "benchmarks" / "c"
 READY_TIMEOUT = 30.0
@@ -131,21 +131,28 @@ def shim_env(shim: Path, mount: Path) -> dict[str, str]:
 def c_pairs_timer(program: Path, name: str, env: dict[str, str]) -> Timer:
     """A Timer of *count* mq_send+mq_receive pairs on queue *name*, timed by the program
     itself (its start and mq_open are not counted)."""
+    return lambda count: float(_run_pairs(program, name, env, count)[0])
 
-    def run(count: int) -> float:
-        try:
-            done = subprocess.run(
-                [str(program), name, str(count)],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=PROGRAM_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"mq_pairs {name} {count} took over {PROGRAM_TIMEOUT:g} s") from None
-        if done.returncode != 0:
-            raise BenchError(f"mq_pairs {name} failed: {done.stderr.strip()}")
-        return float(done.stdout)
 
-    return run
+def c_pairs_sampler(program: Path, name: str, env: dict[str, str]) -> Sampler:
+    """A Sampler of *count* pairs on queue *name*: the program times each pair alone
+    (clock_gettime around it) and prints the nanoseconds once the loop is done."""
+    return lambda count: [int(line) for line in _run_pairs(program, name, env, count, "each")]
+
+
+def _run_pairs(program: Path, name: str, env: dict[str, str], count: int, *mode: str) -> list[str]:
+    """mq_pairs NAME COUNT [MODE]: its output lines."""
+    try:
+        done = subprocess.run(
+            [str(program), name, str(count), *mode],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PROGRAM_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"mq_pairs {name} {count} took over {PROGRAM_TIMEOUT:g} s") from None
+    if done.returncode != 0:
+        raise BenchError(f"mq_pairs {name} failed: {done.stderr.strip()}")
+    return done.stdout.split()

@@ -161,7 +161,8 @@ def print_table(report: Report) -> None:
 
 def print_heading(meta: dict[str, Any]) -> None:
     placement = (
-        f"caller and daemon pinned to CPU {meta['pinned_cpus'][0]} (not the 2+2 runs)"
+        f"caller and daemon pinned to CPU {meta['pinned_cpus'][0]} (not the 2+2 runs; "
+        "for the 1-64 queue runs the daemon alone on it)"
         if meta["pinned_cpus"]
         else "unpinned"
     )

@@ -13,7 +13,9 @@ two figures of one group is the median of the per-repetition ratios (each repeti
 against its neighbour), so that a slow moment cancels out. The table's spread column is ±
 half the range (max - min) of the repetitions, relative to the median. Slow one-off
 commands (``ls -l``, ``cat``) are timed by wall clock, a few runs each, interleaved with
-their baselines.
+their baselines. Tails (p50, p99) come from *Samplers*, which time every operation alone
+with ``time.perf_counter_ns`` (the cost of the two clock reads is measured and shown), in
+a few interleaved chunks per subject.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from dataclasses import dataclass
 
 Timer = Callable[[int], float]
 """Runs an operation *count* times and returns the seconds per operation."""
+
+Sampler = Callable[[int], list[int]]
+"""Runs an operation *count* times, each timed alone: the nanoseconds of each (tails)."""
 
 MAX_CALIBRATION_COUNT = 1 << 22
 
@@ -47,6 +52,8 @@ class Scale:
     state_kill_runs: int  # target (j): kill -9 runs of a journaled daemon under load ...
     state_kill_messages: int  # ... each moving this many messages
     state_pairs: int  # target (k): send+receive pairs before the journal's size is taken
+    latency_samples: int  # pairs (or calls) timed one by one per subject, for p50 and p99
+    queue_counts: tuple[int, ...]  # target (n): queues, each with 1 producer + 1 consumer
 
 
 FULL = Scale(
@@ -64,6 +71,8 @@ FULL = Scale(
     state_kill_runs=20,
     state_kill_messages=50_000,
     state_pairs=1_000_000,
+    latency_samples=10_000,
+    queue_counts=(1, 4, 16, 64),
 )
 QUICK = Scale(
     repetitions=3,
@@ -80,6 +89,8 @@ QUICK = Scale(
     state_kill_runs=2,
     state_kill_messages=2_000,
     state_pairs=20_000,
+    latency_samples=600,
+    queue_counts=(1, 4, 16, 64),
 )
 
 
@@ -106,6 +117,72 @@ def pair_timer(send: Callable[[], object], receive: Callable[[], object]) -> Tim
         return (time.perf_counter() - start) / count
 
     return run
+
+
+def pair_sampler(send: Callable[[], object], receive: Callable[[], object]) -> Sampler:
+    """A Sampler of send+receive pairs, one thread, each pair between two perf_counter_ns."""
+
+    def run(count: int) -> list[int]:
+        clock = time.perf_counter_ns
+        samples = [0] * count
+        for index in range(count):
+            start = clock()
+            send()
+            receive()
+            samples[index] = clock() - start
+        return samples
+
+    return run
+
+
+def loop_sampler(operation: Callable[[], object]) -> Sampler:
+    """A Sampler of *operation*, each call between two perf_counter_ns."""
+
+    def run(count: int) -> list[int]:
+        clock = time.perf_counter_ns
+        samples = [0] * count
+        for index in range(count):
+            start = clock()
+            operation()
+            samples[index] = clock() - start
+        return samples
+
+    return run
+
+
+def sampler_overhead_ns(count: int = 10_000) -> int:
+    """The median time a Sampler measures around nothing: what each sample includes
+    beyond the operation (two perf_counter_ns calls and the store)."""
+    clock = time.perf_counter_ns
+    samples = [0] * count
+    for index in range(count):
+        start = clock()
+        samples[index] = clock() - start
+    return int(statistics.median(samples))
+
+
+def interleaved_samples(
+    samplers: dict[str, Sampler], total: int, chunks: int
+) -> dict[str, list[int]]:
+    """*total* samples of each sampler, taken in *chunks* interleaved runs (A B C, C B A ...)
+    so that a noisy moment lands on every subject alike."""
+    samples: dict[str, list[int]] = {key: [] for key in samplers}
+    order = list(samplers)
+    each = max(1, total // chunks)
+    for _ in range(chunks):
+        for key in order:
+            samples[key].extend(samplers[key](each))
+        order.reverse()
+    return samples
+
+
+def percentile(samples: Sequence[int], fraction: float) -> float:
+    """The *fraction* quantile of *samples* (linear interpolation between order statistics)."""
+    ordered = sorted(samples)
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def calibrate(timer: Timer, seconds: float, start: int = 16) -> int:

@@ -17,7 +17,6 @@ makes no duplicates.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
@@ -39,6 +38,7 @@ from environment import (
     SMALL,
     BenchError,
     KernelQueues,
+    die_with_parent,
     mqfs_daemon,
     open_queue,
 )
@@ -53,12 +53,9 @@ RACE_Z = 1.645  # target (h): one-sided 95% (normal quantile) for the loss-rate 
 RACE_BLOCK_TIMEOUT = 10.0  # seconds a reader may take to block in receive
 # mq_timedreceive's number, as /proc/PID/syscall shows it while the reader sleeps in it.
 MQ_TIMEDRECEIVE_NR = {"x86_64": 243, "aarch64": 183}
-PR_SET_PDEATHSIG = 1
 
 Plan = list[tuple[int, bool]]
 """(delay in ns, kill first?) of every trial."""
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass
@@ -117,7 +114,7 @@ def race_reader(receive: Callable[[], bytes], report_fd: int) -> NoReturn:
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent kills it after Ctrl-C
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        die_with_parent()
         os.write(report_fd, receive())
         time.sleep(RACE_BLOCK_TIMEOUT)  # until the SIGKILL
     except BaseException:

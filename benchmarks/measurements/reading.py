@@ -5,6 +5,10 @@ requests of one ``ls -l`` are counted from the libfuse debug log of a second dae
 with ``-o debug``.
 
 Targets (b) peek(last) / peek(0), (c) the dump's speed-up, (d) ``ls -l``'s wall time.
+``ls -l`` asks the kernel for ``security.selinux`` and ``system.posix_acl_access`` of every
+entry, and stops for the rest of the device at the first EOPNOTSUPP, which is what mqfs
+answers for every xattr outside ``user.*`` (as the kernel's mqueue does): so the request
+count below shows two GETXATTRs per ``ls``, not two per entry.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from timing import Scale, Timer, interleaved, interleaved_runs, loop_timer, time
 
 PEEK_RATIO_LIMIT = 1.2  # target (b)
 DUMP_SPEEDUP_MIN = 50.0  # target (c)
-LS_SECONDS_MAX = 1.0  # target (d)
+LS_SECONDS_MAX = 0.5  # target (d)
 
 
 # -- 3: peek, cat, dump --------------------------------------------------------------------
@@ -184,16 +188,21 @@ def report_ls_and_cat_commands(report: Report, count: int) -> None:
     ls_seconds = report.figures["ls_mqfs"]["seconds_per_unit"]
     report.section("3 mqfs as a shell sees it (wall time of the command)")
     per_entry = format_seconds(ls_seconds / count)
-    report.row("ls_mqfs", f"{per_entry}/entry", f"{ls_ratio:.0f}x tmpfs")
+    report.row(
+        "ls_mqfs",
+        f"{per_entry}/entry",
+        f"{ls_ratio:.1f}x tmpfs; no request per entry but READDIRPLUS (EOPNOTSUPP "
+        "outside user.*: ls asks for its 2 xattrs once per device)",
+    )
     report.row("ls_baseline", "", "baseline")
     report.row("cat_command_mqfs", "", f"{cat_ratio:.2f}x tmpfs")
     report.row("cat_command_baseline", "", "baseline")
     report.target(
         "d",
-        f"ls -l of {count:,} messages < {LS_SECONDS_MAX:.0f} s",
+        f"ls -l of {count:,} messages <= {LS_SECONDS_MAX} s",
         ls_seconds,
         LS_SECONDS_MAX,
-        True,
+        at_most=True,
     )
 
 

@@ -73,6 +73,7 @@ POLL_OUT = select.POLLOUT | select.POLLWRNORM
 INFO_XATTR = wire.INFO_XATTR.encode()
 PRIORITY_XATTR = wire.PRIORITY_XATTR.encode()
 LIMITS_XATTR = wire.LIMITS_XATTR.encode()
+USER_XATTR_PREFIX = b"user."  # the one xattr namespace mqfs has names in
 
 
 def _fail(code: int) -> NoReturn:
@@ -146,9 +147,11 @@ def _deadline(flags: int, tv_sec: int, tv_nsec: int) -> float:
 class MqueueFS(pyfuse3.Operations):
     """Thin handlers: decode, guard, delegate to the queue layer."""
 
-    # The kernel then answers system.posix_acl_* itself from its ACL cache (there are
-    # none here) instead of asking the daemon for every `ls -l` entry.
-    enable_acl = True
+    # No FUSE_POSIX_ACL: there are no ACLs here (none can be set). With it, the kernel
+    # still asked for system.posix_acl_access once per file `ls -l` showed, and failed
+    # chmod and permission checks once the answer was EOPNOTSUPP (see getxattr). Without
+    # it the kernel checks the mode bits alone (default_permissions, serve.FUSE_OPTIONS).
+    enable_acl = False
 
     supports_dot_lookup = False
     enable_writeback_cache = False
@@ -242,6 +245,11 @@ class MqueueFS(pyfuse3.Operations):
         return data
 
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        if not name.startswith(USER_XATTR_PREFIX):
+            # security.*, system.* (POSIX ACLs), trusted.*: not supported, as on the
+            # kernel's mqueue. EOPNOTSUPP, not ENOATTR: `ls -l` then stops asking for the
+            # rest of the device instead of asking for both names on every entry.
+            _fail(errno.EOPNOTSUPP)
         slot = slot_of(inode)
         # The info is on the queue's directory, and on its file for whoever holds it
         # open (fgetxattr still works once the name is unlinked: `mqfs watch`).

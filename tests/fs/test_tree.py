@@ -388,3 +388,68 @@ def test_cached_views_never_go_stale(mqfs_mount: Mount) -> None:
         assert stat.S_IMODE(os.stat(mqfs_mount.path / "q").st_mode) == 0o700
     finally:
         os.close(fd)
+
+
+def test_ls_l_asks_for_no_xattr_per_entry(mount_factory: object) -> None:
+    # ls -l asks for security.selinux and system.posix_acl_access on every entry unless
+    # the answer is EOPNOTSUPP, which it remembers for the whole device.
+    mount = mount_factory("debug,msg_max=64")  # type: ignore[operator]
+    calls.create_at(mount.path, "q", 0o600, maxmsg=40, msgsize=64)
+    send_all(mount, "q", [(b"m%d" % index, index % 3) for index in range(40)])
+    since = mount.log_path.stat().st_size
+    listing = subprocess.run(
+        ["ls", "-l", str(mount.path / "q" / "msgs")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "LC_ALL": "C"},
+    )
+    with open(mount.log_path, "rb") as log:  # libfuse logs a request as it reads it
+        log.seek(since)
+        asked = log.read().count(b"opcode: GETXATTR")
+    assert asked <= 2, f"{asked} GETXATTR requests for 40 entries"
+    assert listing.stderr == ""
+    lines = listing.stdout.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == ["-r--------"] * 40  # no '+' nor '.'
+    assert [line.split()[-1] for line in lines] == sorted(map(str, range(40)))
+    msgs = mount.path / "q" / "msgs"
+    assert [os.getxattr(msgs / str(i), "user.mq.priority") for i in (0, 1, 39)] == [
+        b"2",
+        b"2",
+        b"0",
+    ]
+
+
+@pytest.mark.kernel
+def test_xattrs_outside_user_are_unsupported_as_on_the_kernels(mqfs_mount: Mount) -> None:
+    if reason := why_kernel_mqueue_unusable(mounting=True):
+        pytest.skip(reason)
+    mqfs_mount.make_queue("q", 0o640)
+    send_all(mqfs_mount, "q", [(b"x", 7)])
+    names = ("security.selinux", "system.posix_acl_access", "system.posix_acl_default")
+    backend = KernelBackend()
+    kernel_name = f"/xattrs-{os.getpid()}"
+    with mqueue_mount() as kernel:
+        backend.close(backend.open(kernel_name, os.O_CREAT | os.O_RDWR, 0o640, (10, 64)))
+        try:
+            targets = {
+                "kernel queue": kernel / kernel_name[1:],
+                "mqfs queue": mqfs_mount.path / "q" / "queue",
+                "mqfs msgs/0": mqfs_mount.path / "q" / "msgs" / "0",
+                "mqfs root": mqfs_mount.path,
+            }
+            for name in (*names, "trusted.mq"):
+                for what, path in targets.items():
+                    with pytest.raises(OSError) as unsupported:
+                        os.getxattr(path, name)
+                    assert unsupported.value.errno == errno.EOPNOTSUPP, (what, name)
+        finally:
+            backend.unlink(kernel_name)
+    # The user namespace keeps its names; permission checks and chmod use the mode bits.
+    assert os.getxattr(mqfs_mount.path / "q" / "msgs" / "0", "user.mq.priority") == b"7"
+    assert mqfs_mount.info("q")["curmsgs"] == 1
+    with pytest.raises(OSError) as no_such_name:
+        os.getxattr(mqfs_mount.path / "q" / "msgs" / "0", "user.other")
+    assert no_such_name.value.errno == errno.ENODATA
+    os.chmod(mqfs_mount.path / "q" / "queue", 0o604)
+    assert stat.S_IMODE(os.stat(mqfs_mount.path / "q" / "queue").st_mode) == 0o604
