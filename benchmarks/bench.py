@@ -21,7 +21,7 @@ PASS/FAIL for the README's performance targets:
   minimal C libfuse daemon measured by the same client code
 - (m) an unmodified C program's 64 B mq_send+mq_receive pair under the LD_PRELOAD shim
   costs at most 2.3 NOOP round trips (the same program on the kernel's mqueue is shown)
-- (n) 16 queues, each with one producer and one consumer process, move at least 0.8x the
+- (q) 16 queues, each with one producer and one consumer process, move at least 0.8x the
   pairs per second of one queue with its two processes, and no count of 1, 4, 16 or 64
   queues falls below that
 

@@ -53,7 +53,7 @@ class Scale:
     state_kill_messages: int  # ... each moving this many messages
     state_pairs: int  # target (k): send+receive pairs before the journal's size is taken
     latency_samples: int  # pairs (or calls) timed one by one per subject, for p50 and p99
-    queue_counts: tuple[int, ...]  # target (n): queues, each with 1 producer + 1 consumer
+    queue_counts: tuple[int, ...]  # target (q): queues, each with 1 producer + 1 consumer
 
 
 FULL = Scale(

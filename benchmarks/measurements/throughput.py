@@ -13,7 +13,7 @@ and the p99 of those samples (each sample includes the timer's own cost, shown t
 Target (a): a 64-byte pair through mqfs costs at most NOOP_BUDGET NOOP round trips.
 Target (l): mqfs's NOOP and 64-byte read cost at most C_FLOOR_BUDGET times the C floor's.
 Target (m): the C program's pair under the shim costs at most SHIM_NOOP_BUDGET NOOPs.
-Target (n): the aggregate rate of 16 queues (1+1 processes each) is at least
+Target (q): the aggregate rate of 16 queues (1+1 processes each) is at least
 QUEUES_SCALE_MIN times one queue's, and no count of queues falls below it. The daemon,
 one thread, is what bounds the total: it runs alone on the pinned CPU and the processes
 on the other, and the rate is taken while all of them run (``rate_while_all_run``); the
@@ -66,8 +66,8 @@ from timing import (
 NOOP_BUDGET = 2.5  # target (a): NOOP round trips per 64 B send+receive pair
 C_FLOOR_BUDGET = 2.0  # target (l): mqfs's NOOP and 64 B read, in multiples of the C floor's
 SHIM_NOOP_BUDGET = 2.3  # target (m): NOOP round trips per mq_send+mq_receive under the shim
-QUEUES_SCALE_MIN = 0.8  # target (n): aggregate rate of N queues / one queue's
-QUEUES_REP_SECONDS_MIN = 0.1  # target (n): a run this long at least, even with --quick
+QUEUES_SCALE_MIN = 0.8  # target (q): aggregate rate of N queues / one queue's
+QUEUES_REP_SECONDS_MIN = 0.1  # target (q): a run this long at least, even with --quick
 TAIL_CHUNKS = 4  # the per-pair samples of each subject are taken in this many interleaved runs
 
 PAIR_LABELS = {
@@ -574,7 +574,7 @@ def measure_queue_scaling(
             f"{report.rate(on_kernel)})",
         )
     report.target(
-        "n-16",
+        "q-16",
         f"16 queues (1+1 processes each) move >= {QUEUES_SCALE_MIN}x one queue's pairs/s",
         scaled[16],
         QUEUES_SCALE_MIN,
@@ -582,7 +582,7 @@ def measure_queue_scaling(
     )
     lowest = min(scaled, key=lambda count: scaled[count])
     report.target(
-        "n-all",
+        "q-all",
         f"no collapse: every count of queues moves >= {QUEUES_SCALE_MIN}x one queue's pairs/s "
         f"(lowest: {lowest} queues)",
         scaled[lowest],
