@@ -125,4 +125,36 @@ struct mqfs_wait {           /* WAIT: block until the queue changes (for watcher
  * status line, as /dev/mqueue/NAME does, so that reading files never consumes anything. */
 #define MQFS_IOC_RECEIVE_ON_READ _IO(MQFS_IOC_MAGIC, 11)
 
+/* Framed I/O: many whole messages per pread()/pwrite() of the queue file (up to the
+ * mount's plain_io_max, about 1 MiB), selected by the file offset; below MQFS_FRAMED
+ * read() and write() keep their meaning. Semantics: see mqfs/wire.py and the README.
+ *   pwrite(fd, frames, n, MQFS_FRAMED_SEND)             batch send: returns the bytes of
+ *                                                       the whole frames sent
+ *   pread(fd, buf, n, MQFS_FRAMED_RECEIVE)              batch receive
+ *   pread(fd, buf, n, MQFS_FRAMED_RECEIVE_OFFSET(count)) ... of at most count messages
+ *   pread(fd, buf, n, MQFS_FRAMED_PEEK_OFFSET(index))   batch peek from index
+ * A send is frames back to back; a receive or peek reply is a struct mqfs_frames, then
+ * `count` frames. */
+#define MQFS_FRAMED ((int64_t)1 << 62)
+#define MQFS_FRAMED_SEND MQFS_FRAMED
+#define MQFS_FRAMED_RECEIVE MQFS_FRAMED
+#define MQFS_FRAMED_PEEK (MQFS_FRAMED + ((int64_t)1 << 60))
+#define MQFS_FRAMED_STRIDE ((int64_t)1 << 32)
+#define MQFS_FRAMED_RECEIVE_OFFSET(count) \
+	(MQFS_FRAMED_RECEIVE + (int64_t)(count) * MQFS_FRAMED_STRIDE)
+#define MQFS_FRAMED_PEEK_OFFSET(index) (MQFS_FRAMED_PEEK + (int64_t)(index) * MQFS_FRAMED_STRIDE)
+#define MQFS_FRAMES_MORE 1u  /* mqfs_frames.flags: the queue holds more after these */
+
+struct mqfs_frame {          /* then msg_len bytes, zero-padded to a multiple of 8 */
+	uint32_t msg_len;
+	uint32_t msg_prio;
+};
+#define MQFS_FRAME_SIZE(len) (sizeof(struct mqfs_frame) + (((size_t)(len) + 7) & ~(size_t)7))
+
+struct mqfs_frames {         /* the head of a receive or peek reply */
+	uint64_t generation;     /* the queue's generation: equal means unchanged */
+	uint32_t count;          /* frames that follow */
+	uint32_t flags;          /* MQFS_FRAMES_MORE */
+};
+
 #endif /* MQFS_H */

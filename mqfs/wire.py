@@ -25,6 +25,44 @@ Layouts (native byte order, natural alignment, no padding anywhere)::
 Replies may be shorter than the struct (header plus the bytes actually copied): the
 kernel copies back only what the daemon returns, and ``copied``/``chunk_len`` say how
 much of ``data`` is valid.
+
+Framed I/O (batch send, receive and peek)
+-----------------------------------------
+A FUSE read or write carries up to ``plain_io_max`` bytes (about 1 MiB, the mount's
+``user.mq.limits``), so many whole messages travel in one request. The request's file
+offset selects it, so a program's own read()/write() of the queue file keep their meaning
+(offsets below ``FRAMED``)::
+
+    pwrite(fd, frames, n, FRAMED_SEND)                 batch send
+    pread(fd, buf, n, FRAMED_RECEIVE)                  batch receive
+    pread(fd, buf, n, framed_receive_offset(count))    ... of at most *count* messages
+    pread(fd, buf, n, framed_peek_offset(index))       batch peek from *index*
+
+A frame is ``struct mqfs_frame {u32 msg_len, msg_prio}`` and the payload, padded with
+zeros to a multiple of 8 bytes. A send is frames back to back; a receive or peek reply is
+``struct mqfs_frames {u64 generation; u32 count, flags}`` (16 bytes: the queue's
+generation after the call, the frames that follow, FRAMES_MORE if the queue holds
+messages after them), then the frames.
+
+Semantics:
+
+* send: the whole write is parsed before anything is sent: a truncated frame, nonzero
+  padding or trailing bytes is EINVAL, a priority >= MQ_PRIO_MAX is EINVAL, a message
+  longer than msgsize EMSGSIZE, and then nothing of that write is sent. Messages are
+  sent in order, each atomically, exactly as one mq_send each would. With O_NONBLOCK as
+  many whole messages as fit are sent and the write returns the bytes of the frames
+  consumed (a short write), EAGAIN if none fit. Blocking, the write waits until all are
+  sent; interrupted by a signal it returns the bytes of the frames sent so far (EINTR if
+  none). A write larger than plain_io_max (cut by the kernel) is EMSGSIZE, as a plain one.
+* receive: as many whole messages as fit in *n* bytes, at least one, in receive order,
+  each exactly as one mq_receive would give it (a blocked sender is admitted per message
+  taken). *n* must hold the header and a frame of msgsize bytes, else EMSGSIZE. It waits
+  only for the first message (O_NONBLOCK: EAGAIN on an empty queue).
+* peek: as many whole messages from *index* as fit, nothing consumed, never waits; an
+  index equal to the queue's length gives 0 frames, past it ENOENT, a first message that
+  does not fit EMSGSIZE. Equal generations of two replies mean one consistent snapshot.
+* A read at another offset at or above FRAMED (the kernel's continuation of a read larger
+  than one request) returns 0 bytes and consumes nothing; a write there is EINVAL.
 """
 
 from __future__ import annotations
@@ -32,6 +70,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
+import os
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -429,6 +468,204 @@ class Wait:
             raise Malformed(f"mqfs_wait needs {WAIT_SIZE} bytes, got {len(buffer)}")
         generation, tv_sec, tv_nsec, flags, _ = _WAIT.unpack_from(buffer)
         return cls(generation, tv_sec, tv_nsec, flags)
+
+
+# -- framed I/O ---------------------------------------------------------------------
+
+FRAMED = 1 << 62
+"""The lowest file offset with a framed meaning; below it read/write are unchanged."""
+FRAMED_SEND = FRAMED
+"""pwrite() offset of a batch send."""
+FRAMED_RECEIVE = FRAMED
+"""pread() offset of a batch receive."""
+FRAMED_PEEK = FRAMED + (1 << 60)
+"""pread() offset of a batch peek from index 0; see :func:`framed_peek_offset`."""
+FRAMED_STRIDE = 1 << 32
+"""Peek offsets are this far apart, more than any one read: the kernel's continuation
+of a larger read lands between them and gets 0 bytes, never another index's frames."""
+FRAMES_MORE = 1
+"""mqfs_frames.flags: the queue holds messages after the frames of this reply."""
+
+_FRAME = struct.Struct("=2I")
+_FRAMES = struct.Struct("=Q2I")
+FRAME_HEADER_SIZE = _FRAME.size
+FRAMES_HEADER_SIZE = _FRAMES.size
+_ZEROS = bytes(8)
+
+Run = tuple[int, list[bytes]]
+"""(priority, payloads): consecutive messages of one priority, as the store keeps them."""
+
+
+def plain_io_limit() -> int:
+    """The largest read()/write() that always reaches the daemon as one FUSE request
+    (plain_io_max): the most a plain write may send as one message, and a framed
+    read or write may carry.
+
+    The kernel cuts a direct_io transfer into requests of at most max_pages pages
+    (libfuse asks for 256; /proc/sys/fs/fuse/max_pages_limit can lower that), and a
+    buffer that is not page-aligned spans one page more than its length suggests.
+    """
+    page = os.sysconf("SC_PAGE_SIZE")
+    max_pages = 256
+    try:
+        with open("/proc/sys/fs/fuse/max_pages_limit") as limit:
+            max_pages = min(max_pages, int(limit.read()))
+    except (OSError, ValueError):
+        pass
+    return (max_pages - 1) * page
+
+
+def framed_receive_offset(max_count: int = 0) -> int:
+    """The pread() offset of a batch receive of at most *max_count* messages (0: as
+    many as fit)."""
+    if not 0 <= max_count < (1 << 28):
+        raise Malformed(f"receive count {max_count} is outside 0..2**28-1")
+    return FRAMED_RECEIVE + max_count * FRAMED_STRIDE
+
+
+def framed_receive_count(offset: int) -> int | None:
+    """The count limit a receive offset names (0: none), or None between them."""
+    count, rest = divmod(offset - FRAMED_RECEIVE, FRAMED_STRIDE)
+    return None if rest else count
+
+
+def framed_peek_offset(index: int) -> int:
+    """The pread() offset of a batch peek from message *index*."""
+    if not 0 <= index < (1 << 28):
+        raise Malformed(f"peek index {index} is outside 0..2**28-1")
+    return FRAMED_PEEK + index * FRAMED_STRIDE
+
+
+def framed_peek_index(offset: int) -> int | None:
+    """The index a peek offset names, or None for an offset between them."""
+    index, rest = divmod(offset - FRAMED_PEEK, FRAMED_STRIDE)
+    return None if rest else index
+
+
+def frame_size(length: int) -> int:
+    """Bytes of the frame of a *length*-byte message (header, payload, padding)."""
+    return FRAME_HEADER_SIZE + length + (-length & 7)
+
+
+def frame_room(size: int) -> int:
+    """The longest message whose frame fits a reply of *size* bytes (-1 if none does)."""
+    room = size - FRAMES_HEADER_SIZE - FRAME_HEADER_SIZE
+    return room & ~7 if room >= 0 else -1
+
+
+def _frame_parts(payload: bytes, priority: int) -> tuple[bytes, bytes, bytes]:
+    length = len(payload)
+    return _FRAME.pack(length, priority), payload, _ZEROS[: -length & 7]
+
+
+def encode_frames(messages: Iterable[tuple[bytes, int]]) -> bytes:
+    """The frames of (payload, priority) *messages*: a batch send's buffer."""
+    pack = _FRAME.pack
+    parts: list[bytes] = []
+    append = parts.append
+    for payload, priority in messages:
+        length = len(payload)
+        append(pack(length, priority))
+        append(payload)
+        if length & 7:
+            append(_ZEROS[: -length & 7])
+    return b"".join(parts)
+
+
+def encode_reply(generation: int, runs: Sequence[Run], more: bool) -> bytes:
+    """A receive or peek reply: the mqfs_frames header, then the frames of *runs*."""
+    pack = _FRAME.pack
+    parts: list[bytes] = []
+    append = parts.append
+    count = 0
+    for priority, payloads in runs:
+        count += len(payloads)
+        for payload in payloads:
+            length = len(payload)
+            append(pack(length, priority))
+            append(payload)
+            if length & 7:
+                append(_ZEROS[: -length & 7])
+    header = _FRAMES.pack(generation, count, FRAMES_MORE if more else 0)
+    return header + b"".join(parts)
+
+
+def decode_frames(buffer: bytes | bytearray | memoryview, start: int = 0) -> list[Run]:
+    """The messages framed in *buffer* from *start* to its end, as runs of one priority.
+
+    Strict: a frame past the end, nonzero padding or a partial header is Malformed, so
+    that a batch send can refuse the whole write before sending anything.
+    """
+    view = memoryview(buffer)
+    end = len(view)
+    unpack = _FRAME.unpack_from
+    runs: list[Run] = []
+    current: list[bytes] = []
+    current_priority = -1
+    offset = start
+    while offset < end:
+        if offset + FRAME_HEADER_SIZE > end:
+            raise Malformed(f"a partial frame header at byte {offset}")
+        length, priority = unpack(view, offset)
+        offset += FRAME_HEADER_SIZE
+        stop = offset + length
+        padded = stop + (-length & 7)
+        if padded > end:
+            raise Malformed(f"a frame of {length} bytes runs past the end of the buffer")
+        if padded != stop and any(view[stop:padded]):
+            raise Malformed(f"nonzero padding after the frame at byte {offset}")
+        if priority != current_priority:
+            current = []
+            runs.append((priority, current))
+            current_priority = priority
+        current.append(bytes(view[offset:stop]))
+        offset = padded
+    return runs
+
+
+def decode_reply(buffer: bytes | bytearray | memoryview) -> tuple[int, bool, list[Run]]:
+    """(generation, more, runs) of a receive or peek reply."""
+    if len(buffer) < FRAMES_HEADER_SIZE:
+        raise Malformed(f"a framed reply needs {FRAMES_HEADER_SIZE} bytes, got {len(buffer)}")
+    generation, count, flags = _FRAMES.unpack_from(buffer)
+    runs = decode_frames(buffer, FRAMES_HEADER_SIZE)
+    if sum(len(payloads) for _, payloads in runs) != count:
+        raise Malformed(f"the reply announces {count} frames")
+    return generation, bool(flags & FRAMES_MORE), runs
+
+
+def fitting(runs: Iterable[Run], capacity: int) -> int:
+    """How many messages of *runs*, from the first on, have frames fitting *capacity*."""
+    count = 0
+    used = 0
+    for _, payloads in runs:
+        for start in range(0, len(payloads), _BATCH_SLICE):
+            part = payloads[start : start + _BATCH_SLICE]
+            ends = list(itertools.accumulate(map(frame_size, map(len, part)), initial=used))
+            fit = bisect.bisect_right(ends, capacity) - 1
+            count += fit
+            if fit < len(part):
+                return count
+            used = ends[-1]
+    return count
+
+
+def frame_batches(
+    messages: Iterable[tuple[bytes, int]], limit: int
+) -> Iterable[list[tuple[bytes, int]]]:
+    """*messages* in consecutive lists whose frames fit *limit* bytes each (a message too
+    long for any batch comes alone: the daemon refuses it)."""
+    batch: list[tuple[bytes, int]] = []
+    used = 0
+    for message in messages:
+        size = frame_size(len(message[0]))
+        if batch and used + size > limit:
+            yield batch
+            batch, used = [], 0
+        batch.append(message)
+        used += size
+    if batch:
+        yield batch
 
 
 def encode_prio(priority: int) -> bytes:

@@ -52,9 +52,12 @@ from typing import Any, NoReturn, Protocol
 import outcome
 import trio
 
-from mqfs import errors
+from mqfs import errors, wire
 from mqfs.posix import MQ_PRIO_MAX, SIGEV_NONE, SIGEV_SIGNAL, check_name
 from mqfs.server.store import Message, MessageStore
+
+Run = tuple[int, list[bytes]]
+"""(priority, payloads): consecutive messages of one priority, in receive order."""
 
 HARD_MSGMAX = 65536
 HARD_MSGSIZEMAX = 16 * 1024 * 1024
@@ -486,6 +489,84 @@ class Queue:
         )
         return message
 
+    # -- batches (framed I/O): as many one-by-one calls, without their requests ----
+    def send_many_nowait(self, runs: list[Run], sender: Caller | None = None) -> int:
+        """Send the messages of *runs* in order, as many as fit without waiting, exactly
+        as that many :meth:`send_nowait` calls would: first to waiting receivers, then
+        into the store a run at a time. Returns how many were sent."""
+        sent = 0
+        room = self.maxmsg - len(self.store)
+        for priority, payloads in runs:
+            position = 0
+            while self._receivers and position < len(payloads):
+                # Receivers wait only on an empty store: hand over, one each.
+                self._enqueue(Message(payloads[position], priority), sender)
+                position += 1
+            take = max(0, min(len(payloads) - position, room))
+            part = payloads if take == len(payloads) else payloads[position : position + take]
+            journaled = self._journal_sent(part, priority, first=not sent and not position)
+            if part:
+                was_empty = not self.store
+                self.store.push_run(part if journaled == len(part) else part[:journaled], priority)
+                if was_empty and journaled and self.notification is not None:
+                    self._notify(sender)
+            room -= journaled
+            sent += position + journaled
+            if position + journaled < len(payloads):
+                break
+        if sent:
+            self._changed()
+        return sent
+
+    def _journal_sent(self, payloads: list[bytes], priority: int, first: bool) -> int:
+        """Journal *payloads* as sent; how many were (a refusal of the batch's very first
+        message raises, as its mq_send would; a later one ends the batch short)."""
+        journal = self.journal
+        if journal is None:
+            return len(payloads)
+        for journaled, payload in enumerate(payloads):
+            try:
+                journal.sent(self, Message(payload, priority))
+            except errors.MqfsError:
+                if first and not journaled:
+                    raise
+                return journaled
+        return len(payloads)
+
+    def receive_many_nowait(self, capacity: int, limit: int) -> list[Run]:
+        """Receive at most *limit* messages from the head whose frames
+        (:func:`mqfs.wire.frame_size`) fit *capacity* bytes, exactly as that many
+        :meth:`receive_nowait` calls would; none if the head does not fit."""
+        if self._senders:
+            return self._receive_each(capacity, limit)
+        count = wire.fitting(self.store.segments_from(0, limit), capacity)
+        if not count:
+            return []
+        if self.journal is not None:
+            for _ in range(count):
+                self.journal.received(self, None)
+        runs = self.store.pop_front(count)
+        self._changed()
+        return runs
+
+    def _receive_each(self, capacity: int, limit: int) -> list[Run]:
+        """:meth:`receive_many_nowait` one message at a time: each may admit a blocked
+        sender, whose message can be the next one received."""
+        runs: list[Run] = []
+        taken = 0
+        while self.store and taken < limit:
+            cost = wire.frame_size(self.store.head_length)
+            if cost > capacity:
+                break
+            capacity -= cost
+            message = self._dequeue()
+            taken += 1
+            if runs and runs[-1][0] == message.priority:
+                runs[-1][1].append(message.payload)
+            else:
+                runs.append((message.priority, [message.payload]))
+        return runs
+
     def statistics(self) -> QueueStatistics:
         return QueueStatistics(
             curmsgs=len(self.store),
@@ -605,6 +686,84 @@ class Descriptor:
             await journal.settled()  # shielded: the message reaches its caller regardless
         return message
 
+    async def send_many(self, runs: list[Run], sender: Caller | None = None) -> int:
+        """A batch send (framed write): how many messages of *runs* were sent, in order.
+
+        Every message is checked before any is sent, in mq_timedsend's order: EINVAL
+        (priority), EBADF, EMSGSIZE. With O_NONBLOCK as many as fit go (EAGAIN if none);
+        else all, waiting as a blocked sender for each that finds the queue full. A
+        cancellation (the caller's signal) during a wait after some were sent ends the
+        batch short: those stay sent and the count says so, nothing is lost or doubled.
+        """
+        for priority, _ in runs:
+            self._check_priority(priority)
+        if not self.writable:
+            raise errors.BadDescriptor("queue descriptor is not open for writing")
+        msgsize = self.queue.msgsize
+        for _, payloads in runs:
+            if max(map(len, payloads)) > msgsize:
+                self.check_send_length(max(map(len, payloads)))
+        total = sum(len(payloads) for _, payloads in runs)
+        queue = self.queue
+        sent = queue.send_many_nowait(runs, sender)
+        if sent < total and self.nonblock:
+            if not sent:
+                raise errors.WouldBlock(f"queue {queue.name!r} is full")
+        elif sent < total:
+            self.waiting += 1
+            try:
+                remaining = _drop(runs, sent)
+                while remaining:
+                    priority, payloads = remaining[0]
+                    try:
+                        await queue.send(payloads[0], priority, math.inf, sender)
+                    except trio.Cancelled:
+                        if not sent:
+                            raise
+                        break  # interrupted: return what was sent (see the docstring)
+                    sent += 1
+                    remaining = _drop(remaining, 1)
+                    if remaining:
+                        more = queue.send_many_nowait(remaining, sender)
+                        sent += more
+                        remaining = _drop(remaining, more)
+            finally:
+                self.waiting -= 1
+        journal = queue.journal
+        if journal is not None and journal.sync:
+            await journal.settled()
+        return sent
+
+    async def receive_many(
+        self, size: int, limit: int = HARD_MSGMAX, caller: Caller | None = None
+    ) -> list[Run]:
+        """A batch receive (framed read of *size* bytes): EBADF, EMSGSIZE (*size* holds
+        no reply with a frame of msgsize bytes), then at most *limit* messages that fit,
+        at least one: it waits (unless O_NONBLOCK: EAGAIN) only for the first."""
+        self.check_receive(wire.frame_room(size))
+        capacity = size - wire.FRAMES_HEADER_SIZE
+        queue = self.queue
+        runs = queue.receive_many_nowait(capacity, limit)
+        if not runs:
+            if self.nonblock:
+                raise errors.WouldBlock(f"queue {queue.name!r} is empty")
+            self.waiting += 1
+            try:
+                message = await queue.receive(math.inf, caller)
+            finally:
+                self.waiting -= 1
+            # From here on no checkpoint but the (shielded) journal sync.
+            runs = [(message.priority, [message.payload])]
+            capacity -= wire.frame_size(len(message.payload))
+            more = queue.receive_many_nowait(capacity, limit - 1) if limit > 1 else []
+            if more and more[0][0] == message.priority:
+                runs[0][1].extend(more.pop(0)[1])
+            runs.extend(more)
+        journal = queue.journal
+        if journal is not None and journal.sync:
+            await journal.settled()
+        return runs
+
     def peek(self, index: int) -> Message:
         """Non-destructive read of message *index* in receive order (EBADF, EAGAIN, ENOENT)."""
         if not self.readable:
@@ -630,6 +789,19 @@ class Descriptor:
         if flags & ~os.O_NONBLOCK:
             raise errors.InvalidArgument("only O_NONBLOCK can be set with mq_setattr")
         self.nonblock = bool(flags & os.O_NONBLOCK)
+
+
+def _drop(runs: list[Run], count: int) -> list[Run]:
+    """*runs* without their first *count* messages."""
+    kept = list(runs)
+    while count:
+        priority, payloads = kept[0]
+        if count < len(payloads):
+            kept[0] = (priority, payloads[count:])
+            break
+        count -= len(payloads)
+        del kept[0]
+    return kept
 
 
 def memory_charge(maxmsg: int, msgsize: int) -> int:
