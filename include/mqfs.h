@@ -133,8 +133,10 @@ struct mqfs_wait {           /* WAIT: block until the queue changes (for watcher
  *   pread(fd, buf, n, MQFS_FRAMED_RECEIVE)              batch receive
  *   pread(fd, buf, n, MQFS_FRAMED_RECEIVE_OFFSET(count)) ... of at most count messages
  *   pread(fd, buf, n, MQFS_FRAMED_PEEK_OFFSET(index))   batch peek from index
- * A send is frames back to back; a receive or peek reply is a struct mqfs_frames, then
- * `count` frames. */
+ * A send is frames back to back (struct mqfs_frame, then the payload zero-padded to a
+ * multiple of 8: MQFS_FRAME_SIZE), so a short write consumed whole frames. A receive or
+ * peek reply is a struct mqfs_frames, then `count` struct mqfs_frame records, then the
+ * `count` payloads back to back, unpadded (payload i starts after those before it). */
 #define MQFS_FRAMED ((int64_t)1 << 62)
 #define MQFS_FRAMED_SEND MQFS_FRAMED
 #define MQFS_FRAMED_RECEIVE MQFS_FRAMED
@@ -145,7 +147,7 @@ struct mqfs_wait {           /* WAIT: block until the queue changes (for watcher
 #define MQFS_FRAMED_PEEK_OFFSET(index) (MQFS_FRAMED_PEEK + (int64_t)(index) * MQFS_FRAMED_STRIDE)
 #define MQFS_FRAMES_MORE 1u  /* mqfs_frames.flags: the queue holds more after these */
 
-struct mqfs_frame {          /* then msg_len bytes, zero-padded to a multiple of 8 */
+struct mqfs_frame {          /* in a send, followed by its payload, zero-padded to 8 */
 	uint32_t msg_len;
 	uint32_t msg_prio;
 };
@@ -153,7 +155,7 @@ struct mqfs_frame {          /* then msg_len bytes, zero-padded to a multiple of
 
 struct mqfs_frames {         /* the head of a receive or peek reply */
 	uint64_t generation;     /* the queue's generation: equal means unchanged */
-	uint32_t count;          /* frames that follow */
+	uint32_t count;          /* records (and payloads) that follow */
 	uint32_t flags;          /* MQFS_FRAMES_MORE */
 };
 

@@ -38,11 +38,14 @@ offset selects it, so a program's own read()/write() of the queue file keep thei
     pread(fd, buf, n, framed_receive_offset(count))    ... of at most *count* messages
     pread(fd, buf, n, framed_peek_offset(index))       batch peek from *index*
 
-A frame is ``struct mqfs_frame {u32 msg_len, msg_prio}`` and the payload, padded with
-zeros to a multiple of 8 bytes. A send is frames back to back; a receive or peek reply is
-``struct mqfs_frames {u64 generation; u32 count, flags}`` (16 bytes: the queue's
-generation after the call, the frames that follow, FRAMES_MORE if the queue holds
-messages after them), then the frames.
+A send is frames back to back: a frame is ``struct mqfs_frame {u32 msg_len, msg_prio}``
+and the payload, padded with zeros to a multiple of 8 bytes, so that the bytes a short
+write consumed are whole frames and the rest of the buffer is the frames still to send.
+A receive or peek reply is ``struct mqfs_frames {u64 generation; u32 count, flags}`` (16
+bytes: the queue's generation after the call, the messages that follow, FRAMES_MORE if
+the queue holds messages after them), then ``count`` mqfs_frame records, then the
+``count`` payloads back to back (no padding): a reader unpacks every record with one
+call and cuts the payloads by their running sum, with no step per message in Python.
 
 Semantics:
 
@@ -56,7 +59,8 @@ Semantics:
   none). A write larger than plain_io_max (cut by the kernel) is EMSGSIZE, as a plain one.
 * receive: as many whole messages as fit in *n* bytes, at least one, in receive order,
   each exactly as one mq_receive would give it (a blocked sender is admitted per message
-  taken). *n* must hold the header and a frame of msgsize bytes, else EMSGSIZE. It waits
+  taken). *n* must hold a reply of one msgsize message (24 + msgsize bytes), else
+  EMSGSIZE. It waits
   only for the first message (O_NONBLOCK: EAGAIN on an empty queue).
 * peek: as many whole messages from *index* as fit, nothing consumed, never waits; an
   index equal to the queue's length gives 0 frames, past it ENOENT, a first message that
@@ -74,6 +78,7 @@ import os
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 from mqfs import errors
 
@@ -547,20 +552,31 @@ def frame_size(length: int) -> int:
     return FRAME_HEADER_SIZE + length + (-length & 7)
 
 
-def frame_room(size: int) -> int:
-    """The longest message whose frame fits a reply of *size* bytes (-1 if none does)."""
-    room = size - FRAMES_HEADER_SIZE - FRAME_HEADER_SIZE
-    return room & ~7 if room >= 0 else -1
+def record_size(length: int) -> int:
+    """Bytes a *length*-byte message takes in a receive or peek reply (record, payload)."""
+    return FRAME_HEADER_SIZE + length
 
 
-def _frame_parts(payload: bytes, priority: int) -> tuple[bytes, bytes, bytes]:
-    length = len(payload)
-    return _FRAME.pack(length, priority), payload, _ZEROS[: -length & 7]
+def reply_room(size: int) -> int:
+    """The longest message a reply of *size* bytes can hold (-1 if none)."""
+    return size - FRAMES_HEADER_SIZE - FRAME_HEADER_SIZE
+
+
+def _same(values: Sequence[int]) -> bool:
+    """Whether all of *values* (at least one) are equal: one C-level count."""
+    return values.count(values[0]) == len(values)
+
+
+def _frames_struct(length: int, count: int) -> struct.Struct:
+    """*count* frames of *length*-byte payloads: (msg_len, msg_prio, payload, padding)
+    each, so that one C call unpacks them all. Not the struct module's cache:
+    it would keep up to 100 of these large formats alive."""
+    return struct.Struct("=" + f"2I{length}s{-length & 7}s" * count)
 
 
 def encode_frames(messages: Iterable[tuple[bytes, int]]) -> bytes:
     """The frames of (payload, priority) *messages*: a batch send's buffer."""
-    pack = _FRAME.pack
+    pack = _FRAME.pack  # (a plain loop: faster here than any one-call packing)
     parts: list[bytes] = []
     append = parts.append
     for payload, priority in messages:
@@ -572,37 +588,56 @@ def encode_frames(messages: Iterable[tuple[bytes, int]]) -> bytes:
     return b"".join(parts)
 
 
+def _records(priority: int, payloads: Sequence[bytes]) -> bytes:
+    """The mqfs_frame records of one run of a reply."""
+    lengths = list(map(len, payloads))
+    if _same(lengths):
+        return _FRAME.pack(lengths[0], priority) * len(lengths)
+    fields = itertools.chain.from_iterable(zip(lengths, repeat(priority)))
+    return struct.Struct(f"={2 * len(lengths)}I").pack(*fields)
+
+
 def encode_reply(generation: int, runs: Sequence[Run], more: bool) -> bytes:
-    """A receive or peek reply: the mqfs_frames header, then the frames of *runs*."""
-    pack = _FRAME.pack
-    parts: list[bytes] = []
-    append = parts.append
-    count = 0
-    for priority, payloads in runs:
-        count += len(payloads)
-        for payload in payloads:
-            length = len(payload)
-            append(pack(length, priority))
-            append(payload)
-            if length & 7:
-                append(_ZEROS[: -length & 7])
+    """A receive or peek reply: the mqfs_frames header, the records, the payloads."""
+    count = sum(len(payloads) for _, payloads in runs)
     header = _FRAMES.pack(generation, count, FRAMES_MORE if more else 0)
-    return header + b"".join(parts)
+    records = [_records(priority, payloads) for priority, payloads in runs if payloads]
+    return b"".join((header, *records, *(b"".join(payloads) for _, payloads in runs)))
 
 
-def decode_frames(buffer: bytes | bytearray | memoryview, start: int = 0) -> list[Run]:
-    """The messages framed in *buffer* from *start* to its end, as runs of one priority.
+def decode_frames(buffer: bytes | bytearray | memoryview) -> list[Run]:
+    """The messages framed in *buffer*, as runs of one priority.
 
     Strict: a frame past the end, nonzero padding or a partial header is Malformed, so
     that a batch send can refuse the whole write before sending anything.
     """
     view = memoryview(buffer)
+    if len(view) >= FRAME_HEADER_SIZE:
+        length = _FRAME.unpack_from(view)[0]
+        count, rest = divmod(len(view), frame_size(length))
+        if not rest:  # perhaps frames of one size (the usual case): one unpack for all
+            fields = _frames_struct(length, count).unpack_from(view)
+            padding = _ZEROS[: -length & 7]
+            if _same(fields[0::4]) and fields[3::4].count(padding) == count:
+                return _runs(fields[1::4], fields[2::4])
+    return _decode_each(view)
+
+
+def _runs(priorities: Sequence[int], payloads: Sequence[bytes]) -> list[Run]:
+    if _same(priorities):
+        return [(priorities[0], list(payloads))]
+    pairs = itertools.groupby(zip(priorities, payloads, strict=True), operator.itemgetter(0))
+    return [(priority, list(map(operator.itemgetter(1), run))) for priority, run in pairs]
+
+
+def _decode_each(view: memoryview) -> list[Run]:
+    """:func:`decode_frames` frame by frame, for messages of different sizes."""
     end = len(view)
     unpack = _FRAME.unpack_from
     runs: list[Run] = []
     current: list[bytes] = []
     current_priority = -1
-    offset = start
+    offset = 0
     while offset < end:
         if offset + FRAME_HEADER_SIZE > end:
             raise Malformed(f"a partial frame header at byte {offset}")
@@ -623,25 +658,43 @@ def decode_frames(buffer: bytes | bytearray | memoryview, start: int = 0) -> lis
     return runs
 
 
-def decode_reply(buffer: bytes | bytearray | memoryview) -> tuple[int, bool, list[Run]]:
-    """(generation, more, runs) of a receive or peek reply."""
+def decode_reply(buffer: bytes | bytearray) -> tuple[int, bool, list[tuple[bytes, int]]]:
+    """(generation, more, [(payload, priority), ...]) of a receive or peek reply."""
     if len(buffer) < FRAMES_HEADER_SIZE:
         raise Malformed(f"a framed reply needs {FRAMES_HEADER_SIZE} bytes, got {len(buffer)}")
     generation, count, flags = _FRAMES.unpack_from(buffer)
-    runs = decode_frames(buffer, FRAMES_HEADER_SIZE)
-    if sum(len(payloads) for _, payloads in runs) != count:
-        raise Malformed(f"the reply announces {count} frames")
-    return generation, bool(flags & FRAMES_MORE), runs
+    start = FRAMES_HEADER_SIZE + count * FRAME_HEADER_SIZE
+    if start > len(buffer):
+        raise Malformed(f"{count} records do not fit a reply of {len(buffer)} bytes")
+    fields = struct.Struct(f"={2 * count}I").unpack_from(buffer, FRAMES_HEADER_SIZE)
+    lengths = fields[0::2]
+    if start + sum(lengths) != len(buffer):
+        raise Malformed("the reply's payloads do not add up to its length")
+    if not count:
+        return generation, bool(flags & FRAMES_MORE), []
+    # One C call cuts every payload: a format of "<len>s" per message.
+    if _same(lengths):
+        layout = "=" + f"{lengths[0]}s" * count
+    else:
+        layout = "=" + "s".join(map(str, lengths)) + "s"
+    payloads = struct.Struct(layout).unpack_from(buffer, start)
+    messages = list(zip(payloads, fields[1::2], strict=True))
+    return generation, bool(flags & FRAMES_MORE), messages
 
 
 def fitting(runs: Iterable[Run], capacity: int) -> int:
-    """How many messages of *runs*, from the first on, have frames fitting *capacity*."""
+    """How many messages of *runs*, from the first on, fit a reply's *capacity* bytes
+    (after its header): each takes :func:`record_size` bytes."""
     count = 0
     used = 0
     for _, payloads in runs:
         for start in range(0, len(payloads), _BATCH_SLICE):
             part = payloads[start : start + _BATCH_SLICE]
-            ends = list(itertools.accumulate(map(frame_size, map(len, part)), initial=used))
+            ends = list(
+                itertools.accumulate(
+                    map(operator.add, map(len, part), repeat(FRAME_HEADER_SIZE)), initial=used
+                )
+            )
             fit = bisect.bisect_right(ends, capacity) - 1
             count += fit
             if fit < len(part):

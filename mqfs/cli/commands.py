@@ -373,7 +373,7 @@ def recv(args: argparse.Namespace) -> int:
     flags = os.O_RDONLY | (os.O_NONBLOCK if args.nonblock else 0)
     with _queue_fd(args, flags, "recv") as fd:
         msgsize = calls.get_attributes(fd).msgsize
-        if args.count > 1 and wire.frame_room(calls.FRAMED_IO_MAX) >= msgsize:
+        if args.count > 1 and wire.reply_room(calls.FRAMED_IO_MAX) >= msgsize:
             return _receive_batches(args, fd)
         show = _progress(args.count, "received")
         for number in range(1, args.count + 1):

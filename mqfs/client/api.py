@@ -399,7 +399,7 @@ class MessageQueue:
         limit = min(max_count or 0, (1 << 28) - 1)
         size = calls.FRAMED_IO_MAX
         framed = isinstance(self._backend, MqfsBackend)
-        if framed and wire.frame_room(size) >= self._max_message_size:
+        if framed and wire.reply_room(size) >= self._max_message_size:
             return _call("receive", self._name, lambda: calls.receive_many(mqd, limit, size))
         received = [self.receive()]
         while max_count is None or len(received) < max_count:

@@ -17,7 +17,6 @@ import operator
 import os
 import time
 from collections.abc import Sequence
-from itertools import repeat
 from pathlib import Path
 
 from mqfs import wire
@@ -186,16 +185,15 @@ def peek_batch(fd: int, index: int = 0, max_count: int = 0) -> wire.Batch:
     return wire.Batch.unpack(_batch_call(fd, index, max_count))
 
 
-def peek_all(fd: int, attempts: int = 10) -> list[tuple[bytes, int]]:
+def peek_all(fd: int, attempts: int = 10, *, framed: bool = True) -> list[tuple[bytes, int]]:
     """Every queued message in receive order, as one consistent snapshot, unconsumed.
 
     Reads by framed peeks (about 1 MiB of messages per read); a queue holding a message
     too long for one read is read by PEEK_BATCH instead (about 16 KiB of messages per
     call; a message too large for a batch is completed by PEEK). Every read reports the
     queue's generation; if it changes between reads the snapshot starts again, up to
-    *attempts* times, then EAGAIN.
+    *attempts* times, then EAGAIN. *framed* False reads by PEEK_BATCH from the start.
     """
-    framed = True
     for _ in range(attempts):
         try:
             snapshot = _framed_snapshot(fd) if framed else _snapshot(fd)
@@ -262,10 +260,6 @@ FRAMED_IO_MAX = wire.plain_io_limit()
 """The most one framed read or write carries: more would reach the daemon in pieces."""
 
 
-def _flat(runs: list[wire.Run]) -> list[tuple[bytes, int]]:
-    return [item for priority, payloads in runs for item in zip(payloads, repeat(priority))]
-
-
 def send_many(fd: int, messages: Sequence[tuple[bytes, int]]) -> int:
     """Batch send: *messages* ((payload, priority), in order) in framed writes of at
     most FRAMED_IO_MAX bytes; how many were sent. It stops at the first short write
@@ -296,8 +290,7 @@ def receive_many(fd: int, max_count: int = 0, size: int = FRAMED_IO_MAX) -> list
     """Batch receive: at least one message, at most *max_count* (0: as many as fit one
     read of *size* bytes), in receive order; waits only for the first (unless the
     descriptor is O_NONBLOCK: EAGAIN)."""
-    _, _, runs = wire.decode_reply(os.pread(fd, size, wire.framed_receive_offset(max_count)))
-    return _flat(runs)
+    return wire.decode_reply(os.pread(fd, size, wire.framed_receive_offset(max_count)))[2]
 
 
 def peek_frames(
@@ -305,8 +298,7 @@ def peek_frames(
 ) -> tuple[int, bool, list[tuple[bytes, int]]]:
     """Batch peek: (generation, more, messages) from *index* on, as many as fit one
     read of *size* bytes; nothing consumed."""
-    generation, more, runs = wire.decode_reply(os.pread(fd, size, wire.framed_peek_offset(index)))
-    return generation, more, _flat(runs)
+    return wire.decode_reply(os.pread(fd, size, wire.framed_peek_offset(index)))
 
 
 def _framed_snapshot(fd: int) -> list[tuple[bytes, int]] | None:

@@ -535,7 +535,7 @@ class Queue:
 
     def receive_many_nowait(self, capacity: int, limit: int) -> list[Run]:
         """Receive at most *limit* messages from the head whose frames
-        (:func:`mqfs.wire.frame_size`) fit *capacity* bytes, exactly as that many
+        (:func:`mqfs.wire.record_size` each) fit *capacity* bytes, exactly as that many
         :meth:`receive_nowait` calls would; none if the head does not fit."""
         if self._senders:
             return self._receive_each(capacity, limit)
@@ -555,7 +555,7 @@ class Queue:
         runs: list[Run] = []
         taken = 0
         while self.store and taken < limit:
-            cost = wire.frame_size(self.store.head_length)
+            cost = wire.record_size(self.store.head_length)
             if cost > capacity:
                 break
             capacity -= cost
@@ -738,9 +738,9 @@ class Descriptor:
         self, size: int, limit: int = HARD_MSGMAX, caller: Caller | None = None
     ) -> list[Run]:
         """A batch receive (framed read of *size* bytes): EBADF, EMSGSIZE (*size* holds
-        no reply with a frame of msgsize bytes), then at most *limit* messages that fit,
+        no reply of a msgsize message), then at most *limit* messages that fit,
         at least one: it waits (unless O_NONBLOCK: EAGAIN) only for the first."""
-        self.check_receive(wire.frame_room(size))
+        self.check_receive(wire.reply_room(size))
         capacity = size - wire.FRAMES_HEADER_SIZE
         queue = self.queue
         runs = queue.receive_many_nowait(capacity, limit)
@@ -754,7 +754,7 @@ class Descriptor:
                 self.waiting -= 1
             # From here on no checkpoint but the (shielded) journal sync.
             runs = [(message.priority, [message.payload])]
-            capacity -= wire.frame_size(len(message.payload))
+            capacity -= wire.record_size(len(message.payload))
             more = queue.receive_many_nowait(capacity, limit - 1) if limit > 1 else []
             if more and more[0][0] == message.priority:
                 runs[0][1].extend(more.pop(0)[1])

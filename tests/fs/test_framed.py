@@ -30,8 +30,7 @@ def make(mount: Mount, name: str = "q", maxmsg: int = 10, msgsize: int = 128) ->
 
 
 def flat(reply: bytes) -> list[tuple[bytes, int]]:
-    _, _, runs = wire.decode_reply(reply)
-    return [(payload, priority) for priority, payloads in runs for payload in payloads]
+    return wire.decode_reply(reply)[2]
 
 
 @pytest.fixture
@@ -69,12 +68,12 @@ def test_plain_read_and_write_keep_their_meaning(fd: int) -> None:
 
 def test_receive_takes_only_what_fits_and_at_most_count(fd: int) -> None:
     calls.send_many(fd, [(b"%d" % i * 8, 0) for i in range(6)])  # 8-byte messages
-    room_for_two = wire.FRAMES_HEADER_SIZE + 2 * wire.frame_size(8) + wire.frame_size(128) - 1
+    room_for_two = wire.FRAMES_HEADER_SIZE + 2 * wire.record_size(8) + wire.record_size(128) - 1
     with pytest.raises(OSError) as small:  # cannot hold a frame of msgsize (128)
-        os.pread(fd, wire.FRAMES_HEADER_SIZE + wire.frame_size(128) - 1, wire.FRAMED_RECEIVE)
+        os.pread(fd, wire.FRAMES_HEADER_SIZE + wire.record_size(128) - 1, wire.FRAMED_RECEIVE)
     assert small.value.errno == errno.EMSGSIZE
-    _, more, runs = wire.decode_reply(os.pread(fd, room_for_two, wire.framed_receive_offset(2)))
-    assert runs == [(0, [b"0" * 8, b"1" * 8])]
+    _, more, got = wire.decode_reply(os.pread(fd, room_for_two, wire.framed_receive_offset(2)))
+    assert got == [(b"0" * 8, 0), (b"1" * 8, 0)]
     assert more
     assert calls.receive_many(fd, 3) == [(b"%d" % i * 8, 0) for i in (2, 3, 4)]
     assert calls.get_attributes(fd).curmsgs == 1
@@ -138,8 +137,8 @@ def test_wrong_direction_and_wrong_offsets(mqfs_mount: Mount, fd: int) -> None:
 def test_peek_from_an_index_with_the_generation(fd: int) -> None:
     calls.send_many(fd, MIXED)
     expected = calls.peek_all(fd)
-    generation, more, runs = wire.decode_reply(os.pread(fd, 4096, wire.framed_peek_offset(2)))
-    assert [(p, prio) for prio, ps in runs for p in ps] == expected[2:]
+    generation, more, got = wire.decode_reply(os.pread(fd, 4096, wire.framed_peek_offset(2)))
+    assert got == expected[2:]
     assert not more
     again, _, _ = wire.decode_reply(os.pread(fd, 4096, wire.framed_peek_offset(0)))
     assert again == generation  # nothing changed, nothing consumed
@@ -150,7 +149,7 @@ def test_peek_from_an_index_with_the_generation(fd: int) -> None:
     assert end[2] == []
     with pytest.raises(FileNotFoundError):
         os.pread(fd, 4096, wire.framed_peek_offset(len(MIXED) + 2))
-    size = wire.FRAMES_HEADER_SIZE + wire.frame_size(100) - 1
+    size = wire.FRAMES_HEADER_SIZE + wire.record_size(100) - 1
     longest = [p for p, _ in calls.peek_all(fd)].index(b"x" * 100)
     with pytest.raises(OSError) as small:  # the 100-byte message cannot fit
         os.pread(fd, size, wire.framed_peek_offset(longest))

@@ -72,7 +72,45 @@ def test_frames_round_trip(messages: list[tuple[bytes, int]]) -> None:
     assert len(buffer) % 8 == 0
     assert flat(wire.decode_frames(buffer)) == messages
     reply = wire.encode_reply(7, wire.decode_frames(buffer), True)
-    assert wire.decode_reply(reply) == (7, True, wire.decode_frames(buffer))
+    assert wire.decode_reply(reply) == (7, True, messages)
+    assert len(reply) == wire.FRAMES_HEADER_SIZE + sum(
+        wire.record_size(len(p)) for p, _ in messages
+    )
+
+
+@given(
+    length=st.integers(0, 20),
+    priorities=st.lists(st.integers(0, 3), min_size=1, max_size=30),
+    data=st.data(),
+)
+def test_frames_of_one_size_round_trip(
+    length: int, priorities: list[int], data: st.DataObject
+) -> None:
+    """Messages of one size take the one-call path of both codecs: the same result."""
+    payloads = [data.draw(st.binary(min_size=length, max_size=length)) for _ in priorities]
+    messages = list(zip(payloads, priorities, strict=True))
+    buffer = wire.encode_frames(messages)
+    assert flat(wire.decode_frames(buffer)) == messages
+    assert wire.decode_reply(wire.encode_reply(3, runs_of(messages), False))[2] == messages
+    if length & 7:  # nonzero padding is refused on this path too
+        spoiled = bytearray(buffer)
+        spoiled[-1] = 1
+        with pytest.raises(wire.Malformed):
+            wire.decode_frames(spoiled)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"\0" * 15,  # a partial header
+        wire.encode_reply(1, [(0, [b"abc"])], False)[:-1],  # a payload cut
+        wire.encode_reply(1, [(0, [b"abc"])], False) + b"x",  # bytes after the payloads
+        wire.encode_reply(1, [(0, [b"abc"])], False)[:20],  # a record cut
+    ],
+)
+def test_malformed_replies_are_refused(reply: bytes) -> None:
+    with pytest.raises(wire.Malformed):
+        wire.decode_reply(reply)
 
 
 @pytest.mark.parametrize(
@@ -93,8 +131,8 @@ def test_malformed_frames_are_refused(buffer: bytes) -> None:
 def test_peek_offsets_are_a_stride_apart() -> None:
     assert wire.framed_peek_index(wire.framed_peek_offset(5)) == 5
     assert wire.framed_peek_index(wire.framed_peek_offset(5) + 4096) is None
-    assert wire.frame_room(wire.FRAMES_HEADER_SIZE + wire.frame_size(100)) == 104
-    assert wire.frame_room(wire.FRAMES_HEADER_SIZE + 7) == -1
+    assert wire.reply_room(wire.FRAMES_HEADER_SIZE + wire.record_size(100)) == 100
+    assert wire.reply_room(wire.FRAMES_HEADER_SIZE + 7) == -1
 
 
 def make_queue(maxmsg: int = 4, msgsize: int = 16) -> Queue:
@@ -136,8 +174,8 @@ def test_nonblocking_batches_equal_one_by_one_calls(
         assert list(many.store) == list(one.store)
         received = []
         left = capacity
-        while one.store and wire.frame_size(one.store.head_length) <= left:
-            left -= wire.frame_size(one.store.head_length)
+        while one.store and wire.record_size(one.store.head_length) <= left:
+            left -= wire.record_size(one.store.head_length)
             message = one.receive_nowait()
             received.append((message.payload, message.priority))
         assert flat(many.receive_many_nowait(capacity, 100)) == received
@@ -183,7 +221,7 @@ async def test_blocking_batch_send_waits_for_each_slot_as_one_by_one_sends() -> 
         assert queue.statistics().senders_waiting == 1
         # One batch receive admits the blocked sender per message it takes: c comes in
         # behind b after a goes, as one-by-one receives would see.
-        runs = await reader.receive_many(wire.FRAMES_HEADER_SIZE + 3 * wire.frame_size(16))
+        runs = await reader.receive_many(wire.FRAMES_HEADER_SIZE + 3 * wire.record_size(16))
         assert flat(runs) == [(b"a", 1), (b"b", 1), (b"c", 1)]
         await trio.testing.wait_all_tasks_blocked()
         assert flat(await reader.receive_many(4096)) == [(b"d", 5)]
@@ -242,7 +280,7 @@ async def test_batch_receive_needs_room_for_a_frame_of_msgsize() -> None:
     queue = make_queue(msgsize=16)
     queue.send_nowait(b"x", 0)
     reader = descriptor(queue, nonblock=True)
-    too_small = wire.FRAMES_HEADER_SIZE + wire.frame_size(16) - 1
+    too_small = wire.FRAMES_HEADER_SIZE + wire.record_size(16) - 1
     with pytest.raises(errors.MessageTooLong):
         await reader.receive_many(too_small)
     with pytest.raises(errors.BadDescriptor):

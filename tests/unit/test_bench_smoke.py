@@ -31,6 +31,7 @@ def test_quick_benchmark_runs_and_reports_every_target(tmp_path: Path) -> None:
         *("f-queue", "f-total", "g", "h-loss", "h-dup"),
         *("i", "j-lost", "j-dup", "k"),
         *("l-noop", "l-read", "m"),
+        *("n", "o", "p"),
     }
     assert "targets:" in done.stdout
     assert mounts_under(scratch) == [], "the benchmark left a mount behind"
