@@ -496,7 +496,21 @@ class Queue:
         into the store a run at a time. Returns how many were sent."""
         sent = 0
         room = self.maxmsg - len(self.store)
+        store = self.store
         for priority, payloads in runs:
+            count = len(payloads)
+            if count <= room and self.journal is None and not self._receivers:
+                # The common case, without a step per message (nor per run) to spare.
+                was_empty = not store
+                if count == 1:
+                    store.push(payloads[0], priority)
+                else:
+                    store.push_run(payloads, priority)
+                room -= count
+                sent += count
+                if was_empty and self.notification is not None:
+                    self._notify(sender)
+                continue
             position = 0
             while self._receivers and position < len(payloads):
                 # Receivers wait only on an empty store: hand over, one each.
@@ -695,14 +709,13 @@ class Descriptor:
         cancellation (the caller's signal) during a wait after some were sent ends the
         batch short: those stay sent and the count says so, nothing is lost or doubled.
         """
-        for priority, _ in runs:
-            self._check_priority(priority)
+        highest = max(priority for priority, _ in runs)
+        if highest >= MQ_PRIO_MAX:
+            self._check_priority(highest)
         if not self.writable:
             raise errors.BadDescriptor("queue descriptor is not open for writing")
-        msgsize = self.queue.msgsize
-        for _, payloads in runs:
-            if max(map(len, payloads)) > msgsize:
-                self.check_send_length(max(map(len, payloads)))
+        longest = max(max(map(len, payloads)) for _, payloads in runs)
+        self.check_send_length(longest)
         total = sum(len(payloads) for _, payloads in runs)
         queue = self.queue
         sent = queue.send_many_nowait(runs, sender)

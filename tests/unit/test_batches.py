@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mqfs import errors, wire
-from mqfs.server.queue import Descriptor, Limits, Namespace, Queue, Run
+from mqfs.posix import SIGEV_SIGNAL
+from mqfs.server.queue import Descriptor, Limits, Namespace, Notification, Queue, Run
 from mqfs.server.store import MessageStore
 
 MESSAGES = st.lists(st.tuples(st.binary(max_size=12), st.integers(0, 5)), max_size=40)
@@ -302,3 +303,13 @@ async def test_batch_send_to_waiting_receivers_hands_over_in_order() -> None:
         assert queue.send_many_nowait([(0, [b"a", b"b", b"c"])]) == 3
     assert got == {0: b"a", 1: b"b"}  # the longest-waiting receiver gets the first
     assert [m.payload for m in queue.store] == [b"c"]
+
+
+def test_a_batch_into_an_empty_queue_fires_the_notification_once() -> None:
+    fired: list[int] = []
+    namespace = Namespace(Limits(), notifier=lambda registration, _: fired.append(registration.pid))
+    queue = namespace.create("q", mode=0o600, uid=0, gid=0, maxmsg=4, msgsize=16)
+    queue.register_notification(Notification(pid=42, sigev_notify=SIGEV_SIGNAL, signo=10))
+    assert queue.send_many_nowait([(1, [b"a", b"b"]), (2, [b"c"])]) == 3
+    assert fired == [42]
+    assert queue.notification is None
