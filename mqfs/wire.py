@@ -682,13 +682,22 @@ def decode_reply(buffer: bytes | bytearray) -> tuple[int, bool, list[tuple[bytes
     return generation, bool(flags & FRAMES_MORE), messages
 
 
-def fitting(runs: Iterable[Run], capacity: int) -> int:
-    """How many messages of *runs*, from the first on, fit a reply's *capacity* bytes
-    (after its header): each takes :func:`record_size` bytes."""
+def fitting(runs: Iterable[Run], capacity: int) -> tuple[int, int]:
+    """(count, bytes) of the messages of *runs*, from the first on, that fit a reply's
+    *capacity* bytes (after its header): each takes :func:`record_size` bytes."""
     count = 0
     used = 0
     for _, payloads in runs:
-        for start in range(0, len(payloads), _BATCH_SLICE):
+        # Messages of one size (the usual case): how many fit is one division, checked
+        # by one C-level count over their lengths.
+        first = record_size(len(payloads[0])) if payloads else 0
+        take = min(len(payloads), (capacity - used) // first) if first <= capacity - used else 0
+        if take and list(map(len, payloads[:take])).count(first - FRAME_HEADER_SIZE) == take:
+            count += take
+            used += take * first
+        else:
+            take = 0
+        for start in range(take, len(payloads), _BATCH_SLICE):
             part = payloads[start : start + _BATCH_SLICE]
             ends = list(
                 itertools.accumulate(
@@ -697,10 +706,10 @@ def fitting(runs: Iterable[Run], capacity: int) -> int:
             )
             fit = bisect.bisect_right(ends, capacity) - 1
             count += fit
+            used = ends[fit]
             if fit < len(part):
-                return count
-            used = ends[-1]
-    return count
+                return count, used
+    return count, used
 
 
 def frame_batches(

@@ -440,15 +440,14 @@ class MqueueFS(pyfuse3.Operations):
         if index is None:
             return b""
         capacity = size - wire.FRAMES_HEADER_SIZE
-        limit = max(0, capacity // wire.FRAME_HEADER_SIZE)
-        runs = list(descriptor.segments_from(index, limit))
-        count = wire.fitting(runs, capacity)
-        if not count and runs:
+        descriptor.segments_from(index, 0)  # EBADF, ENOENT past the end
+        count = queue.count_fitting(index, capacity, capacity // wire.FRAME_HEADER_SIZE)
+        if not count and index < len(queue):
             raise errors.MessageTooLong(
-                f"a read of {size} bytes cannot hold message {index} with its frame"
+                f"a read of {size} bytes cannot hold message {index} with its record"
             )
-        taken = _first(runs, count)
-        return wire.encode_reply(queue.generation, taken, index + count < len(queue))
+        runs = list(descriptor.segments_from(index, count))
+        return wire.encode_reply(queue.generation, runs, index + count < len(queue))
 
     def _split_by_kernel(self, length: int, caller: Caller | None) -> bool:
         """Whether this write request is only the first piece of the caller's write().
@@ -521,17 +520,6 @@ class MqueueFS(pyfuse3.Operations):
         handle = self.handles.queue_handle(fh)
         run = self.ioctls.find(cmd, out_size)
         return await run(handle, in_buf, out_size, ctx)
-
-
-def _first(runs: list[wire.Run], count: int) -> list[wire.Run]:
-    """The first *count* messages of *runs*, as runs."""
-    taken: list[wire.Run] = []
-    for priority, payloads in runs:
-        if count <= 0:
-            break
-        taken.append((priority, payloads[:count]))
-        count -= len(payloads)
-    return taken
 
 
 def _wake_poller(handle: QueueHandle) -> None:

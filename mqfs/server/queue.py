@@ -553,7 +553,7 @@ class Queue:
         :meth:`receive_nowait` calls would; none if the head does not fit."""
         if self._senders:
             return self._receive_each(capacity, limit)
-        count = wire.fitting(self.store.segments_from(0, limit), capacity)
+        count = self.count_fitting(0, capacity, limit)
         if not count:
             return []
         if self.journal is not None:
@@ -562,6 +562,22 @@ class Queue:
         runs = self.store.pop_front(count)
         self._changed()
         return runs
+
+    def count_fitting(self, index: int, capacity: int, limit: int) -> int:
+        """How many messages from *index* on (at most *limit*) fit a framed reply's
+        *capacity* bytes. The runs are looked at in windows sized by the length of the
+        first message of each, so that a long run is not copied beyond what fits."""
+        store = self.store
+        count = used = 0
+        while count < limit and index + count < len(store):
+            first = wire.record_size(len(store.peek(index + count).payload))
+            window = min(limit - count, (capacity - used) // first + 1)
+            got, size = wire.fitting(store.segments_from(index + count, window), capacity - used)
+            count += got
+            used += size
+            if got < window:
+                break
+        return count
 
     def _receive_each(self, capacity: int, limit: int) -> list[Run]:
         """:meth:`receive_many_nowait` one message at a time: each may admit a blocked

@@ -313,3 +313,22 @@ def test_a_batch_into_an_empty_queue_fires_the_notification_once() -> None:
     assert queue.send_many_nowait([(1, [b"a", b"b"]), (2, [b"c"])]) == 3
     assert fired == [42]
     assert queue.notification is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=MESSAGES, index=st.integers(0, 45), capacity=st.integers(0, 300))
+def test_count_fitting_equals_adding_up_records(
+    messages: list[tuple[bytes, int]], index: int, capacity: int
+) -> None:
+    queue = make_queue(maxmsg=64)
+    for payload, priority in messages:
+        queue.send_nowait(payload, priority)
+    ordered = list(queue.store)[index:]
+    expected = used = 0
+    for message in ordered:
+        used += wire.record_size(len(message.payload))
+        if used > capacity:
+            break
+        expected += 1
+    assert queue.count_fitting(index, capacity, 100) == expected
+    assert queue.count_fitting(index, capacity, 2) == min(expected, 2)
