@@ -713,21 +713,21 @@ def fitting(runs: Iterable[Run], capacity: int) -> tuple[int, int]:
 
 
 def frame_batches(
-    messages: Iterable[tuple[bytes, int]], limit: int
-) -> Iterable[list[tuple[bytes, int]]]:
-    """*messages* in consecutive lists whose frames fit *limit* bytes each (a message too
-    long for any batch comes alone: the daemon refuses it)."""
-    batch: list[tuple[bytes, int]] = []
-    used = 0
-    for message in messages:
-        size = frame_size(len(message[0]))
-        if batch and used + size > limit:
-            yield batch
-            batch, used = [], 0
-        batch.append(message)
-        used += size
-    if batch:
-        yield batch
+    messages: Sequence[tuple[bytes, int]], limit: int
+) -> Iterable[Sequence[tuple[bytes, int]]]:
+    """*messages* in consecutive slices whose frames fit *limit* bytes each (a message too
+    long for any batch comes alone: the daemon refuses it). The frames' running sizes are
+    summed by C-level maps, and each cut is a bisection."""
+    # frame_size(n) = 8 + n rounded up to 8 = (n + 15) & ~7
+    lengths = map(len, map(operator.itemgetter(0), messages))
+    sizes = map(operator.and_, map(operator.add, lengths, repeat(15)), repeat(~7))
+    ends = list(itertools.accumulate(sizes, initial=0))
+    start = 0
+    while start < len(messages):
+        stop = bisect.bisect_right(ends, ends[start] + limit) - 1
+        stop = max(stop, start + 1)
+        yield messages[start:stop]
+        start = stop
 
 
 def encode_prio(priority: int) -> bytes:

@@ -3,6 +3,7 @@ push_run/pop_front, the queue's send_many/receive_many, the wire's frame codec."
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -332,3 +333,18 @@ def test_count_fitting_equals_adding_up_records(
         expected += 1
     assert queue.count_fitting(index, capacity, 100) == expected
     assert queue.count_fitting(index, capacity, 2) == min(expected, 2)
+
+
+@given(
+    lengths=st.lists(st.integers(0, 40), max_size=30),
+    limit=st.integers(1, 120),
+)
+def test_frame_batches_cut_where_the_limit_says(lengths: list[int], limit: int) -> None:
+    messages = [(bytes(length), 0) for length in lengths]
+    batches = list(wire.frame_batches(messages, limit))
+    assert [m for batch in batches for m in batch] == messages
+    for batch in batches:
+        size = len(wire.encode_frames(batch))
+        assert size <= limit or len(batch) == 1
+    for batch, following in itertools.pairwise(batches):  # each as full as it can be
+        assert len(wire.encode_frames([*batch, following[0]])) > limit
