@@ -626,8 +626,13 @@ def decode_frames(buffer: bytes | bytearray | memoryview) -> list[Run]:
 def _runs(priorities: Sequence[int], payloads: Sequence[bytes]) -> list[Run]:
     if _same(priorities):
         return [(priorities[0], list(payloads))]
-    pairs = itertools.groupby(zip(priorities, payloads, strict=True), operator.itemgetter(0))
-    return [(priority, list(map(operator.itemgetter(1), run))) for priority, run in pairs]
+    runs: list[Run] = []
+    start = 0
+    for priority, group in itertools.groupby(priorities):  # run lengths, C-level
+        stop = start + len(list(group))
+        runs.append((priority, list(payloads[start:stop])))
+        start = stop
+    return runs
 
 
 def _decode_each(view: memoryview) -> list[Run]:
