@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mqfs import wire
 from mqfs.client import calls
@@ -267,3 +269,26 @@ def test_batches_are_journaled_and_come_back_after_a_restart(tmp_path: Path, syn
     assert after == before
     assert sorted(taken + before) == sorted(sent)
     assert len(after) == 43
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    garbage=st.one_of(
+        st.binary(min_size=1, max_size=600),
+        st.lists(
+            st.tuples(st.binary(max_size=140), st.integers(0, 40000)), min_size=1, max_size=14
+        ).map(wire.encode_frames),
+    )
+)
+def test_any_bytes_written_framed_are_whole_frames_or_refused(fd: int, garbage: bytes) -> None:
+    calls.set_attributes(fd, os.O_NONBLOCK)  # garbage may be many valid empty frames
+    try:
+        written = os.pwrite(fd, garbage, wire.FRAMED_SEND)
+    except OSError as exc:
+        assert exc.errno in (errno.EINVAL, errno.EMSGSIZE)
+        assert calls.get_attributes(fd).curmsgs == 0
+    else:  # it was frames after all: the whole ones that fit went, in order
+        sent = [(p, priority) for priority, ps in wire.decode_frames(garbage[:written]) for p in ps]
+        assert calls.receive_many(fd) == sorted(sent, key=lambda message: -message[1])
