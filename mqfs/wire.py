@@ -568,15 +568,35 @@ def _same(values: Sequence[int]) -> bool:
 
 
 def _frames_struct(length: int, count: int) -> struct.Struct:
-    """*count* frames of *length*-byte payloads: (msg_len, msg_prio, payload, padding)
+    """*count* frames of *length*-byte payloads: (msg_len, msg_prio, payload[, padding])
     each, so that one C call unpacks them all. Not the struct module's cache:
     it would keep up to 100 of these large formats alive."""
-    return struct.Struct("=" + f"2I{length}s{-length & 7}s" * count)
+    padding = -length & 7
+    return struct.Struct("=" + (f"2I{length}s{padding}s" if padding else f"2I{length}s") * count)
 
 
 def encode_frames(messages: Iterable[tuple[bytes, int]]) -> bytes:
     """The frames of (payload, priority) *messages*: a batch send's buffer."""
-    pack = _FRAME.pack  # (a plain loop: faster here than any one-call packing)
+    messages = list(messages)
+    if not messages:
+        return b""
+    lengths = list(map(len, map(operator.itemgetter(0), messages)))
+    priorities = list(map(operator.itemgetter(1), messages))
+    if _same(lengths):
+        # Messages of one size (the usual batch): within a run of one priority every frame
+        # starts with the same header, so one join with "padding + header" as the
+        # separator frames the whole run.
+        padding = _ZEROS[: -lengths[0] & 7]
+        payloads = list(map(operator.itemgetter(0), messages))
+        runs: list[bytes] = []
+        start = 0
+        for priority, group in itertools.groupby(priorities):
+            stop = start + len(list(group))
+            header = _FRAME.pack(lengths[0], priority)
+            runs.append(header + (padding + header).join(payloads[start:stop]) + padding)
+            start = stop
+        return b"".join(runs)
+    pack = _FRAME.pack  # (a plain loop for messages of many sizes)
     parts: list[bytes] = []
     append = parts.append
     for payload, priority in messages:
@@ -618,8 +638,9 @@ def decode_frames(buffer: bytes | bytearray | memoryview) -> list[Run]:
         if not rest:  # perhaps frames of one size (the usual case): one unpack for all
             fields = _frames_struct(length, count).unpack_from(view)
             padding = _ZEROS[: -length & 7]
-            if _same(fields[0::4]) and fields[3::4].count(padding) == count:
-                return _runs(fields[1::4], fields[2::4])
+            step = 4 if padding else 3
+            if _same(fields[0::step]) and (not padding or fields[3::4].count(padding) == count):
+                return _runs(fields[1::step], fields[2::step])
     return _decode_each(view)
 
 
