@@ -622,7 +622,8 @@ def encode_reply(generation: int, runs: Sequence[Run], more: bool) -> bytes:
     count = sum(len(payloads) for _, payloads in runs)
     header = _FRAMES.pack(generation, count, FRAMES_MORE if more else 0)
     records = [_records(priority, payloads) for priority, payloads in runs if payloads]
-    return b"".join((header, *records, *(b"".join(payloads) for _, payloads in runs)))
+    payloads = itertools.chain.from_iterable(payloads for _, payloads in runs)
+    return b"".join(itertools.chain((header,), records, payloads))
 
 
 def decode_frames(buffer: bytes | bytearray | memoryview) -> list[Run]:
