@@ -690,23 +690,31 @@ def decode_reply(buffer: bytes | bytearray) -> tuple[int, bool, list[tuple[bytes
     if len(buffer) < FRAMES_HEADER_SIZE:
         raise Malformed(f"a framed reply needs {FRAMES_HEADER_SIZE} bytes, got {len(buffer)}")
     generation, count, flags = _FRAMES.unpack_from(buffer)
+    more = bool(flags & FRAMES_MORE)
     start = FRAMES_HEADER_SIZE + count * FRAME_HEADER_SIZE
     if start > len(buffer):
         raise Malformed(f"{count} records do not fit a reply of {len(buffer)} bytes")
+    records = buffer[FRAMES_HEADER_SIZE:start]
+    if count and records == records[:FRAME_HEADER_SIZE] * count:
+        # One size and one priority (the usual reply): one comparison checks every record.
+        length, priority = _FRAME.unpack_from(records)
+        if start + count * length != len(buffer):
+            raise Malformed("the reply's payloads do not add up to its length")
+        payloads = struct.Struct("=" + f"{length}s" * count).unpack_from(buffer, start)
+        return generation, more, list(zip(payloads, repeat(priority, count), strict=True))
     fields = struct.Struct(f"={2 * count}I").unpack_from(buffer, FRAMES_HEADER_SIZE)
     lengths = fields[0::2]
     if start + sum(lengths) != len(buffer):
         raise Malformed("the reply's payloads do not add up to its length")
     if not count:
-        return generation, bool(flags & FRAMES_MORE), []
+        return generation, more, []
     # One C call cuts every payload: a format of "<len>s" per message.
     if _same(lengths):
         layout = "=" + f"{lengths[0]}s" * count
     else:
         layout = "=" + "s".join(map(str, lengths)) + "s"
     payloads = struct.Struct(layout).unpack_from(buffer, start)
-    messages = list(zip(payloads, fields[1::2], strict=True))
-    return generation, bool(flags & FRAMES_MORE), messages
+    return generation, more, list(zip(payloads, fields[1::2], strict=True))
 
 
 def fitting(runs: Iterable[Run], capacity: int) -> tuple[int, int]:

@@ -9,13 +9,15 @@ same pairs from a C program. The unit is one message sent and received.
 Target (n): mqfs's batch throughput is at least BATCH_VS_KERNEL_MIN times the kernel's
 one-by-one throughput from Python (the C program's is shown beside it).
 Target (p): restoring a dump of ``peek_queue`` (65,536) 64 B messages is at least
-RESTORE_SPEEDUP_MIN times faster than one send per message; the one-by-one rate is
-measured on ONE_BY_ONE_SAMPLE messages and extrapolated (the row says so).
+RESTORE_SPEEDUP_MIN times faster than one send per message: the median of ``repetitions``
+restores against the one-by-one rate, measured on ONE_BY_ONE_SAMPLE messages and
+extrapolated (the row says so).
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from contextlib import ExitStack
 from functools import partial
@@ -110,14 +112,17 @@ def measure_restore(report: Report, scale: Scale, daemon: Daemon) -> None:
     messages = [(b"%064d" % index, 3 - index * 4 // size) for index in range(size)]
     queue = dump.QueueDump("restored", 0o600, os.geteuid(), os.getegid(), size, SMALL, messages)
     backend = MqfsBackend(daemon.path)
-    restore_seconds = timed_once(partial(dump.restore, [queue], backend))
-    fd = open_queue(daemon.path / "restored")
-    try:
-        if calls.peek_all(fd) != messages:
-            raise BenchError("the restored queue differs from the dump")
-    finally:
-        os.close(fd)
-    os.rmdir(daemon.path / "restored")
+    restore_samples = []
+    for _ in range(scale.repetitions):  # the fast side: its median counts
+        restore_samples.append(timed_once(partial(dump.restore, [queue], backend)))
+        fd = open_queue(daemon.path / "restored")
+        try:
+            if calls.peek_all(fd) != messages:
+                raise BenchError("the restored queue differs from the dump")
+        finally:
+            os.close(fd)
+        os.rmdir(daemon.path / "restored")
+    restore_seconds = statistics.median(restore_samples)
     fd = open_queue(daemon.create("sent", size, SMALL))
     try:
         each = messages[:sample]
@@ -129,7 +134,7 @@ def measure_restore(report: Report, scale: Scale, daemon: Daemon) -> None:
         "restore_batch": (f"restore {size:,} x 64 B (framed writes)", "restore"),
         "restore_each": (f"one send each ({sample:,} sent, extrapolated)", "restore"),
     }
-    samples = {"restore_batch": [restore_seconds], "restore_each": [sample_seconds * size / sample]}
+    samples = {"restore_batch": restore_samples, "restore_each": [sample_seconds * size / sample]}
     report.record_group("restore", samples, labels)
     speedup = report.ratio("restore_speedup", "restore_each", "restore_batch", "each / batch")
     report.row("restore_batch", f"{size / restore_seconds:,.0f} msgs/s", f"{speedup:.0f}x faster")
