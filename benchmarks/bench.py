@@ -21,6 +21,13 @@ PASS/FAIL for the README's performance targets:
   minimal C libfuse daemon measured by the same client code
 - (m) an unmodified C program's 64 B mq_send+mq_receive pair under the LD_PRELOAD shim
   costs at most 2.3 NOOP round trips (the same program on the kernel's mqueue is shown)
+- (n) batch send+receive of 64 B messages (framed I/O, many per FUSE request) moves at
+  least 1.0x as many messages per second as the kernel's one-by-one pairs from Python (the
+  kernel from C is shown beside it)
+- (o) a dump of 65,536 messages by framed peeks is at least 200x faster than one peek per
+  message
+- (p) a restore of 65,536 messages (framed writes) is at least 100x faster than one send
+  per message (measured on 4,096 sends, extrapolated)
 - (q) 16 queues, each with one producer and one consumer process, move at least 0.8x the
   pairs per second of one queue with its two processes, and no count of 1, 4, 16 or 64
   queues falls below that
@@ -31,7 +38,7 @@ Modules beside this one: ``timing`` (timers, interleaved repetitions, medians an
 ratios: the method), ``environment`` (the private IPC namespace, mqfs daemons, CPU pinning,
 the RSS guard), ``native`` (the C side, compiled each run: the C floor daemon, a C program
 of mq_send+mq_receive pairs, the shim), ``measurements`` (one module per area: throughput,
-reading, memory, race, durability) and ``report`` (figures, targets, the table, the JSON).
+batches, reading, memory, race, durability) and ``report`` (figures, targets, the table, the JSON).
 Each says how it measures.
 
 Run ``scripts/bench`` (``--quick`` for a smoke run with small counts, ``--json PATH``).
@@ -57,7 +64,7 @@ from pathlib import Path
 import environment
 import native
 from environment import MOUNT_OPTIONS, BenchError, mqfs_daemon, placed, set_apart
-from measurements import durability, memory, race, reading, throughput
+from measurements import batches, durability, memory, race, reading, throughput
 from report import Report, print_table
 from timing import FULL, QUICK, Scale
 
@@ -120,6 +127,8 @@ def run(scale: Scale, quick: bool, pin: set[int] | None) -> Report:
             with set_apart([daemon.process.pid], pin):  # the daemon alone on its CPU
                 throughput.measure_queue_scaling(report, scale, daemon, kernel)
             with placed([daemon.process.pid], pin):
+                batches.measure_batches(report, scale, daemon, kernel, programs, stack)
+                batches.measure_restore(report, scale, daemon)
                 reading.measure_peek_cat_dump(report, scale, daemon, stack, space.baseline_dir)
                 reading.measure_ls_and_cat_commands(
                     report, scale, daemon, stack, space.baseline_dir

@@ -160,4 +160,38 @@ struct mqfs_remove {          /* REMOVE: take one message out of the middle (mqf
  * admitted into the freed slot, as after a receive. */
 #define MQFS_IOC_REMOVE  _IOWR(MQFS_IOC_MAGIC, 13, struct mqfs_remove)
 
+/* Framed I/O: many whole messages per pread()/pwrite() of the queue file (up to the
+ * mount's plain_io_max, about 1 MiB), selected by the file offset; below MQFS_FRAMED
+ * read() and write() keep their meaning. Semantics: see mqfs/wire.py and the README.
+ *   pwrite(fd, frames, n, MQFS_FRAMED_SEND)             batch send: returns the bytes of
+ *                                                       the whole frames sent
+ *   pread(fd, buf, n, MQFS_FRAMED_RECEIVE)              batch receive
+ *   pread(fd, buf, n, MQFS_FRAMED_RECEIVE_OFFSET(count)) ... of at most count messages
+ *   pread(fd, buf, n, MQFS_FRAMED_PEEK_OFFSET(index))   batch peek from index
+ * A send is frames back to back (struct mqfs_frame, then the payload zero-padded to a
+ * multiple of 8: MQFS_FRAME_SIZE), so a short write consumed whole frames. A receive or
+ * peek reply is a struct mqfs_frames, then `count` struct mqfs_frame records, then the
+ * `count` payloads back to back, unpadded (payload i starts after those before it). */
+#define MQFS_FRAMED ((int64_t)1 << 62)
+#define MQFS_FRAMED_SEND MQFS_FRAMED
+#define MQFS_FRAMED_RECEIVE MQFS_FRAMED
+#define MQFS_FRAMED_PEEK (MQFS_FRAMED + ((int64_t)1 << 60))
+#define MQFS_FRAMED_STRIDE ((int64_t)1 << 32)
+#define MQFS_FRAMED_RECEIVE_OFFSET(count) \
+	(MQFS_FRAMED_RECEIVE + (int64_t)(count) * MQFS_FRAMED_STRIDE)
+#define MQFS_FRAMED_PEEK_OFFSET(index) (MQFS_FRAMED_PEEK + (int64_t)(index) * MQFS_FRAMED_STRIDE)
+#define MQFS_FRAMES_MORE 1u  /* mqfs_frames.flags: the queue holds more after these */
+
+struct mqfs_frame {          /* in a send, followed by its payload, zero-padded to 8 */
+	uint32_t msg_len;
+	uint32_t msg_prio;
+};
+#define MQFS_FRAME_SIZE(len) (sizeof(struct mqfs_frame) + (((size_t)(len) + 7) & ~(size_t)7))
+
+struct mqfs_frames {         /* the head of a receive or peek reply */
+	uint64_t generation;     /* the queue's generation: equal means unchanged */
+	uint32_t count;          /* records (and payloads) that follow */
+	uint32_t flags;          /* MQFS_FRAMES_MORE */
+};
+
 #endif /* MQFS_H */

@@ -28,6 +28,48 @@ Layouts (native byte order, natural alignment, no padding anywhere)::
 Replies may be shorter than the struct (header plus the bytes actually copied): the
 kernel copies back only what the daemon returns, and ``copied``/``chunk_len`` say how
 much of ``data`` is valid.
+
+Framed I/O (batch send, receive and peek)
+-----------------------------------------
+A FUSE read or write carries up to ``plain_io_max`` bytes (about 1 MiB, the mount's
+``user.mq.limits``), so many whole messages travel in one request. The request's file
+offset selects it, so a program's own read()/write() of the queue file keep their meaning
+(offsets below ``FRAMED``)::
+
+    pwrite(fd, frames, n, FRAMED_SEND)                 batch send
+    pread(fd, buf, n, FRAMED_RECEIVE)                  batch receive
+    pread(fd, buf, n, framed_receive_offset(count))    ... of at most *count* messages
+    pread(fd, buf, n, framed_peek_offset(index))       batch peek from *index*
+
+A send is frames back to back: a frame is ``struct mqfs_frame {u32 msg_len, msg_prio}``
+and the payload, padded with zeros to a multiple of 8 bytes, so that the bytes a short
+write consumed are whole frames and the rest of the buffer is the frames still to send.
+A receive or peek reply is ``struct mqfs_frames {u64 generation; u32 count, flags}`` (16
+bytes: the queue's generation after the call, the messages that follow, FRAMES_MORE if
+the queue holds messages after them), then ``count`` mqfs_frame records, then the
+``count`` payloads back to back (no padding): a reader unpacks every record with one
+call and cuts the payloads by their running sum, with no step per message in Python.
+
+Semantics:
+
+* send: the whole write is parsed before anything is sent: a truncated frame, nonzero
+  padding or trailing bytes is EINVAL, a priority >= MQ_PRIO_MAX is EINVAL, a message
+  longer than msgsize EMSGSIZE, and then nothing of that write is sent. Messages are
+  sent in order, each atomically, exactly as one mq_send each would. With O_NONBLOCK as
+  many whole messages as fit are sent and the write returns the bytes of the frames
+  consumed (a short write), EAGAIN if none fit. Blocking, the write waits until all are
+  sent; interrupted by a signal it returns the bytes of the frames sent so far (EINTR if
+  none). A write larger than plain_io_max (cut by the kernel) is EMSGSIZE, as a plain one.
+* receive: as many whole messages as fit in *n* bytes, at least one, in receive order,
+  each exactly as one mq_receive would give it (a blocked sender is admitted per message
+  taken). *n* must hold a reply of one msgsize message (24 + msgsize bytes), else
+  EMSGSIZE. It waits
+  only for the first message (O_NONBLOCK: EAGAIN on an empty queue).
+* peek: as many whole messages from *index* as fit, nothing consumed, never waits; an
+  index equal to the queue's length gives 0 frames, past it ENOENT, a first message that
+  does not fit EMSGSIZE. Equal generations of two replies mean one consistent snapshot.
+* A read at another offset at or above FRAMED (the kernel's continuation of a read larger
+  than one request) returns 0 bytes and consumes nothing; a write there is EINVAL.
 """
 
 from __future__ import annotations
@@ -35,9 +77,11 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
+import os
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 from mqfs import errors
 
@@ -518,6 +562,296 @@ class Remove:
             raise Malformed(f"mqfs_remove copied {copied} bytes of a {msg_len}-byte message")
         data = _payload(buffer, _REMOVE_HEADER.size, copied)
         return cls(index, generation, msg_len, msg_prio, data)
+
+
+# -- framed I/O ---------------------------------------------------------------------
+
+FRAMED = 1 << 62
+"""The lowest file offset with a framed meaning; below it read/write are unchanged."""
+FRAMED_SEND = FRAMED
+"""pwrite() offset of a batch send."""
+FRAMED_RECEIVE = FRAMED
+"""pread() offset of a batch receive."""
+FRAMED_PEEK = FRAMED + (1 << 60)
+"""pread() offset of a batch peek from index 0; see :func:`framed_peek_offset`."""
+FRAMED_STRIDE = 1 << 32
+"""Peek offsets are this far apart, more than any one read: the kernel's continuation
+of a larger read lands between them and gets 0 bytes, never another index's frames."""
+FRAMES_MORE = 1
+"""mqfs_frames.flags: the queue holds messages after the frames of this reply."""
+
+_FRAME = struct.Struct("=2I")
+_FRAMES = struct.Struct("=Q2I")
+FRAME_HEADER_SIZE = _FRAME.size
+FRAMES_HEADER_SIZE = _FRAMES.size
+_ZEROS = bytes(8)
+
+Run = tuple[int, list[bytes]]
+"""(priority, payloads): consecutive messages of one priority, as the store keeps them."""
+
+
+def plain_io_limit() -> int:
+    """The largest read()/write() that always reaches the daemon as one FUSE request
+    (plain_io_max): the most a plain write may send as one message, and a framed
+    read or write may carry.
+
+    The kernel cuts a direct_io transfer into requests of at most max_pages pages
+    (libfuse asks for 256; /proc/sys/fs/fuse/max_pages_limit can lower that), and a
+    buffer that is not page-aligned spans one page more than its length suggests.
+    """
+    page = os.sysconf("SC_PAGE_SIZE")
+    max_pages = 256
+    try:
+        with open("/proc/sys/fs/fuse/max_pages_limit") as limit:
+            max_pages = min(max_pages, int(limit.read()))
+    except (OSError, ValueError):
+        pass
+    return (max_pages - 1) * page
+
+
+def framed_receive_offset(max_count: int = 0) -> int:
+    """The pread() offset of a batch receive of at most *max_count* messages (0: as
+    many as fit)."""
+    if not 0 <= max_count < (1 << 28):
+        raise Malformed(f"receive count {max_count} is outside 0..2**28-1")
+    return FRAMED_RECEIVE + max_count * FRAMED_STRIDE
+
+
+def framed_receive_count(offset: int) -> int | None:
+    """The count limit a receive offset names (0: none), or None between them."""
+    count, rest = divmod(offset - FRAMED_RECEIVE, FRAMED_STRIDE)
+    return None if rest else count
+
+
+def framed_peek_offset(index: int) -> int:
+    """The pread() offset of a batch peek from message *index*."""
+    if not 0 <= index < (1 << 28):
+        raise Malformed(f"peek index {index} is outside 0..2**28-1")
+    return FRAMED_PEEK + index * FRAMED_STRIDE
+
+
+def framed_peek_index(offset: int) -> int | None:
+    """The index a peek offset names, or None for an offset between them."""
+    index, rest = divmod(offset - FRAMED_PEEK, FRAMED_STRIDE)
+    return None if rest else index
+
+
+def frame_size(length: int) -> int:
+    """Bytes of the frame of a *length*-byte message (header, payload, padding)."""
+    return FRAME_HEADER_SIZE + length + (-length & 7)
+
+
+def record_size(length: int) -> int:
+    """Bytes a *length*-byte message takes in a receive or peek reply (record, payload)."""
+    return FRAME_HEADER_SIZE + length
+
+
+def reply_room(size: int) -> int:
+    """The longest message a reply of *size* bytes can hold (-1 if none)."""
+    return size - FRAMES_HEADER_SIZE - FRAME_HEADER_SIZE
+
+
+def _same(values: Sequence[int]) -> bool:
+    """Whether all of *values* (at least one) are equal: one C-level count."""
+    return values.count(values[0]) == len(values)
+
+
+def _frames_struct(length: int, count: int) -> struct.Struct:
+    """*count* frames of *length*-byte payloads: (msg_len, msg_prio, payload[, padding])
+    each, so that one C call unpacks them all. Not the struct module's cache:
+    it would keep up to 100 of these large formats alive."""
+    padding = -length & 7
+    return struct.Struct("=" + (f"2I{length}s{padding}s" if padding else f"2I{length}s") * count)
+
+
+def encode_frames(messages: Iterable[tuple[bytes, int]]) -> bytes:
+    """The frames of (payload, priority) *messages*: a batch send's buffer."""
+    messages = list(messages)
+    if not messages:
+        return b""
+    lengths = list(map(len, map(operator.itemgetter(0), messages)))
+    priorities = list(map(operator.itemgetter(1), messages))
+    if _same(lengths):
+        # Messages of one size (the usual batch): within a run of one priority every frame
+        # starts with the same header, so one join with "padding + header" as the
+        # separator frames the whole run.
+        padding = _ZEROS[: -lengths[0] & 7]
+        payloads = list(map(operator.itemgetter(0), messages))
+        runs: list[bytes] = []
+        start = 0
+        for priority, group in itertools.groupby(priorities):
+            stop = start + len(list(group))
+            header = _FRAME.pack(lengths[0], priority)
+            runs.append(header + (padding + header).join(payloads[start:stop]) + padding)
+            start = stop
+        return b"".join(runs)
+    pack = _FRAME.pack  # (a plain loop for messages of many sizes)
+    parts: list[bytes] = []
+    append = parts.append
+    for payload, priority in messages:
+        length = len(payload)
+        append(pack(length, priority))
+        append(payload)
+        if length & 7:
+            append(_ZEROS[: -length & 7])
+    return b"".join(parts)
+
+
+def _records(priority: int, payloads: Sequence[bytes]) -> bytes:
+    """The mqfs_frame records of one run of a reply."""
+    lengths = list(map(len, payloads))
+    if _same(lengths):
+        return _FRAME.pack(lengths[0], priority) * len(lengths)
+    fields = itertools.chain.from_iterable(zip(lengths, repeat(priority)))
+    return struct.Struct(f"={2 * len(lengths)}I").pack(*fields)
+
+
+def encode_reply(generation: int, runs: Sequence[Run], more: bool) -> bytes:
+    """A receive or peek reply: the mqfs_frames header, the records, the payloads."""
+    count = sum(len(payloads) for _, payloads in runs)
+    header = _FRAMES.pack(generation, count, FRAMES_MORE if more else 0)
+    records = [_records(priority, payloads) for priority, payloads in runs if payloads]
+    payloads = itertools.chain.from_iterable(payloads for _, payloads in runs)
+    return b"".join(itertools.chain((header,), records, payloads))
+
+
+def decode_frames(buffer: bytes | bytearray | memoryview) -> list[Run]:
+    """The messages framed in *buffer*, as runs of one priority.
+
+    Strict: a frame past the end, nonzero padding or a partial header is Malformed, so
+    that a batch send can refuse the whole write before sending anything.
+    """
+    view = memoryview(buffer)
+    if len(view) >= FRAME_HEADER_SIZE:
+        length = _FRAME.unpack_from(view)[0]
+        count, rest = divmod(len(view), frame_size(length))
+        if not rest:  # perhaps frames of one size (the usual case): one unpack for all
+            fields = _frames_struct(length, count).unpack_from(view)
+            padding = _ZEROS[: -length & 7]
+            step = 4 if padding else 3
+            if _same(fields[0::step]) and (not padding or fields[3::4].count(padding) == count):
+                return _runs(fields[1::step], fields[2::step])
+    return _decode_each(view)
+
+
+def _runs(priorities: Sequence[int], payloads: Sequence[bytes]) -> list[Run]:
+    if _same(priorities):
+        return [(priorities[0], list(payloads))]
+    runs: list[Run] = []
+    start = 0
+    for priority, group in itertools.groupby(priorities):  # run lengths, C-level
+        stop = start + len(list(group))
+        runs.append((priority, list(payloads[start:stop])))
+        start = stop
+    return runs
+
+
+def _decode_each(view: memoryview) -> list[Run]:
+    """:func:`decode_frames` frame by frame, for messages of different sizes."""
+    end = len(view)
+    unpack = _FRAME.unpack_from
+    runs: list[Run] = []
+    current: list[bytes] = []
+    current_priority = -1
+    offset = 0
+    while offset < end:
+        if offset + FRAME_HEADER_SIZE > end:
+            raise Malformed(f"a partial frame header at byte {offset}")
+        length, priority = unpack(view, offset)
+        offset += FRAME_HEADER_SIZE
+        stop = offset + length
+        padded = stop + (-length & 7)
+        if padded > end:
+            raise Malformed(f"a frame of {length} bytes runs past the end of the buffer")
+        if padded != stop and any(view[stop:padded]):
+            raise Malformed(f"nonzero padding after the frame at byte {offset}")
+        if priority != current_priority:
+            current = []
+            runs.append((priority, current))
+            current_priority = priority
+        current.append(bytes(view[offset:stop]))
+        offset = padded
+    return runs
+
+
+def decode_reply(buffer: bytes | bytearray) -> tuple[int, bool, list[tuple[bytes, int]]]:
+    """(generation, more, [(payload, priority), ...]) of a receive or peek reply."""
+    if len(buffer) < FRAMES_HEADER_SIZE:
+        raise Malformed(f"a framed reply needs {FRAMES_HEADER_SIZE} bytes, got {len(buffer)}")
+    generation, count, flags = _FRAMES.unpack_from(buffer)
+    more = bool(flags & FRAMES_MORE)
+    start = FRAMES_HEADER_SIZE + count * FRAME_HEADER_SIZE
+    if start > len(buffer):
+        raise Malformed(f"{count} records do not fit a reply of {len(buffer)} bytes")
+    records = buffer[FRAMES_HEADER_SIZE:start]
+    if count and records == records[:FRAME_HEADER_SIZE] * count:
+        # One size and one priority (the usual reply): one comparison checks every record.
+        length, priority = _FRAME.unpack_from(records)
+        if start + count * length != len(buffer):
+            raise Malformed("the reply's payloads do not add up to its length")
+        payloads = struct.Struct("=" + f"{length}s" * count).unpack_from(buffer, start)
+        return generation, more, list(zip(payloads, repeat(priority, count), strict=True))
+    fields = struct.Struct(f"={2 * count}I").unpack_from(buffer, FRAMES_HEADER_SIZE)
+    lengths = fields[0::2]
+    if start + sum(lengths) != len(buffer):
+        raise Malformed("the reply's payloads do not add up to its length")
+    if not count:
+        return generation, more, []
+    # One C call cuts every payload: a format of "<len>s" per message.
+    if _same(lengths):
+        layout = "=" + f"{lengths[0]}s" * count
+    else:
+        layout = "=" + "s".join(map(str, lengths)) + "s"
+    payloads = struct.Struct(layout).unpack_from(buffer, start)
+    return generation, more, list(zip(payloads, fields[1::2], strict=True))
+
+
+def fitting(runs: Iterable[Run], capacity: int) -> tuple[int, int]:
+    """(count, bytes) of the messages of *runs*, from the first on, that fit a reply's
+    *capacity* bytes (after its header): each takes :func:`record_size` bytes."""
+    count = 0
+    used = 0
+    for _, payloads in runs:
+        # Messages of one size (the usual case): how many fit is one division, checked
+        # by one C-level count over their lengths.
+        first = record_size(len(payloads[0])) if payloads else 0
+        take = min(len(payloads), (capacity - used) // first) if first <= capacity - used else 0
+        if take and list(map(len, payloads[:take])).count(first - FRAME_HEADER_SIZE) == take:
+            count += take
+            used += take * first
+        else:
+            take = 0
+        for start in range(take, len(payloads), _BATCH_SLICE):
+            part = payloads[start : start + _BATCH_SLICE]
+            ends = list(
+                itertools.accumulate(
+                    map(operator.add, map(len, part), repeat(FRAME_HEADER_SIZE)), initial=used
+                )
+            )
+            fit = bisect.bisect_right(ends, capacity) - 1
+            count += fit
+            used = ends[fit]
+            if fit < len(part):
+                return count, used
+    return count, used
+
+
+def frame_batches(
+    messages: Sequence[tuple[bytes, int]], limit: int
+) -> Iterable[Sequence[tuple[bytes, int]]]:
+    """*messages* in consecutive slices whose frames fit *limit* bytes each (a message too
+    long for any batch comes alone: the daemon refuses it). The frames' running sizes are
+    summed by C-level maps, and each cut is a bisection."""
+    # frame_size(n) = 8 + n rounded up to 8 = (n + 15) & ~7
+    lengths = map(len, map(operator.itemgetter(0), messages))
+    sizes = map(operator.and_, map(operator.add, lengths, repeat(15)), repeat(~7))
+    ends = list(itertools.accumulate(sizes, initial=0))
+    start = 0
+    while start < len(messages):
+        stop = bisect.bisect_right(ends, ends[start] + limit) - 1
+        stop = max(stop, start + 1)
+        yield messages[start:stop]
+        start = stop
 
 
 def encode_prio(priority: int) -> bytes:

@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import pwd
+import select
 import stat
 import sys
 import time
@@ -324,10 +325,57 @@ def send(args: argparse.Namespace) -> int:
         raise errors.InvalidArgument(f"priority {args.prio} is not in 0..{MQ_PRIO_MAX - 1}")
     message = args.message
     payload = os.fsencode(message) if message is not None else sys.stdin.buffer.read()
+    if args.lines:
+        return _send_lines(args, payload)
     flags = os.O_WRONLY | (os.O_NONBLOCK if args.nonblock else 0)
     with _queue_fd(args, flags, "send") as fd:
         calls.send(fd, payload, args.prio, args.timeout)
     return 0
+
+
+def _send_lines(args: argparse.Namespace, text: bytes) -> int:
+    """send --lines: each line one message, in framed writes of about 1 MiB."""
+    lines = text.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the newline ending the last line starts no message
+    messages = [(line, args.prio) for line in lines]
+    deadline = _deadline(args.timeout)
+    with _queue_fd(args, os.O_WRONLY | os.O_NONBLOCK, "send") as fd:
+        sent = 0
+        while sent < len(messages):
+            try:
+                sent += calls.send_many(fd, messages[sent:] if sent else messages)
+            except BlockingIOError as exc:
+                if args.nonblock:
+                    raise _partly(exc, "send", _queue_name(args), sent, len(messages)) from None
+                try:
+                    _wait_ready(fd, select.POLLOUT, deadline)
+                except TimeoutError as timeout:
+                    raise _partly(timeout, "send", _queue_name(args), sent, len(messages)) from None
+    return 0
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _wait_ready(fd: int, event: int, deadline: float | None) -> None:
+    """Wait until *fd* is ready for *event* (a non-blocking descriptor of a full or empty
+    queue), or raise TimeoutError (ETIMEDOUT) once *deadline* passes."""
+    poller = select.poll()
+    poller.register(fd, event)
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    if not poller.poll(None if left is None else left * 1000):
+        raise TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+
+
+def _partly(exc: OSError, action: str, name: str, done: int, total: int) -> errors.MqfsError:
+    """*exc* from a batch *action*, saying how far it got when that is part way."""
+    code = exc.errno or errno.EIO
+    text = errors.describe(code, action, name)
+    if done:
+        text = f"{text}, after {done} of {total} messages"
+    return errors.from_errno(code, action, name, text)
 
 
 def _format_message(payload: bytes, priority: int, args: argparse.Namespace) -> bytes:
@@ -379,12 +427,39 @@ def recv(args: argparse.Namespace) -> int:
     flags = os.O_RDONLY | (os.O_NONBLOCK if args.nonblock else 0)
     with _queue_fd(args, flags, "recv") as fd:
         msgsize = calls.get_attributes(fd).msgsize
+        if args.count > 1 and wire.reply_room(calls.FRAMED_IO_MAX) >= msgsize:
+            return _receive_batches(args, fd)
         show = _progress(args.count, "received")
         for number in range(1, args.count + 1):
             payload, priority = calls.receive(fd, msgsize, args.timeout)
             _write_message(payload, priority, args)
             if show:
                 show(number, args.count)
+    return 0
+
+
+def _receive_batches(args: argparse.Namespace, fd: int) -> int:
+    """recv --count N: framed reads of up to N messages each, as many as are there."""
+    show = _progress(args.count, "received")
+    deadline = _deadline(args.timeout)
+    calls.set_attributes(fd, os.O_NONBLOCK)  # waits are poll()'s, with the timeout
+    done = 0
+    while done < args.count:
+        try:
+            batch = calls.receive_many(fd, min(args.count - done, (1 << 28) - 1))
+        except BlockingIOError as exc:
+            if args.nonblock:
+                raise _partly(exc, "recv", _queue_name(args), done, args.count) from None
+            try:
+                _wait_ready(fd, select.POLLIN, deadline)
+            except TimeoutError as timeout:
+                raise _partly(timeout, "recv", _queue_name(args), done, args.count) from None
+            continue
+        sys.stdout.buffer.write(b"".join(_format_message(p, prio, args) for p, prio in batch))
+        sys.stdout.buffer.flush()
+        done += len(batch)
+        if show:
+            show(done, args.count)
     return 0
 
 
@@ -793,6 +868,11 @@ def add_parsers(commands: Any, mount_default: str) -> None:  # noqa: PLR0915 (a 
     parser.add_argument("--prio", type=int, default=0, help="priority, 0..32767")
     parser.add_argument("--timeout", type=seconds, help="seconds to wait while full")
     parser.add_argument("--nonblock", action="store_true", help="fail at once if full")
+    parser.add_argument(
+        "--lines",
+        action="store_true",
+        help="each line one message (without its newline), many per request",
+    )
 
     parser = command("recv", "receive messages to standard output", recv)
     parser.add_argument("name")

@@ -17,6 +17,7 @@ import math
 import operator
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from mqfs import wire
@@ -185,15 +186,23 @@ def peek_batch(fd: int, index: int = 0, max_count: int = 0) -> wire.Batch:
     return wire.Batch.unpack(_batch_call(fd, index, max_count))
 
 
-def peek_all(fd: int, attempts: int = 10) -> list[tuple[bytes, int]]:
+def peek_all(fd: int, attempts: int = 10, *, framed: bool = True) -> list[tuple[bytes, int]]:
     """Every queued message in receive order, as one consistent snapshot, unconsumed.
 
-    Reads by PEEK_BATCH (about 16 KiB of messages per call; a message too large for a
-    batch is completed by PEEK). Every batch reports the queue's generation; if it changes
-    between calls the snapshot starts again, up to *attempts* times, then EAGAIN.
+    Reads by framed peeks (about 1 MiB of messages per read); a queue holding a message
+    too long for one read is read by PEEK_BATCH instead (about 16 KiB of messages per
+    call; a message too large for a batch is completed by PEEK). Every read reports the
+    queue's generation; if it changes between reads the snapshot starts again, up to
+    *attempts* times, then EAGAIN. *framed* False reads by PEEK_BATCH from the start.
     """
     for _ in range(attempts):
-        snapshot = _snapshot(fd)
+        try:
+            snapshot = _framed_snapshot(fd) if framed else _snapshot(fd)
+        except OSError as exc:
+            if exc.errno != errno.EMSGSIZE:
+                raise
+            framed = False  # a message too long for one read: PEEK_BATCH and PEEK
+            continue
         if snapshot is not None:
             return snapshot
     raise OSError(errno.EAGAIN, "the queue kept changing during the snapshot")
@@ -261,6 +270,72 @@ def remove(fd: int, index: int, generation: int) -> wire.Remove:
     request = wire.Remove(index=index, generation=generation)
     _, buffer = _call(fd, wire.IOC_REMOVE, request.request())
     return wire.Remove.unpack(buffer)
+
+
+# -- framed I/O: many messages per read or write (see mqfs.wire) ----------------------
+
+FRAMED_IO_MAX = wire.plain_io_limit()
+"""The most one framed read or write carries: more would reach the daemon in pieces."""
+
+
+def send_many(fd: int, messages: Sequence[tuple[bytes, int]]) -> int:
+    """Batch send: *messages* ((payload, priority), in order) in framed writes of at
+    most FRAMED_IO_MAX bytes; how many were sent. It stops at the first short write
+    (a full O_NONBLOCK queue, or a signal during a blocking wait) and returns the count
+    so far; EAGAIN (OSError) only if the very first write sent nothing."""
+    sent = 0
+    for batch in wire.frame_batches(messages, FRAMED_IO_MAX):
+        frames = wire.encode_frames(batch)
+        try:
+            written = os.pwrite(fd, frames, wire.FRAMED_SEND)
+        except BlockingIOError:
+            if sent:
+                return sent
+            raise
+        if written == len(frames):
+            sent += len(batch)
+            continue
+        for payload, _ in batch:
+            if written <= 0:
+                break
+            written -= wire.frame_size(len(payload))
+            sent += 1
+        return sent
+    return sent
+
+
+def receive_many(fd: int, max_count: int = 0, size: int = FRAMED_IO_MAX) -> list[tuple[bytes, int]]:
+    """Batch receive: at least one message, at most *max_count* (0: as many as fit one
+    read of *size* bytes), in receive order; waits only for the first (unless the
+    descriptor is O_NONBLOCK: EAGAIN)."""
+    return wire.decode_reply(os.pread(fd, size, wire.framed_receive_offset(max_count)))[2]
+
+
+def peek_frames(
+    fd: int, index: int, size: int = FRAMED_IO_MAX
+) -> tuple[int, bool, list[tuple[bytes, int]]]:
+    """Batch peek: (generation, more, messages) from *index* on, as many as fit one
+    read of *size* bytes; nothing consumed."""
+    return wire.decode_reply(os.pread(fd, size, wire.framed_peek_offset(index)))
+
+
+def _framed_snapshot(fd: int) -> list[tuple[bytes, int]] | None:
+    """One consistent snapshot by framed peeks (a few reads of ~1 MiB); None if the
+    queue changed meanwhile."""
+    messages: list[tuple[bytes, int]] = []
+    first: int | None = None
+    while True:
+        try:
+            generation, more, batch = peek_frames(fd, len(messages))
+        except FileNotFoundError:  # ENOENT: the queue shrank under us
+            return None
+        if first is None:
+            first = generation
+        elif generation != first:
+            return None
+        messages.extend(batch)
+        if not more:
+            return messages
 
 
 def wait_changed(fd: int, generation: int, timeout: float | None = None) -> wire.Wait:

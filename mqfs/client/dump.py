@@ -1,7 +1,9 @@
 """Dump and restore whole queues: the checkpoint/restore workflow peek was proposed for.
 
-A dump reads every message of a queue without changing anything (PEEK_BATCH snapshots,
-see :func:`mqfs.client.calls.peek_all`) and writes this format, version 1, as UTF-8 JSON::
+A dump reads every message of a queue without changing anything (snapshots by framed
+peeks, about 1 MiB of messages per read, see :func:`mqfs.client.calls.peek_all`) and
+writes this format, version 1, as UTF-8 JSON (a restore to mqfs sends the messages back in
+framed writes of about 1 MiB each)::
 
     {"format": "mqfs-dump", "version": 1,
      "queues": [{"name": "q", "mode": 384, "uid": 0, "gid": 0,
@@ -31,7 +33,7 @@ from typing import Any
 
 from mqfs import errors, posix
 from mqfs.client import calls
-from mqfs.client.backends import Backend
+from mqfs.client.backends import Backend, MqfsBackend
 from mqfs.posix import MQ_PRIO_MAX
 from mqfs.wire import Attr
 
@@ -218,17 +220,19 @@ def restore(
                 _drain(backend, descriptor)
         sent = 0
         for queue, descriptor in opened:
-            for payload, priority in queue.messages:
+            pending = queue.messages
+            while pending:
                 try:
-                    backend.send(descriptor, payload, priority)
+                    count = _send_some(backend, descriptor, pending)
                 except OSError as exc:
                     if atomic:
-                        for undo, count in sent_to.items():
-                            _drain(backend, undo, count)
+                        for undo, undo_count in sent_to.items():
+                            _drain(backend, undo, undo_count)
                         sent = 0
                     raise _stopped(exc, sent, total, atomic) from exc
-                sent_to[descriptor] = sent_to.get(descriptor, 0) + 1
-                sent += 1
+                sent_to[descriptor] = sent_to.get(descriptor, 0) + count
+                sent += count
+                pending = pending[count:]
                 if progress is not None:
                     progress(sent, total)
         created.clear()
@@ -238,6 +242,16 @@ def restore(
             backend.close(descriptor)
         for name in created:  # a failed restore leaves no half-made queues behind
             backend.unlink(f"/{name}")
+
+
+def _send_some(backend: Backend, descriptor: int, messages: list[tuple[bytes, int]]) -> int:
+    """Send the first of *messages* (on mqfs: as many as go, in framed writes of about
+    1 MiB) to the non-blocking *descriptor*; how many were sent (EAGAIN: none)."""
+    if isinstance(backend, MqfsBackend):
+        return calls.send_many(descriptor, messages)
+    payload, priority = messages[0]
+    backend.send(descriptor, payload, priority)
+    return 1
 
 
 def _drain(backend: Backend, descriptor: int, count: int | None = None) -> None:

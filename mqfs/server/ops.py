@@ -53,6 +53,7 @@ from mqfs.server.inodes import (
 )
 from mqfs.server.ioctls import Ioctls
 from mqfs.server.queue import (
+    HARD_MSGMAX,
     Caller,
     Descriptor,
     Namespace,
@@ -60,6 +61,7 @@ from mqfs.server.queue import (
     deadline_from_timespec,
 )
 from mqfs.server.transfers import TransferBudget, Transfers
+from mqfs.wire import plain_io_limit
 
 log = logging.getLogger(__name__)
 
@@ -119,23 +121,6 @@ class Kernel(inodes.Invalidator, Protocol):
 
     def readdir_reply(self, token: Any, name: bytes, attr: Any, next_id: int) -> bool: ...
     def current_request_context(self) -> Any: ...
-
-
-def plain_io_limit() -> int:
-    """The largest read()/write() that always reaches the daemon as one FUSE request.
-
-    The kernel cuts a direct_io transfer into requests of at most max_pages pages
-    (libfuse asks for 256; /proc/sys/fs/fuse/max_pages_limit can lower that), and a
-    buffer that is not page-aligned spans one page more than its length suggests.
-    """
-    page = os.sysconf("SC_PAGE_SIZE")
-    max_pages = 256
-    try:
-        with open("/proc/sys/fs/fuse/max_pages_limit") as limit:
-            max_pages = min(max_pages, int(limit.read()))
-    except (OSError, ValueError):
-        pass
-    return (max_pages - 1) * page
 
 
 def _deadline(flags: int, tv_sec: int, tv_nsec: int) -> float:
@@ -400,6 +385,8 @@ class MqueueFS(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.handles.get(fh)
         if isinstance(handle, QueueHandle):
+            if off >= wire.FRAMED:
+                return await self._framed_read(handle, off, size)
             if not handle.receives_on_read:  # a file tool: never consume (see wire)
                 return handle.descriptor.queue.status_line()[off : off + size]
             message = await handle.descriptor.receive(size, caller=self._caller())
@@ -416,10 +403,60 @@ class MqueueFS(pyfuse3.Operations):
             raise errors.BadDescriptor("only the queue file can be written")
         descriptor = handle.descriptor
         caller = self._caller()
+        if off >= wire.FRAMED:
+            return await self._framed_write(descriptor, off, buf, caller)
         if self._split_by_kernel(len(buf), caller):
             descriptor.refuse_pieces(len(buf), self.plain_io_max)
         await descriptor.send(buf, descriptor.send_priority, sender=caller)
         return len(buf)
+
+    # -- framed I/O: many messages per request (see mqfs.wire) ------------------------
+    async def _framed_write(
+        self, descriptor: Descriptor, off: int, buf: bytes, caller: Caller | None
+    ) -> int:
+        """A batch send: the bytes of the whole frames sent."""
+        if off != wire.FRAMED_SEND:
+            raise errors.InvalidArgument(f"no framed write at offset {off:#x}")
+        if self._split_by_kernel(len(buf), caller):
+            raise errors.MessageTooLong(
+                f"a framed write reaches mqfs in pieces (this one {len(buf)} bytes); "
+                f"write at most {self.plain_io_max} bytes from one buffer"
+            )
+        runs = wire.decode_frames(buf)
+        sent = await descriptor.send_many(runs, sender=caller)
+        if sent == sum(len(payloads) for _, payloads in runs):
+            return len(buf)
+        consumed = 0
+        for _, payloads in runs:
+            for payload in payloads:
+                if not sent:
+                    return consumed
+                consumed += wire.frame_size(len(payload))
+                sent -= 1
+        return consumed
+
+    async def _framed_read(self, handle: QueueHandle, off: int, size: int) -> bytes:
+        """A batch receive or peek; 0 bytes at any other offset (see mqfs.wire)."""
+        descriptor = handle.descriptor
+        queue = descriptor.queue
+        if off < wire.FRAMED_PEEK:
+            count = wire.framed_receive_count(off)
+            if count is None:
+                return b""
+            runs = await descriptor.receive_many(size, count or HARD_MSGMAX, self._caller())
+            return wire.encode_reply(queue.generation, runs, bool(len(queue)))
+        index = wire.framed_peek_index(off)
+        if index is None:
+            return b""
+        capacity = size - wire.FRAMES_HEADER_SIZE
+        descriptor.segments_from(index, 0)  # EBADF, ENOENT past the end
+        count = queue.count_fitting(index, capacity, capacity // wire.FRAME_HEADER_SIZE)
+        if not count and index < len(queue):
+            raise errors.MessageTooLong(
+                f"a read of {size} bytes cannot hold message {index} with its record"
+            )
+        runs = list(descriptor.segments_from(index, count))
+        return wire.encode_reply(queue.generation, runs, index + count < len(queue))
 
     def _split_by_kernel(self, length: int, caller: Caller | None) -> bool:
         """Whether this write request is only the first piece of the caller's write().

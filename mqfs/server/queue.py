@@ -53,10 +53,13 @@ from typing import Any, NoReturn, Protocol
 import outcome
 import trio
 
-from mqfs import errors
+from mqfs import errors, wire
 from mqfs.posix import MQ_PRIO_MAX, SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD, check_name
 from mqfs.server.store import Message, MessageStore
 from mqfs.wire import NOTIFY_ENDED, NOTIFY_FIRED
+
+Run = tuple[int, list[bytes]]
+"""(priority, payloads): consecutive messages of one priority, in receive order."""
 
 HARD_MSGMAX = 65536
 HARD_MSGSIZEMAX = 16 * 1024 * 1024
@@ -631,6 +634,118 @@ class Queue:
         self._refill("remove", _tid(caller))
         return message
 
+    # -- batches (framed I/O): as many one-by-one calls, without their requests ----
+    def send_many_nowait(self, runs: list[Run], sender: Caller | None = None) -> int:
+        """Send the messages of *runs* in order, as many as fit without waiting, exactly
+        as that many :meth:`send_nowait` calls would: first to waiting receivers, then
+        into the store a run at a time. Returns how many were sent."""
+        sent = 0
+        room = self.maxmsg - len(self.store)
+        store = self.store
+        for priority, payloads in runs:
+            count = len(payloads)
+            if count <= room and self.journal is None and not self._receivers:
+                # The common case, without a step per message (nor per run) to spare.
+                was_empty = not store
+                if count == 1:
+                    store.push(payloads[0], priority)
+                else:
+                    store.push_run(payloads, priority)
+                room -= count
+                sent += count
+                if was_empty and self.notification is not None:
+                    self._notify(sender)
+                continue
+            position = 0
+            while self._receivers and position < len(payloads):
+                # Receivers wait only on an empty store: hand over, one each.
+                self._enqueue(Message(payloads[position], priority), sender)
+                position += 1
+            take = max(0, min(len(payloads) - position, room))
+            part = payloads if take == len(payloads) else payloads[position : position + take]
+            journaled = self._journal_sent(part, priority, first=not sent and not position)
+            if part:
+                was_empty = not self.store
+                self.store.push_run(part if journaled == len(part) else part[:journaled], priority)
+                if was_empty and journaled and self.notification is not None:
+                    self._notify(sender)
+            room -= journaled
+            sent += position + journaled
+            if position + journaled < len(payloads):
+                break
+        if sent:
+            self.last_send_tid = tid = _tid(sender)
+            self._changed("send", tid)
+        return sent
+
+    def _journal_sent(self, payloads: list[bytes], priority: int, first: bool) -> int:
+        """Journal *payloads* as sent; how many were (a refusal of the batch's very first
+        message raises, as its mq_send would; a later one ends the batch short)."""
+        journal = self.journal
+        if journal is None:
+            return len(payloads)
+        for journaled, payload in enumerate(payloads):
+            try:
+                journal.sent(self, Message(payload, priority))
+            except errors.MqfsError:
+                if first and not journaled:
+                    raise
+                return journaled
+        return len(payloads)
+
+    def receive_many_nowait(
+        self, capacity: int, limit: int, caller: Caller | None = None
+    ) -> list[Run]:
+        """Receive at most *limit* messages from the head whose frames
+        (:func:`mqfs.wire.record_size` each) fit *capacity* bytes, exactly as that many
+        :meth:`receive_nowait` calls would; none if the head does not fit."""
+        if self._senders:
+            return self._receive_each(capacity, limit, caller)
+        count = self.count_fitting(0, capacity, limit)
+        if not count:
+            return []
+        if self.journal is not None:
+            for _ in range(count):
+                self.journal.received(self, None)
+        runs = self.store.pop_front(count)
+        self.last_receive_tid = tid = _tid(caller)
+        self._changed("receive", tid)
+        return runs
+
+    def count_fitting(self, index: int, capacity: int, limit: int) -> int:
+        """How many messages from *index* on (at most *limit*) fit a framed reply's
+        *capacity* bytes. The runs are looked at in windows sized by the length of the
+        first message of each, so that a long run is not copied beyond what fits."""
+        store = self.store
+        count = used = 0
+        while count < limit and index + count < len(store):
+            first = wire.record_size(len(store.peek(index + count).payload))
+            window = min(limit - count, (capacity - used) // first + 1)
+            got, size = wire.fitting(store.segments_from(index + count, window), capacity - used)
+            count += got
+            used += size
+            if got < window:
+                break
+        return count
+
+    def _receive_each(self, capacity: int, limit: int, caller: Caller | None) -> list[Run]:
+        """:meth:`receive_many_nowait` one message at a time: each may admit a blocked
+        sender, whose message can be the next one received."""
+        runs: list[Run] = []
+        taken = 0
+        while self.store and taken < limit:
+            cost = wire.record_size(self.store.head_length)
+            if cost > capacity:
+                break
+            capacity -= cost
+            message = self._dequeue(caller)
+            taken += 1
+            if runs and runs[-1][0] == message.priority:
+                runs[-1][1].append(message.payload)
+            else:
+                runs.append((message.priority, [message.payload]))
+        return runs
+
     def statistics(self) -> QueueStatistics:
         return QueueStatistics(
             curmsgs=len(self.store),
@@ -800,6 +915,77 @@ class Descriptor:
             await journal.settled()
         return message, after
 
+    async def send_many(self, runs: list[Run], sender: Caller | None = None) -> int:
+        """A batch send (framed write): how many messages of *runs* were sent, in order.
+
+        Every message is checked before any is sent, in mq_timedsend's order: EINVAL
+        (priority), EBADF, EMSGSIZE. With O_NONBLOCK as many as fit go (EAGAIN if none);
+        else all, waiting as a blocked sender for each that finds the queue full. A
+        cancellation (the caller's signal) during a wait after some were sent ends the
+        batch short: those stay sent and the count says so, nothing is lost or doubled.
+        """
+        highest = max(priority for priority, _ in runs)
+        if highest >= MQ_PRIO_MAX:
+            self._check_priority(highest)
+        if not self.writable:
+            raise errors.BadDescriptor("queue descriptor is not open for writing")
+        longest = max(max(map(len, payloads)) for _, payloads in runs)
+        self.check_send_length(longest)
+        total = sum(len(payloads) for _, payloads in runs)
+        queue = self.queue
+        sent = queue.send_many_nowait(runs, sender)
+        if sent < total and self.nonblock:
+            if not sent:
+                raise errors.WouldBlock(f"queue {queue.name!r} is full")
+        elif sent < total:
+            with self._parked("send", sender):
+                remaining = _drop(runs, sent)
+                while remaining:
+                    priority, payloads = remaining[0]
+                    try:
+                        await queue.send(payloads[0], priority, math.inf, sender)
+                    except trio.Cancelled:
+                        if not sent:
+                            raise
+                        break  # interrupted: return what was sent (see the docstring)
+                    sent += 1
+                    remaining = _drop(remaining, 1)
+                    if remaining:
+                        more = queue.send_many_nowait(remaining, sender)
+                        sent += more
+                        remaining = _drop(remaining, more)
+        journal = queue.journal
+        if journal is not None and journal.sync:
+            await journal.settled()
+        return sent
+
+    async def receive_many(
+        self, size: int, limit: int = HARD_MSGMAX, caller: Caller | None = None
+    ) -> list[Run]:
+        """A batch receive (framed read of *size* bytes): EBADF, EMSGSIZE (*size* holds
+        no reply of a msgsize message), then at most *limit* messages that fit,
+        at least one: it waits (unless O_NONBLOCK: EAGAIN) only for the first."""
+        self.check_receive(wire.reply_room(size))
+        capacity = size - wire.FRAMES_HEADER_SIZE
+        queue = self.queue
+        runs = queue.receive_many_nowait(capacity, limit, caller)
+        if not runs:
+            if self.nonblock:
+                raise errors.WouldBlock(f"queue {queue.name!r} is empty")
+            with self._parked("receive", caller):
+                message = await queue.receive(math.inf, caller)
+            # From here on no checkpoint but the (shielded) journal sync.
+            runs = [(message.priority, [message.payload])]
+            capacity -= wire.record_size(len(message.payload))
+            more = queue.receive_many_nowait(capacity, limit - 1, caller) if limit > 1 else []
+            if more and more[0][0] == message.priority:
+                runs[0][1].extend(more.pop(0)[1])
+            runs.extend(more)
+        journal = queue.journal
+        if journal is not None and journal.sync:
+            await journal.settled()
+        return runs
+
     def peek(self, index: int) -> Message:
         """Non-destructive read of message *index* in receive order (EBADF, EAGAIN, ENOENT)."""
         if not self.readable:
@@ -825,6 +1011,19 @@ class Descriptor:
         if flags & ~os.O_NONBLOCK:
             raise errors.InvalidArgument("only O_NONBLOCK can be set with mq_setattr")
         self.nonblock = bool(flags & os.O_NONBLOCK)
+
+
+def _drop(runs: list[Run], count: int) -> list[Run]:
+    """*runs* without their first *count* messages."""
+    kept = list(runs)
+    while count:
+        priority, payloads = kept[0]
+        if count < len(payloads):
+            kept[0] = (priority, payloads[count:])
+            break
+        count -= len(payloads)
+        del kept[0]
+    return kept
 
 
 def memory_charge(maxmsg: int, msgsize: int) -> int:

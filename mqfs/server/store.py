@@ -332,6 +332,66 @@ class MessageStore:
                 self._top_fifo = _NO_FIFO
         return Message(payload, priority)
 
+    def push_run(self, payloads: list[bytes], priority: int) -> None:
+        """:meth:`push` each of *payloads* in order at *priority*: one tree update for the
+        run, O(log P + len(payloads)); *payloads* is copied, not kept."""
+        if not 0 <= priority < self.prio_max:
+            raise errors.InvalidArgument(f"priority {priority} is outside 0..{self.prio_max - 1}")
+        if not payloads:
+            return
+        top = self._top
+        if priority == top:
+            self._top_fifo.payloads.extend(payloads)
+        elif priority < top:
+            fifo = self._fifos.get(priority)
+            if fifo is None:
+                self._insert(priority, _Fifo(list(payloads)))
+            else:
+                fifo.payloads.extend(payloads)
+                tree = self._tree
+                node = self.prio_max - priority
+                size = self._size
+                added = len(payloads)
+                while node <= size:
+                    tree[node] += added
+                    node += node & -node
+        else:
+            if top >= 0:
+                self._insert(top, self._top_fifo)
+            self._top = priority
+            self._top_fifo = _Fifo(list(payloads))
+        self._count += len(payloads)
+        self._bytes += sum(map(len, payloads))
+
+    def pop_front(self, count: int) -> list[tuple[int, list[bytes]]]:
+        """Remove the first *count* messages, as *count* :meth:`pop` calls would, and
+        return them as (priority, payloads) runs: one slice and at most one tree descent
+        per priority run, O(runs * log P + count)."""
+        if not 0 <= count <= self._count:
+            raise errors.WouldBlock(f"cannot pop {count} of {self._count} messages")
+        runs: list[tuple[int, list[bytes]]] = []
+        while count:
+            fifo = self._top_fifo
+            start = fifo.head
+            take = min(count, len(fifo.payloads) - start)
+            run = fifo.payloads[start : start + take]
+            runs.append((self._top, run))
+            count -= take
+            self._count -= take
+            self._bytes -= sum(map(len, run))
+            fifo.head = start + take
+            if fifo.head == len(fifo.payloads):  # the top FIFO is empty: promote the next
+                if self._count:
+                    self._top, _ = self._locate(0)
+                    self._top_fifo = self._remove(self._top)
+                else:
+                    self._top = -1
+                    self._top_fifo = _NO_FIFO
+            elif fifo.head >= _COMPACT_MIN and fifo.head * 2 >= len(fifo.payloads):
+                del fifo.payloads[: fifo.head]
+                fifo.head = 0
+        return runs
+
     def peek(self, index: int) -> Message:
         """Message *index* in receive order (0 = what pop returns), left in place.
 

@@ -77,6 +77,17 @@ CONSTANTS = {
     "offsetof(struct mqfs_create, maxmsg)": 264,
     "offsetof(struct mqfs_create, msgsize)": 272,
     "_IOC_SIZE(MQFS_IOC_XFER_PROBE)": wire.XFER_SIZE,
+    "MQFS_FRAMED_SEND": wire.FRAMED_SEND,
+    "MQFS_FRAMED_RECEIVE": wire.FRAMED_RECEIVE,
+    "MQFS_FRAMED_PEEK_OFFSET(7)": wire.framed_peek_offset(7),
+    "MQFS_FRAMED_RECEIVE_OFFSET(9)": wire.framed_receive_offset(9),
+    "MQFS_FRAMES_MORE": wire.FRAMES_MORE,
+    "sizeof(struct mqfs_frame)": wire.FRAME_HEADER_SIZE,
+    "offsetof(struct mqfs_frame, msg_prio)": 4,
+    "MQFS_FRAME_SIZE(13)": wire.frame_size(13),
+    "sizeof(struct mqfs_frames)": wire.FRAMES_HEADER_SIZE,
+    "offsetof(struct mqfs_frames, count)": 8,
+    "offsetof(struct mqfs_frames, flags)": 12,
 }
 
 
