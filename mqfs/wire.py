@@ -477,6 +477,10 @@ class Wait:
 
 # -- framed I/O ---------------------------------------------------------------------
 
+FRAMED_IO = 1
+"""The version of framed I/O this daemon reads, in its mount root's LIMITS_XATTR as
+"framed_io": clients check it before a framed write, which an older daemon would take for
+one message."""
 FRAMED = 1 << 62
 """The lowest file offset with a framed meaning; below it read/write are unchanged."""
 FRAMED_SEND = FRAMED
@@ -488,6 +492,8 @@ FRAMED_PEEK = FRAMED + (1 << 60)
 FRAMED_STRIDE = 1 << 32
 """Peek offsets are this far apart, more than any one read: the kernel's continuation
 of a larger read lands between them and gets 0 bytes, never another index's frames."""
+FRAMED_RECEIVE_ONE = FRAMED_RECEIVE + FRAMED_STRIDE
+"""pread() offset of a receive of one message: mq_receive under the shim."""
 FRAMES_MORE = 1
 """mqfs_frames.flags: the queue holds messages after the frames of this reply."""
 
@@ -603,6 +609,27 @@ def encode_reply(generation: int, runs: Sequence[Run], more: bool) -> bytes:
     header = _FRAMES.pack(generation, count, FRAMES_MORE if more else 0)
     records = [_records(priority, payloads) for priority, payloads in runs if payloads]
     return b"".join((header, *records, *(b"".join(payloads) for _, payloads in runs)))
+
+
+def single_frame(buffer: bytes) -> tuple[bytes, int] | None:
+    """(payload, priority) if *buffer* is exactly one well-formed frame (what mq_send
+    under the shim writes), else None: decode_frames then decides."""
+    if len(buffer) < FRAME_HEADER_SIZE:
+        return None
+    length, priority = _FRAME.unpack_from(buffer)
+    end = FRAME_HEADER_SIZE + length
+    if frame_size(length) != len(buffer) or buffer[end:] != _ZEROS[: len(buffer) - end]:
+        return None
+    return buffer[FRAME_HEADER_SIZE:end], priority
+
+
+def single_reply(generation: int, payload: bytes, priority: int, more: bool) -> bytes:
+    """The receive reply of one message (what mq_receive under the shim reads)."""
+    return (
+        _FRAMES.pack(generation, 1, FRAMES_MORE if more else 0)
+        + _FRAME.pack(len(payload), priority)
+        + payload
+    )
 
 
 def decode_frames(buffer: bytes | bytearray | memoryview) -> list[Run]:
