@@ -172,6 +172,9 @@ struct mqfs_remove {          /* REMOVE: take one message out of the middle (mqf
  * multiple of 8: MQFS_FRAME_SIZE), so a short write consumed whole frames. A receive or
  * peek reply is a struct mqfs_frames, then `count` struct mqfs_frame records, then the
  * `count` payloads back to back, unpadded (payload i starts after those before it). */
+/* The mount root's xattr of limits (JSON); a daemon that reads frames says "framed_io": 1
+ * in it (an older one would take a framed write for one message). */
+#define MQFS_LIMITS_XATTR "user.mq.limits"
 #define MQFS_FRAMED ((int64_t)1 << 62)
 #define MQFS_FRAMED_SEND MQFS_FRAMED
 #define MQFS_FRAMED_RECEIVE MQFS_FRAMED

@@ -566,6 +566,10 @@ class Remove:
 
 # -- framed I/O ---------------------------------------------------------------------
 
+FRAMED_IO = 1
+"""The version of framed I/O this daemon reads, in its mount root's LIMITS_XATTR as
+"framed_io": clients check it before a framed write, which an older daemon would take for
+one message."""
 FRAMED = 1 << 62
 """The lowest file offset with a framed meaning; below it read/write are unchanged."""
 FRAMED_SEND = FRAMED
@@ -577,6 +581,8 @@ FRAMED_PEEK = FRAMED + (1 << 60)
 FRAMED_STRIDE = 1 << 32
 """Peek offsets are this far apart, more than any one read: the kernel's continuation
 of a larger read lands between them and gets 0 bytes, never another index's frames."""
+FRAMED_RECEIVE_ONE = FRAMED_RECEIVE + FRAMED_STRIDE
+"""pread() offset of a receive of one message: mq_receive under the shim."""
 FRAMES_MORE = 1
 """mqfs_frames.flags: the queue holds messages after the frames of this reply."""
 
@@ -713,6 +719,27 @@ def encode_reply(generation: int, runs: Sequence[Run], more: bool) -> bytes:
     records = [_records(priority, payloads) for priority, payloads in runs if payloads]
     payloads = itertools.chain.from_iterable(payloads for _, payloads in runs)
     return b"".join(itertools.chain((header,), records, payloads))
+
+
+def single_frame(buffer: bytes) -> tuple[bytes, int] | None:
+    """(payload, priority) if *buffer* is exactly one well-formed frame (what mq_send
+    under the shim writes), else None: decode_frames then decides."""
+    if len(buffer) < FRAME_HEADER_SIZE:
+        return None
+    length, priority = _FRAME.unpack_from(buffer)
+    end = FRAME_HEADER_SIZE + length
+    if frame_size(length) != len(buffer) or buffer[end:] != _ZEROS[: len(buffer) - end]:
+        return None
+    return buffer[FRAME_HEADER_SIZE:end], priority
+
+
+def single_reply(generation: int, payload: bytes, priority: int, more: bool) -> bytes:
+    """The receive reply of one message (what mq_receive under the shim reads)."""
+    return (
+        _FRAMES.pack(generation, 1, FRAMES_MORE if more else 0)
+        + _FRAME.pack(len(payload), priority)
+        + payload
+    )
 
 
 def decode_frames(buffer: bytes | bytearray | memoryview) -> list[Run]:

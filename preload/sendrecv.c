@@ -13,7 +13,7 @@
 
 /* Whether the kernel would surely have restarted the interrupted call: every caught signal
  * has SA_RESTART. Uncaught ones that do not kill (SIGSTOP/SIGCONT...) restart in the kernel. */
-static int restart_is_safe(void)
+int restart_is_safe(void)
 {
 	for (int signo = 1; signo < NSIG; signo++) {
 		struct sigaction current;
@@ -86,6 +86,9 @@ static int shim_send(mqd_t mqd, const char *msg, size_t len, unsigned prio,
 	}
 	if (prio >= MQ_PRIO_MAX)
 		return fail(EINVAL);
+	int framed;
+	if (deadline == NULL && framed_send(mqd, msg, len, prio, &framed))
+		return framed;
 	if (len > MQFS_CHUNK && check_readable(msg, len) < 0)
 		return send_fault(mqd, msg, len, prio, user_deadline);
 	size_t capacity = len < MQFS_CHUNK ? len : MQFS_CHUNK;
@@ -140,6 +143,9 @@ ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
 			return -1;
 		deadline = &copy;
 	}
+	ssize_t framed;
+	if (deadline == NULL && framed_receive(mqd, buffer, buflen, prio, &framed))
+		return framed;
 	size_t capacity = buflen < FIRST_CHUNK ? (buflen ? buflen : 1) : FIRST_CHUNK;
 	size_t most = buflen < MQFS_CHUNK ? (buflen ? buflen : 1) : MQFS_CHUNK;
 	struct mqfs_xfer *x = malloc(MQFS_XFER_HEADER_SIZE + most);

@@ -133,6 +133,10 @@ int read_timeout(const struct timespec *user, struct timespec *copy);
 
 /* -- sendrecv.c: send, receive and restarts after EINTR -------------------------------------- */
 
+/* Whether the kernel would surely have restarted an interrupted call: every caught signal
+ * has SA_RESTART (shim.h, "EINTR"). */
+int restart_is_safe(void);
+
 /* mq_timedreceive on a descriptor of the mount (also mq_timedreceive2 without MQ_PEEK). */
 ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
 		     const struct timespec *deadline);
@@ -154,6 +158,15 @@ static inline int not_ours(int result)
 {
 	return result < 0 && (errno == ENOTTY || errno == EBADF);
 }
+
+/* -- framed.c: mq_send and mq_receive in one pwrite()/pread() ------------------------------ */
+
+/* 1 if the call was made the framed way, its mq_send result (0 or -1 with errno) in
+ * *result; 0 if it must go the ioctl way (nothing was sent). Only for calls without a
+ * deadline, after the priority check. */
+int framed_send(mqd_t mqd, const char *msg, size_t len, unsigned prio, int *result);
+/* The same for mq_receive: *result is its result; 0 means nothing was received. */
+int framed_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio, ssize_t *result);
 
 /* -- notify.c: fork handlers, registered by lookup.c's init --------------------------------- */
 

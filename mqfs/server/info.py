@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from mqfs import wire
 from mqfs.server import processes
 from mqfs.server.queue import Descriptor, Namespace, Queue
 
@@ -77,6 +78,7 @@ def limits_info(namespace: Namespace) -> dict[str, Any]:
     queues_max) and, per user, queues and bytes charged to RLIMIT_MSGQUEUE."""
     return {
         **dataclasses.asdict(namespace.limits),
+        "framed_io": wire.FRAMED_IO,  # clients check it before a framed write (mqfs.wire)
         "usage": {
             "queues": namespace.live,
             "users": [

@@ -385,6 +385,13 @@ class MqueueFS(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.handles.get(fh)
         if isinstance(handle, QueueHandle):
+            if off == wire.FRAMED_RECEIVE_ONE:  # mq_receive's checks: EBADF, EMSGSIZE
+                room = size - wire.FRAMES_HEADER_SIZE - wire.FRAME_HEADER_SIZE
+                message = await handle.descriptor.receive(room, caller=self._caller())
+                queue = handle.descriptor.queue
+                return wire.single_reply(
+                    queue.generation, message.payload, message.priority, bool(len(queue))
+                )
             if off >= wire.FRAMED:
                 return await self._framed_read(handle, off, size)
             if not handle.receives_on_read:  # a file tool: never consume (see wire)
@@ -404,7 +411,11 @@ class MqueueFS(pyfuse3.Operations):
         descriptor = handle.descriptor
         caller = self._caller()
         if off >= wire.FRAMED:
-            return await self._framed_write(descriptor, off, buf, caller)
+            one = wire.single_frame(buf) if off == wire.FRAMED_SEND else None
+            if one is None:
+                return await self._framed_write(descriptor, off, buf, caller)
+            await descriptor.send(one[0], one[1], sender=caller)  # mq_send's checks
+            return len(buf)
         if self._split_by_kernel(len(buf), caller):
             descriptor.refuse_pieces(len(buf), self.plain_io_max)
         await descriptor.send(buf, descriptor.send_priority, sender=caller)

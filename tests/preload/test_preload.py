@@ -9,6 +9,7 @@ by ``scripts/build-preload`` (a no-op when up to date), as ``scripts/setup`` doe
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -306,3 +307,62 @@ def test_bad_buffers_of_long_messages_same_as_kernel(
     assert "send half-bad buffer on queue: -1 EFAULT" in shim
     assert "70 receives into a half-bad buffer: 70 EFAULT, curmsgs 0" in shim
     assert os.listdir(mount.path) == []
+
+
+FRAMED_OFFSET = 1 << 62  # include/mqfs.h MQFS_FRAMED
+
+
+def test_send_and_receive_take_one_read_or_write_and_only_on_the_mount(
+    tmp_path: Path, preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+) -> None:
+    """mq_send and mq_receive without a deadline are one pwrite()/pread() of the queue
+    file at the framed offset (a plain write- and read-sized request, not the SEND and
+    RECEIVE ioctls), with the kernel's results. A descriptor that is not on the mount is
+    never written there: a regular file stays empty and gets EBADF as from the kernel."""
+    program = compile_c("framed_path")
+    name = f"/{unique_queue_name('framed')}"
+    queue_results = [
+        "send 'low' prio 1: 0",
+        "send '' prio 7: 0",
+        "send 64 bytes prio 3: 0",
+        "send 65 bytes: -1 EMSGSIZE",
+        "receive into 63 bytes: -1 EMSGSIZE",
+        "receive: 0 prio 7 ''",
+        "receive: 64 prio 3 '0123456789012345678901234567890123456789012345678901234567890123'",
+        "receive: 3 prio 1 'low'",
+        "receive from empty: -1 EAGAIN",
+    ]
+    not_queues = [
+        "regular file mq_send: -1 EBADF",
+        "regular file mq_receive: -1 EBADF",
+        "regular file size: 0",
+    ]
+    kernel = on_kernel([program, name, tmp_path / "kernel-scratch"])
+    assert kernel.splitlines() == queue_results + not_queues
+    (mqfs_mount.path / "other").mkdir()
+    traced = tmp_path / "strace.out"
+    shim = run_program(
+        [
+            "strace", "-f", "-qq", "-e", "trace=pread64,pwrite64,ioctl", "-o", traced,
+            program, name, tmp_path / "shim-scratch", mqfs_mount.path / "other" / "status",
+        ],
+        shim_env(preload_library, mqfs_mount.path),
+    )  # fmt: skip
+    assert shim.splitlines() == queue_results + not_queues + [
+        "status file mq_send: -1 EBADF",
+        "status file mq_receive: -1 EBADF",
+    ]
+    # Framed calls: the queue's 4 sends and 5 receives; the status file's send (EBADF from
+    # the kernel: opened read-only) and receive (0 bytes: then the ioctl way, ENOTTY, glibc).
+    calls = traced.read_text().splitlines()
+    framed_writes = [
+        line for line in calls if "pwrite64(" in line and f", {FRAMED_OFFSET})" in line
+    ]
+    receive_one = FRAMED_OFFSET + (1 << 32)
+    framed_reads = [line for line in calls if "pread64(" in line and f", {receive_one})" in line]
+    assert len(framed_writes) == 5, framed_writes
+    assert len(framed_reads) == 6, framed_reads
+    # SEND (5) and RECEIVE (6) ioctls only where the descriptor was not a queue (ENOTTY).
+    transfers = [line for line in calls if re.search(r"ioctl\(.*, 0x51, 0x[56],", line)]
+    assert transfers, "strace shows ioctls"
+    assert all(line.endswith("ENOTTY (Inappropriate ioctl for device)") for line in transfers)

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mqfs import wire
 from tests.support.paths import INCLUDE
@@ -215,3 +217,19 @@ def test_remove_round_trip_and_a_lying_reply() -> None:
         wire.Remove.unpack(lying + b"c")
     with pytest.raises(ValueError):
         wire.Remove.unpack(b"\0" * 31)
+
+
+@given(st.binary(max_size=100), st.integers(0, 32767))
+def test_one_frame_is_what_mq_send_and_mq_receive_under_the_shim_use(
+    payload: bytes, priority: int
+) -> None:
+    """single_frame reads exactly the frame of one message (encode_frames's encoding), and
+    single_reply is encode_reply's reply of one message; anything else is not one frame."""
+    framed = wire.encode_frames([(payload, priority)])
+    assert wire.single_frame(framed) == (payload, priority)
+    assert wire.single_frame(framed + framed) is None
+    assert wire.single_frame(framed[:-1]) is None
+    if len(payload) % 8:
+        assert wire.single_frame(framed[:-1] + b"\x01") is None  # padding must be zeros
+    reply = wire.single_reply(7, payload, priority, more=True)
+    assert reply == wire.encode_reply(7, [(priority, [payload])], True)
