@@ -1,11 +1,11 @@
 /* criu_dump_restore.c - what CRIU wants F_MQ_PEEK for: checkpoint a POSIX message queue
  * without changing it, and restore it elsewhere.
  *
- *   cc -I include -o criu_dump_restore examples/criu_dump_restore.c
- *   LD_PRELOAD=.venv/lib/libmqfs-preload.so MQFS_MOUNT=/run/mqfs \
- *       ./criu_dump_restore dump /jobs jobs.mqdump
- *   LD_PRELOAD=.venv/lib/libmqfs-preload.so MQFS_MOUNT=/run/mqfs \
- *       ./criu_dump_restore restore /jobs-restored jobs.mqdump
+ *   cc -I include -o /tmp/criu_dump_restore examples/criu_dump_restore.c
+ *   LD_PRELOAD=$PWD/.venv/lib/libmqfs-preload.so MQFS_MOUNT=/run/mqfs \
+ *       /tmp/criu_dump_restore dump /jobs /tmp/jobs.mqdump
+ *   LD_PRELOAD=$PWD/.venv/lib/libmqfs-preload.so MQFS_MOUNT=/run/mqfs \
+ *       /tmp/criu_dump_restore restore /jobs-restored /tmp/jobs.mqdump
  *
  * dump reads every message in receive order with fcntl(mqd, F_MQ_PEEK, &attr) - index 0, 1,
  * ... until ENOMSG - and checks that mq_curmsgs is the same before and after: nothing is

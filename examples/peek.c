@@ -1,6 +1,6 @@
 /* peek.c - print every message of an mqfs queue, in receive order, without consuming it.
  *
- *   cc -I include -o peek examples/peek.c && ./peek /run/mqfs/q/queue
+ *   cc -I include -o /tmp/peek examples/peek.c && /tmp/peek /run/mqfs/q/queue
  *
  * Each line: index, priority, length, then the payload (non-printable bytes as \xNN).
  * Messages longer than one chunk are read by offset, as MQFS_IOC_PEEK intends.

@@ -44,6 +44,11 @@ def _failure(exc: OSError, name: str, action: str) -> errors.MqfsError:
     return errors.from_errno(exc.errno or errno.EIO, action, name)
 
 
+def _count(number: int, noun: str) -> str:
+    """'1 message', '2 messages'."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def _queue_name(args: argparse.Namespace) -> str:
     """args.name ("jobs" or POSIX's "/jobs"), checked as the kernel checks queue names,
     so that a path like '../x' can never make a command act outside the mount."""
@@ -56,6 +61,8 @@ def _queue_fd(args: argparse.Namespace, flags: int, action: str) -> Iterator[int
     try:
         fd = os.open(_mount(args) / name / "queue", flags | os.O_CLOEXEC)
     except OSError as exc:
+        if exc.errno == errno.ENOENT:  # the queue, not a message of it (peek's own ENOENT)
+            raise errors.NoSuchQueue(f"no queue named {name!r}") from None
         raise _failure(exc, name, action) from None
     try:
         yield fd
@@ -492,7 +499,7 @@ def purge(args: argparse.Namespace) -> int:
             except BlockingIOError:
                 break
             dropped += 1
-    print(f"purged {dropped} messages from {args.name!r}")
+    print(f"purged {_count(dropped, 'message')} from {args.name!r}")
     return 0
 
 
@@ -594,7 +601,7 @@ def move(args: argparse.Namespace) -> int:
             os.close(dst)
     finally:
         os.close(src)
-    print(f"moved {moved} messages from {source!r} to {target!r}")
+    print(f"moved {_count(moved, 'message')} from {source!r} to {target!r}")
     return 0
 
 
@@ -760,7 +767,7 @@ def restore_command(args: argparse.Namespace) -> int:
         raise errors.MqfsError(
             f"restore failed: {os.strerror(exc.errno or errno.EIO)}", errno_value=exc.errno
         ) from None
-    print(f"restored {restored} messages into {len(queues)} queues")
+    print(f"restored {_count(restored, 'message')} into {_count(len(queues), 'queue')}")
     return 0
 
 

@@ -39,7 +39,7 @@ def test_a_restored_queue_keeps_its_mode_whatever_the_umask(
     finally:
         os.umask(old)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == b"restored 1 messages into 1 queues\n"
+    assert done.stdout == b"restored 1 message into 1 queue\n"
     assert stat.S_IMODE(os.stat(mqfs_mount.path / "q" / "queue").st_mode) == 0o660
 
 

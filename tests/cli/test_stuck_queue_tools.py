@@ -45,6 +45,18 @@ def test_purge_drains_and_counts(mqfs_mount: Mount) -> None:
     done = run_cli(mqfs_mount.path, "purge", "stuck")
     assert (done.returncode, done.stdout) == (0, b"purged 3 messages from 'stuck'\n")
     assert queued(mqfs_mount, "stuck") == []
+    fill(mqfs_mount, "one", [(b"x", 0)])
+    done = run_cli(mqfs_mount.path, "purge", "one")
+    assert (done.returncode, done.stdout) == (0, b"purged 1 message from 'one'\n")
+
+
+def test_peek_of_a_missing_queue_names_the_queue_not_an_index(mqfs_mount: Mount) -> None:
+    for argv in (("missing", "0"), ("missing", "--all")):
+        done = run_cli(mqfs_mount.path, "peek", *argv)
+        assert (done.returncode, done.stderr) == (
+            1,
+            b"mqfs: peek: no queue named 'missing' (ENOENT)\n",
+        )
 
 
 def test_move_keeps_priorities_and_stops_when_the_target_is_full(mqfs_mount: Mount) -> None:
