@@ -597,11 +597,16 @@ def move(args: argparse.Namespace) -> int:
         dst = _open_or_fail(mount, target, os.O_WRONLY | os.O_NONBLOCK, "move")
         try:
             moved = _move_messages(src, dst, args.count)
+            left = calls.get_attributes(src).curmsgs
+            room = calls.get_attributes(dst)
         finally:
             os.close(dst)
     finally:
         os.close(src)
-    print(f"moved {_count(moved, 'message')} from {source!r} to {target!r}")
+    done = f"moved {_count(moved, 'message')} from {source!r} to {target!r}"
+    if left and room.curmsgs >= room.maxmsg and (args.count is None or moved < args.count):
+        done += f"; stopped: {target!r} is full, {_count(left, 'message')} left in {source!r}"
+    print(done)
     return 0
 
 

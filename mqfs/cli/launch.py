@@ -35,7 +35,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def daemon_command(mountpoint: Path, options: Sequence[str], ready_fd: int) -> list[str]:
     """The command line of a foreground daemon that writes "ready" to *ready_fd*."""
-    command = [sys.executable, "-m", "mqfs", "mount", "--foreground"]
+    # -P: not the current directory first on sys.path, where a checkout's folder `mqfs`
+    # would hide the installed package.
+    command = [sys.executable, "-P", "-m", "mqfs", "mount", "--foreground"]
     command += ["--ready-fd", str(ready_fd), str(mountpoint.resolve())]
     for option in options:
         command += ["-o", option]

@@ -385,13 +385,8 @@ class MqueueFS(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.handles.get(fh)
         if isinstance(handle, QueueHandle):
-            if off == wire.FRAMED_RECEIVE_ONE:  # mq_receive's checks: EBADF, EMSGSIZE
-                room = size - wire.FRAMES_HEADER_SIZE - wire.FRAME_HEADER_SIZE
-                message = await handle.descriptor.receive(room, caller=self._caller())
-                queue = handle.descriptor.queue
-                return wire.single_reply(
-                    queue.generation, message.payload, message.priority, bool(len(queue))
-                )
+            if off == wire.FRAMED_RECEIVE_ONE:
+                return await self._receive_one_framed(handle.descriptor, size)
             if off >= wire.FRAMED:
                 return await self._framed_read(handle, off, size)
             if not handle.receives_on_read:  # a file tool: never consume (see wire)
@@ -422,6 +417,15 @@ class MqueueFS(pyfuse3.Operations):
         return len(buf)
 
     # -- framed I/O: many messages per request (see mqfs.wire) ------------------------
+    async def _receive_one_framed(self, descriptor: Descriptor, size: int) -> bytes:
+        """mq_receive under the shim: one message, with mq_receive's checks (EBADF, then
+        EMSGSIZE for a read that cannot hold a msgsize message and its record)."""
+        room = size - wire.FRAMES_HEADER_SIZE - wire.FRAME_HEADER_SIZE
+        message = await descriptor.receive(room, caller=self._caller())
+        queue = descriptor.queue
+        more = bool(len(queue))
+        return wire.single_reply(queue.generation, message.payload, message.priority, more)
+
     async def _framed_write(
         self, descriptor: Descriptor, off: int, buf: bytes, caller: Caller | None
     ) -> int:

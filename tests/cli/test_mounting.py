@@ -97,3 +97,25 @@ def test_the_systemd_unit_is_well_formed_and_its_exec_start_serves() -> None:
                 daemon.wait(timeout=30)
             if is_mounted(path):
                 lazy_unmount(str(path))
+
+
+def test_a_folder_named_mqfs_in_the_current_directory_does_not_hide_the_package(
+    tmp_path: Path,
+) -> None:
+    """`mqfs mount` (and so `mount -t fuse.mqfs`) run from the folder that holds a checkout
+    named `mqfs`: the daemon must import the installed package, not that folder (it was
+    `ImportError: cannot import name '__version__' from 'mqfs'`)."""
+    (tmp_path / "mqfs").mkdir()
+    program = Path(sys.executable).with_name("mqfs")
+    with mount_point() as (path, _log):
+        done = subprocess.run(
+            [program, "mount", str(path)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        try:
+            assert done.returncode == 0, done.stderr
+            assert fstype(path) == FSTYPE
+        finally:
+            if is_mounted(path):
+                subprocess.run(["fusermount3", "-u", str(path)], check=False)
+            wait_until(lambda: not is_mounted(path), what="the unmount")

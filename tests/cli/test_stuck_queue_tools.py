@@ -64,7 +64,9 @@ def test_move_keeps_priorities_and_stops_when_the_target_is_full(mqfs_mount: Mou
     fill(mqfs_mount, "dst", [(b"there", 5)], maxmsg=3)
     done = run_cli(mqfs_mount.path, "move", "src", "/dst")
     assert done.returncode == 0, done.stderr
-    assert done.stdout == b"moved 2 messages from 'src' to 'dst'\n"
+    assert done.stdout == (  # why it stopped, and what is left
+        b"moved 2 messages from 'src' to 'dst'; stopped: 'dst' is full, 1 message left in 'src'\n"
+    )
     assert queued(mqfs_mount, "dst") == [(b"hi", 9), (b"there", 5), (b"lo1", 1)]
     assert queued(mqfs_mount, "src") == [(b"lo2", 1)]  # nothing lost
     done = run_cli(mqfs_mount.path, "move", "src", "missing")
