@@ -292,3 +292,20 @@ def test_any_bytes_written_framed_are_whole_frames_or_refused(fd: int, garbage: 
     else:  # it was frames after all: the whole ones that fit went, in order
         sent = [(p, priority) for priority, ps in wire.decode_frames(garbage[:written]) for p in ps]
         assert calls.receive_many(fd) == sorted(sent, key=lambda message: -message[1])
+
+
+def test_a_snapshot_leaves_the_garbage_collector_as_it_found_it(fd: int) -> None:
+    """peek_all pauses the collector while it builds its tuples (a fifth of a large
+    dump) and leaves it on or off as it was, also when the queue changed meanwhile."""
+    import gc
+
+    calls.send_many(fd, MIXED)
+    assert gc.isenabled()
+    assert calls.peek_all(fd) == sorted(MIXED, key=lambda m: -m[1])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert len(calls.peek_all(fd)) == len(MIXED)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
