@@ -150,9 +150,14 @@ def placed(pids: Sequence[int], cpus: set[int] | None) -> Iterator[None]:
     try:
         yield
     finally:
-        for pid in (0, *pids):
-            with suppress(OSError):  # the daemon may be gone after an error
-                os.sched_setaffinity(pid, everywhere)
+        _free(pids, everywhere)
+
+
+def _free(pids: Sequence[int], everywhere: set[int]) -> None:
+    """This process and *pids* may run on every CPU again."""
+    for pid in (0, *pids):
+        with suppress(OSError):  # the daemon may be gone after an error
+            os.sched_setaffinity(pid, everywhere)
 
 
 @contextmanager
@@ -176,9 +181,7 @@ def set_apart(pids: Sequence[int], cpus: set[int] | None) -> Iterator[None]:
     try:
         yield
     finally:
-        for pid in (0, *pids):
-            with suppress(OSError):  # the daemon may be gone after an error
-                os.sched_setaffinity(pid, everywhere)
+        _free(pids, everywhere)
 
 
 # -- the kernel side -----------------------------------------------------------------------

@@ -323,14 +323,18 @@ class MessageStore:
         payload = fifo.popleft()
         self._count -= 1
         self._bytes -= len(payload)
-        if fifo.head == len(fifo.payloads):  # the top FIFO is empty: promote the next
-            if self._count:
-                self._top, _ = self._locate(0)
-                self._top_fifo = self._remove(self._top)
-            else:
-                self._top = -1
-                self._top_fifo = _NO_FIFO
+        if fifo.head == len(fifo.payloads):
+            self._promote_next()
         return Message(payload, priority)
+
+    def _promote_next(self) -> None:
+        """The top FIFO is empty: the next priority's becomes the top (or none is left)."""
+        if self._count:
+            self._top, _ = self._locate(0)
+            self._top_fifo = self._remove(self._top)
+        else:
+            self._top = -1
+            self._top_fifo = _NO_FIFO
 
     def push_run(self, payloads: list[bytes], priority: int) -> None:
         """:meth:`push` each of *payloads* in order at *priority*: one tree update for the
@@ -380,13 +384,8 @@ class MessageStore:
             self._count -= take
             self._bytes -= sum(map(len, run))
             fifo.head = start + take
-            if fifo.head == len(fifo.payloads):  # the top FIFO is empty: promote the next
-                if self._count:
-                    self._top, _ = self._locate(0)
-                    self._top_fifo = self._remove(self._top)
-                else:
-                    self._top = -1
-                    self._top_fifo = _NO_FIFO
+            if fifo.head == len(fifo.payloads):
+                self._promote_next()
             elif fifo.head >= _COMPACT_MIN and fifo.head * 2 >= len(fifo.payloads):
                 del fifo.payloads[: fifo.head]
                 fifo.head = 0
