@@ -159,7 +159,7 @@ def peek(fd: int, index: int = 0, attempts: int = PEEK_ATTEMPTS) -> tuple[bytes,
                 return bytes(reply.data), reply.msg_prio
             ask = reply.msg_len  # read again, whole or bracketed
             continue
-        before = _generation(fd)
+        before = current_generation(fd)
         reply = _peek_call(fd, index, 0, wire.CHUNK)
         if reply.msg_len <= wire.CHUNK:  # another message now, that fits one call
             if len(reply.data) == reply.msg_len:
@@ -168,13 +168,14 @@ def peek(fd: int, index: int = 0, attempts: int = PEEK_ATTEMPTS) -> tuple[bytes,
             continue
         ask = reply.msg_len
         whole = _peek_rest(fd, index, (reply.msg_len, reply.msg_prio, reply.data))
-        if whole is not None and (_generation(fd) == before or attempt == attempts):
+        if whole is not None and (current_generation(fd) == before or attempt == attempts):
             return whole, reply.msg_prio
     raise OSError(errno.EAGAIN, "the queue kept changing while the message was read")
 
 
-def _generation(fd: int) -> int:
-    """The queue's generation (it changes whenever the queue does): a one-record batch."""
+def current_generation(fd: int) -> int:
+    """The queue's generation now: it changes with every send, receive and removal (and
+    a mode or owner change, and the unlink). One PEEK_BATCH of one record."""
     return peek_batch(fd, 0, 1).generation
 
 
@@ -255,12 +256,6 @@ def _peek_rest(fd: int, index: int, record: wire.BatchRecord) -> bytes | None:
         parts.append(reply.data)
         offset += len(reply.data)
     return b"".join(parts)
-
-
-def current_generation(fd: int) -> int:
-    """The queue's generation now: it changes with every send, receive and removal (and
-    a mode or owner change, and the unlink)."""
-    return _generation(fd)
 
 
 def remove(fd: int, index: int, generation: int) -> wire.Remove:

@@ -420,8 +420,7 @@ class MqueueFS(pyfuse3.Operations):
     async def _receive_one_framed(self, descriptor: Descriptor, size: int) -> bytes:
         """mq_receive under the shim: one message, with mq_receive's checks (EBADF, then
         EMSGSIZE for a read that cannot hold a msgsize message and its record)."""
-        room = size - wire.FRAMES_HEADER_SIZE - wire.FRAME_HEADER_SIZE
-        message = await descriptor.receive(room, caller=self._caller())
+        message = await descriptor.receive(wire.reply_room(size), caller=self._caller())
         queue = descriptor.queue
         more = bool(len(queue))
         return wire.single_reply(queue.generation, message.payload, message.priority, more)

@@ -56,10 +56,7 @@ import trio
 from mqfs import errors, wire
 from mqfs.posix import MQ_PRIO_MAX, SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD, check_name
 from mqfs.server.store import Message, MessageStore
-from mqfs.wire import NOTIFY_ENDED, NOTIFY_FIRED
-
-Run = tuple[int, list[bytes]]
-"""(priority, payloads): consecutive messages of one priority, in receive order."""
+from mqfs.wire import NOTIFY_ENDED, NOTIFY_FIRED, Run
 
 HARD_MSGMAX = 65536
 HARD_MSGSIZEMAX = 16 * 1024 * 1024
@@ -522,7 +519,7 @@ class Queue:
     # -- the two halves of every send and receive ----------------------------
     def _enqueue(self, message: Message, sender: Caller | None = None) -> None:
         """Put *message* where it belongs: to a waiting receiver, else into the store."""
-        self.last_send_tid = tid = sender.pid if sender is not None else 0
+        self.last_send_tid = tid = _tid(sender)
         if self._receivers:
             key = next(iter(self._receivers))
             waiter = self._receivers.pop(key)
@@ -540,7 +537,7 @@ class Queue:
         if self.journal is not None:
             self.journal.received(self, self._next_admitted())
         message = self.store.pop()
-        self.last_receive_tid = tid = caller.pid if caller is not None else 0
+        self.last_receive_tid = tid = _tid(caller)
         self._refill("receive", tid)
         return message
 
@@ -803,6 +800,13 @@ class Descriptor:
             if left:
                 counts[direction] = left
 
+    async def _settled(self) -> None:
+        """With ``state_sync``, return once an fsync covers what was just recorded (a
+        send, receive or removal is answered only then); otherwise at once."""
+        journal = self.queue.journal
+        if journal is not None and journal.sync:
+            await journal.settled()
+
     def _check_priority(self, priority: int) -> None:
         if not 0 <= priority < MQ_PRIO_MAX:
             raise errors.InvalidArgument(f"priority {priority} is not below {MQ_PRIO_MAX}")
@@ -824,9 +828,7 @@ class Descriptor:
         else:
             with self._parked("send", sender):
                 await self.queue.send(payload, priority, deadline, sender)
-        journal = self.queue.journal
-        if journal is not None and journal.sync:
-            await journal.settled()
+        await self._settled()
 
     def set_send_priority(self, priority: int) -> None:
         self._check_priority(priority)
@@ -882,9 +884,7 @@ class Descriptor:
         else:
             with self._parked("receive", caller):
                 message = await self.queue.receive(deadline, caller)
-        journal = self.queue.journal
-        if journal is not None and journal.sync:
-            await journal.settled()  # shielded: the message reaches its caller regardless
+        await self._settled()  # shielded: the message reaches its caller regardless
         return message
 
     async def wait_changed(
@@ -910,9 +910,7 @@ class Descriptor:
             raise errors.BadDescriptor("queue descriptor is not open for reading")
         message = self.queue.remove(index, generation, caller)
         after = self.queue.generation
-        journal = self.queue.journal
-        if journal is not None and journal.sync:
-            await journal.settled()
+        await self._settled()
         return message, after
 
     async def send_many(self, runs: list[Run], sender: Caller | None = None) -> int:
@@ -954,9 +952,7 @@ class Descriptor:
                         more = queue.send_many_nowait(remaining, sender)
                         sent += more
                         remaining = _drop(remaining, more)
-        journal = queue.journal
-        if journal is not None and journal.sync:
-            await journal.settled()
+        await self._settled()
         return sent
 
     async def receive_many(
@@ -981,9 +977,7 @@ class Descriptor:
             if more and more[0][0] == message.priority:
                 runs[0][1].extend(more.pop(0)[1])
             runs.extend(more)
-        journal = queue.journal
-        if journal is not None and journal.sync:
-            await journal.settled()
+        await self._settled()
         return runs
 
     def peek(self, index: int) -> Message:

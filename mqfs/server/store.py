@@ -214,6 +214,16 @@ class MessageStore:
                 dense[filled] = filled_count
             self._tree = dense
 
+    def _grew(self, priority: int, added: int) -> None:
+        """The FIFO of *priority*, already in the tree, holds *added* more messages: no
+        node becomes non-zero, so neither form nor node count changes."""
+        tree = self._tree
+        node = self.prio_max - priority
+        size = self._size
+        while node <= size:
+            tree[node] += added
+            node += node & -node
+
     def _remove(self, priority: int) -> _Fifo:
         """Take the FIFO of *priority* out of the tree and return it."""
         fifo = self._fifos.pop(priority)
@@ -300,12 +310,7 @@ class MessageStore:
                 self._insert(priority, _Fifo([payload]))
             else:
                 fifo.payloads.append(payload)
-                tree = self._tree
-                node = self.prio_max - priority
-                size = self._size
-                while node <= size:
-                    tree[node] += 1
-                    node += node & -node
+                self._grew(priority, 1)
         else:
             if top >= 0:  # the old top goes into the tree (an empty store's top is -1)
                 self._insert(top, self._top_fifo)
@@ -352,13 +357,7 @@ class MessageStore:
                 self._insert(priority, _Fifo(list(payloads)))
             else:
                 fifo.payloads.extend(payloads)
-                tree = self._tree
-                node = self.prio_max - priority
-                size = self._size
-                added = len(payloads)
-                while node <= size:
-                    tree[node] += added
-                    node += node & -node
+                self._grew(priority, len(payloads))
         else:
             if top >= 0:
                 self._insert(top, self._top_fifo)
