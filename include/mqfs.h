@@ -160,6 +160,17 @@ struct mqfs_remove {          /* REMOVE: take one message out of the middle (mqf
  * admitted into the freed slot, as after a receive. */
 #define MQFS_IOC_REMOVE  _IOWR(MQFS_IOC_MAGIC, 13, struct mqfs_remove)
 
+struct mqfs_map {            /* MAP: where a fast-path queue's shared mapping is */
+	uint64_t maxmsg;         /* out: the geometry to attach it with (fastq_attach) */
+	uint64_t msgsize;
+	uint32_t version;        /* out: the mapping layout's version (FASTQ_VERSION) */
+	uint32_t flags;          /* out: 0 */
+	char path[1008];         /* out: the mapping file, absolute, NUL-terminated */
+};
+/* Mount with -o fastpath only (else EOPNOTSUPP), and only for the queue's owner or root
+ * (else EACCES: use the ioctls and framed I/O, which the daemon checks). */
+#define MQFS_IOC_MAP     _IOR(MQFS_IOC_MAGIC, 14, struct mqfs_map)
+
 /* Framed I/O: many whole messages per pread()/pwrite() of the queue file (up to the
  * mount's plain_io_max, about 1 MiB), selected by the file offset; below MQFS_FRAMED
  * read() and write() keep their meaning. Semantics: see mqfs/wire.py and the README.

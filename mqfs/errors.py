@@ -158,6 +158,13 @@ class NotSupported(MqfsError, NotImplementedError):
     default_errno = errno.ENOTTY
 
 
+class CorruptQueue(MqfsError):
+    """A fast-path queue's shared mapping holds values no queue can have (a process of the
+    owner's wrote into it, or truncated it): the queue is unusable, other queues are not."""
+
+    default_errno = errno.EUCLEAN
+
+
 class StateError(MqfsError):
     """The journal of ``-o state=DIR`` cannot be used: at mount, or a write that failed
     (then with that write's errno, ENOSPC for a full disk)."""
@@ -219,6 +226,7 @@ _BY_ERRNO: dict[int, type[MqfsError]] = {
     errno.EMFILE: OverQuota,
     errno.ENOMEM: OutOfMemory,
     errno.ENOTTY: NotSupported,
+    errno.EUCLEAN: CorruptQueue,
 }
 
 
@@ -261,6 +269,8 @@ def describe(code: int, operation: str, queue: str) -> str:
             )
         case errno.ENOSPC:
             return f"cannot create queue {queue!r}: the mount's queues_max is reached"
+        case errno.EUCLEAN:
+            return f"queue {queue!r} is corrupt: its shared mapping was damaged"
     return f"{operation} on queue {queue!r} failed: {os.strerror(code)}"
 
 

@@ -22,6 +22,7 @@ Layouts (native byte order, natural alignment, no padding anywhere)::
     struct mqfs_notify_wait {u32 id, outcome; u64 sigev_value}                          16
     struct mqfs_remove {u64 index, generation, msg_len; u32 msg_prio, copied;
                         u8 data[REMOVE_HEAD]}                                          256
+    struct mqfs_map    {u64 maxmsg, msgsize; u32 version, flags; char path[1008]}       1032
       data holds `count` record headers, then their payload chunks back to back:
         struct mqfs_batch_record {u64 msg_len; u32 msg_prio, chunk_len}               16
 
@@ -135,6 +136,7 @@ _BATCH_SLICE = 128
 _WAIT = struct.Struct("=Q2q2I")
 _NOTIFY_WAIT = struct.Struct("=2IQ")
 _REMOVE_HEADER = struct.Struct("=3Q2I")
+_MAP_HEADER = struct.Struct("=2Q2I")
 
 ATTR_SIZE = _ATTR.size
 PEEK_HEADER_SIZE = _PEEK_HEADER.size
@@ -152,6 +154,8 @@ REMOVE_HEAD = 224
 """Bytes of the removed message a REMOVE reply carries (its head, to show what went)."""
 REMOVE_SIZE = _REMOVE_HEADER.size + REMOVE_HEAD
 NAME_SIZE = 256
+MAP_PATH_SIZE = 1008
+MAP_SIZE = _MAP_HEADER.size + MAP_PATH_SIZE
 
 IOC_NOOP = _ioc(IOC_NONE, 0, 0)
 IOC_GETATTR = _ioc(IOC_READ, 1, ATTR_SIZE)
@@ -176,6 +180,11 @@ IOC_REMOVE = _ioc(IOC_READ | IOC_WRITE, 13, REMOVE_SIZE)
 """Remove message `index` (receive order) if the queue is still at `generation`: mqfs
 rm-msg. EBADF unless open for reading, ESTALE if the generation differs, ENOENT past the
 last message."""
+
+IOC_MAP = _ioc(IOC_READ, 14, MAP_SIZE)
+"""Where the queue's shared mapping is (``-o fastpath``), for a caller running as the
+queue's owner or root: the path and the geometry to attach it with (:class:`Map`).
+EOPNOTSUPP when the mount has no fast path, EACCES for anyone else: they use the daemon."""
 
 INFO_XATTR = "user.mq.info"
 """xattr of MNT/NAME: JSON with the attributes, notify state and openers (`mqfs ls -l`)."""
@@ -891,3 +900,30 @@ def decode_prio(buffer: bytes | bytearray) -> int:
         raise Malformed(f"SETPRIO needs {PRIO_SIZE} bytes, got {len(buffer)}")
     value: int = _PRIO.unpack_from(buffer)[0]
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Map:
+    """struct mqfs_map (MAP's reply): the queue's geometry, the mapping layout's version
+    (fastq.h's FASTQ_VERSION) and the mapping file's absolute path."""
+
+    maxmsg: int
+    msgsize: int
+    version: int
+    path: str
+
+    def pack(self) -> bytes:
+        encoded = self.path.encode()
+        if len(encoded) >= MAP_PATH_SIZE or b"\0" in encoded:
+            raise Malformed("a mapping path must fit mqfs_map.path with its NUL")
+        return _MAP_HEADER.pack(self.maxmsg, self.msgsize, self.version, 0) + encoded.ljust(
+            MAP_PATH_SIZE, b"\0"
+        )
+
+    @classmethod
+    def unpack(cls, buffer: bytes | bytearray) -> Map:
+        if len(buffer) < MAP_SIZE:
+            raise Malformed(f"mqfs_map needs {MAP_SIZE} bytes, got {len(buffer)}")
+        maxmsg, msgsize, version, _ = _MAP_HEADER.unpack_from(buffer)
+        raw = bytes(buffer[_MAP_HEADER.size : MAP_SIZE])
+        return cls(maxmsg, msgsize, version, raw.split(b"\0", 1)[0].decode(errors="replace"))
