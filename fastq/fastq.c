@@ -978,15 +978,10 @@ void fastq_wake_all(struct fastq *q)
 /* The mutex is held from the first lock() (pinned counts the calls inside). */
 static ssize_t do_pin(struct fastq *q) { return lock(q); }
 
-int fastq_lock(struct fastq *q)
-{
-	if (holding == q)
-		return -EDEADLK;
-	GUARDED(q, do_pin(q));
-}
+int fastq_lock(struct fastq *q) { GUARDED(q, do_pin(q)); }
 
 void fastq_unlock(struct fastq *q)
 {
-	if (holding == q && !pinned)
+	if (holding == q)
 		unlock(q);
 }

@@ -125,7 +125,7 @@ ssize_t fastq_remove(struct fastq *q, uint64_t index, uint64_t generation, void 
 
 /* Hold the mutex across several calls of this thread, which then run under it (the
  * daemon's consistent snapshots: a generation, a count and the messages of one instant).
- * No call in between may wait. -EDEADLK if this thread holds it already. */
+ * No call in between may wait. Holds nest: each fastq_lock needs its fastq_unlock. */
 int fastq_lock(struct fastq *q);
 void fastq_unlock(struct fastq *q);
 

@@ -45,9 +45,15 @@ def _opener(descriptor: Descriptor) -> dict[str, Any]:
 
 def queue_info(queue: Queue, descriptors: Iterable[Descriptor], viewer_uid: int) -> dict[str, Any]:
     """The info of *queue*, open through *descriptors*, as user *viewer_uid* may see it."""
+    with queue.pinned():  # one instant of a fast-path queue's mapping
+        return _queue_info(queue, list(descriptors), viewer_uid)
+
+
+def _queue_info(queue: Queue, descriptors: list[Descriptor], viewer_uid: int) -> dict[str, Any]:
     note = queue.notification
-    descriptors = list(descriptors)
     may_see = viewer_uid in (0, queue.uid)
+    mapped = queue.mapped
+    mapping = mapped.state() if mapped is not None else None
     return {
         "open": len(descriptors),
         "blocked": sum(descriptor.waiting for descriptor in descriptors),
@@ -63,6 +69,11 @@ def queue_info(queue: Queue, descriptors: Iterable[Descriptor], viewer_uid: int)
         "lrpid": _process(queue.last_receive_tid),
         "unlinked": queue.unlinked,
         "generation": queue.generation,
+        # A fast-path queue: its owner's processes asleep in the mapping itself, which
+        # the daemon does not see as callers (they never asked it).
+        "fastpath": None
+        if mapping is None
+        else {"receivers_waiting": mapping.recv_waiters, "senders_waiting": mapping.send_waiters},
         "last_change": None
         if not queue.change_kind
         else {
