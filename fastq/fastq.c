@@ -41,6 +41,16 @@ struct undo {
 	uint64_t old_bytes;
 };
 
+/* A process asleep in the mapping, so that one SIGKILLed while asleep (it never takes itself
+ * off the count) can be told from one still waiting: see reap_waiters(). */
+#define WAITER_SLOTS 32
+struct sleeper {
+	uint32_t tid;       /* 0: a free slot */
+	uint32_t tgid;
+	uint32_t receiving; /* 1: counted in recv_waiters, 0: in send_waiters */
+	uint32_t reserved;
+};
+
 struct header {
 	uint32_t magic;
 	uint32_t version;
@@ -62,6 +72,7 @@ struct header {
 	uint32_t notify_armed;
 	uint32_t notify_pending;
 	struct undo undo;
+	struct sleeper sleepers[WAITER_SLOTS]; /* the first 32 waiters (more are only counted) */
 };
 
 _Static_assert(sizeof(struct header) <= HEADER_BYTES, "header fits its page");
@@ -478,13 +489,29 @@ static int wait_once(struct fastq *q, uint32_t *word, uint32_t *waiters, unsigne
 			until = end;
 	}
 	uint32_t seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+	struct header *h = hdr(q);
+	uint32_t tid = (uint32_t)gettid();
+	struct sleeper *slot = NULL;
+	for (int i = 0; i < WAITER_SLOTS && !slot; i++)
+		if (h->sleepers[i].tid == 0)
+			slot = &h->sleepers[i];
+	if (slot)
+		*slot = (struct sleeper){.tid = tid, .tgid = (uint32_t)getpid(),
+					 .receiving = waiters == &h->recv_waiters};
 	(*waiters)++;
 	unlock(q);
 	int r = sleep_on(word, seen, until, CLOCK_REALTIME);
 	int l = lock(q);
 	if (l)
 		return l;
-	(*waiters)--;
+	/* Take ourselves off, unless reap_waiters() did (it never reaps a live thread, but
+	 * a thread of another pid namespace looks dead to it). */
+	if (!slot || slot->tid == tid) {
+		if (slot)
+			slot->tid = 0;
+		if (*waiters)
+			(*waiters)--;
+	}
 	if (r) {
 		unlock(q);
 		return r;
@@ -492,13 +519,30 @@ static int wait_once(struct fastq *q, uint32_t *word, uint32_t *waiters, unsigne
 	return 0;
 }
 
+/* Forget the sleepers that are gone (SIGKILLed asleep: they never took themselves off the
+ * counts). Costs a tgkill(…, 0) per recorded sleeper, so it runs only where a stale count
+ * would be wrong: before a send decides that nobody waits to receive (mq_notify), and when
+ * a wake found nobody asleep. Mutex held. */
+static void reap_waiters(struct header *h)
+{
+	for (int i = 0; i < WAITER_SLOTS; i++) {
+		struct sleeper *s = &h->sleepers[i];
+		if (s->tid && syscall(SYS_tgkill, s->tgid, s->tid, 0) < 0 && errno == ESRCH) {
+			uint32_t *count = s->receiving ? &h->recv_waiters : &h->send_waiters;
+			if (*count)
+				(*count)--;
+			s->tid = 0;
+		}
+	}
+}
+
 /* After a change: wake who sleeps on it, the daemon if it listens. Called with the mutex
  * held, so that a process killed after its change committed has woken everyone already. */
 static void announce(struct header *h, uint32_t *word, uint32_t waiters)
 {
 	__atomic_add_fetch(word, 1, __ATOMIC_RELEASE);
-	if (waiters)
-		wake(word, 1);
+	if (waiters && syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0) == 0)
+		reap_waiters(h); /* counted, yet nobody asleep: some may be dead */
 	if (h->daemon_interest) {
 		__atomic_add_fetch(&h->change_seq, 1, __ATOMIC_RELEASE);
 		wake(&h->change_seq, INT_MAX);
@@ -589,8 +633,12 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 	h->bytes += len;
 	h->generation++;
 	CRASH_POINT(6);
-	if (count == 0 && h->notify_armed && h->recv_waiters == 0)
-		h->notify_pending = 1;
+	if (count == 0 && h->notify_armed) {
+		if (h->recv_waiters)
+			reap_waiters(h);
+		if (h->recv_waiters == 0)
+			h->notify_pending = 1;
+	}
 	__atomic_store_n(&u->op, OP_NONE, __ATOMIC_RELEASE);
 	announce(h, &h->sent_seq, h->recv_waiters);
 	r = 0;

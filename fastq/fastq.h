@@ -31,7 +31,9 @@
  * (ERESTARTSYS) and ends with EINTR otherwise, as mq_timedreceive does; a wait never lasts
  * more than FASTQ_RECHECK_NS, so a waker that died holding the mutex strands nobody. Wakes
  * are issued before the mutex is released, so a waker killed after its change committed has
- * already woken the sleepers.
+ * already woken the sleepers. Sleepers are counted (a send wakes only if someone sleeps) and
+ * the first 32 recorded by thread: one SIGKILLed asleep is taken off the count when a wake
+ * finds nobody asleep or a send must know whether a receiver waits (mq_notify's rule).
  *
  * The daemon. While the daemon has anything that depends on this queue (a poller, a
  * notification, a watch, a caller parked in the daemon) it sets `daemon_interest`; every
