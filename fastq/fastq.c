@@ -73,6 +73,7 @@ struct header {
 	uint32_t notify_pending;
 	struct undo undo;
 	struct sleeper sleepers[WAITER_SLOTS]; /* the first 32 waiters (more are only counted) */
+	unsigned char boot[16]; /* the boot the daemon last adopted the mapping in */
 };
 
 _Static_assert(sizeof(struct header) <= HEADER_BYTES, "header fits its page");
@@ -371,6 +372,17 @@ static struct slot_header *message_at(struct fastq *q, uint32_t head, uint64_t p
 
 /* -- creation ----------------------------------------------------------------------------- */
 
+static int init_mutex(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t attr;
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+	pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+	int r = pthread_mutex_init(m, &attr);
+	pthread_mutexattr_destroy(&attr);
+	return r;
+}
+
 int fastq_create(int fd, uint32_t maxmsg, uint32_t msgsize)
 {
 	struct geometry g;
@@ -387,12 +399,7 @@ int fastq_create(int fd, uint32_t maxmsg, uint32_t msgsize)
 	h->maxmsg = maxmsg;
 	h->msgsize = msgsize;
 	h->size = g.size;
-	pthread_mutexattr_t attr;
-	pthread_mutexattr_init(&attr);
-	pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-	pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-	r = pthread_mutex_init(&h->lock, &attr);
-	pthread_mutexattr_destroy(&attr);
+	r = init_mutex(&h->lock);
 	if (r) {
 		munmap(base, g.size);
 		return -r;
@@ -1033,3 +1040,23 @@ void fastq_unlock(struct fastq *q)
 	if (holding == q)
 		unlock(q);
 }
+
+static ssize_t do_adopt(struct fastq *q, const unsigned char boot[16])
+{
+	struct header *h = hdr(q);
+	if (!memcmp(h->boot, boot, sizeof h->boot))
+		return 0;
+	/* Another boot: no process alive can hold the mutex or sleep on the futexes, but the
+	 * mutex may still name a thread of that boot (its death was never seen), and the counts
+	 * may include its sleepers. A fresh mutex, the undo record replayed, no sleepers. */
+	int r = init_mutex(&h->lock);
+	if (r)
+		return -r;
+	recover(q);
+	h->recv_waiters = h->send_waiters = 0;
+	memset(h->sleepers, 0, sizeof h->sleepers);
+	memcpy(h->boot, boot, sizeof h->boot);
+	return 1;
+}
+
+int fastq_adopt(struct fastq *q, const unsigned char boot[16]) { GUARDED(q, do_adopt(q, boot)); }

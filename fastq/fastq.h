@@ -131,6 +131,11 @@ ssize_t fastq_remove(struct fastq *q, uint64_t index, uint64_t generation, void 
 int fastq_lock(struct fastq *q);
 void fastq_unlock(struct fastq *q);
 
+/* The daemon, attaching a mapping it made (or finds on disk in state=DIR): *boot* is this
+ * boot's id (/proc/sys/kernel/random/boot_id). A mapping last adopted in another boot gets a
+ * fresh mutex, its undo record replayed and no sleepers: 1; same boot: 0, nothing done. */
+int fastq_adopt(struct fastq *q, const unsigned char boot[16]);
+
 /* Remove every message (the daemon's unlink of a durable queue, tests). */
 int fastq_clear(struct fastq *q);
 

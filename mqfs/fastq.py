@@ -22,6 +22,7 @@ import math
 import os
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,7 @@ def library() -> ctypes.CDLL:
                 "fastq_set_lock_timeout": (None, [i64]),
                 "fastq_crash_at": (None, [ctypes.c_int]),
                 "fastq_check": (ctypes.c_int, [p]),
+                "fastq_adopt": (ctypes.c_int, [p, ctypes.c_char_p]),
                 "fastq_lock": (ctypes.c_int, [p]),
                 "fastq_unlock": (None, [p]),
             }
@@ -357,6 +359,12 @@ class MappedQueue:
 
     def wake_all(self) -> None:
         self._lib.fastq_wake_all(self._ref)
+
+    def adopt(self) -> bool:
+        """For the daemon, on attaching: if the mapping was last used in another boot
+        (state=DIR after a reboot), renew its mutex and replay its undo record; True then."""
+        boot = uuid.UUID(Path("/proc/sys/kernel/random/boot_id").read_text().strip()).bytes
+        return bool(_check(self._lib.fastq_adopt(self._ref, boot), "map", self.name))
 
     def check(self) -> None:
         """Raise CorruptQueue unless every invariant of the mapping holds (tests)."""
