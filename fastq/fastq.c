@@ -74,6 +74,8 @@ struct header {
 	struct undo undo;
 	struct sleeper sleepers[WAITER_SLOTS]; /* the first 32 waiters (more are only counted) */
 	unsigned char boot[16]; /* the boot the daemon last adopted the mapping in */
+	uint32_t last_sender;   /* process ids of the last send and receive (lsipc's LSPID, */
+	uint32_t last_receiver; /* LRPID; the sender is mq_notify's si_pid) */
 };
 
 _Static_assert(sizeof(struct header) <= HEADER_BYTES, "header fits its page");
@@ -144,6 +146,21 @@ static void swap_cells(struct entry *a, struct entry *b)
 	memcpy(&y, b, 8);
 	__atomic_store_n((uint64_t *)a, y, __ATOMIC_RELAXED);
 	__atomic_store_n((uint64_t *)b, x, __ATOMIC_RELAXED);
+}
+
+/* -- this process ------------------------------------------------------------------------- */
+
+static pid_t own_pid; /* getpid() once per process, not per message */
+
+static void forget_pid(void) { own_pid = 0; }
+
+__attribute__((constructor)) static void watch_forks(void) { pthread_atfork(NULL, NULL, forget_pid); }
+
+static uint32_t self_pid(void)
+{
+	if (!own_pid)
+		own_pid = getpid();
+	return (uint32_t)own_pid;
 }
 
 /* -- test hooks ------------------------------------------------------------------------- */
@@ -639,6 +656,7 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 	move_entry(q, new_head, front ? 0 : count, target, 1);
 	h->bytes += len;
 	h->generation++;
+	h->last_sender = self_pid();
 	CRASH_POINT(6);
 	if (count == 0 && h->notify_armed) {
 		if (h->recv_waiters)
@@ -684,6 +702,7 @@ static ssize_t take(struct fastq *q, uint32_t head, uint32_t count, uint64_t pos
 	h->free_count++;
 	h->bytes -= length;
 	h->generation++;
+	h->last_receiver = self_pid();
 	CRASH_POINT(10);
 	__atomic_store_n(&u->op, OP_NONE, __ATOMIC_RELEASE);
 	announce(h, &h->received_seq, h->send_waiters);
@@ -826,7 +845,8 @@ static ssize_t do_state(struct fastq *q, struct fastq_state *out)
 				.head_length = s ? s->length : 0, .recv_waiters = h->recv_waiters,
 				.send_waiters = h->send_waiters, .daemon_interest = h->daemon_interest,
 				.notify_pending = h->notify_pending, .change_seq = h->change_seq,
-				.recovered = h->recovered};
+				.recovered = h->recovered, .last_sender = h->last_sender,
+				.last_receiver = h->last_receiver};
 		}
 	}
 	unlock(q);

@@ -86,6 +86,8 @@ struct fastq_state {
 	uint32_t notify_pending;
 	uint32_t change_seq;
 	uint32_t recovered;    /* how many times an owner-dead mutex was recovered */
+	uint32_t last_sender;  /* process ids of the last send and receive (0: none yet) */
+	uint32_t last_receiver;
 };
 
 /* Bytes of the mapping for this geometry; 0 if it is not representable. */

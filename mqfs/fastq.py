@@ -68,6 +68,8 @@ class _State(ctypes.Structure):
         ("notify_pending", ctypes.c_uint32),
         ("change_seq", ctypes.c_uint32),
         ("recovered", ctypes.c_uint32),
+        ("last_sender", ctypes.c_uint32),
+        ("last_receiver", ctypes.c_uint32),
     ]
 
 
@@ -89,6 +91,8 @@ class State:
     notify_pending: bool
     change_seq: int
     recovered: int
+    last_sender: int
+    last_receiver: int
 
 
 _loaded: list[ctypes.CDLL] = []  # the library, once loaded
@@ -335,7 +339,7 @@ class MappedQueue:
         return State(
             out.generation, out.bytes, out.count, out.head_length, out.recv_waiters,
             out.send_waiters, bool(out.daemon_interest), bool(out.notify_pending),
-            out.change_seq, out.recovered,
+            out.change_seq, out.recovered, out.last_sender, out.last_receiver,
         )  # fmt: skip
 
     def set_interest(self, interested: bool, notify_armed: bool = False) -> None:

@@ -13,6 +13,7 @@ processes here, when someone asks, so that no send pays for a /proc read.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,6 +44,12 @@ def _opener(descriptor: Descriptor) -> dict[str, Any]:
     }
 
 
+def _last(in_mapping: int, by_daemon: int) -> int:
+    """Who sent (or received) last: a fast-path queue's mapping knows, unless the last was
+    the daemon itself on a caller's behalf, whose thread the queue layer recorded."""
+    return in_mapping if in_mapping not in (0, os.getpid()) else by_daemon
+
+
 def queue_info(queue: Queue, descriptors: Iterable[Descriptor], viewer_uid: int) -> dict[str, Any]:
     """The info of *queue*, open through *descriptors*, as user *viewer_uid* may see it."""
     with queue.pinned():  # one instant of a fast-path queue's mapping
@@ -65,8 +72,8 @@ def _queue_info(queue: Queue, descriptors: list[Descriptor], viewer_uid: int) ->
         "notify": None
         if note is None
         else {"pid": note.pid, "sigev_notify": note.sigev_notify, "signo": note.signo},
-        "lspid": _process(queue.last_send_tid),
-        "lrpid": _process(queue.last_receive_tid),
+        "lspid": _process(_last(mapping.last_sender if mapping else 0, queue.last_send_tid)),
+        "lrpid": _process(_last(mapping.last_receiver if mapping else 0, queue.last_receive_tid)),
         "unlinked": queue.unlinked,
         "generation": queue.generation,
         # A fast-path queue: its owner's processes asleep in the mapping itself, which
