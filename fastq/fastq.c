@@ -43,12 +43,13 @@ struct undo {
 
 /* A process asleep in the mapping, so that one SIGKILLed while asleep (it never takes itself
  * off the count) can be told from one still waiting: see reap_waiters(). */
-#define WAITER_SLOTS 32
+#define WAITER_SLOTS FASTQ_SLEEPER_SLOTS
 struct sleeper {
 	uint32_t tid;       /* 0: a free slot */
 	uint32_t tgid;
 	uint32_t receiving; /* 1: counted in recv_waiters, 0: in send_waiters */
 	uint32_t reserved;
+	int64_t since_ns;   /* CLOCK_REALTIME when it first went to sleep (mqfs who) */
 };
 
 struct header {
@@ -498,11 +499,13 @@ static int sleep_on(uint32_t *word, uint32_t seen, int64_t until_ns, int clock)
 /* With the mutex held and the queue not ready: sleep once on *word* (counting ourselves in
  * *waiters*), then take the mutex again. 0: look again; else a negative errno, mutex released. */
 static int wait_once(struct fastq *q, uint32_t *word, uint32_t *waiters, unsigned flags,
-		     const struct timespec *deadline)
+		     const struct timespec *deadline, int64_t *since)
 {
 	struct timespec now_ts;
 	clock_gettime(CLOCK_REALTIME, &now_ts);
 	int64_t now = ns_of(&now_ts), until = now + FASTQ_RECHECK_NS;
+	if (!*since)
+		*since = now; /* the first sleep of this call: what `mqfs who` shows */
 	if (flags & FASTQ_TIMED) {
 		int64_t end = ns_of(deadline);
 		if (end <= now) {
@@ -520,8 +523,8 @@ static int wait_once(struct fastq *q, uint32_t *word, uint32_t *waiters, unsigne
 		if (h->sleepers[i].tid == 0)
 			slot = &h->sleepers[i];
 	if (slot)
-		*slot = (struct sleeper){.tid = tid, .tgid = (uint32_t)getpid(),
-					 .receiving = waiters == &h->recv_waiters};
+		*slot = (struct sleeper){.tid = tid, .tgid = self_pid(),
+					 .receiving = waiters == &h->recv_waiters, .since_ns = *since};
 	(*waiters)++;
 	unlock(q);
 	int r = sleep_on(word, seen, until, CLOCK_REALTIME);
@@ -613,6 +616,7 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 	if (r)
 		return r;
 	uint32_t head, count;
+	int64_t since = 0;
 	for (;;) {
 		if ((r = read_state(q, &head, &count)))
 			goto out;
@@ -622,7 +626,7 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 			r = -EAGAIN;
 			goto out;
 		}
-		if ((r = wait_once(q, &h->received_seq, &h->send_waiters, flags, deadline))) {
+		if ((r = wait_once(q, &h->received_seq, &h->send_waiters, flags, deadline, &since))) {
 			pass_on(q, &h->received_seq, h->send_waiters, 0);
 			return r;
 		}
@@ -720,6 +724,7 @@ static ssize_t do_receive(struct fastq *q, void *buf, size_t buflen, unsigned *p
 		return r;
 	uint32_t head, count;
 	ssize_t got;
+	int64_t since = 0;
 	for (;;) {
 		if ((got = read_state(q, &head, &count)))
 			goto out;
@@ -729,7 +734,7 @@ static ssize_t do_receive(struct fastq *q, void *buf, size_t buflen, unsigned *p
 			got = -EAGAIN;
 			goto out;
 		}
-		if ((r = wait_once(q, &h->sent_seq, &h->recv_waiters, flags, deadline))) {
+		if ((r = wait_once(q, &h->sent_seq, &h->recv_waiters, flags, deadline, &since))) {
 			pass_on(q, &h->sent_seq, h->recv_waiters, 0);
 			return r;
 		}
@@ -1080,3 +1085,26 @@ static ssize_t do_adopt(struct fastq *q, const unsigned char boot[16])
 }
 
 int fastq_adopt(struct fastq *q, const unsigned char boot[16]) { GUARDED(q, do_adopt(q, boot)); }
+
+static ssize_t do_sleepers(struct fastq *q, struct fastq_sleeper *out, int max)
+{
+	int r = lock(q);
+	if (r)
+		return r;
+	struct header *h = hdr(q);
+	int n = 0;
+	for (int i = 0; i < WAITER_SLOTS && n < max; i++) {
+		struct sleeper *s = &h->sleepers[i];
+		if (s->tid)
+			out[n++] = (struct fastq_sleeper){.pid = s->tgid, .tid = s->tid,
+							  .receiving = s->receiving,
+							  .since_ns = s->since_ns};
+	}
+	unlock(q);
+	return n;
+}
+
+int fastq_sleepers(struct fastq *q, struct fastq_sleeper *out, int max)
+{
+	GUARDED(q, do_sleepers(q, out, max));
+}

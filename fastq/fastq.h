@@ -143,6 +143,16 @@ int fastq_clear(struct fastq *q);
 
 int fastq_state(struct fastq *q, struct fastq_state *out);
 
+/* Who sleeps in the mapping now (the first FASTQ_SLEEPER_SLOTS recorded): `mqfs who`. */
+#define FASTQ_SLEEPER_SLOTS 32
+struct fastq_sleeper {
+	uint32_t pid, tid;
+	uint32_t receiving; /* 1: in receive, 0: in send */
+	uint32_t reserved;
+	int64_t since_ns;   /* CLOCK_REALTIME */
+};
+int fastq_sleepers(struct fastq *q, struct fastq_sleeper *out, int max);
+
 /* The daemon's side of waking: set or clear interest; wait until change_seq differs from
  * *seen* or *timeout_ns* passes (0 = return at once): the new change_seq, or -ETIMEDOUT,
  * -EINTR. Clear notify_pending and return whether it was set. */

@@ -73,6 +73,29 @@ class _State(ctypes.Structure):
     ]
 
 
+class _Sleeper(ctypes.Structure):
+    _fields_ = [
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("receiving", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+        ("since_ns", ctypes.c_int64),
+    ]
+
+
+SLEEPER_SLOTS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Sleeper:
+    """A thread asleep in the mapping: its process, thread, direction and since when."""
+
+    pid: int
+    tid: int
+    receiving: bool
+    since_ns: int
+
+
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
@@ -141,6 +164,7 @@ def library() -> ctypes.CDLL:
                 "fastq_crash_at": (None, [ctypes.c_int]),
                 "fastq_check": (ctypes.c_int, [p]),
                 "fastq_adopt": (ctypes.c_int, [p, ctypes.c_char_p]),
+                "fastq_sleepers": (ctypes.c_int, [p, ctypes.POINTER(_Sleeper), ctypes.c_int]),
                 "fastq_lock": (ctypes.c_int, [p]),
                 "fastq_unlock": (None, [p]),
             }
@@ -341,6 +365,12 @@ class MappedQueue:
             out.send_waiters, bool(out.daemon_interest), bool(out.notify_pending),
             out.change_seq, out.recovered, out.last_sender, out.last_receiver,
         )  # fmt: skip
+
+    def sleepers(self) -> list[Sleeper]:
+        """The threads asleep in the mapping now (the first SLEEPER_SLOTS)."""
+        out = (_Sleeper * SLEEPER_SLOTS)()
+        n = _check(self._lib.fastq_sleepers(self._ref, out, SLEEPER_SLOTS), "who", self.name)
+        return [Sleeper(s.pid, s.tid, bool(s.receiving), s.since_ns) for s in out[:n]]
 
     def set_interest(self, interested: bool, notify_armed: bool = False) -> None:
         _check(

@@ -104,6 +104,9 @@ class MappedStore:
     def state(self) -> fastq.State:
         return self.queue.state()
 
+    def sleepers(self) -> list[fastq.Sleeper]:
+        return self.queue.sleepers()
+
     @contextlib.contextmanager
     def pinned(self) -> Iterator[None]:
         """Hold the mapping's mutex for a synchronous block (see the module docstring)."""
