@@ -169,10 +169,19 @@ static void swap_cells(struct entry *a, struct entry *b)
 /* -- this process ------------------------------------------------------------------------- */
 
 static pid_t own_pid; /* getpid() once per process, not per message */
+static __thread struct fastq *holding; /* the queue whose mutex this thread holds */
+static __thread int pinned;             /* fastq_lock's extra holds of it (nesting) */
 
-static void forget_pid(void) { own_pid = 0; }
+/* In a child forked inside fastq_lock's hold (its one thread is a copy of the holder): the
+ * mutex is still the parent thread's, so the child's calls must take it like anyone's. */
+static void after_fork(void)
+{
+	own_pid = 0;
+	holding = NULL;
+	pinned = 0;
+}
 
-__attribute__((constructor)) static void watch_forks(void) { pthread_atfork(NULL, NULL, forget_pid); }
+__attribute__((constructor)) static void watch_forks(void) { pthread_atfork(NULL, NULL, after_fork); }
 
 static uint32_t self_pid(void)
 {
@@ -228,8 +237,6 @@ int fastq_guard_install(void)
 }
 
 static int64_t lock_timeout_ns;
-static __thread struct fastq *holding; /* the queue whose mutex this thread holds */
-static __thread int pinned;             /* fastq_lock's extra holds of it (nesting) */
 
 void fastq_set_lock_timeout(int64_t timeout_ns) { lock_timeout_ns = timeout_ns; }
 
