@@ -82,6 +82,21 @@ class QueueVersusStore(RuleBasedStateMachine):
         assert self.queue.receive(nonblock=True) == (message.payload, message.priority)
         self.changed()
 
+    @rule(size=st.integers(0, 70))
+    def receive_if_it_fits(self, size: int) -> None:
+        """The framed receive's take-if-it-fits (FASTQ_UPTO): any buffer size."""
+        if not self.store:
+            with pytest.raises(errors.WouldBlock):
+                self.queue.receive_upto(size)
+            self.unchanged()
+        elif self.store.head_length > size:
+            assert self.queue.receive_upto(size) is None
+            self.unchanged()
+        else:
+            message = self.store.pop()
+            assert self.queue.receive_upto(size) == (message.payload, message.priority)
+            self.changed()
+
     @precondition(lambda self: self.msgsize > 0)
     @rule(short=st.integers(1, 64))
     def receive_into_a_short_buffer(self, short: int) -> None:
