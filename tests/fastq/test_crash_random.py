@@ -21,4 +21,5 @@ def test_random_kills_lose_only_to_killed_consumers_and_duplicate_nothing(
     assert figures.duplicates == 0
     assert figures.lost <= figures.consumer_kills
     assert figures.unrecorded <= figures.producer_kills  # sent, killed before recording it
+    assert figures.leaked_waiters == 0  # the next send and receive forgot the dead sleepers
     assert figures.sent > KILLS  # the workers got work done between the kills

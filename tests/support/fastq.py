@@ -107,7 +107,7 @@ class KillFigures:
     unrecorded: int  # received, never recorded as sent: a producer killed after its send
     lost: int  # recorded as sent, never received: a consumer killed after its receive
     duplicates: int
-    leaked_waiters: int  # recv_waiters + send_waiters left by sleepers killed in their sleep
+    leaked_waiters: int  # sleepers killed asleep still counted once the queue is used again
     seconds: float
 
     def line(self) -> str:
@@ -115,7 +115,7 @@ class KillFigures:
             f"{self.kills} kills ({self.producer_kills} producers, {self.consumer_kills} "
             f"consumers), {self.kills_holding_lock} while holding the lock; {self.sent:,} sent, "
             f"{self.received:,} received; lost {self.lost}, duplicates {self.duplicates}, "
-            f"received but unrecorded {self.unrecorded}; waiter counts leaked "
+            f"received but unrecorded {self.unrecorded}; dead sleepers still counted "
             f"{self.leaked_waiters}; {self.seconds:.1f} s"
         )
 
@@ -225,7 +225,10 @@ def random_kills(
             queue.check()
             state = queue.state()
             drained = _drain(queue)
+            queue.send(b"", 0)  # the queue used again: sleepers killed asleep are forgotten
+            queue.receive()
             queue.check()
+            after = queue.state()
         sent = _records(sent_log)
         received = _records(received_log) + drained
     counts = Counter(received)
@@ -241,6 +244,6 @@ def random_kills(
         unrecorded=len(counts.keys() - sent_set),
         lost=len(sent_set - counts.keys()),
         duplicates=sum(n - 1 for n in counts.values() if n > 1),
-        leaked_waiters=state.recv_waiters + state.send_waiters,
+        leaked_waiters=after.recv_waiters + after.send_waiters,
         seconds=time.monotonic() - started,
     )
