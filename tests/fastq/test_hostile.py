@@ -25,7 +25,8 @@ from tests.support.fastq import contents, new_queue
 
 MAXMSG, MSGSIZE = 8, 32
 MUTEX = range(24, 64)  # struct header's pthread_mutex_t (x86-64 glibc: 40 bytes at 24)
-HEADER_USED = 256  # the header's fields and undo record lie within this
+FIELDS = 192  # struct header's fields and undo record
+HEADER_USED = 1024  # all of struct header (the sleepers, the boot id) lies within this
 LOCK_TIMEOUT = 0.01
 ROUNDS = 150
 EXPECTED_ERRNOS = {
@@ -54,9 +55,18 @@ def every_operation(queue: fastq.MappedQueue) -> list[Callable[[], object]]:
         lambda: queue.set_interest(True, True),
         queue.take_notify,
         lambda: queue.wait_change(0, 0),
+        queue.sleepers,
+        lambda: queue.receive_upto(4),
+        lambda: pinned_state(queue),
         queue.wake_all,
         queue.clear,
     ]
+
+
+def pinned_state(queue: fastq.MappedQueue) -> None:
+    with queue.pinned():
+        queue.state()
+        queue.peek(0)
 
 
 def outcomes(queue: fastq.MappedQueue, tally: Counter[str]) -> None:
@@ -72,8 +82,8 @@ def outcomes(queue: fastq.MappedQueue, tally: Counter[str]) -> None:
 
 
 def scribbles(path: Path, rng: random.Random, with_mutex: bool) -> None:
-    """A few random bytes at random offsets, mostly in the header's fields: the first
-    *with_mutex* into the mutex, none into it without."""
+    """A few random bytes at random offsets, half in the header's fields: with
+    *with_mutex* the first into the mutex, without it none."""
     size = path.stat().st_size
     with open(path, "r+b") as file, mmap.mmap(file.fileno(), size) as mapping:
         for n in range(rng.randrange(1, 6)):
@@ -82,8 +92,8 @@ def scribbles(path: Path, rng: random.Random, with_mutex: bool) -> None:
                 offset = rng.randrange(MUTEX.start, MUTEX.stop)
             else:
                 while True:
-                    near = rng.random() < 0.7
-                    offset = rng.randrange(HEADER_USED) if near else rng.randrange(size)
+                    where = rng.choice([FIELDS, FIELDS, HEADER_USED, size])
+                    offset = rng.randrange(where)
                     touches = offset < MUTEX.stop and offset + length > MUTEX.start
                     if with_mutex or not touches:
                         break
