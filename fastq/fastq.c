@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #ifndef SYS_futex_waitv
@@ -77,6 +78,14 @@ struct header {
 	unsigned char boot[16]; /* the boot the daemon last adopted the mapping in */
 	uint32_t last_sender;   /* process ids of the last send and receive (lsipc's LSPID, */
 	uint32_t last_receiver; /* LRPID; the sender is mq_notify's si_pid) */
+	/* The mq_notify registration the daemon armed (fastq_set_notification), so that the
+	 * send that fires it can deliver it itself, before it returns, as the kernel does.
+	 * notify_fired tells the daemon that the registration is gone. */
+	uint32_t notify_pid;
+	int32_t notify_kind; /* sigev_notify */
+	int32_t notify_signo;
+	uint32_t notify_fired;
+	uint64_t notify_value;
 };
 
 _Static_assert(sizeof(struct header) <= HEADER_BYTES, "header fits its page");
@@ -623,6 +632,41 @@ static void reap_waiters(struct header *h)
 	}
 }
 
+/* The daemon leaves mq_notify's signal to itself (it sends on callers' behalf). */
+static int in_daemon;
+
+void fastq_set_daemon(void) { in_daemon = 1; }
+
+/* The send that made the queue non-empty with nobody waiting to receive: mq_notify fires.
+ * The sender delivers SIGEV_SIGNAL itself when it may signal the registered process, so
+ * that the signal is queued before mq_send returns (si_code SI_MESGQ, si_pid the sender),
+ * and SIGEV_NONE just ends; the daemon delivers the rest (SIGEV_THREAD, another user's
+ * process, a send by the daemon) from notify_pending. Mutex held. */
+static void fire_notification(struct header *h)
+{
+	int32_t kind = h->notify_kind, signo = h->notify_signo;
+	if (!in_daemon && h->notify_pid && (kind == SIGEV_NONE || kind == SIGEV_SIGNAL)) {
+		int sent = 1;
+		if (kind == SIGEV_SIGNAL && signo > 0) {
+			siginfo_t info;
+			memset(&info, 0, sizeof info);
+			info.si_signo = signo;
+			info.si_code = SI_MESGQ;
+			info.si_value.sival_ptr = (void *)(uintptr_t)h->notify_value;
+			info.si_pid = (pid_t)self_pid();
+			info.si_uid = getuid();
+			sent = syscall(SYS_rt_sigqueueinfo, (pid_t)h->notify_pid, signo, &info) == 0 ||
+			       errno == ESRCH; /* the kernel signals a dead process: nothing */
+		}
+		if (sent) {
+			h->notify_armed = 0;
+			h->notify_fired = 1;
+			return;
+		}
+	}
+	h->notify_pending = 1;
+}
+
 /* After a change: wake who sleeps on it, the daemon if it listens. Called with the mutex
  * held, so that a process killed after its change committed has woken everyone already. */
 static void announce(struct header *h, uint32_t *word, uint32_t waiters)
@@ -727,7 +771,7 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 		if (h->recv_waiters)
 			reap_waiters(h);
 		if (h->recv_waiters == 0)
-			h->notify_pending = 1;
+			fire_notification(h);
 	}
 	__atomic_store_n(&u->op, OP_NONE, __ATOMIC_RELEASE);
 	announce(h, &h->sent_seq, h->recv_waiters);
@@ -1063,8 +1107,10 @@ static ssize_t do_take_notify(struct fastq *q)
 	if (r)
 		return r;
 	struct header *h = hdr(q);
-	r = h->notify_pending != 0; /* 0 or 1 whatever the mapping holds: not an errno */
+	/* 0, 1 or 2 whatever the mapping holds: not an errno */
+	r = h->notify_pending ? FASTQ_NOTIFY_PENDING : h->notify_fired ? FASTQ_NOTIFY_FIRED : 0;
 	h->notify_pending = 0;
+	h->notify_fired = 0;
 	if (r)
 		h->notify_armed = 0; /* a registration fires once */
 	unlock(q);
@@ -1171,4 +1217,26 @@ static ssize_t do_sleepers(struct fastq *q, struct fastq_sleeper *out, int max)
 int fastq_sleepers(struct fastq *q, struct fastq_sleeper *out, int max)
 {
 	GUARDED(q, do_sleepers(q, out, max));
+}
+
+static ssize_t do_set_notification(struct fastq *q, uint32_t pid, int32_t kind, int32_t signo,
+				   uint64_t value)
+{
+	int r = lock(q);
+	if (r)
+		return r;
+	struct header *h = hdr(q);
+	h->notify_pid = pid;
+	h->notify_kind = kind;
+	h->notify_signo = signo;
+	h->notify_value = value;
+	h->notify_fired = 0;
+	unlock(q);
+	return 0;
+}
+
+int fastq_set_notification(struct fastq *q, uint32_t pid, int32_t sigev_notify, int32_t signo,
+			   uint64_t value)
+{
+	GUARDED(q, do_set_notification(q, pid, sigev_notify, signo, value));
 }

@@ -38,8 +38,9 @@
  * The daemon. While the daemon has anything that depends on this queue (a poller, a
  * notification, a watch, a caller parked in the daemon) it sets `daemon_interest`; every
  * change then bumps `change_seq` and wakes the daemon's watcher thread. A send that makes
- * the queue non-empty while `notify_armed` is set and nobody waits to receive sets
- * `notify_pending` for the daemon to deliver mq_notify's signal.
+ * the queue non-empty while `notify_armed` is set and nobody waits to receive fires mq_notify:
+ * the sender signals the registered process itself when it may (before mq_send returns, as
+ * the kernel does), else sets `notify_pending` for the daemon to deliver it.
  *
  * Trust. The mapping is writable by the queue's owner, so every value read from it is
  * checked against the geometry the caller trusts (struct fastq, filled from the daemon's
@@ -160,7 +161,18 @@ int fastq_sleepers(struct fastq *q, struct fastq_sleeper *out, int max);
  * -EINTR. Clear notify_pending and return whether it was set. */
 int fastq_set_interest(struct fastq *q, int interested, int notify_armed);
 int64_t fastq_wait_change(struct fastq *q, uint32_t seen, int64_t timeout_ns);
+/* What became of the armed notification: 0 nothing; PENDING, the daemon delivers it;
+ * FIRED, the sender delivered it (SIGEV_SIGNAL to a process it may signal, SIGEV_NONE). */
+#define FASTQ_NOTIFY_PENDING 1
+#define FASTQ_NOTIFY_FIRED 2
 int fastq_take_notify(struct fastq *q);
+/* The registration to arm (the daemon, before fastq_set_interest(..., 1)): the process to
+ * signal, sigev_notify, the signal and sigev_value. pid 0: the daemon delivers it. */
+int fastq_set_notification(struct fastq *q, uint32_t pid, int32_t sigev_notify, int32_t signo,
+			   uint64_t value);
+/* This process is the daemon: it never delivers a notification from a send it makes on a
+ * caller's behalf (notify_pending is its own to act on). */
+void fastq_set_daemon(void);
 /* Wake every sleeper of the mapping (the daemon, after a queue is unlinked or on shutdown). */
 void fastq_wake_all(struct fastq *q);
 

@@ -173,8 +173,11 @@ class MappedStore:
     def set_interest(self, interested: bool, notify_armed: bool) -> None:
         self.queue.set_interest(interested, notify_armed)
 
-    def take_notify(self) -> bool:
+    def take_notify(self) -> int:
         return self.queue.take_notify()
+
+    def set_notification(self, pid: int, sigev_notify: int, signo: int, value: int) -> None:
+        self.queue.set_notification(pid, sigev_notify, signo, value)
 
     def wait_change(self, seen: int, timeout: float) -> int | None:
         """In a worker thread: until the mapping changes (its change counter), or None."""
