@@ -292,6 +292,8 @@ static void wake_everyone(struct header *h)
 	wake(&h->change_seq, INT_MAX);
 }
 
+static void reap_waiters(struct header *h);
+
 /* Replay the undo record of an operation that did not finish (its process died holding the
  * mutex, or faulted on the caller's buffer): before the commit store, undo; after, finish. */
 static void recover(struct fastq *q)
@@ -319,9 +321,13 @@ static void recover(struct fastq *q)
 				move_entry(q, head, at, u->target, 0);
 			h->free_count = u->old_free - 1;
 			h->bytes = u->old_bytes + u->length;
-			/* the queue was empty and no receiver sleeps to take it (do_send) */
-			if (hc_count(u->old_hc) == 0 && h->notify_armed && h->recv_waiters == 0)
-				h->notify_pending = 1;
+			/* the queue was empty and no receiver sleeps to take it: as do_send */
+			if (hc_count(u->old_hc) == 0 && h->notify_armed) {
+				if (h->recv_waiters)
+					reap_waiters(h);
+				if (h->recv_waiters == 0)
+					h->notify_pending = 1;
+			}
 		} else {
 			h->free_count = u->old_free;
 			h->bytes = u->old_bytes;

@@ -184,3 +184,22 @@ def test_a_sender_killed_before_its_commit_fires_no_notification(
     assert crash_in_child(queue, point, lambda: queue.send(b"first", 1))
     assert contents(queue) == []
     assert not queue.take_notify()
+
+
+def test_the_replayed_notification_does_not_count_a_receiver_killed_asleep(
+    tmp_path: Path,
+) -> None:
+    queue = new_queue(tmp_path, 4, 16)
+    queue.set_interest(False, notify_armed=True)
+    receiver = os.fork()
+    if receiver == 0:
+        try:
+            queue.receive()
+        finally:
+            os._exit(0)
+    wait_until(lambda: queue.state().recv_waiters == 1, what="the receiver to sleep")
+    os.kill(receiver, 9)
+    os.waitpid(receiver, 0)
+    assert crash_in_child(queue, 6, lambda: queue.send(b"first", 1))
+    assert queue.take_notify()  # nobody alive waits to receive: it fires
+    assert contents(queue) == [(b"first", 1)]
