@@ -194,6 +194,11 @@ class MappedStore:
             if last:
                 self.queue.close()
 
+    @property
+    def released(self) -> bool:
+        """The queue was destroyed: the mapping is (being) let go."""
+        return self._released
+
     def wake_all(self) -> None:
         """Wake every process and thread asleep on the mapping (the daemon is stopping)."""
         self.queue.wake_all()

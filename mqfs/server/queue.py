@@ -342,6 +342,9 @@ class Queue:
     _interest: tuple[bool, bool] = (False, False)
     _watching: bool = False
     _seen_mapping: int = -1
+    # True while the daemon acts on such a change (_reconcile): no request of the queue
+    # file is in progress, so the kernel may hold any lock (see inodes.CachedViews).
+    changed_outside: bool = False
     _seen_count: int = 0
 
     def __post_init__(self) -> None:
@@ -524,7 +527,7 @@ class Queue:
         try:
             seen = store.state().change_seq
             self._reconcile()
-            while self._interest[0] and not self.closing and self.store is store:
+            while self._interest[0] and not self.closing and not store.released:
                 changed = await trio.to_thread.run_sync(
                     store.wait_change, seen, WATCH_SLICE, limiter=_MAPPING_WATCHERS
                 )
@@ -554,8 +557,15 @@ class Queue:
         """After a change by another process: serve the callers parked in the daemon, fire
         the notification the sender flagged, and tell the watchers."""
         store = self.store
-        if not isinstance(store, MappedStore) or self.closing:
+        if not isinstance(store, MappedStore) or self.closing or store.released:
             return
+        self.changed_outside = True
+        try:
+            self._reconcile_mapping(store)
+        finally:
+            self.changed_outside = False
+
+    def _reconcile_mapping(self, store: MappedStore) -> None:
         state = store.state()
         changed = state.generation != self._seen_mapping
         kind = "send" if state.count > self._seen_count else "receive"
