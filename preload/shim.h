@@ -71,6 +71,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,6 +99,11 @@ struct real_functions {
 	int (*fcntl)(int, int, ...);
 	int (*fcntl64)(int, int, ...);
 	long (*syscall)(long, ...);
+	int (*close)(int);
+	int (*dup2)(int, int);
+	int (*dup3)(int, int, int);
+	int (*close_range)(unsigned, unsigned, int);
+	void (*closefrom)(int);
 };
 
 extern struct real_functions real;
@@ -127,6 +133,10 @@ int copy_out(void *user, const void *from, size_t len);
 /* 0 if every byte of [user, user + len) can be read (one byte of each page is), else EFAULT:
  * a long message is checked whole before its first chunk goes to the daemon. */
 int check_readable(const void *user, size_t len);
+/* A received message: the priority (if user_prio is not NULL), then len bytes of the
+ * message, in that order (EFAULT at the first bad byte, as the kernel's mq_timedreceive). */
+int copy_out_message(unsigned *user_prio, unsigned prio, void *user, const void *from,
+		     size_t len);
 /* *user into *copy as the kernel's prepare_timeout: EFAULT, or EINVAL for a negative
  * tv_sec or a tv_nsec outside [0, 1e9). */
 int read_timeout(const struct timespec *user, struct timespec *copy);
@@ -167,6 +177,21 @@ static inline int not_ours(int result)
 int framed_send(mqd_t mqd, const char *msg, size_t len, unsigned prio, int *result);
 /* The same for mq_receive: *result is its result; 0 means nothing was received. */
 int framed_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio, ssize_t *result);
+
+/* -- fastpath.c: the queue's shared mapping on a `-o fastpath` mount --------------------- */
+
+/* After mq_open made *fd* a queue descriptor: ask MAP, and remember the answer. */
+void fast_open(int fd);
+/* Descriptor *fd* was closed or replaced: forget what is known about it. */
+void fast_forget(int fd);
+/* 1 if the call ran on the mapping (its result in *result*, errno set), 0: the daemon's
+ * way. After the timeout's and the priority's checks. */
+int fast_send(mqd_t mqd, const char *msg, size_t len, unsigned prio,
+	      const struct timespec *deadline, int *result);
+int fast_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
+		 const struct timespec *deadline, ssize_t *result);
+int fast_getattr(mqd_t mqd, struct mq_attr *attr, int *result);
+void fast_after_fork_child(void);
 
 /* -- notify.c: fork handlers, registered by lookup.c's init --------------------------------- */
 

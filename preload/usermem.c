@@ -53,6 +53,45 @@ int copy_out(void *user, const void *from, size_t len)
 	return copy_user((void *)from, user, len, 1);
 }
 
+int copy_out_message(unsigned *user_prio, unsigned prio, void *user, const void *from,
+		     size_t len)
+{
+	if (__atomic_load_n(&vm_copy_refused, __ATOMIC_RELAXED) ||
+	    (user_prio == NULL && len == 0)) {
+		if (user_prio != NULL && copy_out(user_prio, &prio, sizeof prio) < 0)
+			return -1;
+		return copy_out(user, from, len);
+	}
+	/* One system call: the kernel copies the iovecs in order and stops at a bad page. */
+	struct iovec here[2], there[2];
+	int count = 0;
+	size_t total = 0;
+	if (user_prio != NULL) {
+		here[count] = (struct iovec){.iov_base = &prio, .iov_len = sizeof prio};
+		there[count++] = (struct iovec){.iov_base = user_prio, .iov_len = sizeof prio};
+		total += sizeof prio;
+	}
+	if (len > 0) {
+		here[count] = (struct iovec){.iov_base = (void *)from, .iov_len = len};
+		there[count++] = (struct iovec){.iov_base = user, .iov_len = len};
+		total += len;
+	}
+	int saved = errno;
+	ssize_t done = process_vm_writev(getpid(), here, (unsigned long)count, there,
+					 (unsigned long)count, 0);
+	if (done == (ssize_t)total) {
+		errno = saved;
+		return 0;
+	}
+	if (done >= 0 || errno == EFAULT)
+		return fail(EFAULT);
+	if (errno != ENOSYS && errno != EPERM)
+		return -1;
+	__atomic_store_n(&vm_copy_refused, 1, __ATOMIC_RELAXED);
+	errno = saved;
+	return copy_out_message(user_prio, prio, user, from, len);
+}
+
 int read_timeout(const struct timespec *user, struct timespec *copy)
 {
 	if (copy_in(copy, user, sizeof *copy) < 0)
