@@ -133,8 +133,12 @@ int copy_out(void *user, const void *from, size_t len);
 /* 0 if every byte of [user, user + len) can be read (one byte of each page is), else EFAULT:
  * a long message is checked whole before its first chunk goes to the daemon. */
 int check_readable(const void *user, size_t len);
-/* A received message: the priority (if user_prio is not NULL), then len bytes of the
- * message, in that order (EFAULT at the first bad byte, as the kernel's mq_timedreceive). */
+/* The fast path's copies (usermem.c, "the fault guard"): as copy_in, and a received
+ * message: the priority (if user_prio is not NULL), then len bytes, in that order (EFAULT
+ * at the first bad byte, as the kernel's mq_timedreceive). Plain memcpy under a SIGSEGV/
+ * SIGBUS guard once fault_guard_install() has run, else copy_in/copy_out. */
+void fault_guard_install(void);
+int guarded_copy_in(void *to, const void *user, size_t len);
 int copy_out_message(unsigned *user_prio, unsigned prio, void *user, const void *from,
 		     size_t len);
 /* *user into *copy as the kernel's prepare_timeout: EFAULT, or EINVAL for a negative
