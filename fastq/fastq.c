@@ -182,6 +182,7 @@ int fastq_guard_install(void)
 
 static int64_t lock_timeout_ns;
 static __thread struct fastq *holding; /* the queue whose mutex this thread holds */
+static __thread int pinned;             /* fastq_lock's extra holds of it (nesting) */
 
 void fastq_set_lock_timeout(int64_t timeout_ns) { lock_timeout_ns = timeout_ns; }
 
@@ -287,6 +288,10 @@ static int lock(struct fastq *q)
 {
 	struct header *h = hdr(q);
 	int r;
+	if (holding == q) { /* inside fastq_lock: the mutex is ours already */
+		pinned++;
+		return 0;
+	}
 	if (lock_timeout_ns > 0) {
 		struct timespec until;
 		clock_gettime(CLOCK_MONOTONIC, &until);
@@ -318,6 +323,10 @@ static int lock(struct fastq *q)
 
 static void unlock(struct fastq *q)
 {
+	if (pinned) {
+		pinned--;
+		return;
+	}
 	holding = NULL;
 	pthread_mutex_unlock(&hdr(q)->lock);
 }
@@ -629,7 +638,7 @@ static ssize_t take(struct fastq *q, uint32_t head, uint32_t count, uint64_t pos
 static ssize_t do_receive(struct fastq *q, void *buf, size_t buflen, unsigned *prio, unsigned flags,
 			  const struct timespec *deadline)
 {
-	if (buflen < q->msgsize)
+	if (buflen < q->msgsize && !(flags & FASTQ_UPTO))
 		return -EMSGSIZE;
 	struct header *h = hdr(q);
 	int r = lock(q);
@@ -649,6 +658,14 @@ static ssize_t do_receive(struct fastq *q, void *buf, size_t buflen, unsigned *p
 		if ((r = wait_once(q, &h->sent_seq, &h->recv_waiters, flags, deadline))) {
 			pass_on(q, &h->sent_seq, h->recv_waiters, 0);
 			return r;
+		}
+	}
+	if (flags & FASTQ_UPTO) {
+		struct entry e;
+		struct slot_header *s = message_at(q, head, 0, &e);
+		if (s && s->length > buflen) {
+			got = -EMSGSIZE;
+			goto out;
 		}
 	}
 	got = take(q, head, count, 0, buf, buflen, prio);
@@ -818,10 +835,12 @@ static ssize_t fault(struct fastq *q)
 	if (at >= q->base && at < q->base + q->size) {
 		q->broken = 1;
 		holding = NULL; /* the mutex is in the lost pages: leave it */
+		pinned = 0;
 		return -EUCLEAN;
 	}
 	if (holding == q) {
 		recover(q);
+		pinned = 0;
 		unlock(q);
 	}
 	return -EFAULT;
@@ -954,4 +973,20 @@ void fastq_wake_all(struct fastq *q)
 	guard_env = &here;
 	do_wake_all(q);
 	guard_env = outer;
+}
+
+/* The mutex is held from the first lock() (pinned counts the calls inside). */
+static ssize_t do_pin(struct fastq *q) { return lock(q); }
+
+int fastq_lock(struct fastq *q)
+{
+	if (holding == q)
+		return -EDEADLK;
+	GUARDED(q, do_pin(q));
+}
+
+void fastq_unlock(struct fastq *q)
+{
+	if (holding == q && !pinned)
+		unlock(q);
 }

@@ -99,6 +99,7 @@ void fastq_detach(struct fastq *q);
 /* flags for send/receive */
 #define FASTQ_NONBLOCK 1u /* EAGAIN instead of waiting */
 #define FASTQ_TIMED 2u    /* *deadline is an absolute CLOCK_REALTIME time: ETIMEDOUT after */
+#define FASTQ_UPTO 4u     /* receive: any buflen; -EMSGSIZE (nothing taken) if the head is longer */
 
 /* mq_timedsend on the mapping: the caller has checked the descriptor, the priority and the
  * timeout's format (the kernel's order); this checks the length (EMSGSIZE) and waits for
@@ -121,6 +122,12 @@ ssize_t fastq_peek(struct fastq *q, uint64_t index, uint64_t offset, void *buf, 
  * Copies up to *buflen* bytes of it out first. Returns its length. */
 ssize_t fastq_remove(struct fastq *q, uint64_t index, uint64_t generation, void *buf,
 		     size_t buflen, uint32_t *prio);
+
+/* Hold the mutex across several calls of this thread, which then run under it (the
+ * daemon's consistent snapshots: a generation, a count and the messages of one instant).
+ * No call in between may wait. -EDEADLK if this thread holds it already. */
+int fastq_lock(struct fastq *q);
+void fastq_unlock(struct fastq *q);
 
 /* Remove every message (the daemon's unlink of a durable queue, tests). */
 int fastq_clear(struct fastq *q);

@@ -15,12 +15,14 @@ The library itself is built by ``scripts/build-preload`` with the shim.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import math
 import os
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ LIBRARY = Path(os.environ.get("MQFS_FASTQ_LIBRARY", _ROOT / ".venv" / "lib" / "l
 
 NONBLOCK = 1
 TIMED = 2
+UPTO = 4
 PRIO_MAX = 32768
 CRASH_POINTS = 12
 
@@ -130,6 +133,8 @@ def library() -> ctypes.CDLL:
                 "fastq_set_lock_timeout": (None, [i64]),
                 "fastq_crash_at": (None, [ctypes.c_int]),
                 "fastq_check": (ctypes.c_int, [p]),
+                "fastq_lock": (ctypes.c_int, [p]),
+                "fastq_unlock": (None, [p]),
             }
             for name, (restype, argtypes) in signatures.items():
                 function = getattr(lib, name)
@@ -264,6 +269,29 @@ class MappedQueue:
                 _interrupted()
                 continue
             _check(r, "receive", self.name)
+
+    def receive_upto(self, size: int) -> tuple[bytes, int] | None:
+        """Take the head if it is at most *size* bytes long: (payload, priority); None if
+        it is longer (nothing taken). WouldBlock if the queue is empty."""
+        buffer = self._buffer
+        r = self._receive(
+            self._ref, buffer, min(size, len(buffer)), ctypes.byref(self._prio), NONBLOCK | UPTO,
+            None,
+        )  # fmt: skip
+        if r == -errno.EMSGSIZE:
+            return None
+        _check(r, "receive", self.name)
+        return buffer.raw[:r], self._prio.value
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Hold the queue's mutex for the block: its calls see one instant. Nothing in the
+        block may wait (a blocking send or receive would deadlock)."""
+        _check(self._lib.fastq_lock(self._ref), "lock", self.name)
+        try:
+            yield
+        finally:
+            self._lib.fastq_unlock(self._ref)
 
     def peek(
         self, index: int, offset: int = 0, size: int | None = None
