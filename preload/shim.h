@@ -7,7 +7,9 @@
  * the CREATE ioctl on the mount's root plus open(MNT/name/queue), and the returned mqd_t is
  * that real file descriptor: fork, dup, close, poll/select/epoll and FD_CLOEXEC behave as
  * with the kernel's mqd_t. Send/receive/getattr/setattr/notify are the mqfs ioctls of
- * include/mqfs.h. Without MQFS_MOUNT every call goes straight to glibc (dlsym RTLD_NEXT).
+ * include/mqfs.h (send/receive mostly framed I/O: framed.c); on a `-o fastpath` mount the
+ * owner's send/receive/getattr run on the queue's mapping instead (fastpath.c). Without
+ * MQFS_MOUNT every call goes straight to glibc (dlsym RTLD_NEXT).
  *
  * A descriptor that is not an mqfs queue is handed to glibc too: the ioctl says ENOTTY (a
  * pipe, a file, a kernel queue) or EBADF (closed, -1; or an mqfs queue not open for that
@@ -16,7 +18,7 @@
  * mq_notify's flags) and answers exactly as without the shim.
  *
  * Behaviour the shim chooses (see README, "LD_PRELOAD"):
- *  - EINTR: a blocked FUSE request interrupted by a signal fails with EINTR whatever
+ *  - EINTR (the daemon's way; the fast path's is the kernel's own, fastpath.c): a blocked FUSE request interrupted by a signal fails with EINTR whatever
  *    SA_RESTART says. The kernel restarts mq_(timed)send/receive when the handler has
  *    SA_RESTART. The shim cannot learn which signal interrupted it, so it restarts only when
  *    that is certainly right: when every caught signal of the process has SA_RESTART.
@@ -42,9 +44,15 @@
  *               interrupted blocking call is restarted (EINTR and SA_RESTART)
  *   notify.c    mq_notify and SIGEV_THREAD (helper threads, fork), mq_close
  *   peek.c      the proposed peek APIs: fcntl/fcntl64(F_MQ_PEEK) and syscall(548)
+ *   framed.c    mq_send and mq_receive as one pwritev/preadv of the queue file
+ *   fastpath.c  on a `-o fastpath` mount: the queue's shared mapping (MAP ioctl), on which
+ *               send, receive and getattr run with fastq (fastq/fastq.c, compiled in), and
+ *               the descriptor table that close, dup2, dup3, close_range, closefrom keep
  *   usermem.c   the program's buffers, copied so that a bad pointer is EFAULT, not a crash
+ *               (the fast path's copies: a memcpy under a SIGSEGV/SIGBUS guard)
  *
- * Only the mq_* functions, __mq_open_2, fcntl, fcntl64 and syscall are exported (EXPORT);
+ * Only the mq_* functions, __mq_open_2, fcntl, fcntl64, syscall, close, dup2, dup3,
+ * close_range and closefrom are exported (EXPORT);
  * the library is built with -fvisibility=hidden and everything declared below is hidden
  * too, so the split into files adds no symbol to the library's interface.
  *
