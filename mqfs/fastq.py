@@ -32,6 +32,8 @@ _ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = Path(os.environ.get("MQFS_FASTQ_LIBRARY", _ROOT / ".venv" / "lib" / "libmqfs-fastq.so"))
 """Where scripts/build-preload puts the core (MQFS_FASTQ_LIBRARY overrides)."""
 
+VERSION = 1
+"""The mapping layout's version (fastq.h's FASTQ_VERSION): the MAP ioctl reports it."""
 NONBLOCK = 1
 TIMED = 2
 UPTO = 4
