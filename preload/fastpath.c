@@ -420,3 +420,50 @@ EXPORT void closefrom(int low)
 	if (low >= 0)
 		forget_range((unsigned)low, ~0u);
 }
+
+/* -- the proposed peek APIs (peek.c) --------------------------------------------------------- */
+
+int fast_attr(int fd, struct mqfs_attr *attr)
+{
+	struct mapping *m = acquire(fd);
+	if (m == NULL)
+		return 0;
+	memset(attr, 0, sizeof *attr);
+	attr->maxmsg = m->q.maxmsg;
+	attr->msgsize = m->q.msgsize;
+	release(m);
+	return 1;
+}
+
+int fast_peek(int fd, uint64_t index, char *buf, size_t bufmax, unsigned *prio,
+	      ssize_t *result)
+{
+	struct mapping *m = acquire(fd);
+	if (m == NULL)
+		return 0;
+	char stack[BOUNCE_STACK], *bounce = stack;
+	size_t room = bufmax < m->q.msgsize ? bufmax : m->q.msgsize;
+	ssize_t r;
+	uint32_t length, priority;
+	if (room > sizeof stack && (bounce = malloc(room)) == NULL) {
+		r = fail(ENOMEM);
+	} else {
+		/* One snapshot under the queue's mutex, as the kernel's peek under its lock. */
+		r = fastq_peek(&m->q, index, 0, bounce, room, &length, &priority, NULL);
+		if (r < 0)
+			r = fail((int)-r);
+		else if (copy_out_message(NULL, 0, buf, bounce, (size_t)r) < 0)
+			r = -1;
+		else
+			*prio = priority;
+	}
+	if (bounce != stack)
+		free(bounce);
+	release(m);
+	if (r < 0 && errno == EUCLEAN) {
+		give_up(fd);
+		return 0;
+	}
+	*result = r;
+	return 1;
+}

@@ -203,6 +203,11 @@ int fast_send(mqd_t mqd, const char *msg, size_t len, unsigned prio,
 int fast_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
 		 const struct timespec *deadline, ssize_t *result);
 int fast_getattr(mqd_t mqd, struct mq_attr *attr, int *result);
+/* peek.c's: 1 if *fd* is a mapped queue (its maxmsg and msgsize in *attr*); and message
+ * *index* peeked from the mapping, as peek.c's peek_into (EAGAIN, ENOENT, EFAULT). */
+int fast_attr(int fd, struct mqfs_attr *attr);
+int fast_peek(int fd, uint64_t index, char *buf, size_t bufmax, unsigned *prio,
+	      ssize_t *result);
 void fast_after_fork_child(void);
 
 /* -- notify.c: fork handlers, registered by lookup.c's init --------------------------------- */
