@@ -432,3 +432,26 @@ def test_another_user_goes_through_the_daemon(
     assert done.stderr.count(f", {FRAMED_OFFSET})") == 50  # framed sends
     assert done.stderr.count(f", {FRAMED_OFFSET + (1 << 32)})") == 50  # framed receives
     assert mount.info(name)["curmsgs"] == 0
+
+
+def test_interrupted_with_sa_restart_beside_a_handler_without_it(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount, mount_kind: str
+) -> None:
+    """A blocked (timed or not) send or receive interrupted by a SA_RESTART handler while
+    another handler lacks SA_RESTART: the kernel restarts it. So does the fast path, whose
+    wait is the kernel's futex_waitv; the daemon's way cannot tell which signal came and
+    fails with EINTR, as the README says."""
+    program = compile_c("eintr_mixed")
+    name = f"/{unique_queue_name('eintr')}"
+    kernel = on_kernel([program, name]).splitlines()
+    shim = run_program([program, name], shim_env(preload_library, mqfs_mount.path)).splitlines()
+    assert kernel[0] == "receive: 4, handler ran 1"
+    if mount_kind == "fastpath":
+        assert shim == kernel
+    else:
+        assert shim[:4] == [
+            f"{call}: -1 EINTR, handler ran 1"
+            for call in ("receive", "timedreceive", "send", "timedsend")
+        ]
+        assert shim[4:] == kernel[4:]
+    assert os.listdir(mqfs_mount.path) == []
