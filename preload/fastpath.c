@@ -21,7 +21,10 @@
  * blocked receive: the last reference unmaps. An entry made for a descriptor closed while
  * MAP was being asked is dropped (close sets the slot UNKNOWN, and only a BUSY slot is
  * filled). Slot chunks are allocated on first use and never freed: memory grows with the
- * highest descriptor number used for queues, not with history.
+ * highest descriptor number used for queues, not with history. mq_send and mq_receive are
+ * async-signal-safe: a call only tries the slot's lock (a handler may have interrupted its
+ * holder) and goes the daemon's way if it stays taken, and a message of up to BOUNCE_STACK
+ * bytes bounces through the stack; asking MAP for a descriptor new to the table allocates.
  *
  * Semantics. The kernel's order of checks is kept: the timeout (EFAULT, EINVAL) and the
  * priority are sendrecv.c's, before this file is asked; then EBADF from the access mode,
@@ -101,6 +104,18 @@ static void slot_lock(struct slot *s)
 }
 
 static void slot_unlock(struct slot *s) { __atomic_store_n(&s->lock, 0, __ATOMIC_RELEASE); }
+
+/* The lock, unless it stays taken: its holder may be the code this thread's signal handler
+ * interrupted (mq_send is async-signal-safe), which would never let go. 0: not taken. */
+static int slot_trylock(struct slot *s)
+{
+	for (int attempt = 0; attempt < 64; attempt++) {
+		if (!__atomic_exchange_n(&s->lock, 1, __ATOMIC_ACQUIRE))
+			return 1;
+		sched_yield();
+	}
+	return 0;
+}
 
 static int is_mapping(uintptr_t value) { return value > BUSY; }
 
@@ -198,7 +213,8 @@ static struct mapping *acquire(int fd)
 	if (value == NONE || value == BUSY)
 		return NULL;
 	if (value == UNKNOWN) {
-		slot_lock(s);
+		if (!slot_trylock(s))
+			return NULL;
 		int mine = s->value == UNKNOWN;
 		if (mine)
 			s->value = BUSY;
@@ -207,7 +223,7 @@ static struct mapping *acquire(int fd)
 			return NULL;
 		int transient;
 		struct mapping *m = map_queue(fd, &transient);
-		slot_lock(s);
+		slot_lock(s); /* this thread set BUSY: no handler of its own holds the lock */
 		if (s->value == BUSY) { /* not closed meanwhile */
 			s->value = m != NULL ? (uintptr_t)m : transient ? UNKNOWN : NONE;
 			m = NULL;
@@ -217,7 +233,8 @@ static struct mapping *acquire(int fd)
 			release(m);
 	}
 	struct mapping *m = NULL;
-	slot_lock(s);
+	if (!slot_trylock(s))
+		return NULL; /* the daemon's way, which reads the same mapping */
 	if (is_mapping(s->value)) {
 		m = (struct mapping *)s->value;
 		__atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
