@@ -47,20 +47,8 @@ def compile_c(tmp_path: Path) -> Compile:
 
 
 def test_transcript_same_as_kernel(
-    preload_library: Path,
-    compile_c: Compile,
-    mqfs_mount: Mount,
-    mount_kind: str,
-    request: pytest.FixtureRequest,
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount
 ) -> None:
-    if mount_kind == "fastpath":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="the daemon fires a notification flagged in the mapping with no sender "
-                "(queue.py _reconcile: _notify(None)), so si_pid is not the sending process",
-            )
-        )
     program = compile_c("mq_transcript")
     prefix = unique_queue_name("t")
     kernel = on_kernel([program, prefix])
