@@ -106,8 +106,9 @@ void fastq_detach(struct fastq *q);
 #define FASTQ_UPTO 4u     /* receive: any buflen; -EMSGSIZE (nothing taken) if the head is longer */
 
 /* mq_timedsend on the mapping: the caller has checked the descriptor, the priority and the
- * timeout's format (the kernel's order); this checks the length (EMSGSIZE) and waits for
- * room. Returns 0, -EMSGSIZE, -EINVAL, -EAGAIN, -ETIMEDOUT, -EINTR or -EUCLEAN. */
+ * timeout's format (the kernel's order); this checks the priority (EINVAL) and the length
+ * (EMSGSIZE) again in that order, then waits for room.
+ * Returns 0, -EINVAL, -EMSGSIZE, -EAGAIN, -ETIMEDOUT, -EINTR or -EUCLEAN. */
 int fastq_send(struct fastq *q, const void *msg, size_t len, unsigned prio, unsigned flags,
 	       const struct timespec *deadline);
 
@@ -122,7 +123,8 @@ ssize_t fastq_receive(struct fastq *q, void *buf, size_t buflen, unsigned *prio,
 ssize_t fastq_peek(struct fastq *q, uint64_t index, uint64_t offset, void *buf, size_t buflen,
 		   uint32_t *length, uint32_t *prio, uint64_t *generation);
 
-/* Remove message *index* if the queue is still at *generation* (0: any): -ESTALE if not.
+/* Remove message *index* if the queue is still at *generation* (0: any): -ESTALE if not,
+ * then -ENOENT if there is no message at *index* (an empty queue too: nothing to wait for).
  * Copies up to *buflen* bytes of it out first. Returns its length. */
 ssize_t fastq_remove(struct fastq *q, uint64_t index, uint64_t generation, void *buf,
 		     size_t buflen, uint32_t *prio);
@@ -172,7 +174,7 @@ void fastq_set_lock_timeout(int64_t timeout_ns);
 
 /* Tests: SIGKILL this process when it next reaches crash point *point* (1..FASTQ_CRASH_POINTS,
  * the stores of send, receive and remove, fastq.c's CRASH_POINT); 0 turns it off. */
-#define FASTQ_CRASH_POINTS 12
+#define FASTQ_CRASH_POINTS 10
 void fastq_crash_at(int point);
 
 /* Check the mapping's invariants under the mutex (tests): 0 or -EUCLEAN. */

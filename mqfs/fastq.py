@@ -39,7 +39,7 @@ NONBLOCK = 1
 TIMED = 2
 UPTO = 4
 PRIO_MAX = 32768
-CRASH_POINTS = 12
+CRASH_POINTS = 10  # fastq.h FASTQ_CRASH_POINTS: the CRASH_POINT(n) of fastq.c
 
 
 class _Fastq(ctypes.Structure):
