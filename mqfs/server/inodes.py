@@ -133,7 +133,9 @@ class Invalidator(Protocol):
     """How the kernel is told to drop what it caches (pyfuse3's functions)."""
 
     def invalidate_entry(self, inode_p: int, name: bytes) -> None: ...
-    def invalidate_entry_async(self, inode_p: int, name: bytes) -> None: ...
+    def invalidate_entry_async(
+        self, inode_p: int, name: bytes, deleted: int = 0, ignore_enoent: bool = False
+    ) -> None: ...
     def invalidate_inode(self, inode: int, attr_only: bool = False) -> None: ...
 
 
@@ -162,7 +164,7 @@ class CachedViews:
             # moment (an rmdir of the queue may hold that lock and wait for us): the
             # notification goes from pyfuse3's own thread then.
             if queue.changed_outside:
-                self.kernel.invalidate_entry_async(inode_of(queue), b"msgs")
+                self.kernel.invalidate_entry_async(inode_of(queue), b"msgs", ignore_enoent=True)
                 return
             with contextlib.suppress(OSError):  # ENOENT: the kernel has already let go
                 self.kernel.invalidate_entry(inode_of(queue), b"msgs")
