@@ -86,6 +86,7 @@ struct header {
 	int32_t notify_signo;
 	uint32_t notify_fired;
 	uint64_t notify_value;
+	int64_t change_ns; /* CLOCK_REALTIME of the last send or receive: the queue file's times */
 };
 
 _Static_assert(sizeof(struct header) <= HEADER_BYTES, "header fits its page");
@@ -197,6 +198,13 @@ static uint32_t self_pid(void)
 	if (!own_pid)
 		own_pid = getpid();
 	return (uint32_t)own_pid;
+}
+
+static int64_t realtime_ns(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now); /* the vDSO: no system call */
+	return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
 /* -- test hooks ------------------------------------------------------------------------- */
@@ -772,6 +780,7 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 	h->bytes += len;
 	h->generation++;
 	h->last_sender = self_pid();
+	h->change_ns = realtime_ns();
 	CRASH_POINT(6);
 	if (count == 0 && h->notify_armed) {
 		if (h->recv_waiters)
@@ -818,6 +827,7 @@ static ssize_t take(struct fastq *q, uint32_t head, uint32_t count, uint64_t pos
 	h->bytes -= length;
 	h->generation++;
 	h->last_receiver = self_pid();
+	h->change_ns = realtime_ns();
 	CRASH_POINT(10);
 	__atomic_store_n(&u->op, OP_NONE, __ATOMIC_RELEASE);
 	announce(h, &h->received_seq, h->send_waiters);
@@ -964,7 +974,7 @@ static ssize_t do_state(struct fastq *q, struct fastq_state *out)
 				.send_waiters = h->send_waiters, .daemon_interest = h->daemon_interest,
 				.notify_pending = h->notify_pending, .change_seq = h->change_seq,
 				.recovered = h->recovered, .last_sender = h->last_sender,
-				.last_receiver = h->last_receiver};
+				.last_receiver = h->last_receiver, .change_ns = h->change_ns};
 		}
 	}
 	unlock(q);

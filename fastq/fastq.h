@@ -89,6 +89,7 @@ struct fastq_state {
 	uint32_t recovered;    /* how many times an owner-dead mutex was recovered */
 	uint32_t last_sender;  /* process ids of the last send and receive (0: none yet) */
 	uint32_t last_receiver;
+	int64_t change_ns;     /* CLOCK_REALTIME of the last send or receive (0: none yet) */
 };
 
 /* Bytes of the mapping for this geometry; 0 if it is not representable. */

@@ -72,6 +72,7 @@ class _State(ctypes.Structure):
         ("recovered", ctypes.c_uint32),
         ("last_sender", ctypes.c_uint32),
         ("last_receiver", ctypes.c_uint32),
+        ("change_ns", ctypes.c_int64),
     ]
 
 
@@ -118,6 +119,7 @@ class State:
     recovered: int
     last_sender: int
     last_receiver: int
+    change_ns: int
 
 
 _loaded: list[ctypes.CDLL] = []  # the library, once loaded
@@ -371,7 +373,7 @@ class MappedQueue:
         return State(
             out.generation, out.bytes, out.count, out.head_length, out.recv_waiters,
             out.send_waiters, bool(out.daemon_interest), bool(out.notify_pending),
-            out.change_seq, out.recovered, out.last_sender, out.last_receiver,
+            out.change_seq, out.recovered, out.last_sender, out.last_receiver, out.change_ns,
         )  # fmt: skip
 
     def sleepers(self) -> list[Sleeper]:

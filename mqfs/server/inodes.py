@@ -107,11 +107,7 @@ def attributes(queue: Queue | None, inode: int, root_times: int) -> pyfuse3.Entr
     elif slot == SLOT_QUEUE:
         entry.st_mode = stat.S_IFREG | (mode & 0o666)
         entry.st_size = KERNEL_QUEUE_FILE_SIZE
-        entry.st_atime_ns, entry.st_mtime_ns, entry.st_ctime_ns = (
-            queue.atime,
-            queue.mtime,
-            queue.ctime,
-        )
+        entry.st_atime_ns, entry.st_mtime_ns, entry.st_ctime_ns = queue.file_times()
         entry.attr_timeout = 0  # times change with every message
     elif slot == SLOT_STATUS:
         entry.st_mode = stat.S_IFREG | read_bits

@@ -365,6 +365,17 @@ class Queue:
             return self._generation + store.generation
         return self._generation
 
+    def file_times(self) -> tuple[int, int, int]:
+        """atime, mtime, ctime of the queue file: every send and receive sets all three
+        (the kernel's mq_timedsend/receive), those made straight in a fast-path queue's
+        mapping too."""
+        times = (self.atime, self.mtime, self.ctime)
+        store = self.store
+        if isinstance(store, MappedStore) and not store.released:
+            changed = store.state().change_ns
+            return (max(times[0], changed), max(times[1], changed), max(times[2], changed))
+        return times
+
     @property
     def mapped(self) -> MappedStore | None:
         """The fast-path store, if this queue has one."""
