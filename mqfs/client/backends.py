@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mqfs import errors, mounts, posix, wire
+from mqfs import errors, fastq, mounts, posix, wire
 from mqfs.client import calls
 from mqfs.client.calls import Deadline
 from mqfs.posix import SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD
@@ -284,6 +284,72 @@ def default_mount() -> Path:
     return Path(os.environ.get("MQFS_MOUNT") or DEFAULT_MOUNT)
 
 
+class _Mapped:
+    """An mqfs descriptor whose queue this process maps (``-o fastpath``): send, receive
+    and curmsgs go to the mapping with no daemon round trip, after the checks the kernel
+    makes before its queue's lock, in its order (the timespec's and the priority's
+    EINVAL, EBADF for the access mode, EMSGSIZE for a short receive buffer). The access
+    mode and O_NONBLOCK are the descriptor's, known here from mq_open's flags and from
+    every mq_setattr made through the backend (which the daemon is told too, for what
+    still goes through it: framed I/O, read/write, peeks)."""
+
+    __slots__ = ("maxmsg", "msgsize", "nonblock", "queue", "readable", "writable")
+
+    def __init__(self, queue: fastq.MappedQueue, oflag: int) -> None:
+        self.queue = queue
+        self.maxmsg, self.msgsize = queue.maxmsg, queue.msgsize
+        access = oflag & os.O_ACCMODE
+        self.readable = access in (os.O_RDONLY, os.O_RDWR)
+        self.writable = access in (os.O_WRONLY, os.O_RDWR)
+        self.nonblock = bool(oflag & os.O_NONBLOCK)
+
+    def send(self, message: bytes, priority: int, deadline: Deadline | None) -> None:
+        if deadline is not None:
+            _check_timespec(deadline)
+        priority &= 0xFFFFFFFF  # an unsigned int, as in C
+        if priority >= posix.MQ_PRIO_MAX:
+            _raise(errno.EINVAL, "mq_timedsend")
+        if not self.writable:
+            _raise(errno.EBADF, "mq_timedsend")
+        self.queue.send(message, priority, nonblock=self.nonblock, deadline=deadline, restart=False)
+
+    def receive(self, bufsize: int, deadline: Deadline | None) -> tuple[bytes, int]:
+        if deadline is not None:
+            _check_timespec(deadline)
+        if not self.readable:
+            _raise(errno.EBADF, "mq_timedreceive")
+        if bufsize < self.msgsize:
+            _raise(errno.EMSGSIZE, "mq_timedreceive")
+        return self.queue.receive(nonblock=self.nonblock, deadline=deadline, restart=False)
+
+
+def _check_timespec(deadline: Deadline) -> None:
+    """EINVAL for an abs_timeout the kernel's timespec64_valid refuses."""
+    tv_sec, tv_nsec = deadline
+    if tv_sec < 0 or not 0 <= tv_nsec < 1_000_000_000:
+        _raise(errno.EINVAL, "abs_timeout")
+
+
+def _attach(fd: int, oflag: int, name: str) -> _Mapped | None:
+    """The mapping of the queue open on *fd*, if the daemon offers it to this process
+    (MAP) and it is what GETATTR says; None otherwise: then everything goes through the
+    daemon, as on a mount without ``-o fastpath`` or for a caller not the queue's owner."""
+    try:
+        where = calls.map(fd)
+    except OSError:  # EOPNOTSUPP (no fast path), EACCES (not the owner), ENOTTY (older)
+        return None
+    if not os.path.isabs(where.path) or where.version != fastq.VERSION:
+        return None
+    try:
+        attributes = calls.get_attributes(fd)
+        if (attributes.maxmsg, attributes.msgsize) != (where.maxmsg, where.msgsize):
+            return None
+        queue = fastq.MappedQueue(where.path, where.maxmsg, where.msgsize, name)
+    except (OSError, errors.MqfsError):
+        return None  # gone or refused meanwhile, or a mapping that fails its check
+    return _Mapped(queue, oflag)
+
+
 OPEN_ATTEMPTS = 64
 """Creates and opens one mq_open(O_CREAT) tries while the name keeps being unlinked."""
 
@@ -295,6 +361,12 @@ class MqfsBackend:
 
     def __init__(self, mount: Path | str | None = None) -> None:
         self.mount = Path(mount) if mount is not None else default_mount()
+        self._mapped: dict[int, _Mapped] = {}  # descriptors on the fast path
+
+    def mapped(self, mqd: int) -> bool:
+        """Whether *mqd*'s sends and receives go to the queue's shared mapping directly
+        (an ``-o fastpath`` mount, a caller who owns the queue) rather than the daemon."""
+        return mqd in self._mapped
 
     def spec(self) -> str:
         return f"mqfs:{self.mount}"
@@ -357,7 +429,17 @@ class MqfsBackend:
             self._create(bare, oflag, mode, attr)
         # open(2)'s own O_CREAT/O_EXCL must not reach the queue file: CREATE did that.
         flags = oflag & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC
-        return os.open(self.mount / bare / "queue", flags)
+        fd = os.open(self.mount / bare / "queue", flags)
+        mapped = _attach(fd, oflag, name)
+        if mapped is not None:
+            self._forget(fd)
+            self._mapped[fd] = mapped
+        return fd
+
+    def _forget(self, mqd: int) -> None:
+        mapped = self._mapped.pop(mqd, None)
+        if mapped is not None:
+            mapped.queue.close()
 
     def _create(self, bare: str, oflag: int, mode: int, attr: tuple[int, int] | None) -> None:
         if oflag & os.O_CREAT:
@@ -375,6 +457,7 @@ class MqfsBackend:
             os.stat(self.mount / bare / "queue")
 
     def close(self, mqd: int) -> None:
+        self._forget(mqd)
         os.close(mqd)
 
     def unlink(self, name: str) -> None:
@@ -388,22 +471,37 @@ class MqfsBackend:
     def send(
         self, mqd: int, message: bytes, priority: int = 0, deadline: Deadline | None = None
     ) -> None:
-        calls.send(mqd, message, priority, deadline=deadline)
+        mapped = self._mapped.get(mqd)
+        if mapped is None:
+            calls.send(mqd, message, priority, deadline=deadline)
+        else:
+            mapped.send(message, priority, deadline)
 
     def receive(
         self, mqd: int, bufsize: int, deadline: Deadline | None = None
     ) -> tuple[bytes, int]:
-        return calls.receive(mqd, bufsize, deadline=deadline)
+        mapped = self._mapped.get(mqd)
+        if mapped is None:
+            return calls.receive(mqd, bufsize, deadline=deadline)
+        return mapped.receive(bufsize, deadline)
 
     def peek(self, mqd: int, index: int = 0) -> tuple[bytes, int]:
         """Message *index* in receive order, left in the queue (mqfs's extension)."""
         return calls.peek(mqd, index)
 
     def getattr(self, mqd: int) -> Attr:
-        return calls.get_attributes(mqd)
+        mapped = self._mapped.get(mqd)
+        if mapped is None:
+            return calls.get_attributes(mqd)
+        flags = os.O_NONBLOCK if mapped.nonblock else 0
+        return Attr(flags, mapped.maxmsg, mapped.msgsize, mapped.queue.state().count)
 
     def setattr(self, mqd: int, flags: int) -> Attr:
-        return calls.set_attributes(mqd, flags)
+        previous = calls.set_attributes(mqd, flags)  # the daemon checks, and keeps it too
+        mapped = self._mapped.get(mqd)
+        if mapped is not None:
+            mapped.nonblock = bool(flags & os.O_NONBLOCK)
+        return previous
 
     def notify(self, mqd: int, request: Notification | None) -> None:
         if request is None:
