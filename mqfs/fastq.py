@@ -263,7 +263,7 @@ class MappedQueue:
         Raises MessageTooLong, WouldBlock, TimedOut, SignalError, ... A wait a signal
         interrupts is resumed once the handlers have run (as PEP 475), unless not
         *restart*: then SignalError, as mq_timedsend under a handler without SA_RESTART."""
-        flags, until = _deadline(deadline)
+        flags, until = (0, None) if deadline is None else _deadline(deadline)
         if nonblock:
             flags |= NONBLOCK
         if not 0 <= priority < PRIO_MAX:  # ints below 2**31, as _unchecked needs
@@ -283,7 +283,7 @@ class MappedQueue:
         self, *, nonblock: bool = False, deadline: Deadline = None, restart: bool = True
     ) -> tuple[bytes, int]:
         """mq_timedreceive: (payload, priority). *restart* as :meth:`send`'s."""
-        flags, until = _deadline(deadline)
+        flags, until = (0, None) if deadline is None else _deadline(deadline)
         if nonblock:
             flags |= NONBLOCK
         spares = self._spares  # threads receiving at once each need their own buffer
