@@ -33,7 +33,7 @@ LIBRARY = Path(os.environ.get("MQFS_FASTQ_LIBRARY", _ROOT / ".venv" / "lib" / "l
 """Where scripts/build-preload puts the core (MQFS_FASTQ_LIBRARY overrides)."""
 
 VERSION = 1
-"""fastq.h's FASTQ_VERSION: the mapping layout this binding speaks (MAP reports the daemon's)."""
+"""The mapping layout's version (fastq.h's FASTQ_VERSION): the MAP ioctl reports it."""
 NONBLOCK = 1
 TIMED = 2
 UPTO = 4

@@ -9,12 +9,13 @@ command with a wrong size is ENOTTY as any unknown command.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mqfs import errors, wire
+from mqfs import errors, fastq, wire
 from mqfs.server import processes
 from mqfs.server.handles import QueueHandle
 from mqfs.server.queue import Caller, Namespace, Notification, deadline_from_timespec
@@ -56,6 +57,7 @@ class Ioctls:
             wire.IOC_SETPRIO: self.setprio,
             wire.IOC_RECEIVE_ON_READ: self.receive_on_read,
             wire.IOC_REMOVE: self.remove,
+            wire.IOC_MAP: self.map,
         }
 
     def find(self, cmd: int, out_size: int) -> Ioctl:
@@ -128,6 +130,24 @@ class Ioctls:
         else:
             raise errors.InvalidArgument(f"unknown notify action {request.action}")
         return 0, b""
+
+    @staticmethod
+    async def map(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any) -> Any:
+        """Where a fast-path queue's mapping is, for its owner (or root) to map it."""
+        queue = handle.descriptor.queue
+        store = queue.mapped
+        if store is None:
+            raise errors.MqfsError(
+                f"queue {queue.name!r} has no shared mapping (mount with -o fastpath)",
+                errno_value=errno.EOPNOTSUPP,
+            )
+        if ctx.uid not in (0, queue.uid):
+            raise errors.PermissionDenied(
+                f"only the owner of queue {queue.name!r} maps it; others go through mqfs"
+            )
+        if queue.unlinked or not store.path.exists():
+            raise errors.NoSuchQueue(f"queue {queue.name!r} is unlinked: its mapping is gone")
+        return 0, wire.Map(queue.maxmsg, queue.msgsize, fastq.VERSION, str(store.path)).pack()
 
     @staticmethod
     async def notify_wait(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Caller) -> Any:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import math
 import os
 import time
@@ -55,8 +56,18 @@ import trio
 
 from mqfs import errors, wire
 from mqfs.posix import MQ_PRIO_MAX, SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD, check_name
+from mqfs.server.mapped import MappedStore, MappingDirectory
 from mqfs.server.store import Message, MessageStore
 from mqfs.wire import NOTIFY_ENDED, NOTIFY_FIRED, Run
+
+log = logging.getLogger(__name__)
+
+WATCH_SLICE = 0.5
+"""Seconds a fast-path queue's watch thread sleeps on the mapping before it looks whether
+the daemon still needs it (a change wakes it at once)."""
+_MAPPING_WATCHERS = trio.CapacityLimiter(math.inf)
+"""One thread per watched fast-path queue (queues_max bounds them), none from the default
+limiter that the journal's fsync uses."""
 
 HARD_MSGMAX = 65536
 HARD_MSGSIZEMAX = 16 * 1024 * 1024
@@ -273,7 +284,7 @@ class Queue:
     mode: int
     uid: int
     gid: int
-    store: MessageStore = field(default_factory=MessageStore)
+    store: MessageStore | MappedStore = field(default_factory=MessageStore)
     notification: Notification | None = None
     unlinked: bool = False
     atime: int = field(default_factory=time.time_ns)
@@ -290,9 +301,10 @@ class Queue:
     _watchers: dict[int, tuple[Callable[[], Any], bool]] = field(default_factory=dict)
     notifier: Notifier | None = None
     blocked: BlockedCallers | None = None  # the namespace's per-user cap on waiting
-    # Bumped by every change: send, receive, removal, mode or owner, unlink (see
-    # change_kind). Equal means unchanged.
-    generation: int = 0
+    # Bumped by every change the daemon makes or sees: send, receive, removal, mode or
+    # owner, unlink (see change_kind); the `generation` property adds a fast-path
+    # queue's own counter, which moves with every change by anyone.
+    _generation: int = 0
     meta_time: int = 0
     owner_uid: int = 0  # the user charged for this queue's memory (RLIMIT_MSGQUEUE)
     references: int = 0  # open descriptors: the queue is destroyed at unlinked and 0
@@ -307,6 +319,13 @@ class Queue:
     # Thread ids: the process is looked up only when someone asks (processes.tgid_of).
     last_send_tid: int = 0
     last_receive_tid: int = 0
+    # A fast-path queue (MappedStore): whether the mapping is told to wake the daemon
+    # (and whether a notification is armed in it), the watch task's state, and the
+    # mapping's generation the daemon last acted on. See _update_interest.
+    _interest: tuple[bool, bool] = (False, False)
+    _watching: bool = False
+    _seen_mapping: int = -1
+    _seen_count: int = 0
 
     def __post_init__(self) -> None:
         self.mtime = self.ctime = self.atime
@@ -317,6 +336,31 @@ class Queue:
     # -- state --------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.store)
+
+    @property
+    def generation(self) -> int:
+        """Equal means unchanged (PEEK_BATCH, WAIT, REMOVE and framed replies carry it)."""
+        store = self.store
+        if isinstance(store, MappedStore):
+            return self._generation + store.generation
+        return self._generation
+
+    @property
+    def mapped(self) -> MappedStore | None:
+        """The fast-path store, if this queue has one."""
+        store = self.store
+        return store if isinstance(store, MappedStore) else None
+
+    @property
+    def _message_journal(self) -> Journal | None:
+        """The journal of messages: none for a fast-path queue, whose mapping holds them."""
+        return None if isinstance(self.store, MappedStore) else self.journal
+
+    def pinned(self) -> contextlib.AbstractContextManager[None]:
+        """What a synchronous block reads of the queue is one instant of it: a fast-path
+        queue's mapping is locked meanwhile (nothing in the block may wait)."""
+        store = self.store
+        return store.pinned() if isinstance(store, MappedStore) else contextlib.nullcontext()
 
     @property
     def is_full(self) -> bool:
@@ -334,6 +378,8 @@ class Queue:
         ctime = time.time_ns()
         if self.journal is not None:
             self.journal.changed(self, mode, uid, gid, (atime, mtime, ctime))
+        if isinstance(self.store, MappedStore) and (uid, gid) != (self.uid, self.gid):
+            self.store.chown(uid, gid)
         self.mode, self.uid, self.gid = mode, uid, gid
         self.atime, self.mtime, self.ctime = atime, mtime, ctime
         if fields.update_mode or fields.update_uid or fields.update_gid:
@@ -367,11 +413,13 @@ class Queue:
         key = self._next_key
         self._next_key += 1
         self._watchers[key] = (wake, every_change)
+        self._update_interest()
         return key
 
     def remove_watcher(self, key: int) -> None:
         """Forget a watcher that has not fired (no error if it has)."""
         self._watchers.pop(key, None)
+        self._update_interest()
 
     async def wait_changed(
         self, generation: int, deadline: float = math.inf, caller: Caller | None = None
@@ -399,16 +447,17 @@ class Queue:
         """A send or receive by thread *tid*: readiness may have changed."""
         now = time.time_ns()
         self.atime = self.mtime = self.ctime = now
-        self.generation += 1
+        self._generation += 1
         self.change_kind, self.change_tid, self.change_ns = kind, tid, now
         self._wake_watchers()
 
     def _note(self, kind: str, caller: Caller | None, now: int) -> None:
         """Any other change (unlink, mode, owner): only WAIT callers are woken."""
-        self.generation += 1
+        self._generation += 1
         self.change_kind, self.change_tid, self.change_ns = kind, _tid(caller), now
         for key in [key for key, (_, every) in self._watchers.items() if every]:
             self._watchers.pop(key)[0]()
+        self._update_interest()
 
     def unlinked_by(self, caller: Caller | None) -> None:
         """The queue's name is gone (mq_unlink by *caller*): watchers are told."""
@@ -419,10 +468,92 @@ class Queue:
         watchers, self._watchers = self._watchers, {}
         for wake, _ in watchers.values():
             wake()
+        self._update_interest()
+
+    # -- a fast-path queue: changes the daemon did not make ---------------------------
+    # The owner's processes change the mapping without a request. While the daemon has
+    # something that depends on the queue (a caller parked here, a watcher: poll, WAIT,
+    # a cached msgs/ listing; a notification) it sets the mapping's interest flag, and
+    # every change then wakes a thread of the daemon (_watch_mapping), after which
+    # _reconcile does what the daemon would have done had the change come through it.
+    # With nothing pending the flag is off and the owner's processes never wake the daemon.
+    def _update_interest(self) -> None:
+        store = self.store
+        if not isinstance(store, MappedStore):
+            return
+        armed = self.notification is not None and not self.closing
+        wanted = (bool(self._receivers or self._senders or self._watchers) or armed, armed)
+        if wanted == self._interest or (self.closing and not self._interest[0]):
+            return
+        try:
+            store.set_interest(*wanted)
+        except errors.MqfsError as exc:  # a corrupt or wedged mapping: its owner's doing
+            log.warning("queue %r: cannot reach its mapping: %s", self.name, exc)
+            return
+        self._interest = wanted
+        if wanted[0] and not self._watching:
+            self._watching = True
+            trio.lowlevel.spawn_system_task(self._watch_mapping, store)
+
+    async def _watch_mapping(self, store: MappedStore) -> None:
+        """Wake the queue layer on every change of the mapping while interest is on."""
+        try:
+            seen = store.state().change_seq
+            self._reconcile()
+            while self._interest[0] and not self.closing and self.store is store:
+                changed = await trio.to_thread.run_sync(
+                    store.wait_change, seen, WATCH_SLICE, limiter=_MAPPING_WATCHERS
+                )
+                if changed is not None:
+                    seen = changed
+                    self._reconcile()
+        except errors.MqfsError as exc:
+            log.warning("queue %r: stopped watching its mapping: %s", self.name, exc)
+        finally:
+            self._watching = False
+
+    def _reconcile(self) -> None:
+        """After a change by another process: serve the callers parked in the daemon, fire
+        the notification the sender flagged, and tell the watchers."""
+        store = self.store
+        if not isinstance(store, MappedStore) or self.closing:
+            return
+        state = store.state()
+        changed = state.generation != self._seen_mapping
+        kind = "send" if state.count > self._seen_count else "receive"
+        self._seen_mapping, self._seen_count = state.generation, state.count
+        while self._receivers:
+            try:
+                message = store.pop()
+            except errors.WouldBlock:
+                break
+            waiter = self._receivers.pop(next(iter(self._receivers)))
+            self.last_receive_tid = _tid(waiter.caller)
+            trio.lowlevel.reschedule(waiter.task, outcome.Value(message))
+            changed = True
+        while self._senders:
+            key = next(iter(self._senders))
+            waiter = self._senders[key]
+            assert waiter.message is not None
+            try:
+                store.push(waiter.message.payload, waiter.message.priority)
+            except errors.WouldBlock:
+                break
+            del self._senders[key]
+            self.last_send_tid = _tid(waiter.caller)
+            trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
+            changed = True
+        if self.notification is not None and store.take_notify():
+            self._notify(None)
+        if changed:
+            self._changed(kind, 0)
+        self._update_interest()
 
     def close(self) -> None:
         """The daemon is stopping: fail every blocked caller now, and every later wait."""
         self.closing = True
+        if isinstance(self.store, MappedStore):
+            self.store.wake_all()  # the watch thread ends now, not after its slice
         for waiters in (self._receivers, self._senders):
             parked = list(waiters.values())
             waiters.clear()
@@ -466,6 +597,7 @@ class Queue:
             request.waiter = ThreadWaiter(request.value)
         self.notification = request
         self._touch_metadata()
+        self._update_interest()
 
     def unregister_notification(self, pid: int) -> None:
         """mq_notify(NULL): removes *pid*'s own registration; anyone else's stays (no error)."""
@@ -484,6 +616,7 @@ class Queue:
         registration, self.notification = self.notification, None
         if registration is not None and registration.waiter is not None:
             registration.waiter.settle(NOTIFY_ENDED)
+        self._update_interest()
 
     async def wait_notification(self, waiter: ThreadWaiter, caller: Caller | None = None) -> int:
         """NOTIFY_WAIT: until the SIGEV_THREAD registration of *waiter* fires or ends
@@ -515,6 +648,7 @@ class Queue:
             registration.waiter.settle(NOTIFY_FIRED)
         elif registration is not None and self.notifier is not None:
             self.notifier(registration, sender)
+        self._update_interest()
 
     # -- the two halves of every send and receive ----------------------------
     def _enqueue(self, message: Message, sender: Caller | None = None) -> None:
@@ -525,6 +659,10 @@ class Queue:
             waiter = self._receivers.pop(key)
             self.last_receive_tid = _tid(waiter.caller)
             trio.lowlevel.reschedule(waiter.task, outcome.Value(message))
+        elif isinstance(self.store, MappedStore):
+            self.store.push(message.payload, message.priority)  # WouldBlock: lost a race
+            if self.notification is not None and self.store.take_notify():
+                self._notify(sender)
         else:
             if self.journal is not None:
                 self.journal.sent(self, message)
@@ -534,9 +672,10 @@ class Queue:
         self._changed("send", tid)
 
     def _dequeue(self, caller: Caller | None = None) -> Message:
-        if self.journal is not None:
-            self.journal.received(self, self._next_admitted())
-        message = self.store.pop()
+        journal = self._message_journal
+        if journal is not None:
+            journal.received(self, self._next_admitted())
+        message = self.store.pop()  # a fast-path queue's WouldBlock: lost a race
         self.last_receive_tid = tid = _tid(caller)
         self._refill("receive", tid)
         return message
@@ -551,11 +690,16 @@ class Queue:
         whoever watches."""
         if self._senders:
             key = next(iter(self._senders))
-            waiter = self._senders.pop(key)
+            waiter = self._senders[key]
             assert waiter.message is not None
-            self.store.push(waiter.message.payload, waiter.message.priority)
-            self.last_send_tid = _tid(waiter.caller)
-            trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
+            try:
+                self.store.push(waiter.message.payload, waiter.message.priority)
+            except errors.WouldBlock:  # another process of a fast-path queue took the slot
+                pass
+            else:
+                del self._senders[key]
+                self.last_send_tid = _tid(waiter.caller)
+                trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
         self._changed(kind, tid)
 
     async def _park(
@@ -570,9 +714,11 @@ class Queue:
         self._next_key += 1
         with self._blocking(caller):
             waiters[key] = waiter
+            self._update_interest()
 
             def abort(_: Any) -> trio.lowlevel.Abort:
                 del waiters[key]
+                self._update_interest()
                 return trio.lowlevel.Abort.SUCCEEDED
 
             with trio.move_on_at(deadline):
@@ -589,8 +735,11 @@ class Queue:
         self, payload: bytes, priority: int, deadline: float, sender: Caller | None = None
     ) -> None:
         if not self.is_full:
-            self._enqueue(Message(payload, priority), sender)
-            return
+            try:
+                self._enqueue(Message(payload, priority), sender)
+                return
+            except errors.WouldBlock:  # a fast-path queue filled meanwhile: wait
+                pass
         if deadline <= trio.current_time():
             raise errors.TimedOut("timed out waiting on the queue")
         waiter = _Waiter(trio.lowlevel.current_task(), Message(payload, priority), sender)
@@ -603,7 +752,10 @@ class Queue:
 
     async def receive(self, deadline: float, caller: Caller | None = None) -> Message:
         if self.store:
-            return self._dequeue(caller)
+            try:
+                return self._dequeue(caller)
+            except errors.WouldBlock:  # a fast-path queue emptied meanwhile: wait
+                pass
         if deadline <= trio.current_time():
             raise errors.TimedOut("timed out waiting on the queue")
         waiter = _Waiter(trio.lowlevel.current_task(), caller=caller)
@@ -616,11 +768,10 @@ class Queue:
         message by now), then ENOENT past the last message. What a receive does after it
         takes the head follows: a blocked sender is admitted, the generation moves on
         and watchers (poll, WAIT, cached ``msgs/``) are told. Never waits."""
+        if isinstance(self.store, MappedStore):
+            return self._remove_mapped(self.store, index, generation, caller)
         if generation != self.generation:
-            raise errors.QueueChanged(
-                f"queue {self.name!r} is at generation {self.generation}, not {generation}: "
-                "it changed, so nothing was removed"
-            )
+            raise self._changed_since(generation)
         if not 0 <= index < len(self.store):
             raise errors.NoSuchMessage(
                 f"queue {self.name!r} has no message {index} (it holds {len(self.store)})"
@@ -631,11 +782,34 @@ class Queue:
         self._refill("remove", _tid(caller))
         return message
 
+    def _changed_since(self, generation: int) -> errors.QueueChanged:
+        return errors.QueueChanged(
+            f"queue {self.name!r} is at generation {self.generation}, not {generation}: "
+            "it changed, so nothing was removed"
+        )
+
+    def _remove_mapped(
+        self, store: MappedStore, index: int, generation: int, caller: Caller | None
+    ) -> Message:
+        """:meth:`remove` on a fast-path queue: the mapping checks its part of the
+        generation and removes in one step."""
+        mapping_generation = generation - self._generation
+        if mapping_generation <= 0:
+            raise self._changed_since(generation)
+        try:
+            message = store.remove(index, mapping_generation)
+        except errors.QueueChanged:
+            raise self._changed_since(generation) from None
+        self._refill("remove", _tid(caller))
+        return message
+
     # -- batches (framed I/O): as many one-by-one calls, without their requests ----
     def send_many_nowait(self, runs: list[Run], sender: Caller | None = None) -> int:
         """Send the messages of *runs* in order, as many as fit without waiting, exactly
         as that many :meth:`send_nowait` calls would: first to waiting receivers, then
         into the store a run at a time. Returns how many were sent."""
+        if isinstance(self.store, MappedStore):
+            return self._send_many_mapped(runs, sender)
         sent = 0
         room = self.maxmsg - len(self.store)
         store = self.store
@@ -675,6 +849,19 @@ class Queue:
             self._changed("send", tid)
         return sent
 
+    def _send_many_mapped(self, runs: list[Run], sender: Caller | None) -> int:
+        """:meth:`send_many_nowait` on a fast-path queue: one at a time, each a send that
+        may find the queue filled by another process (the batch ends there)."""
+        sent = 0
+        for priority, payloads in runs:
+            for payload in payloads:
+                try:
+                    self._enqueue(Message(payload, priority), sender)
+                except errors.WouldBlock:
+                    return sent
+                sent += 1
+        return sent
+
     def _journal_sent(self, payloads: list[bytes], priority: int, first: bool) -> int:
         """Journal *payloads* as sent; how many were (a refusal of the batch's very first
         message raises, as its mq_send would; a later one ends the batch short)."""
@@ -696,7 +883,7 @@ class Queue:
         """Receive at most *limit* messages from the head whose frames
         (:func:`mqfs.wire.record_size` each) fit *capacity* bytes, exactly as that many
         :meth:`receive_nowait` calls would; none if the head does not fit."""
-        if self._senders:
+        if self._senders or isinstance(self.store, MappedStore):
             return self._receive_each(capacity, limit, caller)
         count = self.count_fitting(0, capacity, limit)
         if not count:
@@ -730,12 +917,29 @@ class Queue:
         sender, whose message can be the next one received."""
         runs: list[Run] = []
         taken = 0
-        while self.store and taken < limit:
-            cost = wire.record_size(self.store.head_length)
-            if cost > capacity:
-                break
-            capacity -= cost
-            message = self._dequeue(caller)
+        store = self.store
+        while taken < limit:
+            if isinstance(store, MappedStore):
+                # The head may change between a look and a take: take it only if it fits.
+                if capacity < wire.record_size(0):
+                    break
+                try:
+                    fitting = store.pop_fitting(capacity - wire.record_size(0))
+                except errors.WouldBlock:
+                    break
+                if fitting is None:
+                    break
+                message = fitting
+                self.last_receive_tid = tid = _tid(caller)
+                self._refill("receive", tid)
+            else:
+                if not store:
+                    break
+                cost = wire.record_size(store.head_length)
+                if cost > capacity:
+                    break
+                message = self._dequeue(caller)
+            capacity -= wire.record_size(len(message.payload))
             taken += 1
             if runs and runs[-1][0] == message.priority:
                 runs[-1][1].append(message.payload)
@@ -823,12 +1027,24 @@ class Descriptor:
         if not self.writable:
             raise errors.BadDescriptor("queue descriptor is not open for writing")
         self.check_send_length(len(payload))
-        if self.nonblock or not self.queue.is_full:
+        if self.nonblock:
             self.queue.send_nowait(payload, priority, sender)
+        elif not self.queue.is_full and self._sent_now(payload, priority, sender):
+            pass
         else:
             with self._parked("send", sender):
                 await self.queue.send(payload, priority, deadline, sender)
         await self._settled()
+
+    def _sent_now(self, payload: bytes, priority: int, sender: Caller | None) -> bool:
+        """Send without waiting; False if a fast-path queue filled meanwhile (wait then)."""
+        try:
+            self.queue.send_nowait(payload, priority, sender)
+        except errors.WouldBlock:
+            if self.queue.mapped is None:
+                raise
+            return False
+        return True
 
     def set_send_priority(self, priority: int) -> None:
         self._check_priority(priority)
@@ -879,13 +1095,27 @@ class Descriptor:
     ) -> Message:
         """mq_timedreceive: EBADF, EMSGSIZE (buffer < msgsize), then EAGAIN or wait."""
         self.check_receive(bufsize)
-        if self.nonblock or self.queue.store:
+        if self.nonblock:
             message = self.queue.receive_nowait(caller)
+        elif (now := self._received_now(caller)) is not None:
+            message = now
         else:
             with self._parked("receive", caller):
                 message = await self.queue.receive(deadline, caller)
         await self._settled()  # shielded: the message reaches its caller regardless
         return message
+
+    def _received_now(self, caller: Caller | None) -> Message | None:
+        """Receive without waiting; None if the queue is empty (a fast-path queue's may
+        have emptied between the look and the take)."""
+        if not self.queue.store:
+            return None
+        try:
+            return self.queue.receive_nowait(caller)
+        except errors.WouldBlock:
+            if self.queue.mapped is None:
+                raise
+            return None
 
     async def wait_changed(
         self, generation: int, deadline: float = math.inf, caller: Caller | None = None
@@ -1039,10 +1269,12 @@ class Namespace:
         limits: Limits | None = None,
         notifier: Notifier | None = None,
         journal: Journal | None = None,
+        mappings: MappingDirectory | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.notifier = notifier
         self.journal = journal
+        self.mappings = mappings  # -o fastpath (or state=DIR holding fast-path queues)
         self.queues: dict[str, Queue] = {}
         self.by_qid: dict[int, Queue] = {}  # named or unlinked-but-open: counts for queues_max
         self.charged = PerUser()  # bytes charged to each uid, as the kernel's mq_bytes
@@ -1121,8 +1353,14 @@ class Namespace:
             owner_uid=uid,
             journal=self.journal,
         )
+        if self.mappings is not None and self.mappings.create_new:
+            queue.store = self.mappings.create(queue.qid, maxmsg, msgsize, uid, gid, name)
         if self.journal is not None:
-            self.journal.created(queue)
+            try:
+                self.journal.created(queue)
+            except BaseException:
+                queue.store.clear()
+                raise
         self.charged.add(uid, charge)
         self._next_qid += 1
         self.queues[name] = queue
@@ -1141,7 +1379,7 @@ class Namespace:
         gid: int,
         owner_uid: int,
         times: tuple[int, int, int],
-        store: MessageStore,
+        store: MessageStore | MappedStore,
     ) -> Queue:
         """A queue brought back from the journal as it was: it passed the limits when it
         was made, so none is checked now; it is charged to its creator again."""
@@ -1178,6 +1416,8 @@ class Namespace:
         if queue.journal is not None:
             queue.journal.removed(queue)
             queue.journal = None
+        if isinstance(queue.store, MappedStore):
+            queue.store.unlink_file()
         del self.queues[name]
         queue.unlinked_by(caller)
         self._maybe_destroy(queue)

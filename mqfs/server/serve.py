@@ -19,6 +19,7 @@ import trio
 from mqfs import errors
 from mqfs.mounts import is_mounted
 from mqfs.server import processes
+from mqfs.server.mapped import MappingDirectory
 from mqfs.server.queue import Limits, Namespace
 from mqfs.server.state import Durability, restore
 
@@ -66,6 +67,7 @@ class MountOptions:
     fuse_options: tuple[str, ...] = ()
     state: Path | None = None  # state=DIR: journal the queues there (mqfs.server.state)
     state_sync: bool = False  # state_sync: every reply waits for an fsync of its record
+    fastpath: bool = False  # fastpath: new queues live in shared mappings (mqfs.server.mapped)
 
 
 def parse_options(options: Iterable[str]) -> MountOptions:
@@ -75,6 +77,7 @@ def parse_options(options: Iterable[str]) -> MountOptions:
     fuse_options: list[str] = []
     state: Path | None = None
     state_sync = False
+    fastpath = False
     for option in options:
         for item in filter(None, option.split(",")):
             key, _, value = item.partition("=")
@@ -89,6 +92,8 @@ def parse_options(options: Iterable[str]) -> MountOptions:
                 state = Path(os.path.abspath(value))
             elif key == "state_sync" and not value:
                 state_sync = True
+            elif key == "fastpath" and not value:
+                fastpath = True
             elif key in ("allow_other", "allow_root", "debug"):
                 fuse_options.append(item)
             else:
@@ -96,7 +101,11 @@ def parse_options(options: Iterable[str]) -> MountOptions:
     if state_sync and state is None:
         raise errors.InvalidArgument("state_sync needs state=DIR")
     return MountOptions(
-        Limits(**limits, enforce_rlimit=enforce_rlimit), tuple(fuse_options), state, state_sync
+        Limits(**limits, enforce_rlimit=enforce_rlimit),
+        tuple(fuse_options),
+        state,
+        state_sync,
+        fastpath,
     )
 
 
@@ -124,8 +133,12 @@ async def serve(
     durability = None
     if options.state is not None:
         durability, recovered = Durability.open(options.state, sync=options.state_sync)
+    mappings = MappingDirectory.open(options.state, options.fastpath)
     namespace = Namespace(
-        options.limits, notifier=processes.deliver_notification, journal=durability
+        options.limits,
+        notifier=processes.deliver_notification,
+        journal=durability,
+        mappings=mappings,
     )
     try:
         if durability is not None:
@@ -134,6 +147,8 @@ async def serve(
     finally:
         if durability is not None:
             durability.close(namespace)
+        if mappings is not None:
+            mappings.close()
 
 
 async def _serve_mounted(

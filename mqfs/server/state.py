@@ -35,8 +35,9 @@ from mqfs.server.journal import (
     Recovered,
     fsync_all,
 )
+from mqfs.server.mapped import MappedStore
 from mqfs.server.queue import Namespace, Queue
-from mqfs.server.store import Message
+from mqfs.server.store import Message, MessageStore
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,10 @@ def record_of(queue: Queue) -> QueueRecord:
 def images_of(namespace: Namespace) -> list[QueueImage]:
     """The named queues now, as a snapshot takes them (copies of their message lists)."""
     return [
-        (record_of(queue), list(queue.store.segments_from(0, len(queue.store))))
+        (
+            record_of(queue),
+            [] if queue.mapped else list(queue.store.segments_from(0, len(queue.store))),
+        )  # a fast-path queue's messages are in its mapping, on disk beside the journal
         for queue in namespace.queues.values()
     ]
 
@@ -203,9 +207,23 @@ class Durability:
 
 
 def restore(namespace: Namespace, recovered: Recovered) -> None:
-    """Put the queues a journal held back into *namespace* (made with that journal)."""
+    """Put the queues a journal held back into *namespace* (made with that journal). A
+    queue with a mapping in DIR/fastpath is a fast-path queue again, whatever this mount's
+    options: its messages are the mapping's (the journal holds none of them)."""
+    mappings = namespace.mappings
+    if mappings is not None:
+        mappings.sweep({queue.record.qid for queue in recovered.queues.values()})
     for queue in sorted(recovered.queues.values(), key=lambda queue: queue.record.qid):
         record = queue.record
+        store: MessageStore | MappedStore = queue.store
+        if mappings is not None:
+            try:
+                attached = mappings.attach(record.qid, record.maxmsg, record.msgsize, record.name)
+                store = attached or store
+            except errors.MqfsError:
+                store = mappings.create(
+                    record.qid, record.maxmsg, record.msgsize, record.uid, record.gid, record.name
+                )
         namespace.restore(
             record.name,
             record.qid,
@@ -216,7 +234,7 @@ def restore(namespace: Namespace, recovered: Recovered) -> None:
             gid=record.gid,
             owner_uid=record.owner_uid,
             times=(record.atime, record.mtime, record.ctime),
-            store=queue.store,
+            store=store,
         )
     namespace.reserve_qids(recovered.next_qid)
     log.info(

@@ -147,6 +147,9 @@ class MessageStore:
         "prio_max",
     )
 
+    mapped = False  # a fast-path queue's store is a MappedStore (mqfs.server.mapped)
+    generation = 0  # only a MappedStore counts changes itself (Queue.generation adds it)
+
     def __init__(self, prio_max: int = MQ_PRIO_MAX) -> None:
         if prio_max < 1:
             raise ValueError("prio_max must be at least 1")
