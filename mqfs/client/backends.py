@@ -430,9 +430,9 @@ class MqfsBackend:
         # open(2)'s own O_CREAT/O_EXCL must not reach the queue file: CREATE did that.
         flags = oflag & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC
         fd = os.open(self.mount / bare / "queue", flags)
+        self._forget(fd)  # a number closed behind the backend's back (os.close) and reused
         mapped = _attach(fd, oflag, name)
         if mapped is not None:
-            self._forget(fd)
             self._mapped[fd] = mapped
         return fd
 
