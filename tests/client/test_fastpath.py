@@ -9,9 +9,11 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
+from mqfs import wire
 from mqfs.client import calls
 from mqfs.client.api import O_CREX, MessageQueue
 from mqfs.client.backends import MqfsBackend
@@ -111,3 +113,29 @@ def test_another_user_goes_through_the_daemon(fastpath_mount: Mount) -> None:
         assert received == (b"from the owner", 5)
         assert q.receive(timeout=5) == (b"from another user", 3)
         assert q.current_messages == 0
+
+
+DOCTORED = {
+    "relative path": lambda where: replace(where, path=where.path.lstrip("/")),
+    "unknown version": lambda where: replace(where, version=where.version + 1),
+    "other geometry": lambda where: replace(where, maxmsg=where.maxmsg + 1),
+    "missing file": lambda where: replace(where, path=where.path + ".gone"),
+}
+
+
+@pytest.mark.parametrize("doctor", list(DOCTORED.values()), ids=list(DOCTORED))
+def test_a_map_reply_that_fails_a_check_leaves_the_descriptor_on_the_daemon(
+    fastpath_mount: Mount, monkeypatch: pytest.MonkeyPatch, doctor: object
+) -> None:
+    real = calls.map
+
+    def doctored(fd: int) -> wire.Map:
+        return doctor(real(fd))  # type: ignore[operator, no-any-return]
+
+    monkeypatch.setattr(calls, "map", doctored)
+    backend = MqfsBackend(fastpath_mount.path)
+    with MessageQueue("/q", O_CREX, max_messages=4, max_message_size=64, backend=backend) as q:
+        assert not backend.mapped(q.mqd)
+        q.send(b"through the daemon", priority=2)
+        assert q.current_messages == 1
+        assert q.receive() == (b"through the daemon", 2)
