@@ -41,6 +41,17 @@ struct undo {
 	uint64_t old_bytes;
 };
 
+/* A process asleep in the mapping, so that one SIGKILLed while asleep (it never takes itself
+ * off the count) can be told from one still waiting: see reap_waiters(). */
+#define WAITER_SLOTS FASTQ_SLEEPER_SLOTS
+struct sleeper {
+	uint32_t tid;       /* 0: a free slot */
+	uint32_t tgid;
+	uint32_t receiving; /* 1: counted in recv_waiters, 0: in send_waiters */
+	uint32_t reserved;
+	int64_t since_ns;   /* CLOCK_REALTIME when it first went to sleep (mqfs who) */
+};
+
 struct header {
 	uint32_t magic;
 	uint32_t version;
@@ -62,6 +73,10 @@ struct header {
 	uint32_t notify_armed;
 	uint32_t notify_pending;
 	struct undo undo;
+	struct sleeper sleepers[WAITER_SLOTS]; /* the first 32 waiters (more are only counted) */
+	unsigned char boot[16]; /* the boot the daemon last adopted the mapping in */
+	uint32_t last_sender;   /* process ids of the last send and receive (lsipc's LSPID, */
+	uint32_t last_receiver; /* LRPID; the sender is mq_notify's si_pid) */
 };
 
 _Static_assert(sizeof(struct header) <= HEADER_BYTES, "header fits its page");
@@ -132,6 +147,21 @@ static void swap_cells(struct entry *a, struct entry *b)
 	memcpy(&y, b, 8);
 	__atomic_store_n((uint64_t *)a, y, __ATOMIC_RELAXED);
 	__atomic_store_n((uint64_t *)b, x, __ATOMIC_RELAXED);
+}
+
+/* -- this process ------------------------------------------------------------------------- */
+
+static pid_t own_pid; /* getpid() once per process, not per message */
+
+static void forget_pid(void) { own_pid = 0; }
+
+__attribute__((constructor)) static void watch_forks(void) { pthread_atfork(NULL, NULL, forget_pid); }
+
+static uint32_t self_pid(void)
+{
+	if (!own_pid)
+		own_pid = getpid();
+	return (uint32_t)own_pid;
 }
 
 /* -- test hooks ------------------------------------------------------------------------- */
@@ -360,6 +390,17 @@ static struct slot_header *message_at(struct fastq *q, uint32_t head, uint64_t p
 
 /* -- creation ----------------------------------------------------------------------------- */
 
+static int init_mutex(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t attr;
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+	pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+	int r = pthread_mutex_init(m, &attr);
+	pthread_mutexattr_destroy(&attr);
+	return r;
+}
+
 int fastq_create(int fd, uint32_t maxmsg, uint32_t msgsize)
 {
 	struct geometry g;
@@ -376,12 +417,7 @@ int fastq_create(int fd, uint32_t maxmsg, uint32_t msgsize)
 	h->maxmsg = maxmsg;
 	h->msgsize = msgsize;
 	h->size = g.size;
-	pthread_mutexattr_t attr;
-	pthread_mutexattr_init(&attr);
-	pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-	pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-	r = pthread_mutex_init(&h->lock, &attr);
-	pthread_mutexattr_destroy(&attr);
+	r = init_mutex(&h->lock);
 	if (r) {
 		munmap(base, g.size);
 		return -r;
@@ -463,11 +499,13 @@ static int sleep_on(uint32_t *word, uint32_t seen, int64_t until_ns, int clock)
 /* With the mutex held and the queue not ready: sleep once on *word* (counting ourselves in
  * *waiters*), then take the mutex again. 0: look again; else a negative errno, mutex released. */
 static int wait_once(struct fastq *q, uint32_t *word, uint32_t *waiters, unsigned flags,
-		     const struct timespec *deadline)
+		     const struct timespec *deadline, int64_t *since)
 {
 	struct timespec now_ts;
 	clock_gettime(CLOCK_REALTIME, &now_ts);
 	int64_t now = ns_of(&now_ts), until = now + FASTQ_RECHECK_NS;
+	if (!*since)
+		*since = now; /* the first sleep of this call: what `mqfs who` shows */
 	if (flags & FASTQ_TIMED) {
 		int64_t end = ns_of(deadline);
 		if (end <= now) {
@@ -478,13 +516,29 @@ static int wait_once(struct fastq *q, uint32_t *word, uint32_t *waiters, unsigne
 			until = end;
 	}
 	uint32_t seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+	struct header *h = hdr(q);
+	uint32_t tid = (uint32_t)gettid();
+	struct sleeper *slot = NULL;
+	for (int i = 0; i < WAITER_SLOTS && !slot; i++)
+		if (h->sleepers[i].tid == 0)
+			slot = &h->sleepers[i];
+	if (slot)
+		*slot = (struct sleeper){.tid = tid, .tgid = self_pid(),
+					 .receiving = waiters == &h->recv_waiters, .since_ns = *since};
 	(*waiters)++;
 	unlock(q);
 	int r = sleep_on(word, seen, until, CLOCK_REALTIME);
 	int l = lock(q);
 	if (l)
 		return l;
-	(*waiters)--;
+	/* Take ourselves off, unless reap_waiters() did (it never reaps a live thread, but
+	 * a thread of another pid namespace looks dead to it). */
+	if (!slot || slot->tid == tid) {
+		if (slot)
+			slot->tid = 0;
+		if (*waiters)
+			(*waiters)--;
+	}
 	if (r) {
 		unlock(q);
 		return r;
@@ -492,13 +546,30 @@ static int wait_once(struct fastq *q, uint32_t *word, uint32_t *waiters, unsigne
 	return 0;
 }
 
+/* Forget the sleepers that are gone (SIGKILLed asleep: they never took themselves off the
+ * counts). Costs a tgkill(…, 0) per recorded sleeper, so it runs only where a stale count
+ * would be wrong: before a send decides that nobody waits to receive (mq_notify), and when
+ * a wake found nobody asleep. Mutex held. */
+static void reap_waiters(struct header *h)
+{
+	for (int i = 0; i < WAITER_SLOTS; i++) {
+		struct sleeper *s = &h->sleepers[i];
+		if (s->tid && syscall(SYS_tgkill, s->tgid, s->tid, 0) < 0 && errno == ESRCH) {
+			uint32_t *count = s->receiving ? &h->recv_waiters : &h->send_waiters;
+			if (*count)
+				(*count)--;
+			s->tid = 0;
+		}
+	}
+}
+
 /* After a change: wake who sleeps on it, the daemon if it listens. Called with the mutex
  * held, so that a process killed after its change committed has woken everyone already. */
 static void announce(struct header *h, uint32_t *word, uint32_t waiters)
 {
 	__atomic_add_fetch(word, 1, __ATOMIC_RELEASE);
-	if (waiters)
-		wake(word, 1);
+	if (waiters && syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0) == 0)
+		reap_waiters(h); /* counted, yet nobody asleep: some may be dead */
 	if (h->daemon_interest) {
 		__atomic_add_fetch(&h->change_seq, 1, __ATOMIC_RELEASE);
 		wake(&h->change_seq, INT_MAX);
@@ -545,6 +616,7 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 	if (r)
 		return r;
 	uint32_t head, count;
+	int64_t since = 0;
 	for (;;) {
 		if ((r = read_state(q, &head, &count)))
 			goto out;
@@ -554,7 +626,7 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 			r = -EAGAIN;
 			goto out;
 		}
-		if ((r = wait_once(q, &h->received_seq, &h->send_waiters, flags, deadline))) {
+		if ((r = wait_once(q, &h->received_seq, &h->send_waiters, flags, deadline, &since))) {
 			pass_on(q, &h->received_seq, h->send_waiters, 0);
 			return r;
 		}
@@ -588,9 +660,14 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 	move_entry(q, new_head, front ? 0 : count, target, 1);
 	h->bytes += len;
 	h->generation++;
+	h->last_sender = self_pid();
 	CRASH_POINT(6);
-	if (count == 0 && h->notify_armed && h->recv_waiters == 0)
-		h->notify_pending = 1;
+	if (count == 0 && h->notify_armed) {
+		if (h->recv_waiters)
+			reap_waiters(h);
+		if (h->recv_waiters == 0)
+			h->notify_pending = 1;
+	}
 	__atomic_store_n(&u->op, OP_NONE, __ATOMIC_RELEASE);
 	announce(h, &h->sent_seq, h->recv_waiters);
 	r = 0;
@@ -629,6 +706,7 @@ static ssize_t take(struct fastq *q, uint32_t head, uint32_t count, uint64_t pos
 	h->free_count++;
 	h->bytes -= length;
 	h->generation++;
+	h->last_receiver = self_pid();
 	CRASH_POINT(10);
 	__atomic_store_n(&u->op, OP_NONE, __ATOMIC_RELEASE);
 	announce(h, &h->received_seq, h->send_waiters);
@@ -646,6 +724,7 @@ static ssize_t do_receive(struct fastq *q, void *buf, size_t buflen, unsigned *p
 		return r;
 	uint32_t head, count;
 	ssize_t got;
+	int64_t since = 0;
 	for (;;) {
 		if ((got = read_state(q, &head, &count)))
 			goto out;
@@ -655,7 +734,7 @@ static ssize_t do_receive(struct fastq *q, void *buf, size_t buflen, unsigned *p
 			got = -EAGAIN;
 			goto out;
 		}
-		if ((r = wait_once(q, &h->sent_seq, &h->recv_waiters, flags, deadline))) {
+		if ((r = wait_once(q, &h->sent_seq, &h->recv_waiters, flags, deadline, &since))) {
 			pass_on(q, &h->sent_seq, h->recv_waiters, 0);
 			return r;
 		}
@@ -771,7 +850,8 @@ static ssize_t do_state(struct fastq *q, struct fastq_state *out)
 				.head_length = s ? s->length : 0, .recv_waiters = h->recv_waiters,
 				.send_waiters = h->send_waiters, .daemon_interest = h->daemon_interest,
 				.notify_pending = h->notify_pending, .change_seq = h->change_seq,
-				.recovered = h->recovered};
+				.recovered = h->recovered, .last_sender = h->last_sender,
+				.last_receiver = h->last_receiver};
 		}
 	}
 	unlock(q);
@@ -978,15 +1058,53 @@ void fastq_wake_all(struct fastq *q)
 /* The mutex is held from the first lock() (pinned counts the calls inside). */
 static ssize_t do_pin(struct fastq *q) { return lock(q); }
 
-int fastq_lock(struct fastq *q)
-{
-	if (holding == q)
-		return -EDEADLK;
-	GUARDED(q, do_pin(q));
-}
+int fastq_lock(struct fastq *q) { GUARDED(q, do_pin(q)); }
 
 void fastq_unlock(struct fastq *q)
 {
-	if (holding == q && !pinned)
+	if (holding == q)
 		unlock(q);
+}
+
+static ssize_t do_adopt(struct fastq *q, const unsigned char boot[16])
+{
+	struct header *h = hdr(q);
+	if (!memcmp(h->boot, boot, sizeof h->boot))
+		return 0;
+	/* Another boot: no process alive can hold the mutex or sleep on the futexes, but the
+	 * mutex may still name a thread of that boot (its death was never seen), and the counts
+	 * may include its sleepers. A fresh mutex, the undo record replayed, no sleepers. */
+	int r = init_mutex(&h->lock);
+	if (r)
+		return -r;
+	recover(q);
+	h->recv_waiters = h->send_waiters = 0;
+	memset(h->sleepers, 0, sizeof h->sleepers);
+	memcpy(h->boot, boot, sizeof h->boot);
+	return 1;
+}
+
+int fastq_adopt(struct fastq *q, const unsigned char boot[16]) { GUARDED(q, do_adopt(q, boot)); }
+
+static ssize_t do_sleepers(struct fastq *q, struct fastq_sleeper *out, int max)
+{
+	int r = lock(q);
+	if (r)
+		return r;
+	struct header *h = hdr(q);
+	int n = 0;
+	for (int i = 0; i < WAITER_SLOTS && n < max; i++) {
+		struct sleeper *s = &h->sleepers[i];
+		if (s->tid)
+			out[n++] = (struct fastq_sleeper){.pid = s->tgid, .tid = s->tid,
+							  .receiving = s->receiving,
+							  .since_ns = s->since_ns};
+	}
+	unlock(q);
+	return n;
+}
+
+int fastq_sleepers(struct fastq *q, struct fastq_sleeper *out, int max)
+{
+	GUARDED(q, do_sleepers(q, out, max));
 }

@@ -31,7 +31,9 @@
  * (ERESTARTSYS) and ends with EINTR otherwise, as mq_timedreceive does; a wait never lasts
  * more than FASTQ_RECHECK_NS, so a waker that died holding the mutex strands nobody. Wakes
  * are issued before the mutex is released, so a waker killed after its change committed has
- * already woken the sleepers.
+ * already woken the sleepers. Sleepers are counted (a send wakes only if someone sleeps) and
+ * the first 32 recorded by thread: one SIGKILLed asleep is taken off the count when a wake
+ * finds nobody asleep or a send must know whether a receiver waits (mq_notify's rule).
  *
  * The daemon. While the daemon has anything that depends on this queue (a poller, a
  * notification, a watch, a caller parked in the daemon) it sets `daemon_interest`; every
@@ -84,6 +86,8 @@ struct fastq_state {
 	uint32_t notify_pending;
 	uint32_t change_seq;
 	uint32_t recovered;    /* how many times an owner-dead mutex was recovered */
+	uint32_t last_sender;  /* process ids of the last send and receive (0: none yet) */
+	uint32_t last_receiver;
 };
 
 /* Bytes of the mapping for this geometry; 0 if it is not representable. */
@@ -125,14 +129,29 @@ ssize_t fastq_remove(struct fastq *q, uint64_t index, uint64_t generation, void 
 
 /* Hold the mutex across several calls of this thread, which then run under it (the
  * daemon's consistent snapshots: a generation, a count and the messages of one instant).
- * No call in between may wait. -EDEADLK if this thread holds it already. */
+ * No call in between may wait. Holds nest: each fastq_lock needs its fastq_unlock. */
 int fastq_lock(struct fastq *q);
 void fastq_unlock(struct fastq *q);
+
+/* The daemon, attaching a mapping it made (or finds on disk in state=DIR): *boot* is this
+ * boot's id (/proc/sys/kernel/random/boot_id). A mapping last adopted in another boot gets a
+ * fresh mutex, its undo record replayed and no sleepers: 1; same boot: 0, nothing done. */
+int fastq_adopt(struct fastq *q, const unsigned char boot[16]);
 
 /* Remove every message (the daemon's unlink of a durable queue, tests). */
 int fastq_clear(struct fastq *q);
 
 int fastq_state(struct fastq *q, struct fastq_state *out);
+
+/* Who sleeps in the mapping now (the first FASTQ_SLEEPER_SLOTS recorded): `mqfs who`. */
+#define FASTQ_SLEEPER_SLOTS 32
+struct fastq_sleeper {
+	uint32_t pid, tid;
+	uint32_t receiving; /* 1: in receive, 0: in send */
+	uint32_t reserved;
+	int64_t since_ns;   /* CLOCK_REALTIME */
+};
+int fastq_sleepers(struct fastq *q, struct fastq_sleeper *out, int max);
 
 /* The daemon's side of waking: set or clear interest; wait until change_seq differs from
  * *seen* or *timeout_ns* passes (0 = return at once): the new change_seq, or -ETIMEDOUT,

@@ -22,6 +22,7 @@ import math
 import os
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,32 @@ class _State(ctypes.Structure):
         ("notify_pending", ctypes.c_uint32),
         ("change_seq", ctypes.c_uint32),
         ("recovered", ctypes.c_uint32),
+        ("last_sender", ctypes.c_uint32),
+        ("last_receiver", ctypes.c_uint32),
     ]
+
+
+class _Sleeper(ctypes.Structure):
+    _fields_ = [
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("receiving", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+        ("since_ns", ctypes.c_int64),
+    ]
+
+
+SLEEPER_SLOTS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Sleeper:
+    """A thread asleep in the mapping: its process, thread, direction and since when."""
+
+    pid: int
+    tid: int
+    receiving: bool
+    since_ns: int
 
 
 class _Timespec(ctypes.Structure):
@@ -88,6 +114,8 @@ class State:
     notify_pending: bool
     change_seq: int
     recovered: int
+    last_sender: int
+    last_receiver: int
 
 
 _loaded: list[ctypes.CDLL] = []  # the library, once loaded
@@ -135,6 +163,8 @@ def library() -> ctypes.CDLL:
                 "fastq_set_lock_timeout": (None, [i64]),
                 "fastq_crash_at": (None, [ctypes.c_int]),
                 "fastq_check": (ctypes.c_int, [p]),
+                "fastq_adopt": (ctypes.c_int, [p, ctypes.c_char_p]),
+                "fastq_sleepers": (ctypes.c_int, [p, ctypes.POINTER(_Sleeper), ctypes.c_int]),
                 "fastq_lock": (ctypes.c_int, [p]),
                 "fastq_unlock": (None, [p]),
             }
@@ -366,8 +396,14 @@ class MappedQueue:
         return State(
             out.generation, out.bytes, out.count, out.head_length, out.recv_waiters,
             out.send_waiters, bool(out.daemon_interest), bool(out.notify_pending),
-            out.change_seq, out.recovered,
+            out.change_seq, out.recovered, out.last_sender, out.last_receiver,
         )  # fmt: skip
+
+    def sleepers(self) -> list[Sleeper]:
+        """The threads asleep in the mapping now (the first SLEEPER_SLOTS)."""
+        out = (_Sleeper * SLEEPER_SLOTS)()
+        n = _check(self._lib.fastq_sleepers(self._ref, out, SLEEPER_SLOTS), "who", self.name)
+        return [Sleeper(s.pid, s.tid, bool(s.receiving), s.since_ns) for s in out[:n]]
 
     def set_interest(self, interested: bool, notify_armed: bool = False) -> None:
         _check(
@@ -390,6 +426,12 @@ class MappedQueue:
 
     def wake_all(self) -> None:
         self._lib.fastq_wake_all(self._ref)
+
+    def adopt(self) -> bool:
+        """For the daemon, on attaching: if the mapping was last used in another boot
+        (state=DIR after a reboot), renew its mutex and replay its undo record; True then."""
+        boot = uuid.UUID(Path("/proc/sys/kernel/random/boot_id").read_text().strip()).bytes
+        return bool(_check(self._lib.fastq_adopt(self._ref, boot), "map", self.name))
 
     def check(self) -> None:
         """Raise CorruptQueue unless every invariant of the mapping holds (tests)."""

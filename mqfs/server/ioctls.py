@@ -189,12 +189,15 @@ class Ioctls:
     async def peek_batch(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any) -> Any:
         request = wire.Batch.unpack(in_buf)
         queue = handle.descriptor.queue
-        # No more records than fit even if every message were empty.
-        limit = min(request.max_count or len(queue), wire.CHUNK // wire.BATCH_RECORD_HEADER_SIZE)
-        segments = handle.descriptor.segments_from(request.index, limit)
-        return wire.Batch.reply(
-            request.index, request.max_count, queue.generation, len(queue), segments
-        )
+        with queue.pinned():  # the generation, the count and the messages of one instant
+            # No more records than fit even if every message were empty.
+            limit = min(
+                request.max_count or len(queue), wire.CHUNK // wire.BATCH_RECORD_HEADER_SIZE
+            )
+            segments = handle.descriptor.segments_from(request.index, limit)
+            return wire.Batch.reply(
+                request.index, request.max_count, queue.generation, len(queue), segments
+            )
 
     @staticmethod
     async def remove(handle: QueueHandle, in_buf: bytes, out_size: int, ctx: Any) -> Any:

@@ -68,11 +68,18 @@ class MappedStore:
             raise errors.OutOfMemory(
                 f"cannot make the mapping of queue {name!r}: {exc.strerror}"
             ) from exc
-        return cls(fastq.MappedQueue(path, maxmsg, msgsize, name), path)
+        return cls.attach(path, maxmsg, msgsize, name)
 
     @classmethod
     def attach(cls, path: Path, maxmsg: int, msgsize: int, name: str) -> MappedStore:
-        return cls(fastq.MappedQueue(path, maxmsg, msgsize, name), path)
+        queue = fastq.MappedQueue(path, maxmsg, msgsize, name)
+        try:
+            if queue.adopt():
+                log.info("queue %r: its mapping was last used before a reboot: renewed", name)
+        except BaseException:
+            queue.close()
+            raise
+        return cls(queue, path)
 
     # -- size ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -96,6 +103,9 @@ class MappedStore:
 
     def state(self) -> fastq.State:
         return self.queue.state()
+
+    def sleepers(self) -> list[fastq.Sleeper]:
+        return self.queue.sleepers()
 
     @contextlib.contextmanager
     def pinned(self) -> Iterator[None]:
@@ -255,9 +265,17 @@ class MappingDirectory:
             return None
         try:
             store = MappedStore.attach(path, maxmsg, msgsize, name)
-            store.check_invariants()
         except errors.MqfsError as exc:
             log.warning("state: the mapping of queue %r is unusable (%s): set aside", name, exc)
+            path.rename(path.with_suffix(".corrupt"))
+            raise
+        try:
+            store.check_invariants()
+        except errors.Busy:
+            pass  # a process of the owner's holds it right now: it is in use, so sound
+        except errors.MqfsError as exc:
+            store.queue.close()
+            log.warning("state: the mapping of queue %r is corrupt (%s): set aside", name, exc)
             path.rename(path.with_suffix(".corrupt"))
             raise
         return store

@@ -463,14 +463,15 @@ class MqueueFS(pyfuse3.Operations):
         if index is None:
             return b""
         capacity = size - wire.FRAMES_HEADER_SIZE
-        descriptor.segments_from(index, 0)  # EBADF, ENOENT past the end
-        count = queue.count_fitting(index, capacity, capacity // wire.FRAME_HEADER_SIZE)
-        if not count and index < len(queue):
-            raise errors.MessageTooLong(
-                f"a read of {size} bytes cannot hold message {index} with its record"
-            )
-        runs = list(descriptor.segments_from(index, count))
-        return wire.encode_reply(queue.generation, runs, index + count < len(queue))
+        with queue.pinned():  # the generation and the messages of one instant
+            descriptor.segments_from(index, 0)  # EBADF, ENOENT past the end
+            count = queue.count_fitting(index, capacity, capacity // wire.FRAME_HEADER_SIZE)
+            if not count and index < len(queue):
+                raise errors.MessageTooLong(
+                    f"a read of {size} bytes cannot hold message {index} with its record"
+                )
+            runs = list(descriptor.segments_from(index, count))
+            return wire.encode_reply(queue.generation, runs, index + count < len(queue))
 
     def _split_by_kernel(self, length: int, caller: Caller | None) -> bool:
         """Whether this write request is only the first piece of the caller's write().

@@ -140,6 +140,23 @@ class _Waiter:
     caller: Caller | None = None  # who is waiting: the last sender or receiver once served
 
 
+@dataclass(frozen=True, slots=True)
+class _MappingCaller:
+    """The process behind a change made straight in a fast-path queue's mapping."""
+
+    pid: int
+    uid: int
+
+    @classmethod
+    def of(cls, pid: int, owner_uid: int) -> _MappingCaller | None:
+        if not pid:
+            return None
+        try:
+            return cls(pid, os.stat(f"/proc/{pid}").st_uid)
+        except OSError:  # gone already: it ran as the owner (or root)
+            return cls(pid, owner_uid)
+
+
 def _tid(caller: Caller | None) -> int:
     """The thread id of *caller* (0 when there is none: a call from inside the daemon)."""
     return caller.pid if caller is not None else 0
@@ -543,8 +560,13 @@ class Queue:
             self.last_send_tid = _tid(waiter.caller)
             trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
             changed = True
+        daemon = os.getpid()  # the mapping names the daemon for what it did for a caller
+        if state.last_sender not in (0, daemon):
+            self.last_send_tid = state.last_sender
+        if state.last_receiver not in (0, daemon):
+            self.last_receive_tid = state.last_receiver
         if self.notification is not None and store.take_notify():
-            self._notify(None)
+            self._notify(_MappingCaller.of(state.last_sender, self.uid))
         if changed:
             self._changed(kind, 0)
         self._update_interest()
