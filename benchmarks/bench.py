@@ -140,8 +140,8 @@ def run(scale: Scale, quick: bool, pin: set[int] | None) -> Report:
                 reading.measure_ls_and_cat_commands(
                     report, scale, daemon, stack, space.baseline_dir
                 )
-            fastpath.measure_fastpath(report, scale, workdir, daemon, kernel, programs, pin)
         reading.measure_request_counts(report, scale, workdir)
+        fastpath.measure_fastpath(report, scale, workdir, kernel, programs, pin)
         memory.measure_memory(report, scale, workdir)
         memory.measure_empty_queues(report, scale, workdir, pin)
         memory.measure_queue_churn(report, scale, workdir, pin)

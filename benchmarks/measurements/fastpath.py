@@ -11,7 +11,7 @@ kernel's mqueue measured in the same run: its own daemon, queues of the kernel's
   (``mq_flow``, unpinned), the same program on the kernel's queue and under the shim;
 - (v) the daemon's CPU time (utime + stime of /proc/PID/stat, in clock ticks) per pair of
   the C program under the shim with no poller or watcher, on the fast-path mount against
-  the run's plain mount, each run sized to last about V_SECONDS.
+  a fresh plain mount, each run sized to last about V_SECONDS.
 
 Until the shim itself uses the mapping, (r), (s), (t) and (v) measure the shim's daemon
 path on a fast-path mount, and fail: the rows say what they measured.
@@ -85,14 +85,15 @@ def measure_fastpath(
     report: Report,
     scale: Scale,
     workdir: Path,
-    plain: Daemon,
     kernel: KernelQueues,
     programs: Programs,
     pin: set[int] | None,
 ) -> None:
-    """Every row of the fast path; *plain* is the run's mount without it (for (v))."""
+    """Every row of the fast path, on a fresh fast-path mount (and a fresh plain one for
+    (v))."""
     report.section("5 -o fastpath: the queue in a shared mapping, against the kernel (same run)")
     with ExitStack() as stack:
+        plain = stack.enter_context(mqfs_daemon(workdir, MOUNT_OPTIONS))
         try:
             fast = stack.enter_context(mqfs_daemon(workdir, FAST_OPTIONS))
         except BenchError as exc:
