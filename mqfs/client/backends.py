@@ -291,9 +291,24 @@ class _Mapped:
     EINVAL, EBADF for the access mode, EMSGSIZE for a short receive buffer). The access
     mode and O_NONBLOCK are the descriptor's, known here from mq_open's flags and from
     every mq_setattr made through the backend (which the daemon is told too, for what
-    still goes through it: framed I/O, read/write, peeks)."""
+    still goes through it: framed I/O, read/write, peeks).
 
-    __slots__ = ("maxmsg", "msgsize", "nonblock", "queue", "readable", "writable")
+    A close while another thread waits in a call on the mapping does not unmap it under
+    that thread: as the kernel keeps a closed descriptor's file until its calls return,
+    the last call out unmaps (``calls`` holds one token per call in flight; list appends
+    and pops are atomic under the GIL, a lock would cost more than the send)."""
+
+    __slots__ = (
+        "_unmapping",
+        "calls",
+        "closed",
+        "maxmsg",
+        "msgsize",
+        "nonblock",
+        "queue",
+        "readable",
+        "writable",
+    )
 
     def __init__(self, queue: fastq.MappedQueue, oflag: int) -> None:
         self.queue = queue
@@ -302,6 +317,9 @@ class _Mapped:
         self.readable = access in (os.O_RDONLY, os.O_RDWR)
         self.writable = access in (os.O_WRONLY, os.O_RDWR)
         self.nonblock = bool(oflag & os.O_NONBLOCK)
+        self.calls: list[None] = []
+        self.closed = False
+        self._unmapping = threading.Lock()
 
     def send(self, message: bytes, priority: int, deadline: Deadline | None) -> None:
         if deadline is not None:
@@ -311,7 +329,20 @@ class _Mapped:
             _raise(errno.EINVAL, "mq_timedsend")
         if not self.writable:
             _raise(errno.EBADF, "mq_timedsend")
-        self.queue.send(message, priority, nonblock=self.nonblock, deadline=deadline, restart=False)
+        if type(message) is not bytes:  # the core takes bytes (a bytearray, a memoryview)
+            message = bytes(message)
+        calls = self.calls
+        calls.append(None)
+        try:
+            if self.closed:
+                _raise(errno.EBADF, "mq_timedsend")
+            self.queue.send(
+                message, priority, nonblock=self.nonblock, deadline=deadline, restart=False
+            )
+        finally:
+            calls.pop()
+            if self.closed and not calls:
+                self._unmap()
 
     def receive(self, bufsize: int, deadline: Deadline | None) -> tuple[bytes, int]:
         if deadline is not None:
@@ -320,7 +351,38 @@ class _Mapped:
             _raise(errno.EBADF, "mq_timedreceive")
         if bufsize < self.msgsize:
             _raise(errno.EMSGSIZE, "mq_timedreceive")
-        return self.queue.receive(nonblock=self.nonblock, deadline=deadline, restart=False)
+        calls = self.calls
+        calls.append(None)
+        try:
+            if self.closed:
+                _raise(errno.EBADF, "mq_timedreceive")
+            return self.queue.receive(nonblock=self.nonblock, deadline=deadline, restart=False)
+        finally:
+            calls.pop()
+            if self.closed and not calls:
+                self._unmap()
+
+    def curmsgs(self) -> int:
+        calls = self.calls
+        calls.append(None)
+        try:
+            if self.closed:
+                _raise(errno.EBADF, "mq_getattr")
+            return self.queue.state().count
+        finally:
+            calls.pop()
+            if self.closed and not calls:
+                self._unmap()
+
+    def close(self) -> None:
+        """The descriptor is closed: unmap now, or when the last call in flight returns."""
+        self.closed = True
+        if not self.calls:
+            self._unmap()
+
+    def _unmap(self) -> None:
+        with self._unmapping:  # both a closer and a last call may get here
+            self.queue.close()
 
 
 def _check_timespec(deadline: Deadline) -> None:
@@ -439,7 +501,7 @@ class MqfsBackend:
     def _forget(self, mqd: int) -> None:
         mapped = self._mapped.pop(mqd, None)
         if mapped is not None:
-            mapped.queue.close()
+            mapped.close()
 
     def _create(self, bare: str, oflag: int, mode: int, attr: tuple[int, int] | None) -> None:
         if oflag & os.O_CREAT:
@@ -494,7 +556,7 @@ class MqfsBackend:
         if mapped is None:
             return calls.get_attributes(mqd)
         flags = os.O_NONBLOCK if mapped.nonblock else 0
-        return Attr(flags, mapped.maxmsg, mapped.msgsize, mapped.queue.state().count)
+        return Attr(flags, mapped.maxmsg, mapped.msgsize, mapped.curmsgs())
 
     def setattr(self, mqd: int, flags: int) -> Attr:
         previous = calls.set_attributes(mqd, flags)  # the daemon checks, and keeps it too

@@ -18,7 +18,9 @@ from mqfs.client import calls
 from mqfs.client.api import O_CREX, MessageQueue
 from mqfs.client.backends import MqfsBackend
 from tests.support.mounts import FASTPATH_UNAVAILABLE, MOUNT_VARIANTS, Mount, mounted
+from tests.support.procs import task_state
 from tests.support.users import as_user
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -139,3 +141,29 @@ def test_a_map_reply_that_fails_a_check_leaves_the_descriptor_on_the_daemon(
         q.send(b"through the daemon", priority=2)
         assert q.current_messages == 1
         assert q.receive() == (b"through the daemon", 2)
+
+
+def test_a_close_leaves_a_waiting_receive_to_finish(backend: MqfsBackend) -> None:
+    """As the kernel keeps a closed descriptor's file until its calls return: a receive
+    waiting in another thread still gets the next message (on -o fastpath the mapping is
+    unmapped only after it returns, not under it)."""
+    with MessageQueue("/q", O_CREX, max_messages=4, max_message_size=64, backend=backend) as q:
+        outcome: list[object] = []
+        native_id: list[int] = []
+
+        def receive() -> None:
+            native_id.append(threading.get_native_id())
+            outcome.append(q.receive(timeout=30))
+
+        receiver = threading.Thread(target=receive)
+        receiver.start()
+        wait_until(
+            lambda: bool(native_id) and task_state(native_id[0]) == "S",
+            what="the receive to block",
+        )
+        q.close()
+        with MessageQueue("/q", read=False, backend=backend) as writer:
+            writer.send(b"after the close")
+            receiver.join(timeout=30)
+        assert outcome == [(b"after the close", 0)]
+        assert q.mqd == -1
