@@ -266,6 +266,15 @@ class MappedQueue:
         self._generation = ctypes.c_uint64()
         self._send, self._receive = _unchecked(lib, "fastq_send"), _unchecked(lib, "fastq_receive")
 
+    def core(self) -> tuple[ctypes._NamedFuncPointer, ctypes._NamedFuncPointer, object]:
+        """(fastq_send, fastq_receive, this queue's reference), for a caller that makes the
+        checks :meth:`send` and :meth:`receive` make (priority and length within bounds,
+        the deadline a byref timespec or None) and can spare no Python call between it and
+        the core (the client's fast path): ``send(ref, bytes, len, prio, flags, until)``
+        gives 0 or -errno, ``receive(ref, c_char array, len, byref(c_uint32), flags,
+        until)`` the length or -errno. Valid until :meth:`close`."""
+        return self._send, self._receive, self._ref
+
     def close(self) -> None:
         if self._q.base:
             self._lib.fastq_detach(self._ref)
