@@ -35,11 +35,13 @@ LIBRARY = Path(os.environ.get("MQFS_FASTQ_LIBRARY", _ROOT / ".venv" / "lib" / "l
 
 VERSION = 1
 """The mapping layout's version (fastq.h's FASTQ_VERSION): the MAP ioctl reports it."""
+NOTIFY_PENDING = 1
+NOTIFY_FIRED = 2
 NONBLOCK = 1
 TIMED = 2
 UPTO = 4
 PRIO_MAX = 32768
-CRASH_POINTS = 12
+CRASH_POINTS = 10  # fastq.h FASTQ_CRASH_POINTS: the CRASH_POINT(n) of fastq.c
 
 
 class _Fastq(ctypes.Structure):
@@ -158,6 +160,11 @@ def library() -> ctypes.CDLL:
                 "fastq_set_interest": (ctypes.c_int, [p, ctypes.c_int, ctypes.c_int]),
                 "fastq_wait_change": (i64, [p, u32, i64]),
                 "fastq_take_notify": (ctypes.c_int, [p]),
+                "fastq_set_notification": (
+                    ctypes.c_int,
+                    [p, u32, ctypes.c_int32, ctypes.c_int32, u64],
+                ),
+                "fastq_set_daemon": (None, []),
                 "fastq_wake_all": (None, [p]),
                 "fastq_guard_install": (ctypes.c_int, []),
                 "fastq_set_lock_timeout": (None, [i64]),
@@ -195,10 +202,11 @@ def layout(maxmsg: int, msgsize: int) -> int:
 def guard_faults(lock_timeout: float) -> None:
     """For the daemon: a mapping truncated under it, or a mutex held longer than
     *lock_timeout* seconds, fails that queue's call (CorruptQueue, Busy) instead of
-    crashing or stalling the process."""
+    crashing or stalling the process; and its sends leave mq_notify to it (fastq_set_daemon)."""
     lib = library()
     _check(lib.fastq_guard_install(), "map", "")
     lib.fastq_set_lock_timeout(int(lock_timeout * 1e9))
+    lib.fastq_set_daemon()
 
 
 def _check(result: int, operation: str, name: str) -> int:
@@ -429,9 +437,18 @@ class MappedQueue:
             return None
         return _check(r, "watch", self.name)
 
-    def take_notify(self) -> bool:
-        """Whether a send made the queue non-empty for an armed notification (and disarm)."""
-        return bool(_check(self._lib.fastq_take_notify(self._ref), "notify", self.name))
+    def take_notify(self) -> int:
+        """What a send that made the queue non-empty did to the armed notification: 0
+        nothing, NOTIFY_PENDING (deliver it), NOTIFY_FIRED (the sender did); disarms."""
+        return _check(self._lib.fastq_take_notify(self._ref), "notify", self.name)
+
+    def set_notification(self, pid: int, sigev_notify: int, signo: int, value: int) -> None:
+        """The registration a send fires (pid 0: leave it to whoever takes the notify)."""
+        _check(
+            self._lib.fastq_set_notification(self._ref, pid, sigev_notify, signo, value),
+            "notify",
+            self.name,
+        )
 
     def wake_all(self) -> None:
         self._lib.fastq_wake_all(self._ref)

@@ -173,8 +173,11 @@ class MappedStore:
     def set_interest(self, interested: bool, notify_armed: bool) -> None:
         self.queue.set_interest(interested, notify_armed)
 
-    def take_notify(self) -> bool:
+    def take_notify(self) -> int:
         return self.queue.take_notify()
+
+    def set_notification(self, pid: int, sigev_notify: int, signo: int, value: int) -> None:
+        self.queue.set_notification(pid, sigev_notify, signo, value)
 
     def wait_change(self, seen: int, timeout: float) -> int | None:
         """In a worker thread: until the mapping changes (its change counter), or None."""
@@ -190,6 +193,11 @@ class MappedStore:
                 last = self._released and not self._threads
             if last:
                 self.queue.close()
+
+    @property
+    def released(self) -> bool:
+        """The queue was destroyed: the mapping is (being) let go."""
+        return self._released
 
     def wake_all(self) -> None:
         """Wake every process and thread asleep on the mapping (the daemon is stopping)."""

@@ -62,6 +62,22 @@ def sweep_dead_mounts() -> None:
         lazy_unmount(stale)
 
 
+FASTPATH_READY = True
+"""Whether the daemon serves ``-o fastpath`` yet (issue 17): the shim's half is in."""
+
+MOUNT_KINDS: dict[str, tuple[tuple[str, ...], list[pytest.MarkDecorator]]] = {
+    "plain": ((), []),
+    "fastpath": (
+        ("fastpath",),
+        []
+        if FASTPATH_READY
+        else [pytest.mark.skip(reason="the daemon's side of -o fastpath (issue 17) is not in yet")],
+    ),
+}
+"""The kinds of mount a test can be run on: their mount options and marks. On a fastpath
+mount the queues live in shared mappings that the owner's processes use directly."""
+
+
 @dataclass
 class Mount:
     """A live mqfs mount: its directory, its daemon and the daemon's log."""
