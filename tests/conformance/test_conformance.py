@@ -34,21 +34,13 @@ from tests.support.paths import ROOT
 
 kernel_transcripts = KernelTranscripts()
 
-_NOTIFY_SENDER = (
-    "-o fastpath: mq_notify's signal for a send on the mapping comes from the daemon just"
-    " after the send returns, where the kernel's comes before"
-)
 _TIMES = "-o fastpath: sends and receives on the mapping do not reach the queue file's times"
 FASTPATH_DIVERGES = {
-    "notify_signal": _NOTIFY_SENDER,
-    "notify_only_when_empty": _NOTIFY_SENDER,
-    "notify_signal_from_other_sender": _NOTIFY_SENDER + " (at times)",
-    "notify_blocked_receiver": _NOTIFY_SENDER + " (at times)",
     "times_change_on_send_and_receive": _TIMES,
     "times_change_on_notify": _TIMES + " (the daemon's later notice changes mtime)",
 }
 """Where the daemon's side of ``-o fastpath`` still differs from the kernel (xfail, not
-strict: some of them depend on timing)."""
+strict: the daemon's notice of a change comes at its own time)."""
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
