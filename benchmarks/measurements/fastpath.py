@@ -13,8 +13,8 @@ kernel's mqueue measured in the same run: its own daemon, queues of the kernel's
   the C program under the shim with no poller or watcher, on the fast-path mount against
   a fresh plain mount, each run sized to last about V_SECONDS.
 
-Until the shim itself uses the mapping, (r), (s), (t) and (v) measure the shim's daemon
-path on a fast-path mount, and fail: the rows say what they measured.
+A shim that does not map the queue (one built before its fast path) would make (r),
+(s), (t) and (v) measure its daemon path on a fast-path mount, and fail.
 
 A fast-path mount that fails (a daemon without ``-o fastpath``) is reported as such, with
 every target here failing, rather than stopping the run.
@@ -225,7 +225,7 @@ def measure_daemon_cpu(
         report.figure(
             f"fp_daemon_cpu_{key}", f"daemon CPU per pair: {key}", "pair", [used / count], "cpu"
         )
-        shown = format_seconds(used / count) if used else f"< {format_seconds(tick / count)}"
+        shown = format_seconds(used / count) if used else f"< {tick / count * 1e9:,.0f} ns"
         report.rows.append(
             (
                 f"  daemon CPU, {key} mount: {shown} a pair",
