@@ -185,6 +185,17 @@ def library() -> ctypes.CDLL:
         return _loaded[0]
 
 
+def _unchecked(lib: ctypes.CDLL, name: str) -> ctypes._NamedFuncPointer:
+    """*name* without argtypes, for send and receive: converting six arguments through
+    argtypes costs about 0.7 µs a call, more than the operation itself, and every
+    argument these two are given converts exactly without it (a byref, bytes or a
+    c_char array as a pointer, None as NULL, and ints below 2**31, which ctypes passes
+    sign-extended in a 64-bit register). The restype is the declared one's."""
+    function: ctypes._NamedFuncPointer = lib[name]  # a new function object, not the checked one
+    function.restype = getattr(lib, name).restype
+    return function
+
+
 def layout(maxmsg: int, msgsize: int) -> int:
     """Bytes of the mapping of a queue of this geometry (0: not representable)."""
     return int(library().fastq_layout(maxmsg, msgsize))
@@ -222,14 +233,22 @@ def create(path: Path, maxmsg: int, msgsize: int, uid: int, gid: int) -> None:
     os.close(fd)
 
 
-def _deadline(deadline: float | None) -> tuple[int, _Timespec | None]:
-    """FASTQ flags and timespec for an absolute time.time() *deadline* (None: none)."""
+Deadline = float | tuple[int, int] | None
+"""An absolute CLOCK_REALTIME deadline: time.time() seconds, or exactly as a (tv_sec,
+tv_nsec) timespec (the caller has checked it is valid); None: none."""
+
+
+def _deadline(deadline: Deadline) -> tuple[int, object]:
+    """FASTQ flags and (a reference to) the timespec of an absolute *deadline* (None:
+    none)."""
     if deadline is None:
         return 0, None
+    if isinstance(deadline, tuple):
+        return TIMED, ctypes.byref(_Timespec(*deadline))
     if math.isinf(deadline):
         return 0, None
     seconds = math.floor(deadline)
-    return TIMED, _Timespec(seconds, int((deadline - seconds) * 1e9))
+    return TIMED, ctypes.byref(_Timespec(seconds, int((deadline - seconds) * 1e9)))
 
 
 class MappedQueue:
@@ -252,10 +271,19 @@ class MappedQueue:
             os.close(fd)
         self._buffer = ctypes.create_string_buffer(max(msgsize, 1))
         self._prio = ctypes.c_uint32()
+        self._spares: list[tuple[ctypes.Array[ctypes.c_char], ctypes.c_uint32, object]] = []
         self._length = ctypes.c_uint32()
         self._generation = ctypes.c_uint64()
-        self._send = lib.fastq_send
-        self._receive = lib.fastq_receive
+        self._send, self._receive = _unchecked(lib, "fastq_send"), _unchecked(lib, "fastq_receive")
+
+    def core(self) -> tuple[ctypes._NamedFuncPointer, ctypes._NamedFuncPointer, object]:
+        """(fastq_send, fastq_receive, this queue's reference), for a caller that makes the
+        checks :meth:`send` and :meth:`receive` make (priority and length within bounds,
+        the deadline a byref timespec or None) and can spare no Python call between it and
+        the core (the client's fast path): ``send(ref, bytes, len, prio, flags, until)``
+        gives 0 or -errno, ``receive(ref, c_char array, len, byref(c_uint32), flags,
+        until)`` the length or -errno. Valid until :meth:`close`."""
+        return self._send, self._receive, self._ref
 
     def close(self) -> None:
         if self._q.base:
@@ -277,40 +305,54 @@ class MappedQueue:
         priority: int,
         *,
         nonblock: bool = False,
-        deadline: float | None = None,
+        deadline: Deadline = None,
+        restart: bool = True,
     ) -> None:
-        """mq_timedsend: waits for room unless *nonblock*; *deadline* is absolute
-        (time.time()). Raises MessageTooLong, WouldBlock, TimedOut, SignalError, ..."""
-        flags, until = _deadline(deadline)
+        """mq_timedsend: waits for room unless *nonblock*; *deadline* is absolute.
+        Raises MessageTooLong, WouldBlock, TimedOut, SignalError, ... A wait a signal
+        interrupts is resumed once the handlers have run (as PEP 475), unless not
+        *restart*: then SignalError, as mq_timedsend under a handler without SA_RESTART."""
+        flags, until = (0, None) if deadline is None else _deadline(deadline)
         if nonblock:
             flags |= NONBLOCK
+        if not 0 <= priority < PRIO_MAX:  # ints below 2**31, as _unchecked needs
+            _check(-errno.EINVAL, "send", self.name)
+        if len(payload) > self.msgsize:  # fastq_send's first check, made here
+            _check(-errno.EMSGSIZE, "send", self.name)
         while True:
             r = self._send(self._ref, payload, len(payload), priority, flags, until)
             if r == 0:
                 return
-            if r == -errno.EINTR and not nonblock:
+            if r == -errno.EINTR and restart:
                 _interrupted()  # a Python handler that raises ends the send, else retry
                 continue
             _check(r, "send", self.name)
 
     def receive(
-        self, *, nonblock: bool = False, deadline: float | None = None
+        self, *, nonblock: bool = False, deadline: Deadline = None, restart: bool = True
     ) -> tuple[bytes, int]:
-        """mq_timedreceive: (payload, priority)."""
-        flags, until = _deadline(deadline)
+        """mq_timedreceive: (payload, priority). *restart* as :meth:`send`'s."""
+        flags, until = (0, None) if deadline is None else _deadline(deadline)
         if nonblock:
             flags |= NONBLOCK
-        buffer = self._buffer
-        while True:
-            r = self._receive(
-                self._ref, buffer, len(buffer), ctypes.byref(self._prio), flags, until
-            )
-            if r >= 0:
-                return buffer.raw[:r], self._prio.value
-            if r == -errno.EINTR and not nonblock:
-                _interrupted()
-                continue
-            _check(r, "receive", self.name)
+        spares = self._spares  # threads receiving at once each need their own buffer
+        try:
+            buffer, prio, prio_ref = spares.pop()
+        except IndexError:
+            prio = ctypes.c_uint32()
+            buffer, prio_ref = ctypes.create_string_buffer(self.msgsize or 1), ctypes.byref(prio)
+        try:
+            while True:
+                r = self._receive(self._ref, buffer, len(buffer), prio_ref, flags, until)
+                if r >= 0:
+                    # a c_char array's slice is bytes (typeshed says list[bytes])
+                    return buffer[:r], prio.value  # type: ignore[return-value]
+                if r == -errno.EINTR and restart:
+                    _interrupted()
+                    continue
+                _check(r, "receive", self.name)
+        finally:
+            spares.append((buffer, prio, prio_ref))
 
     def receive_upto(self, size: int) -> tuple[bytes, int] | None:
         """Take the head if it is at most *size* bytes long: (payload, priority); None if

@@ -117,6 +117,25 @@ def mount_point(prefix: str = "mnt-") -> Iterator[tuple[Path, Path]]:
             path.rmdir()
 
 
+FASTPATH_UNAVAILABLE: str | None = None
+"""Why the ``-o fastpath`` variants are skipped (None: they run)."""
+
+MOUNT_VARIANTS: dict[str, tuple[str, ...]] = {"plain": (), "fastpath": ("fastpath",)}
+"""The mount options of each variant every suite that mounts mqfs runs on: as today, and
+with the shared-memory fast path (queues in mappings their owner's processes use)."""
+
+
+def variant_params(*extra: object) -> list[object]:
+    """pytest params of the mount variants (ids ``plain``/``fastpath``, the value their
+    options), then *extra* params (e.g. a kernel one), for ``@pytest.fixture(params=)``."""
+    fastpath_marks = [pytest.mark.skip(reason=FASTPATH_UNAVAILABLE)] if FASTPATH_UNAVAILABLE else []
+    return [
+        pytest.param(MOUNT_VARIANTS["plain"], id="plain"),
+        pytest.param(MOUNT_VARIANTS["fastpath"], id="fastpath", marks=fastpath_marks),
+        *extra,
+    ]
+
+
 @contextmanager
 def mounted(options: tuple[str, ...] = (), allow_logged_errors: bool = False) -> Iterator[Mount]:
     """A real mqfs mount; the test fails if the daemon logged a traceback (unless the
