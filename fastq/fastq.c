@@ -51,6 +51,7 @@ struct sleeper {
 	uint32_t receiving; /* 1: counted in recv_waiters, 0: in send_waiters */
 	uint32_t reserved;
 	int64_t since_ns;   /* CLOCK_REALTIME when it first went to sleep (mqfs who) */
+	int64_t slept_ns;   /* ... and when it last did (a fresh one may be on its way in) */
 };
 
 struct header {
@@ -179,6 +180,7 @@ static void swap_cells(struct entry *a, struct entry *b)
 /* -- this process ------------------------------------------------------------------------- */
 
 static pid_t own_pid; /* getpid() once per process, not per message */
+static __thread pid_t own_tid; /* gettid() once per thread, not per sleep */
 static __thread struct fastq *holding; /* the queue whose mutex this thread holds */
 static __thread int pinned;             /* fastq_lock's extra holds of it (nesting) */
 
@@ -186,7 +188,7 @@ static __thread int pinned;             /* fastq_lock's extra holds of it (nesti
  * mutex is still the parent thread's, so the child's calls must take it like anyone's. */
 static void after_fork(void)
 {
-	own_pid = 0;
+	own_pid = own_tid = 0;
 	holding = NULL;
 	pinned = 0;
 }
@@ -300,7 +302,7 @@ static void wake_everyone(struct header *h)
 	wake(&h->change_seq, INT_MAX);
 }
 
-static void reap_waiters(struct header *h);
+static void reap_waiters(struct header *h, int64_t older_than);
 
 /* Replay the undo record of an operation that did not finish (its process died holding the
  * mutex, or faulted on the caller's buffer): before the commit store, undo; after, finish. */
@@ -332,7 +334,7 @@ static void recover(struct fastq *q)
 			/* the queue was empty and no receiver sleeps to take it: as do_send */
 			if (hc_count(u->old_hc) == 0 && h->notify_armed) {
 				if (h->recv_waiters)
-					reap_waiters(h);
+					reap_waiters(h, 0);
 				if (h->recv_waiters == 0)
 					h->notify_pending = 1;
 			}
@@ -600,14 +602,17 @@ static int wait_once(struct fastq *q, uint32_t *word, uint32_t *waiters, unsigne
 	}
 	uint32_t seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
 	struct header *h = hdr(q);
-	uint32_t tid = (uint32_t)gettid();
+	if (!own_tid)
+		own_tid = gettid();
+	uint32_t tid = (uint32_t)own_tid;
 	struct sleeper *slot = NULL;
 	for (int i = 0; i < WAITER_SLOTS && !slot; i++)
 		if (h->sleepers[i].tid == 0)
 			slot = &h->sleepers[i];
 	if (slot)
 		*slot = (struct sleeper){.tid = tid, .tgid = self_pid(),
-					 .receiving = waiters == &h->recv_waiters, .since_ns = *since};
+					 .receiving = waiters == &h->recv_waiters, .since_ns = *since,
+					 .slept_ns = now};
 	(*waiters)++;
 	unlock(q);
 	int r = sleep_on(word, seen, until, CLOCK_REALTIME);
@@ -629,15 +634,50 @@ static int wait_once(struct fastq *q, uint32_t *word, uint32_t *waiters, unsigne
 	return 0;
 }
 
+#define FRESH_SLEEP_NS 1000000 /* 1 ms: far longer than going from the mutex into the futex */
+
+#ifndef FASTQ_SPINS
+#define FASTQ_SPINS 200 /* a few microseconds: less than a futex sleep and wake-up */
+#endif
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/* Before the first sleep of a call, with the mutex held: let it go and watch the count for
+ * a moment (a process on another CPU may be about to send or receive), then take the mutex
+ * back to look again. 0, or lock()'s error (the mutex is not held then). Once per call, so
+ * that a long wait is a sleep. */
+static int spin(struct fastq *q, int for_message)
+{
+	struct header *h = hdr(q);
+	unlock(q);
+	int ready = 0;
+	for (int i = 0; i < FASTQ_SPINS && !ready; i++) {
+		uint32_t count = hc_count(load_hc(h));
+		ready = for_message ? count > 0 : count < q->maxmsg;
+		if (!ready)
+			cpu_relax();
+	}
+	return lock(q);
+}
+
 /* Forget the sleepers that are gone (SIGKILLed asleep: they never took themselves off the
- * counts). Costs a tgkill(…, 0) per recorded sleeper, so it runs only where a stale count
- * would be wrong: before a send decides that nobody waits to receive (mq_notify), and when
- * a wake found nobody asleep. Mutex held. */
-static void reap_waiters(struct header *h)
+ * counts), of those that went to sleep before *older_than* (0: all). Costs a tgkill(…, 0)
+ * per sleeper looked at, so it runs only where a stale count would be wrong: before a send
+ * decides that nobody waits to receive (mq_notify), and when a wake found nobody asleep.
+ * Mutex held. */
+static void reap_waiters(struct header *h, int64_t older_than)
 {
 	for (int i = 0; i < WAITER_SLOTS; i++) {
 		struct sleeper *s = &h->sleepers[i];
-		if (s->tid && syscall(SYS_tgkill, s->tgid, s->tid, 0) < 0 && errno == ESRCH) {
+		if (s->tid && (!older_than || s->slept_ns < older_than) &&
+		    syscall(SYS_tgkill, s->tgid, s->tid, 0) < 0 && errno == ESRCH) {
 			uint32_t *count = s->receiving ? &h->recv_waiters : &h->send_waiters;
 			if (*count)
 				(*count)--;
@@ -686,8 +726,13 @@ static void fire_notification(struct header *h)
 static void announce(struct header *h, uint32_t *word, uint32_t waiters)
 {
 	__atomic_add_fetch(word, 1, __ATOMIC_RELEASE);
-	if (waiters && syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0) == 0)
-		reap_waiters(h); /* counted, yet nobody asleep: some may be dead */
+	if (waiters && syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0) == 0) {
+		/* Counted, yet nobody asleep: some may be dead, or on their way into the futex
+		 * (they will see the change and not sleep): a busy queue meets the second case
+		 * at every other message. Only sleepers that went to sleep a while ago can be
+		 * the first case; a tgkill tells for each. */
+		reap_waiters(h, realtime_ns() - FRESH_SLEEP_NS);
+	}
 	if (h->daemon_interest) {
 		__atomic_add_fetch(&h->change_seq, 1, __ATOMIC_RELEASE);
 		wake(&h->change_seq, INT_MAX);
@@ -735,6 +780,7 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 		return r;
 	uint32_t head, count;
 	int64_t since = 0;
+	int spun = 0;
 	for (;;) {
 		if ((r = read_state(q, &head, &count)))
 			goto out;
@@ -743,6 +789,11 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 		if (flags & FASTQ_NONBLOCK) {
 			r = -EAGAIN;
 			goto out;
+		}
+		if (!spun++) { /* room may come in a moment: look again before sleeping */
+			if ((r = spin(q, 0)))
+				return r;
+			continue;
 		}
 		if ((r = wait_once(q, &h->received_seq, &h->send_waiters, flags, deadline, &since))) {
 			pass_on(q, &h->received_seq, h->send_waiters, 0);
@@ -784,7 +835,7 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 	CRASH_POINT(6);
 	if (count == 0 && h->notify_armed) {
 		if (h->recv_waiters)
-			reap_waiters(h);
+			reap_waiters(h, 0);
 		if (h->recv_waiters == 0)
 			fire_notification(h);
 	}
@@ -846,6 +897,7 @@ static ssize_t do_receive(struct fastq *q, void *buf, size_t buflen, unsigned *p
 	uint32_t head, count;
 	ssize_t got;
 	int64_t since = 0;
+	int spun = 0;
 	for (;;) {
 		if ((got = read_state(q, &head, &count)))
 			goto out;
@@ -854,6 +906,11 @@ static ssize_t do_receive(struct fastq *q, void *buf, size_t buflen, unsigned *p
 		if (flags & FASTQ_NONBLOCK) {
 			got = -EAGAIN;
 			goto out;
+		}
+		if (!spun++) { /* a message may come in a moment: look again before sleeping */
+			if ((r = spin(q, 1)))
+				return r;
+			continue;
 		}
 		if ((r = wait_once(q, &h->sent_seq, &h->recv_waiters, flags, deadline, &since))) {
 			pass_on(q, &h->sent_seq, h->recv_waiters, 0);

@@ -156,7 +156,7 @@ int copy_out_message(unsigned *user_prio, unsigned prio, void *user, const void 
 
 int read_timeout(const struct timespec *user, struct timespec *copy)
 {
-	if (copy_in(copy, user, sizeof *copy) < 0)
+	if (guarded_copy_in(copy, user, sizeof *copy) < 0) /* the guard once a queue is mapped */
 		return -1;
 	/* timespec64_valid: no negative seconds, nanoseconds in [0, 1e9) */
 	if (copy->tv_sec < 0 || copy->tv_nsec < 0 || copy->tv_nsec >= 1000000000L)
