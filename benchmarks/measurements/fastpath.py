@@ -41,11 +41,14 @@ from environment import (
     mqfs_daemon,
     placed,
 )
+from measurements import fastq_crash, fastq_peek
 from mqfs.client.api import O_CREAT, MessageQueue
 from mqfs.client.backends import MqfsBackend
 from native import Programs, c_flow_timer, c_pairs_timer, plain_env, shim_env
 from report import Report, format_seconds, progress
-from timing import Scale, Timer, calibrate, interleaved, pair_timer
+from timing import FULL, Scale, Timer, calibrate, interleaved, pair_timer
+
+FULL_REPETITIONS = FULL.repetitions
 
 FAST_OPTIONS = (*MOUNT_OPTIONS, "fastpath")
 SHIM_MIN = 0.5  # targets (r), (s), (t): the fast path's rate / the kernel's
@@ -79,6 +82,51 @@ TARGETS = {
 # (report, scale, fastpath daemon) -> None: it is called after the rows above, on the same
 # fast-path mount, and adds its own rows and targets (next letters: w, x, y).
 EXTRA_ROWS: list[Callable[[Report, Scale, Daemon], None]] = []
+
+CRASH_KILLS = 2500  # target (x): random SIGKILLs in a full run (the test suite does 500)
+CRASH_KILLS_QUICK = 200
+
+
+def peek_rows(report: Report, scale: Scale, fast: Daemon) -> None:
+    """(w): peek(60000) against peek(0) on 65,536 messages of one priority, in a mapping."""
+    result = fastq_peek.run(scale)
+    for key, label in (
+        ("peek_0_seconds", "fastpath: peek(0) of 65,536 (the core, mapped)"),
+        ("peek_deep_seconds", f"fastpath: peek({fastq_peek.DEEP}) of the same queue"),
+    ):
+        samples = result["samples"]["peek_0" if key == "peek_0_seconds" else "peek_deep"]  # type: ignore[index]
+        report.figure(f"fp_{key}", label, "peek", samples, "fastq_peek")
+        report.row(f"fp_{key}", "")
+    ratio = float(result["ratio"])  # type: ignore[arg-type]
+    report.rows.append(("  peek(60000) / peek(0)", "", "", "", f"{ratio:.2f}"))
+    report.target(
+        "w",
+        f"peek({fastq_peek.DEEP}) <= {fastq_peek.PEEK_RATIO_MAX}x peek(0) on 65,536 messages "
+        "on the fast path",
+        ratio,
+        fastq_peek.PEEK_RATIO_MAX,
+        at_most=True,
+    )
+
+
+def crash_rows(report: Report, scale: Scale, fast: Daemon) -> None:
+    """(x): 2+2 processes under random SIGKILLs: nothing duplicated, and nothing lost but
+    to consumers killed between their receive and recording it."""
+    kills = CRASH_KILLS if scale.repetitions >= FULL_REPETITIONS else CRASH_KILLS_QUICK
+    progress(f"-o fastpath: 2+2 processes under {kills} random SIGKILLs")
+    result = fastq_crash.run(kills)
+    report.rows.append((f"  {result['line']}",))
+    report.target(
+        "x",
+        f"{kills} random SIGKILLs of 2+2 processes: 0 duplicates, losses only to killed "
+        "consumers (1 = both hold)",
+        1.0 if result["consistent"] else 0.0,
+        1.0,
+        at_most=False,
+    )
+
+
+EXTRA_ROWS.extend([peek_rows, crash_rows])
 
 
 def measure_fastpath(
