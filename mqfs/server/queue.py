@@ -342,7 +342,10 @@ class Queue:
         """Equal means unchanged (PEEK_BATCH, WAIT, REMOVE and framed replies carry it)."""
         store = self.store
         if isinstance(store, MappedStore):
-            return self._generation + store.generation
+            state = store.state()
+            if not self._interest[0]:  # nothing in the daemon waits on the mapping now
+                self._seen_mapping, self._seen_count = state.generation, state.count
+            return self._generation + state.generation
         return self._generation
 
     @property
@@ -445,6 +448,7 @@ class Queue:
 
     def _changed(self, kind: str, tid: int) -> None:
         """A send or receive by thread *tid*: readiness may have changed."""
+        self._absorb_mapping()
         now = time.time_ns()
         self.atime = self.mtime = self.ctime = now
         self._generation += 1
@@ -511,6 +515,17 @@ class Queue:
             log.warning("queue %r: stopped watching its mapping: %s", self.name, exc)
         finally:
             self._watching = False
+
+    def _absorb_mapping(self) -> None:
+        """Every watcher is being told of the mapping as it is now (or, with interest off,
+        nobody waits on it): _reconcile must not report what came before as a change by
+        another process. Else a watcher's first reconcile found the daemon's own sends,
+        or a change a WAIT caller had already seen, and woke every watcher for nothing."""
+        store = self.store
+        if isinstance(store, MappedStore):
+            with contextlib.suppress(errors.MqfsError):  # reported where it matters
+                state = store.state()
+                self._seen_mapping, self._seen_count = state.generation, state.count
 
     def _reconcile(self) -> None:
         """After a change by another process: serve the callers parked in the daemon, fire

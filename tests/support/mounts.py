@@ -31,6 +31,20 @@ from mqfs.mounts import mounts_under
 
 MOUNT_ROOT = Path(tempfile.gettempdir()) / "mqfs-test-mounts"
 
+MOUNT_KINDS: dict[str, tuple[str, ...]] = {"plain": (), "fastpath": ("fastpath",)}
+"""The two kinds of mount every semantic suite runs on: the mount options of each."""
+
+
+def mount_kinds(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The body of a ``mount_options`` fixture parametrised over MOUNT_KINDS:
+    ``@pytest.fixture(params=list(MOUNT_KINDS))`` in a directory's conftest.py."""
+    return MOUNT_KINDS[request.param]
+
+
+def is_fastpath(mount: Mount) -> bool:
+    """Whether *mount* was made with ``-o fastpath`` (its queues live in mappings)."""
+    return "fastpath" in mount.options
+
 
 def why_fuse_unusable() -> str | None:
     """None if this machine can mount FUSE, else the reason it cannot."""
@@ -69,6 +83,7 @@ class Mount:
     path: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    options: tuple[str, ...] = ()
 
     def info(self, name: str) -> dict[str, Any]:
         """The daemon's view of queue *name* (its ``user.mq.info`` xattr), as root sees it."""
@@ -108,7 +123,7 @@ def mounted(options: tuple[str, ...] = (), allow_logged_errors: bool = False) ->
     with mount_point() as (path, log_path):
         try:
             with launch.running(path, options, log_path) as process:
-                yield Mount(path, process, log_path)
+                yield Mount(path, process, log_path, options)
         except errors.MountFailed as exc:
             pytest.fail(str(exc))
         logged = log_path.read_text(errors="replace")
