@@ -2,7 +2,8 @@
 
 ``test_scenario[kernel-NAME]`` checks the kernel against the rule written in the scenario;
 ``test_scenario[mqfs-NAME]`` checks mqfs against the kernel's transcript of the same
-scenario (run again in a fresh namespace) and against the written rule. Peek is mqfs's
+scenario (run again in a fresh namespace) and against the written rule;
+``test_scenario[mqfs-fastpath-NAME]`` does the same on a ``-o fastpath`` mount. Peek is mqfs's
 own extension and is checked against what receive then returns.
 """
 
@@ -28,7 +29,7 @@ from tests.conformance.runner import (
     transcript,
 )
 from tests.conformance.scenarios import SCENARIOS
-from tests.support.backends import BackendFactory, mqfs_backend
+from tests.support.backends import BACKEND_FACTORIES, BackendFactory
 from tests.support.paths import ROOT
 
 kernel_transcripts = KernelTranscripts()
@@ -64,9 +65,10 @@ def test_docs_table_is_current() -> None:
 # -- peek: mqfs's extension, checked against receive ---------------------------------
 
 
-@pytest.fixture
-def mqfs_queue() -> object:
-    with mqfs_backend({"msg_max": 64}) as mq:
+@pytest.fixture(params=["mqfs", "mqfs-fastpath"])
+def mqfs_queue(request: pytest.FixtureRequest) -> object:
+    with BACKEND_FACTORIES[request.param]({"msg_max": 64}) as mq:
+        assert isinstance(mq, MqfsBackend)
         mqd = mq.open("/q", os.O_CREAT | os.O_RDWR, 0o600, (64, 64))
         try:
             yield mq, mqd

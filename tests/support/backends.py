@@ -6,7 +6,8 @@ unmounted and the thread goes back to its IPC namespace. When any of that is imp
 the kernel half is skipped with the reason.
 
 mqfs: a fresh mount with the same limits as mount options, always with ``allow_other`` so
-that a child that dropped to an unprivileged user can reach it.
+that a child that dropped to an unprivileged user can reach it; mqfs-fastpath: the same
+with ``-o fastpath``.
 """
 
 from __future__ import annotations
@@ -52,11 +53,20 @@ def kernel_backend(limits: dict[str, int]) -> Iterator[KernelBackend]:
 
 
 @contextmanager
-def mqfs_backend(limits: dict[str, int]) -> Iterator[MqfsBackend]:
+def mqfs_backend(limits: dict[str, int], *more: str) -> Iterator[MqfsBackend]:
     options = tuple(f"{key}={value}" for key, value in limits.items())
-    with mounted((*options, "allow_other")) as mount:
+    with mounted((*options, "allow_other", *more)) as mount:
         yield MqfsBackend(mount.path)
 
 
-BACKEND_FACTORIES: dict[str, BackendFactory] = {"kernel": kernel_backend, "mqfs": mqfs_backend}
+def mqfs_fastpath_backend(limits: dict[str, int]) -> AbstractContextManager[MqfsBackend]:
+    """mqfs with ``-o fastpath``: every queue's messages in a shared mapping."""
+    return mqfs_backend(limits, "fastpath")
+
+
+BACKEND_FACTORIES: dict[str, BackendFactory] = {
+    "kernel": kernel_backend,
+    "mqfs": mqfs_backend,
+    "mqfs-fastpath": mqfs_fastpath_backend,
+}
 """``with BACKEND_FACTORIES[kind](limits) as mq:`` gives a fresh backend of that kind."""
