@@ -446,12 +446,15 @@ class Queue:
         self._check_open()
         return self.generation
 
-    def _changed(self, kind: str, tid: int) -> None:
-        """A send or receive by thread *tid*: readiness may have changed."""
+    def _changed(self, kind: str, tid: int, counted: bool = False) -> None:
+        """A send or receive by thread *tid*: readiness may have changed. *counted*: the
+        mapping's generation, part of ours, has already moved for it (a change by
+        another process), so that ours moves once per change, not again when the
+        daemon finds it (which woke a WAIT caller that had already seen it)."""
         self._absorb_mapping()
         now = time.time_ns()
         self.atime = self.mtime = self.ctime = now
-        self._generation += 1
+        self._generation += not counted
         self.change_kind, self.change_tid, self.change_ns = kind, tid, now
         self._wake_watchers()
 
@@ -561,7 +564,7 @@ class Queue:
         if self.notification is not None and store.take_notify():
             self._notify(None)
         if changed:
-            self._changed(kind, 0)
+            self._changed(kind, 0, counted=True)
         self._update_interest()
 
     def close(self) -> None:

@@ -233,37 +233,43 @@ def test_a_blocked_sender_wakes_for_a_direct_receive(mqfs_mount: Mount) -> None:
         assert queue.receive(nonblock=True) == (b"late", 0)
 
 
+def poll_woken_by(fd: int, event: int, queue: fastq.MappedQueue, change: object) -> object:
+    """What a poll() for *event* asleep on *fd* returns once *change* runs."""
+    poller = select.poll()
+    poller.register(fd, event)
+    assert poller.poll(0) == []
+    result: list[object] = []
+    tid: list[int] = []
+
+    def wait() -> None:
+        tid.append(threading.get_native_id())
+        result.append(poller.poll(20_000))
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    try:
+        wait_until(
+            lambda: tid and "poll" in Path(f"/proc/{tid[0]}/wchan").read_text(),
+            what="the poller to sleep",
+        )
+        wait_until(lambda: interested(queue), what="the daemon's interest")
+        change()  # type: ignore[operator]
+    finally:
+        thread.join(timeout=15)
+    return result
+
+
 def test_poll_wakes_for_a_direct_send_and_a_direct_receive(mqfs_mount: Mount) -> None:
     make(mqfs_mount, maxmsg=1)
     fd = os.open(mqfs_mount.path / "q" / "queue", os.O_RDWR)
     try:
         with attached(mqfs_mount, "q") as queue:
-            for event, change in [
-                (select.POLLIN, lambda: queue.send(b"x", 0)),
-                (select.POLLOUT, lambda: queue.receive(nonblock=True)),
-            ]:
-                poller = select.poll()
-                poller.register(fd, event)
-                assert poller.poll(0) == []
-                result: list[object] = []
-                tid: list[int] = []
-
-                def wait(poller: select.poll = poller) -> None:
-                    tid.append(threading.get_native_id())
-                    result.append(poller.poll(20_000))
-
-                thread = threading.Thread(target=wait)
-                thread.start()
-                try:
-                    wait_until(
-                        lambda: tid and "poll" in Path(f"/proc/{tid[0]}/wchan").read_text(),
-                        what="the poller to sleep",
-                    )
-                    wait_until(lambda: interested(queue), what="the daemon's interest")
-                    change()
-                finally:
-                    thread.join(timeout=15)
-                assert result == [[(fd, event)]]
+            readable = poll_woken_by(fd, select.POLLIN, queue, lambda: queue.send(b"x", 0))
+            assert readable == [[(fd, select.POLLIN)]]
+            writable = poll_woken_by(
+                fd, select.POLLOUT, queue, lambda: queue.receive(nonblock=True)
+            )
+            assert writable == [[(fd, select.POLLOUT)]]
             r, w, _ = select.select([fd], [fd], [], 0)
             assert (r, w) == ([], [fd])
     finally:
@@ -293,11 +299,14 @@ def test_wait_and_watch_see_direct_changes(mqfs_mount: Mount) -> None:
             waiter = threading.Thread(target=wait)
             waiter.start()
             try:
-                wait_until(lambda: tid and blocked_in_mq_call(tid[0]), what="WAIT to block")
+                # Parked in the daemon: this WAIT and the watch's.
+                wait_until(lambda: mqfs_mount.blocked_on("q") == 2, what="WAIT to block")
+                assert tid and blocked_in_mq_call(tid[0])
                 assert not result  # nothing changed yet: no spurious wake-up
                 queue.send(b"seen", 2)
             finally:
                 waiter.join(timeout=15)
+            # One change: the generation moved once, not again when the daemon saw it.
             assert result and result[0] != generation
             assert calls.current_generation(fd) == result[0]
             line = watch.stdout.readline()  # then the send it was woken for
