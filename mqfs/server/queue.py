@@ -324,7 +324,7 @@ class Queue:
     # mapping's generation the daemon last acted on. See _update_interest.
     _interest: tuple[bool, bool] = (False, False)
     _watching: bool = False
-    _seen_mapping: int = -1
+    _seen_mapping: int = 0  # a new mapping's; a restored queue's is read (restore)
     _seen_count: int = 0
 
     def __post_init__(self) -> None:
@@ -451,10 +451,14 @@ class Queue:
         mapping's generation, part of ours, has already moved for it (a change by
         another process), so that ours moves once per change, not again when the
         daemon finds it (which woke a WAIT caller that had already seen it)."""
+        store = self.store
+        own = store.take_own_changes() if isinstance(store, MappedStore) else 0
         self._absorb_mapping()
         now = time.time_ns()
         self.atime = self.mtime = self.ctime = now
-        self._generation += not counted
+        # The mapping's generation moved once for each of our own changes of it too: ours
+        # moves by one in all (as on a plain queue: a receive admitting a sender is one).
+        self._generation += (bool(own) or not counted) - own
         self.change_kind, self.change_tid, self.change_ns = kind, tid, now
         self._wake_watchers()
 
@@ -1417,6 +1421,7 @@ class Namespace:
         )
         queue.atime, queue.mtime, queue.ctime = times
         queue.meta_time = queue.ctime
+        queue._absorb_mapping()  # what the mapping held at the restart is no news
         self.charged.add(owner_uid, memory_charge(maxmsg, msgsize))
         self._next_qid = max(self._next_qid, qid + 1)
         self.queues[name] = queue
