@@ -31,14 +31,21 @@ PASS/FAIL for the README's performance targets:
 - (q) 16 queues, each with one producer and one consumer process, move at least 0.8x the
   pairs per second of one queue with its two processes, and no count of 1, 4, 16 or 64
   queues falls below that
+- with ``-o fastpath`` (the queue in a shared mapping), against the kernel in the same run:
+  (r) an unmodified C program's 64 B pairs under the shim at least 0.5x the kernel's rate;
+  (s) 1 producer + 1 consumer process and (t) 2 + 2 processes with random priorities at
+  least 0.5x the kernel's messages per second; (u) the Python client's 64 B pairs at least
+  1.0x the kernel's driven from Python through ctypes; (v) the daemon's CPU time per pair
+  with no poller or watcher at most 0.05x the plain mount's (``measurements/fastpath.py``)
 
 The 64 B single-thread rows are also shown as p50 / p99 of pairs timed one by one.
 
 Modules beside this one: ``timing`` (timers, interleaved repetitions, medians and paired
 ratios: the method), ``environment`` (the private IPC namespace, mqfs daemons, CPU pinning,
 the RSS guard), ``native`` (the C side, compiled each run: the C floor daemon, a C program
-of mq_send+mq_receive pairs, the shim), ``measurements`` (one module per area: throughput,
-batches, reading, memory, race, durability) and ``report`` (figures, targets, the table, the JSON).
+of mq_send+mq_receive pairs, another of N+M processes, the shim), ``measurements`` (one
+module per area: throughput, batches, reading, memory, race, durability, fastpath) and
+``report`` (figures, targets, the table, the JSON).
 Each says how it measures.
 
 Run ``scripts/bench`` (``--quick`` for a smoke run with small counts, ``--json PATH``).
@@ -64,7 +71,7 @@ from pathlib import Path
 import environment
 import native
 from environment import MOUNT_OPTIONS, BenchError, mqfs_daemon, placed, set_apart
-from measurements import batches, durability, memory, race, reading, throughput
+from measurements import batches, durability, fastpath, memory, race, reading, throughput
 from report import Report, print_table
 from timing import FULL, QUICK, Scale
 
@@ -134,6 +141,7 @@ def run(scale: Scale, quick: bool, pin: set[int] | None) -> Report:
                     report, scale, daemon, stack, space.baseline_dir
                 )
         reading.measure_request_counts(report, scale, workdir)
+        fastpath.measure_fastpath(report, scale, workdir, kernel, programs, pin)
         memory.measure_memory(report, scale, workdir)
         memory.measure_empty_queues(report, scale, workdir, pin)
         memory.measure_queue_churn(report, scale, workdir, pin)

@@ -11,6 +11,8 @@ built in the checkout, nothing is left behind):
 - ``mq_pairs.c``: ``mq_send`` + ``mq_receive`` pairs of 64 B on one thread, timed inside
   the program (not its start), run as is on the kernel's mqueue and under the shim on an
   mqfs mount; with ``each`` it times every pair alone, for the latency percentiles.
+- ``mq_flow.c``: N sending and M receiving processes on one queue, optionally with random
+  priorities, timed inside the program from a common start; the same two ways.
 
 The floor daemon is stopped and unmounted in ``finally`` like the mqfs daemons, and dies
 with this process (PR_SET_PDEATHSIG) if it is killed.
@@ -44,6 +46,7 @@ class Programs:
 
     floor: Path  # the C floor daemon: floor MOUNTPOINT
     pairs: Path  # mq_pairs NAME COUNT
+    flow: Path  # mq_flow NAME SENDERS RECEIVERS COUNT [random]
     shim: Path  # the LD_PRELOAD shim (libmqfs-preload.so)
 
 
@@ -52,12 +55,18 @@ def build(workdir: Path) -> Programs:
     if shutil.which("gcc") is None or shutil.which("pkg-config") is None:
         raise BenchError("the C floor needs gcc and pkg-config (scripts/setup installs them)")
     out = Path(tempfile.mkdtemp(prefix="build-", dir=workdir))
-    programs = Programs(out / "floor", out / "mq_pairs", out / "libmqfs-preload.so")
+    programs = Programs(
+        out / "floor", out / "mq_pairs", out / "mq_flow", out / "libmqfs-preload.so"
+    )
     fuse3 = _run(["pkg-config", "--cflags", "--libs", "fuse3"], "pkg-config fuse3").split()
     _run(["gcc", *CFLAGS, "-o", str(programs.floor), str(SOURCES / "floor.c"), *fuse3], "floor.c")
     _run(
         ["gcc", *CFLAGS, "-o", str(programs.pairs), str(SOURCES / "mq_pairs.c"), "-lrt"],
         "mq_pairs.c",
+    )
+    _run(
+        ["gcc", *CFLAGS, "-o", str(programs.flow), str(SOURCES / "mq_flow.c"), "-lrt"],
+        "mq_flow.c",
     )
     _run([str(ROOT / "scripts" / "build-preload"), str(programs.shim)], "the shim")
     return programs
@@ -140,19 +149,34 @@ def c_pairs_sampler(program: Path, name: str, env: dict[str, str]) -> Sampler:
     return lambda count: [int(line) for line in _run_pairs(program, name, env, count, "each")]
 
 
+def c_flow_timer(
+    program: Path, name: str, env: dict[str, str], senders: int, receivers: int, random: bool
+) -> Timer:
+    """A Timer of *count* messages moved by mq_flow's *senders* + *receivers* processes
+    on queue *name* (random priorities or all 0), timed by the program from their common
+    start: seconds per message."""
+    mode = ["random"] if random else []
+
+    def run(count: int) -> float:
+        argv = [str(program), name, str(senders), str(receivers), str(count), *mode]
+        return float(_run_program(argv, env, f"mq_flow {name}")[0])
+
+    return run
+
+
 def _run_pairs(program: Path, name: str, env: dict[str, str], count: int, *mode: str) -> list[str]:
     """mq_pairs NAME COUNT [MODE]: its output lines."""
+    return _run_program([str(program), name, str(count), *mode], env, f"mq_pairs {name}")
+
+
+def _run_program(argv: list[str], env: dict[str, str], what: str) -> list[str]:
+    """Run a C program of the benchmark: its output, split; BenchError if it fails."""
     try:
         done = subprocess.run(
-            [str(program), name, str(count), *mode],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=PROGRAM_TIMEOUT,
-            check=False,
+            argv, env=env, capture_output=True, text=True, timeout=PROGRAM_TIMEOUT, check=False
         )
     except subprocess.TimeoutExpired:
-        raise BenchError(f"mq_pairs {name} {count} took over {PROGRAM_TIMEOUT:g} s") from None
+        raise BenchError(f"{what} took over {PROGRAM_TIMEOUT:g} s") from None
     if done.returncode != 0:
-        raise BenchError(f"mq_pairs {name} failed: {done.stderr.strip()}")
+        raise BenchError(f"{what} failed: {done.stderr.strip()}")
     return done.stdout.split()

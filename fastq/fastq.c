@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #ifndef SYS_futex_waitv
@@ -41,6 +42,17 @@ struct undo {
 	uint64_t old_bytes;
 };
 
+/* A process asleep in the mapping, so that one SIGKILLed while asleep (it never takes itself
+ * off the count) can be told from one still waiting: see reap_waiters(). */
+#define WAITER_SLOTS FASTQ_SLEEPER_SLOTS
+struct sleeper {
+	uint32_t tid;       /* 0: a free slot */
+	uint32_t tgid;
+	uint32_t receiving; /* 1: counted in recv_waiters, 0: in send_waiters */
+	uint32_t reserved;
+	int64_t since_ns;   /* CLOCK_REALTIME when it first went to sleep (mqfs who) */
+};
+
 struct header {
 	uint32_t magic;
 	uint32_t version;
@@ -62,6 +74,19 @@ struct header {
 	uint32_t notify_armed;
 	uint32_t notify_pending;
 	struct undo undo;
+	struct sleeper sleepers[WAITER_SLOTS]; /* the first 32 waiters (more are only counted) */
+	unsigned char boot[16]; /* the boot the daemon last adopted the mapping in */
+	uint32_t last_sender;   /* process ids of the last send and receive (lsipc's LSPID, */
+	uint32_t last_receiver; /* LRPID; the sender is mq_notify's si_pid) */
+	/* The mq_notify registration the daemon armed (fastq_set_notification), so that the
+	 * send that fires it can deliver it itself, before it returns, as the kernel does.
+	 * notify_fired tells the daemon that the registration is gone. */
+	uint32_t notify_pid;
+	int32_t notify_kind; /* sigev_notify */
+	int32_t notify_signo;
+	uint32_t notify_fired;
+	uint64_t notify_value;
+	int64_t change_ns; /* CLOCK_REALTIME of the last send or receive: the queue file's times */
 };
 
 _Static_assert(sizeof(struct header) <= HEADER_BYTES, "header fits its page");
@@ -117,7 +142,24 @@ static uint32_t hc_count(uint64_t hc) { return (uint32_t)(hc >> 32); }
 static uint64_t make_hc(uint32_t head, uint32_t count) { return head | (uint64_t)count << 32; }
 
 static uint64_t load_hc(struct header *h) { return __atomic_load_n(&h->hc, __ATOMIC_ACQUIRE); }
-static void commit_hc(struct header *h, uint64_t hc) { __atomic_store_n(&h->hc, hc, __ATOMIC_RELEASE); }
+
+/* A SIGKILL can land between any two instructions, so the stores around the undo record's
+ * op and the commit must reach memory in program order: a release store keeps the earlier
+ * stores before it, and this fence keeps the compiler from hoisting later ones above it
+ * (x86 keeps stores in order; whoever recovers takes the mutex, which orders the rest). */
+static void in_order(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+
+static void commit_hc(struct header *h, uint64_t hc)
+{
+	__atomic_store_n(&h->hc, hc, __ATOMIC_RELEASE);
+	in_order();
+}
+
+static void begin(struct undo *u, uint32_t op)
+{
+	__atomic_store_n(&u->op, op, __ATOMIC_RELEASE);
+	in_order();
+}
 
 /* The ring cell at *position* counted from *head*. */
 static struct entry *cell(struct fastq *q, uint32_t head, uint64_t position)
@@ -132,6 +174,37 @@ static void swap_cells(struct entry *a, struct entry *b)
 	memcpy(&y, b, 8);
 	__atomic_store_n((uint64_t *)a, y, __ATOMIC_RELAXED);
 	__atomic_store_n((uint64_t *)b, x, __ATOMIC_RELAXED);
+}
+
+/* -- this process ------------------------------------------------------------------------- */
+
+static pid_t own_pid; /* getpid() once per process, not per message */
+static __thread struct fastq *holding; /* the queue whose mutex this thread holds */
+static __thread int pinned;             /* fastq_lock's extra holds of it (nesting) */
+
+/* In a child forked inside fastq_lock's hold (its one thread is a copy of the holder): the
+ * mutex is still the parent thread's, so the child's calls must take it like anyone's. */
+static void after_fork(void)
+{
+	own_pid = 0;
+	holding = NULL;
+	pinned = 0;
+}
+
+__attribute__((constructor)) static void watch_forks(void) { pthread_atfork(NULL, NULL, after_fork); }
+
+static uint32_t self_pid(void)
+{
+	if (!own_pid)
+		own_pid = getpid();
+	return (uint32_t)own_pid;
+}
+
+static int64_t realtime_ns(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now); /* the vDSO: no system call */
+	return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
 /* -- test hooks ------------------------------------------------------------------------- */
@@ -181,8 +254,6 @@ int fastq_guard_install(void)
 }
 
 static int64_t lock_timeout_ns;
-static __thread struct fastq *holding; /* the queue whose mutex this thread holds */
-static __thread int pinned;             /* fastq_lock's extra holds of it (nesting) */
 
 void fastq_set_lock_timeout(int64_t timeout_ns) { lock_timeout_ns = timeout_ns; }
 
@@ -229,19 +300,24 @@ static void wake_everyone(struct header *h)
 	wake(&h->change_seq, INT_MAX);
 }
 
+static void reap_waiters(struct header *h);
+
 /* Replay the undo record of an operation that did not finish (its process died holding the
  * mutex, or faulted on the caller's buffer): before the commit store, undo; after, finish. */
 static void recover(struct fastq *q)
 {
 	struct header *h = hdr(q);
-	struct undo *u = &h->undo;
-	uint32_t op = __atomic_load_n(&u->op, __ATOMIC_ACQUIRE);
+	uint32_t op = __atomic_load_n(&h->undo.op, __ATOMIC_ACQUIRE);
 	if (op == OP_NONE)
 		return;
+	struct undo record; /* one copy: what is checked is what is used, whoever writes */
+	memcpy(&record, &h->undo, sizeof record);
+	struct undo *u = &record;
 	uint64_t hc = load_hc(h);
 	int committed = hc != u->old_hc;
 	uint32_t head = hc_head(hc), count = hc_count(hc);
-	if (head >= q->maxmsg || count > q->maxmsg || u->old_free > q->maxmsg) {
+	if (head >= q->maxmsg || count > q->maxmsg || u->old_free > q->maxmsg ||
+	    (op != OP_SEND && u->old_free >= q->maxmsg)) { /* a receive pushes a free slot */
 		q->broken = 1;
 		return;
 	}
@@ -253,6 +329,13 @@ static void recover(struct fastq *q)
 				move_entry(q, head, at, u->target, 0);
 			h->free_count = u->old_free - 1;
 			h->bytes = u->old_bytes + u->length;
+			/* the queue was empty and no receiver sleeps to take it: as do_send */
+			if (hc_count(u->old_hc) == 0 && h->notify_armed) {
+				if (h->recv_waiters)
+					reap_waiters(h);
+				if (h->recv_waiters == 0)
+					h->notify_pending = 1;
+			}
 		} else {
 			h->free_count = u->old_free;
 			h->bytes = u->old_bytes;
@@ -278,11 +361,42 @@ static void recover(struct fastq *q)
 		break;
 	}
 	h->generation++;
-	__atomic_store_n(&u->op, OP_NONE, __ATOMIC_RELEASE);
+	__atomic_store_n(&h->undo.op, OP_NONE, __ATOMIC_RELEASE);
 	wake_everyone(h);
 }
 
 /* -- the mutex ----------------------------------------------------------------------------- */
+
+/* Shared between processes, robust (EOWNERDEAD to the next locker). */
+static int init_mutex(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t attr;
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+	pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+	int r = pthread_mutex_init(m, &attr);
+	pthread_mutexattr_destroy(&attr);
+	return r;
+}
+
+/* glibc keeps a mutex's type in its __kind word, and pthread_mutex_lock aborts the process
+ * (an assert) on some values of a type nobody asked for here (priority protection or
+ * inheritance). The mapping is writable by the owner's processes, so lock() first checks
+ * the word against the one init_mutex gives. (A process changing it between the check
+ * and the lock is a window this cannot close.) */
+static int expected_kind(void)
+{
+	static int kind = -1;
+	int known = __atomic_load_n(&kind, __ATOMIC_RELAXED);
+	if (known < 0) {
+		pthread_mutex_t probe;
+		init_mutex(&probe);
+		known = probe.__data.__kind;
+		pthread_mutex_destroy(&probe);
+		__atomic_store_n(&kind, known, __ATOMIC_RELAXED);
+	}
+	return known;
+}
 
 static int lock(struct fastq *q)
 {
@@ -291,6 +405,10 @@ static int lock(struct fastq *q)
 	if (holding == q) { /* inside fastq_lock: the mutex is ours already */
 		pinned++;
 		return 0;
+	}
+	if (__atomic_load_n(&h->lock.__data.__kind, __ATOMIC_RELAXED) != expected_kind()) {
+		q->broken = 1;
+		return -EUCLEAN;
 	}
 	if (lock_timeout_ns > 0) {
 		struct timespec until;
@@ -312,6 +430,10 @@ static int lock(struct fastq *q)
 		h->recovered++;
 		pthread_mutex_consistent(&h->lock);
 		r = 0;
+		if (q->broken) { /* an undo record no queue can have */
+			pthread_mutex_unlock(&h->lock);
+			return -EUCLEAN;
+		}
 	}
 	if (r) {
 		q->broken = 1; /* ENOTRECOVERABLE, or a mutex someone overwrote */
@@ -345,15 +467,17 @@ static int read_state(struct fastq *q, uint32_t *head, uint32_t *count)
 	return 0;
 }
 
-/* The slot of the entry at *position*, checked: NULL if the mapping is corrupt. */
+/* The slot of the entry at *position* and its length, checked: NULL if the mapping is
+ * corrupt. The length is read once: a process of the owner's may change it meanwhile. */
 static struct slot_header *message_at(struct fastq *q, uint32_t head, uint64_t position,
-				      struct entry *out)
+				      struct entry *out, uint32_t *length)
 {
 	memcpy(out, cell(q, head, position), sizeof *out);
 	if (out->slot >= q->maxmsg)
 		return NULL;
 	struct slot_header *s = slot_at(q, out->slot);
-	if (s->length > q->msgsize)
+	*length = __atomic_load_n(&s->length, __ATOMIC_RELAXED);
+	if (*length > q->msgsize)
 		return NULL;
 	return s;
 }
@@ -376,12 +500,7 @@ int fastq_create(int fd, uint32_t maxmsg, uint32_t msgsize)
 	h->maxmsg = maxmsg;
 	h->msgsize = msgsize;
 	h->size = g.size;
-	pthread_mutexattr_t attr;
-	pthread_mutexattr_init(&attr);
-	pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-	pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-	r = pthread_mutex_init(&h->lock, &attr);
-	pthread_mutexattr_destroy(&attr);
+	r = init_mutex(&h->lock);
 	if (r) {
 		munmap(base, g.size);
 		return -r;
@@ -463,11 +582,13 @@ static int sleep_on(uint32_t *word, uint32_t seen, int64_t until_ns, int clock)
 /* With the mutex held and the queue not ready: sleep once on *word* (counting ourselves in
  * *waiters*), then take the mutex again. 0: look again; else a negative errno, mutex released. */
 static int wait_once(struct fastq *q, uint32_t *word, uint32_t *waiters, unsigned flags,
-		     const struct timespec *deadline)
+		     const struct timespec *deadline, int64_t *since)
 {
 	struct timespec now_ts;
 	clock_gettime(CLOCK_REALTIME, &now_ts);
 	int64_t now = ns_of(&now_ts), until = now + FASTQ_RECHECK_NS;
+	if (!*since)
+		*since = now; /* the first sleep of this call: what `mqfs who` shows */
 	if (flags & FASTQ_TIMED) {
 		int64_t end = ns_of(deadline);
 		if (end <= now) {
@@ -478,13 +599,29 @@ static int wait_once(struct fastq *q, uint32_t *word, uint32_t *waiters, unsigne
 			until = end;
 	}
 	uint32_t seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+	struct header *h = hdr(q);
+	uint32_t tid = (uint32_t)gettid();
+	struct sleeper *slot = NULL;
+	for (int i = 0; i < WAITER_SLOTS && !slot; i++)
+		if (h->sleepers[i].tid == 0)
+			slot = &h->sleepers[i];
+	if (slot)
+		*slot = (struct sleeper){.tid = tid, .tgid = self_pid(),
+					 .receiving = waiters == &h->recv_waiters, .since_ns = *since};
 	(*waiters)++;
 	unlock(q);
 	int r = sleep_on(word, seen, until, CLOCK_REALTIME);
 	int l = lock(q);
 	if (l)
 		return l;
-	(*waiters)--;
+	/* Take ourselves off, unless reap_waiters() did (it never reaps a live thread, but
+	 * a thread of another pid namespace looks dead to it). */
+	if (!slot || slot->tid == tid) {
+		if (slot)
+			slot->tid = 0;
+		if (*waiters)
+			(*waiters)--;
+	}
 	if (r) {
 		unlock(q);
 		return r;
@@ -492,13 +629,65 @@ static int wait_once(struct fastq *q, uint32_t *word, uint32_t *waiters, unsigne
 	return 0;
 }
 
+/* Forget the sleepers that are gone (SIGKILLed asleep: they never took themselves off the
+ * counts). Costs a tgkill(…, 0) per recorded sleeper, so it runs only where a stale count
+ * would be wrong: before a send decides that nobody waits to receive (mq_notify), and when
+ * a wake found nobody asleep. Mutex held. */
+static void reap_waiters(struct header *h)
+{
+	for (int i = 0; i < WAITER_SLOTS; i++) {
+		struct sleeper *s = &h->sleepers[i];
+		if (s->tid && syscall(SYS_tgkill, s->tgid, s->tid, 0) < 0 && errno == ESRCH) {
+			uint32_t *count = s->receiving ? &h->recv_waiters : &h->send_waiters;
+			if (*count)
+				(*count)--;
+			s->tid = 0;
+		}
+	}
+}
+
+/* The daemon leaves mq_notify's signal to itself (it sends on callers' behalf). */
+static int in_daemon;
+
+void fastq_set_daemon(void) { in_daemon = 1; }
+
+/* The send that made the queue non-empty with nobody waiting to receive: mq_notify fires.
+ * The sender delivers SIGEV_SIGNAL itself when it may signal the registered process, so
+ * that the signal is queued before mq_send returns (si_code SI_MESGQ, si_pid the sender),
+ * and SIGEV_NONE just ends; the daemon delivers the rest (SIGEV_THREAD, another user's
+ * process, a send by the daemon) from notify_pending. Mutex held. */
+static void fire_notification(struct header *h)
+{
+	int32_t kind = h->notify_kind, signo = h->notify_signo;
+	if (!in_daemon && h->notify_pid && (kind == SIGEV_NONE || kind == SIGEV_SIGNAL)) {
+		int sent = 1;
+		if (kind == SIGEV_SIGNAL && signo > 0) {
+			siginfo_t info;
+			memset(&info, 0, sizeof info);
+			info.si_signo = signo;
+			info.si_code = SI_MESGQ;
+			info.si_value.sival_ptr = (void *)(uintptr_t)h->notify_value;
+			info.si_pid = (pid_t)self_pid();
+			info.si_uid = getuid();
+			sent = syscall(SYS_rt_sigqueueinfo, (pid_t)h->notify_pid, signo, &info) == 0 ||
+			       errno == ESRCH; /* the kernel signals a dead process: nothing */
+		}
+		if (sent) {
+			h->notify_armed = 0;
+			h->notify_fired = 1;
+			return;
+		}
+	}
+	h->notify_pending = 1;
+}
+
 /* After a change: wake who sleeps on it, the daemon if it listens. Called with the mutex
  * held, so that a process killed after its change committed has woken everyone already. */
 static void announce(struct header *h, uint32_t *word, uint32_t waiters)
 {
 	__atomic_add_fetch(word, 1, __ATOMIC_RELEASE);
-	if (waiters)
-		wake(word, 1);
+	if (waiters && syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0) == 0)
+		reap_waiters(h); /* counted, yet nobody asleep: some may be dead */
 	if (h->daemon_interest) {
 		__atomic_add_fetch(&h->change_seq, 1, __ATOMIC_RELEASE);
 		wake(&h->change_seq, INT_MAX);
@@ -536,15 +725,16 @@ static uint32_t insertion_point(struct fastq *q, uint32_t head, uint32_t count, 
 static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned prio, unsigned flags,
 		       const struct timespec *deadline)
 {
+	if (prio >= FASTQ_PRIO_MAX) /* the kernel's order: EINVAL before EMSGSIZE */
+		return -EINVAL;
 	if (len > q->msgsize)
 		return -EMSGSIZE;
-	if (prio >= FASTQ_PRIO_MAX)
-		return -EINVAL;
 	struct header *h = hdr(q);
 	int r = lock(q);
 	if (r)
 		return r;
 	uint32_t head, count;
+	int64_t since = 0;
 	for (;;) {
 		if ((r = read_state(q, &head, &count)))
 			goto out;
@@ -554,12 +744,13 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 			r = -EAGAIN;
 			goto out;
 		}
-		if ((r = wait_once(q, &h->received_seq, &h->send_waiters, flags, deadline))) {
+		if ((r = wait_once(q, &h->received_seq, &h->send_waiters, flags, deadline, &since))) {
 			pass_on(q, &h->received_seq, h->send_waiters, 0);
 			return r;
 		}
 	}
-	uint32_t slot = free_stack(q)[h->free_count - 1];
+	uint32_t free_count = q->maxmsg - count; /* == h->free_count (read_state), read once */
+	uint32_t slot = free_stack(q)[free_count - 1];
 	if (slot >= q->maxmsg) {
 		q->broken = 1;
 		r = -EUCLEAN;
@@ -569,15 +760,15 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 	int front = count > 0 && target <= count / 2;
 	struct undo *u = &h->undo;
 	*u = (struct undo){.slot = slot, .prio = prio, .length = (uint32_t)len, .target = target,
-			   .old_free = h->free_count, .front = (uint32_t)front,
+			   .old_free = free_count, .front = (uint32_t)front,
 			   .old_hc = make_hc(head, count), .old_bytes = h->bytes};
-	__atomic_store_n(&u->op, OP_SEND, __ATOMIC_RELEASE);
+	begin(u, OP_SEND);
 	CRASH_POINT(1);
 	struct slot_header *s = slot_at(q, slot);
 	s->length = (uint32_t)len;
 	s->prio = prio;
 	memcpy(s + 1, msg, len); /* may fault on the caller's buffer: fault() rolls back */
-	h->free_count--;
+	h->free_count = free_count - 1;
 	CRASH_POINT(2);
 	uint32_t new_head = front ? (head + q->maxmsg - 1) % q->maxmsg : head;
 	struct entry e = {.slot = slot, .prio = prio};
@@ -588,9 +779,15 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 	move_entry(q, new_head, front ? 0 : count, target, 1);
 	h->bytes += len;
 	h->generation++;
+	h->last_sender = self_pid();
+	h->change_ns = realtime_ns();
 	CRASH_POINT(6);
-	if (count == 0 && h->notify_armed && h->recv_waiters == 0)
-		h->notify_pending = 1;
+	if (count == 0 && h->notify_armed) {
+		if (h->recv_waiters)
+			reap_waiters(h);
+		if (h->recv_waiters == 0)
+			fire_notification(h);
+	}
 	__atomic_store_n(&u->op, OP_NONE, __ATOMIC_RELEASE);
 	announce(h, &h->sent_seq, h->recv_waiters);
 	r = 0;
@@ -605,17 +802,17 @@ static ssize_t take(struct fastq *q, uint32_t head, uint32_t count, uint64_t pos
 {
 	struct header *h = hdr(q);
 	struct entry e;
-	struct slot_header *s = message_at(q, head, position, &e);
+	uint32_t length;
+	struct slot_header *s = message_at(q, head, position, &e, &length);
 	if (!s) {
 		q->broken = 1;
 		return -EUCLEAN;
 	}
-	uint32_t length = s->length;
 	struct undo *u = &h->undo;
 	*u = (struct undo){.slot = e.slot, .prio = e.prio, .length = length,
-			   .origin = (uint32_t)position, .old_free = h->free_count,
+			   .origin = (uint32_t)position, .old_free = q->maxmsg - count,
 			   .old_hc = make_hc(head, count), .old_bytes = h->bytes};
-	__atomic_store_n(&u->op, position ? OP_REMOVE : OP_RECEIVE, __ATOMIC_RELEASE);
+	begin(u, position ? OP_REMOVE : OP_RECEIVE);
 	CRASH_POINT(7);
 	size_t copy = length < buflen ? length : buflen;
 	memcpy(buf, s + 1, copy); /* may fault on the caller's buffer: fault() rolls back */
@@ -625,10 +822,12 @@ static ssize_t take(struct fastq *q, uint32_t head, uint32_t count, uint64_t pos
 	move_entry(q, head, (uint32_t)position, 0, 1);
 	commit_hc(h, make_hc((head + 1) % q->maxmsg, count - 1));
 	CRASH_POINT(9);
-	free_stack(q)[h->free_count] = e.slot;
-	h->free_count++;
+	free_stack(q)[q->maxmsg - count] = e.slot; /* indexes from the checked count only */
+	h->free_count = q->maxmsg - count + 1;
 	h->bytes -= length;
 	h->generation++;
+	h->last_receiver = self_pid();
+	h->change_ns = realtime_ns();
 	CRASH_POINT(10);
 	__atomic_store_n(&u->op, OP_NONE, __ATOMIC_RELEASE);
 	announce(h, &h->received_seq, h->send_waiters);
@@ -646,6 +845,7 @@ static ssize_t do_receive(struct fastq *q, void *buf, size_t buflen, unsigned *p
 		return r;
 	uint32_t head, count;
 	ssize_t got;
+	int64_t since = 0;
 	for (;;) {
 		if ((got = read_state(q, &head, &count)))
 			goto out;
@@ -655,15 +855,16 @@ static ssize_t do_receive(struct fastq *q, void *buf, size_t buflen, unsigned *p
 			got = -EAGAIN;
 			goto out;
 		}
-		if ((r = wait_once(q, &h->sent_seq, &h->recv_waiters, flags, deadline))) {
+		if ((r = wait_once(q, &h->sent_seq, &h->recv_waiters, flags, deadline, &since))) {
 			pass_on(q, &h->sent_seq, h->recv_waiters, 0);
 			return r;
 		}
 	}
 	if (flags & FASTQ_UPTO) {
 		struct entry e;
-		struct slot_header *s = message_at(q, head, 0, &e);
-		if (s && s->length > buflen) {
+		uint32_t length;
+		struct slot_header *s = message_at(q, head, 0, &e, &length);
+		if (s && length > buflen) {
 			got = -EMSGSIZE;
 			goto out;
 		}
@@ -695,17 +896,18 @@ static ssize_t do_peek(struct fastq *q, uint64_t index, uint64_t offset, void *b
 		goto out;
 	}
 	struct entry e;
-	struct slot_header *s = message_at(q, head, index, &e);
+	uint32_t checked;
+	struct slot_header *s = message_at(q, head, index, &e, &checked);
 	if (!s) {
 		q->broken = 1;
 		got = -EUCLEAN;
 		goto out;
 	}
 	if (length)
-		*length = s->length;
+		*length = checked;
 	if (prio)
 		*prio = s->prio;
-	size_t copy = offset < s->length ? s->length - offset : 0;
+	size_t copy = offset < checked ? checked - offset : 0;
 	if (copy > buflen)
 		copy = buflen;
 	memcpy(buf, (unsigned char *)(s + 1) + offset, copy);
@@ -727,9 +929,7 @@ static ssize_t do_remove(struct fastq *q, uint64_t index, uint64_t generation, v
 		goto out;
 	if (generation && hdr(q)->generation != generation)
 		got = -ESTALE;
-	else if (count == 0)
-		got = -EAGAIN;
-	else if (index >= count)
+	else if (index >= count) /* an empty queue too: nothing to wait for (the daemon's REMOVE) */
 		got = -ENOENT;
 	else
 		got = take(q, head, count, index, buf, buflen, prio);
@@ -762,16 +962,19 @@ static ssize_t do_state(struct fastq *q, struct fastq_state *out)
 	uint32_t head, count;
 	if ((r = read_state(q, &head, &count)) == 0) {
 		struct entry e;
-		struct slot_header *s = count ? message_at(q, head, 0, &e) : NULL;
+		uint32_t length = 0;
+		struct slot_header *s = count ? message_at(q, head, 0, &e, &length) : NULL;
 		if (count && !s) {
+			q->broken = 1;
 			r = -EUCLEAN;
 		} else {
 			*out = (struct fastq_state){
 				.generation = h->generation, .bytes = h->bytes, .count = count,
-				.head_length = s ? s->length : 0, .recv_waiters = h->recv_waiters,
+				.head_length = length, .recv_waiters = h->recv_waiters,
 				.send_waiters = h->send_waiters, .daemon_interest = h->daemon_interest,
 				.notify_pending = h->notify_pending, .change_seq = h->change_seq,
-				.recovered = h->recovered};
+				.recovered = h->recovered, .last_sender = h->last_sender,
+				.last_receiver = h->last_receiver, .change_ns = h->change_ns};
 		}
 	}
 	unlock(q);
@@ -796,16 +999,17 @@ static ssize_t do_check(struct fastq *q)
 	uint32_t last_prio = UINT32_MAX;
 	for (uint32_t i = 0; i < count && !r; i++) {
 		struct entry e;
-		struct slot_header *s = message_at(q, head, i, &e);
+		uint32_t length;
+		struct slot_header *s = message_at(q, head, i, &e, &length);
 		if (!s || seen[e.slot] || s->prio != e.prio || e.prio > last_prio)
 			r = -EUCLEAN;
 		else {
 			seen[e.slot] = 1;
-			bytes += s->length;
+			bytes += length;
 			last_prio = e.prio;
 		}
 	}
-	for (uint32_t i = 0; i < h->free_count && !r; i++) {
+	for (uint32_t i = 0; i < q->maxmsg - count && !r; i++) {
 		uint32_t slot = free_stack(q)[i];
 		if (slot >= q->maxmsg || seen[slot])
 			r = -EUCLEAN;
@@ -919,8 +1123,10 @@ static ssize_t do_take_notify(struct fastq *q)
 	if (r)
 		return r;
 	struct header *h = hdr(q);
-	r = (int)h->notify_pending;
+	/* 0, 1 or 2 whatever the mapping holds: not an errno */
+	r = h->notify_pending ? FASTQ_NOTIFY_PENDING : h->notify_fired ? FASTQ_NOTIFY_FIRED : 0;
 	h->notify_pending = 0;
+	h->notify_fired = 0;
 	if (r)
 		h->notify_armed = 0; /* a registration fires once */
 	unlock(q);
@@ -984,4 +1190,69 @@ void fastq_unlock(struct fastq *q)
 {
 	if (holding == q)
 		unlock(q);
+}
+
+static ssize_t do_adopt(struct fastq *q, const unsigned char boot[16])
+{
+	struct header *h = hdr(q);
+	if (!memcmp(h->boot, boot, sizeof h->boot))
+		return 0;
+	/* Another boot: no process alive can hold the mutex or sleep on the futexes, but the
+	 * mutex may still name a thread of that boot (its death was never seen), and the counts
+	 * may include its sleepers. A fresh mutex, the undo record replayed, no sleepers. */
+	int r = init_mutex(&h->lock);
+	if (r)
+		return -r;
+	recover(q);
+	h->recv_waiters = h->send_waiters = 0;
+	memset(h->sleepers, 0, sizeof h->sleepers);
+	memcpy(h->boot, boot, sizeof h->boot);
+	return 1;
+}
+
+int fastq_adopt(struct fastq *q, const unsigned char boot[16]) { GUARDED(q, do_adopt(q, boot)); }
+
+static ssize_t do_sleepers(struct fastq *q, struct fastq_sleeper *out, int max)
+{
+	int r = lock(q);
+	if (r)
+		return r;
+	struct header *h = hdr(q);
+	int n = 0;
+	for (int i = 0; i < WAITER_SLOTS && n < max; i++) {
+		struct sleeper *s = &h->sleepers[i];
+		if (s->tid)
+			out[n++] = (struct fastq_sleeper){.pid = s->tgid, .tid = s->tid,
+							  .receiving = s->receiving,
+							  .since_ns = s->since_ns};
+	}
+	unlock(q);
+	return n;
+}
+
+int fastq_sleepers(struct fastq *q, struct fastq_sleeper *out, int max)
+{
+	GUARDED(q, do_sleepers(q, out, max));
+}
+
+static ssize_t do_set_notification(struct fastq *q, uint32_t pid, int32_t kind, int32_t signo,
+				   uint64_t value)
+{
+	int r = lock(q);
+	if (r)
+		return r;
+	struct header *h = hdr(q);
+	h->notify_pid = pid;
+	h->notify_kind = kind;
+	h->notify_signo = signo;
+	h->notify_value = value;
+	h->notify_fired = 0;
+	unlock(q);
+	return 0;
+}
+
+int fastq_set_notification(struct fastq *q, uint32_t pid, int32_t sigev_notify, int32_t signo,
+			   uint64_t value)
+{
+	GUARDED(q, do_set_notification(q, pid, sigev_notify, signo, value));
 }

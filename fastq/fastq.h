@@ -31,13 +31,16 @@
  * (ERESTARTSYS) and ends with EINTR otherwise, as mq_timedreceive does; a wait never lasts
  * more than FASTQ_RECHECK_NS, so a waker that died holding the mutex strands nobody. Wakes
  * are issued before the mutex is released, so a waker killed after its change committed has
- * already woken the sleepers.
+ * already woken the sleepers. Sleepers are counted (a send wakes only if someone sleeps) and
+ * the first 32 recorded by thread: one SIGKILLed asleep is taken off the count when a wake
+ * finds nobody asleep or a send must know whether a receiver waits (mq_notify's rule).
  *
  * The daemon. While the daemon has anything that depends on this queue (a poller, a
  * notification, a watch, a caller parked in the daemon) it sets `daemon_interest`; every
  * change then bumps `change_seq` and wakes the daemon's watcher thread. A send that makes
- * the queue non-empty while `notify_armed` is set and nobody waits to receive sets
- * `notify_pending` for the daemon to deliver mq_notify's signal.
+ * the queue non-empty while `notify_armed` is set and nobody waits to receive fires mq_notify:
+ * the sender signals the registered process itself when it may (before mq_send returns, as
+ * the kernel does), else sets `notify_pending` for the daemon to deliver it.
  *
  * Trust. The mapping is writable by the queue's owner, so every value read from it is
  * checked against the geometry the caller trusts (struct fastq, filled from the daemon's
@@ -84,6 +87,9 @@ struct fastq_state {
 	uint32_t notify_pending;
 	uint32_t change_seq;
 	uint32_t recovered;    /* how many times an owner-dead mutex was recovered */
+	uint32_t last_sender;  /* process ids of the last send and receive (0: none yet) */
+	uint32_t last_receiver;
+	int64_t change_ns;     /* CLOCK_REALTIME of the last send or receive (0: none yet) */
 };
 
 /* Bytes of the mapping for this geometry; 0 if it is not representable. */
@@ -102,8 +108,9 @@ void fastq_detach(struct fastq *q);
 #define FASTQ_UPTO 4u     /* receive: any buflen; -EMSGSIZE (nothing taken) if the head is longer */
 
 /* mq_timedsend on the mapping: the caller has checked the descriptor, the priority and the
- * timeout's format (the kernel's order); this checks the length (EMSGSIZE) and waits for
- * room. Returns 0, -EMSGSIZE, -EINVAL, -EAGAIN, -ETIMEDOUT, -EINTR or -EUCLEAN. */
+ * timeout's format (the kernel's order); this checks the priority (EINVAL) and the length
+ * (EMSGSIZE) again in that order, then waits for room.
+ * Returns 0, -EINVAL, -EMSGSIZE, -EAGAIN, -ETIMEDOUT, -EINTR or -EUCLEAN. */
 int fastq_send(struct fastq *q, const void *msg, size_t len, unsigned prio, unsigned flags,
 	       const struct timespec *deadline);
 
@@ -118,7 +125,8 @@ ssize_t fastq_receive(struct fastq *q, void *buf, size_t buflen, unsigned *prio,
 ssize_t fastq_peek(struct fastq *q, uint64_t index, uint64_t offset, void *buf, size_t buflen,
 		   uint32_t *length, uint32_t *prio, uint64_t *generation);
 
-/* Remove message *index* if the queue is still at *generation* (0: any): -ESTALE if not.
+/* Remove message *index* if the queue is still at *generation* (0: any): -ESTALE if not,
+ * then -ENOENT if there is no message at *index* (an empty queue too: nothing to wait for).
  * Copies up to *buflen* bytes of it out first. Returns its length. */
 ssize_t fastq_remove(struct fastq *q, uint64_t index, uint64_t generation, void *buf,
 		     size_t buflen, uint32_t *prio);
@@ -129,17 +137,43 @@ ssize_t fastq_remove(struct fastq *q, uint64_t index, uint64_t generation, void 
 int fastq_lock(struct fastq *q);
 void fastq_unlock(struct fastq *q);
 
+/* The daemon, attaching a mapping it made (or finds on disk in state=DIR): *boot* is this
+ * boot's id (/proc/sys/kernel/random/boot_id). A mapping last adopted in another boot gets a
+ * fresh mutex, its undo record replayed and no sleepers: 1; same boot: 0, nothing done. */
+int fastq_adopt(struct fastq *q, const unsigned char boot[16]);
+
 /* Remove every message (the daemon's unlink of a durable queue, tests). */
 int fastq_clear(struct fastq *q);
 
 int fastq_state(struct fastq *q, struct fastq_state *out);
+
+/* Who sleeps in the mapping now (the first FASTQ_SLEEPER_SLOTS recorded): `mqfs who`. */
+#define FASTQ_SLEEPER_SLOTS 32
+struct fastq_sleeper {
+	uint32_t pid, tid;
+	uint32_t receiving; /* 1: in receive, 0: in send */
+	uint32_t reserved;
+	int64_t since_ns;   /* CLOCK_REALTIME */
+};
+int fastq_sleepers(struct fastq *q, struct fastq_sleeper *out, int max);
 
 /* The daemon's side of waking: set or clear interest; wait until change_seq differs from
  * *seen* or *timeout_ns* passes (0 = return at once): the new change_seq, or -ETIMEDOUT,
  * -EINTR. Clear notify_pending and return whether it was set. */
 int fastq_set_interest(struct fastq *q, int interested, int notify_armed);
 int64_t fastq_wait_change(struct fastq *q, uint32_t seen, int64_t timeout_ns);
+/* What became of the armed notification: 0 nothing; PENDING, the daemon delivers it;
+ * FIRED, the sender delivered it (SIGEV_SIGNAL to a process it may signal, SIGEV_NONE). */
+#define FASTQ_NOTIFY_PENDING 1
+#define FASTQ_NOTIFY_FIRED 2
 int fastq_take_notify(struct fastq *q);
+/* The registration to arm (the daemon, before fastq_set_interest(..., 1)): the process to
+ * signal, sigev_notify, the signal and sigev_value. pid 0: the daemon delivers it. */
+int fastq_set_notification(struct fastq *q, uint32_t pid, int32_t sigev_notify, int32_t signo,
+			   uint64_t value);
+/* This process is the daemon: it never delivers a notification from a send it makes on a
+ * caller's behalf (notify_pending is its own to act on). */
+void fastq_set_daemon(void);
 /* Wake every sleeper of the mapping (the daemon, after a queue is unlinked or on shutdown). */
 void fastq_wake_all(struct fastq *q);
 
@@ -153,7 +187,7 @@ void fastq_set_lock_timeout(int64_t timeout_ns);
 
 /* Tests: SIGKILL this process when it next reaches crash point *point* (1..FASTQ_CRASH_POINTS,
  * the stores of send, receive and remove, fastq.c's CRASH_POINT); 0 turns it off. */
-#define FASTQ_CRASH_POINTS 12
+#define FASTQ_CRASH_POINTS 10
 void fastq_crash_at(int point);
 
 /* Check the mapping's invariants under the mutex (tests): 0 or -EUCLEAN. */

@@ -22,6 +22,7 @@ import math
 import os
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +35,13 @@ LIBRARY = Path(os.environ.get("MQFS_FASTQ_LIBRARY", _ROOT / ".venv" / "lib" / "l
 
 VERSION = 1
 """The mapping layout's version (fastq.h's FASTQ_VERSION): the MAP ioctl reports it."""
+NOTIFY_PENDING = 1
+NOTIFY_FIRED = 2
 NONBLOCK = 1
 TIMED = 2
 UPTO = 4
 PRIO_MAX = 32768
-CRASH_POINTS = 12
+CRASH_POINTS = 10  # fastq.h FASTQ_CRASH_POINTS: the CRASH_POINT(n) of fastq.c
 
 
 class _Fastq(ctypes.Structure):
@@ -67,7 +70,33 @@ class _State(ctypes.Structure):
         ("notify_pending", ctypes.c_uint32),
         ("change_seq", ctypes.c_uint32),
         ("recovered", ctypes.c_uint32),
+        ("last_sender", ctypes.c_uint32),
+        ("last_receiver", ctypes.c_uint32),
+        ("change_ns", ctypes.c_int64),
     ]
+
+
+class _Sleeper(ctypes.Structure):
+    _fields_ = [
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("receiving", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+        ("since_ns", ctypes.c_int64),
+    ]
+
+
+SLEEPER_SLOTS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Sleeper:
+    """A thread asleep in the mapping: its process, thread, direction and since when."""
+
+    pid: int
+    tid: int
+    receiving: bool
+    since_ns: int
 
 
 class _Timespec(ctypes.Structure):
@@ -88,6 +117,9 @@ class State:
     notify_pending: bool
     change_seq: int
     recovered: int
+    last_sender: int
+    last_receiver: int
+    change_ns: int
 
 
 _loaded: list[ctypes.CDLL] = []  # the library, once loaded
@@ -130,11 +162,18 @@ def library() -> ctypes.CDLL:
                 "fastq_set_interest": (ctypes.c_int, [p, ctypes.c_int, ctypes.c_int]),
                 "fastq_wait_change": (i64, [p, u32, i64]),
                 "fastq_take_notify": (ctypes.c_int, [p]),
+                "fastq_set_notification": (
+                    ctypes.c_int,
+                    [p, u32, ctypes.c_int32, ctypes.c_int32, u64],
+                ),
+                "fastq_set_daemon": (None, []),
                 "fastq_wake_all": (None, [p]),
                 "fastq_guard_install": (ctypes.c_int, []),
                 "fastq_set_lock_timeout": (None, [i64]),
                 "fastq_crash_at": (None, [ctypes.c_int]),
                 "fastq_check": (ctypes.c_int, [p]),
+                "fastq_adopt": (ctypes.c_int, [p, ctypes.c_char_p]),
+                "fastq_sleepers": (ctypes.c_int, [p, ctypes.POINTER(_Sleeper), ctypes.c_int]),
                 "fastq_lock": (ctypes.c_int, [p]),
                 "fastq_unlock": (None, [p]),
             }
@@ -146,6 +185,17 @@ def library() -> ctypes.CDLL:
         return _loaded[0]
 
 
+def _unchecked(lib: ctypes.CDLL, name: str) -> ctypes._NamedFuncPointer:
+    """*name* without argtypes, for send and receive: converting six arguments through
+    argtypes costs about 0.7 µs a call, more than the operation itself, and every
+    argument these two are given converts exactly without it (a byref, bytes or a
+    c_char array as a pointer, None as NULL, and ints below 2**31, which ctypes passes
+    sign-extended in a 64-bit register). The restype is the declared one's."""
+    function: ctypes._NamedFuncPointer = lib[name]  # a new function object, not the checked one
+    function.restype = getattr(lib, name).restype
+    return function
+
+
 def layout(maxmsg: int, msgsize: int) -> int:
     """Bytes of the mapping of a queue of this geometry (0: not representable)."""
     return int(library().fastq_layout(maxmsg, msgsize))
@@ -154,10 +204,11 @@ def layout(maxmsg: int, msgsize: int) -> int:
 def guard_faults(lock_timeout: float) -> None:
     """For the daemon: a mapping truncated under it, or a mutex held longer than
     *lock_timeout* seconds, fails that queue's call (CorruptQueue, Busy) instead of
-    crashing or stalling the process."""
+    crashing or stalling the process; and its sends leave mq_notify to it (fastq_set_daemon)."""
     lib = library()
     _check(lib.fastq_guard_install(), "map", "")
     lib.fastq_set_lock_timeout(int(lock_timeout * 1e9))
+    lib.fastq_set_daemon()
 
 
 def _check(result: int, operation: str, name: str) -> int:
@@ -182,14 +233,22 @@ def create(path: Path, maxmsg: int, msgsize: int, uid: int, gid: int) -> None:
     os.close(fd)
 
 
-def _deadline(deadline: float | None) -> tuple[int, _Timespec | None]:
-    """FASTQ flags and timespec for an absolute time.time() *deadline* (None: none)."""
+Deadline = float | tuple[int, int] | None
+"""An absolute CLOCK_REALTIME deadline: time.time() seconds, or exactly as a (tv_sec,
+tv_nsec) timespec (the caller has checked it is valid); None: none."""
+
+
+def _deadline(deadline: Deadline) -> tuple[int, object]:
+    """FASTQ flags and (a reference to) the timespec of an absolute *deadline* (None:
+    none)."""
     if deadline is None:
         return 0, None
+    if isinstance(deadline, tuple):
+        return TIMED, ctypes.byref(_Timespec(*deadline))
     if math.isinf(deadline):
         return 0, None
     seconds = math.floor(deadline)
-    return TIMED, _Timespec(seconds, int((deadline - seconds) * 1e9))
+    return TIMED, ctypes.byref(_Timespec(seconds, int((deadline - seconds) * 1e9)))
 
 
 class MappedQueue:
@@ -212,10 +271,19 @@ class MappedQueue:
             os.close(fd)
         self._buffer = ctypes.create_string_buffer(max(msgsize, 1))
         self._prio = ctypes.c_uint32()
+        self._spares: list[tuple[ctypes.Array[ctypes.c_char], ctypes.c_uint32, object]] = []
         self._length = ctypes.c_uint32()
         self._generation = ctypes.c_uint64()
-        self._send = lib.fastq_send
-        self._receive = lib.fastq_receive
+        self._send, self._receive = _unchecked(lib, "fastq_send"), _unchecked(lib, "fastq_receive")
+
+    def core(self) -> tuple[ctypes._NamedFuncPointer, ctypes._NamedFuncPointer, object]:
+        """(fastq_send, fastq_receive, this queue's reference), for a caller that makes the
+        checks :meth:`send` and :meth:`receive` make (priority and length within bounds,
+        the deadline a byref timespec or None) and can spare no Python call between it and
+        the core (the client's fast path): ``send(ref, bytes, len, prio, flags, until)``
+        gives 0 or -errno, ``receive(ref, c_char array, len, byref(c_uint32), flags,
+        until)`` the length or -errno. Valid until :meth:`close`."""
+        return self._send, self._receive, self._ref
 
     def close(self) -> None:
         if self._q.base:
@@ -237,40 +305,54 @@ class MappedQueue:
         priority: int,
         *,
         nonblock: bool = False,
-        deadline: float | None = None,
+        deadline: Deadline = None,
+        restart: bool = True,
     ) -> None:
-        """mq_timedsend: waits for room unless *nonblock*; *deadline* is absolute
-        (time.time()). Raises MessageTooLong, WouldBlock, TimedOut, SignalError, ..."""
-        flags, until = _deadline(deadline)
+        """mq_timedsend: waits for room unless *nonblock*; *deadline* is absolute.
+        Raises MessageTooLong, WouldBlock, TimedOut, SignalError, ... A wait a signal
+        interrupts is resumed once the handlers have run (as PEP 475), unless not
+        *restart*: then SignalError, as mq_timedsend under a handler without SA_RESTART."""
+        flags, until = (0, None) if deadline is None else _deadline(deadline)
         if nonblock:
             flags |= NONBLOCK
+        if not 0 <= priority < PRIO_MAX:  # ints below 2**31, as _unchecked needs
+            _check(-errno.EINVAL, "send", self.name)
+        if len(payload) > self.msgsize:  # fastq_send's first check, made here
+            _check(-errno.EMSGSIZE, "send", self.name)
         while True:
             r = self._send(self._ref, payload, len(payload), priority, flags, until)
             if r == 0:
                 return
-            if r == -errno.EINTR and not nonblock:
+            if r == -errno.EINTR and restart:
                 _interrupted()  # a Python handler that raises ends the send, else retry
                 continue
             _check(r, "send", self.name)
 
     def receive(
-        self, *, nonblock: bool = False, deadline: float | None = None
+        self, *, nonblock: bool = False, deadline: Deadline = None, restart: bool = True
     ) -> tuple[bytes, int]:
-        """mq_timedreceive: (payload, priority)."""
-        flags, until = _deadline(deadline)
+        """mq_timedreceive: (payload, priority). *restart* as :meth:`send`'s."""
+        flags, until = (0, None) if deadline is None else _deadline(deadline)
         if nonblock:
             flags |= NONBLOCK
-        buffer = self._buffer
-        while True:
-            r = self._receive(
-                self._ref, buffer, len(buffer), ctypes.byref(self._prio), flags, until
-            )
-            if r >= 0:
-                return buffer.raw[:r], self._prio.value
-            if r == -errno.EINTR and not nonblock:
-                _interrupted()
-                continue
-            _check(r, "receive", self.name)
+        spares = self._spares  # threads receiving at once each need their own buffer
+        try:
+            buffer, prio, prio_ref = spares.pop()
+        except IndexError:
+            prio = ctypes.c_uint32()
+            buffer, prio_ref = ctypes.create_string_buffer(self.msgsize or 1), ctypes.byref(prio)
+        try:
+            while True:
+                r = self._receive(self._ref, buffer, len(buffer), prio_ref, flags, until)
+                if r >= 0:
+                    # a c_char array's slice is bytes (typeshed says list[bytes])
+                    return buffer[:r], prio.value  # type: ignore[return-value]
+                if r == -errno.EINTR and restart:
+                    _interrupted()
+                    continue
+                _check(r, "receive", self.name)
+        finally:
+            spares.append((buffer, prio, prio_ref))
 
     def receive_upto(self, size: int) -> tuple[bytes, int] | None:
         """Take the head if it is at most *size* bytes long: (payload, priority); None if
@@ -333,8 +415,14 @@ class MappedQueue:
         return State(
             out.generation, out.bytes, out.count, out.head_length, out.recv_waiters,
             out.send_waiters, bool(out.daemon_interest), bool(out.notify_pending),
-            out.change_seq, out.recovered,
+            out.change_seq, out.recovered, out.last_sender, out.last_receiver, out.change_ns,
         )  # fmt: skip
+
+    def sleepers(self) -> list[Sleeper]:
+        """The threads asleep in the mapping now (the first SLEEPER_SLOTS)."""
+        out = (_Sleeper * SLEEPER_SLOTS)()
+        n = _check(self._lib.fastq_sleepers(self._ref, out, SLEEPER_SLOTS), "who", self.name)
+        return [Sleeper(s.pid, s.tid, bool(s.receiving), s.since_ns) for s in out[:n]]
 
     def set_interest(self, interested: bool, notify_armed: bool = False) -> None:
         _check(
@@ -351,12 +439,27 @@ class MappedQueue:
             return None
         return _check(r, "watch", self.name)
 
-    def take_notify(self) -> bool:
-        """Whether a send made the queue non-empty for an armed notification (and disarm)."""
-        return bool(_check(self._lib.fastq_take_notify(self._ref), "notify", self.name))
+    def take_notify(self) -> int:
+        """What a send that made the queue non-empty did to the armed notification: 0
+        nothing, NOTIFY_PENDING (deliver it), NOTIFY_FIRED (the sender did); disarms."""
+        return _check(self._lib.fastq_take_notify(self._ref), "notify", self.name)
+
+    def set_notification(self, pid: int, sigev_notify: int, signo: int, value: int) -> None:
+        """The registration a send fires (pid 0: leave it to whoever takes the notify)."""
+        _check(
+            self._lib.fastq_set_notification(self._ref, pid, sigev_notify, signo, value),
+            "notify",
+            self.name,
+        )
 
     def wake_all(self) -> None:
         self._lib.fastq_wake_all(self._ref)
+
+    def adopt(self) -> bool:
+        """For the daemon, on attaching: if the mapping was last used in another boot
+        (state=DIR after a reboot), renew its mutex and replay its undo record; True then."""
+        boot = uuid.UUID(Path("/proc/sys/kernel/random/boot_id").read_text().strip()).bytes
+        return bool(_check(self._lib.fastq_adopt(self._ref, boot), "map", self.name))
 
     def check(self) -> None:
         """Raise CorruptQueue unless every invariant of the mapping holds (tests)."""

@@ -45,6 +45,11 @@ static void init(void)
 	real.fcntl = (__typeof__(real.fcntl))lookup("fcntl");
 	real.fcntl64 = (__typeof__(real.fcntl64))lookup("fcntl64");
 	real.syscall = (__typeof__(real.syscall))lookup("syscall");
+	real.close = (__typeof__(real.close))lookup("close");
+	real.dup2 = (__typeof__(real.dup2))lookup("dup2");
+	real.dup3 = (__typeof__(real.dup3))lookup("dup3");
+	real.close_range = (__typeof__(real.close_range))dlsym(RTLD_NEXT, "close_range");
+	real.closefrom = (__typeof__(real.closefrom))dlsym(RTLD_NEXT, "closefrom");
 	const char *number = getenv("MQFS_MQ_TIMEDRECEIVE2_NR");
 	if (number != NULL && number[0] != '\0') {
 		char *end;
@@ -224,6 +229,8 @@ static mqd_t shim_open(const char *name, int oflag, mode_t mode, const struct mq
 	queue_path(path, sizeof path, bare, "queue");
 	for (int attempt = 1;; attempt++) {
 		mqd_t mqd = create_and_open(bare, path, oflag, mode, attr);
+		if (mqd >= 0)
+			fast_open(mqd);
 		if (mqd >= 0 || errno != ENOENT || !(oflag & O_CREAT) || attempt == OPEN_ATTEMPTS)
 			return mqd;
 	}

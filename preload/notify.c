@@ -118,6 +118,7 @@ void before_fork(void) { pthread_mutex_lock(&helpers_lock); }
 void after_fork_parent(void) { pthread_mutex_unlock(&helpers_lock); }
 void after_fork_child(void)
 {
+	fast_after_fork_child();
 	while (helpers != NULL) {
 		struct helper *gone = helpers;
 		helpers = gone->next;

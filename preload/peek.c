@@ -230,6 +230,9 @@ static ssize_t peek_attempts(int fd, struct mqfs_peek *p, size_t most, uint64_t 
  * changed in between. */
 static ssize_t peek_into(int fd, uint64_t index, char *buf, size_t bufmax, unsigned *prio)
 {
+	ssize_t fast;
+	if (fast_peek(fd, index, buf, bufmax, prio, &fast))
+		return fast;
 	size_t most = bufmax < MQFS_CHUNK ? bufmax : MQFS_CHUNK; /* bufmax >= 1 */
 	struct mqfs_peek *p = malloc(MQFS_PEEK_HEADER_SIZE + most);
 	if (p == NULL)
@@ -272,7 +275,7 @@ static int fcntl_with(int (*real_fcntl)(int, int, ...), int fd, int cmd, void *a
 {
 	struct mqfs_attr attr;
 	if (cmd == F_MQ_PEEK && mount_path[0] != '\0') {
-		if (mqfs_queue(fd, &attr))
+		if (fast_attr(fd, &attr) || mqfs_queue(fd, &attr))
 			return shim_mq_peek(fd, arg);
 		if (!kernel_has_mq_peek() && !kernel_queue(fd))
 			return fail(EBADF); /* not a queue: the RFC's answer (closed and -1 too) */
@@ -362,7 +365,7 @@ EXPORT long syscall(long number, ...)
 	}
 	struct mqfs_attr attr;
 	if (number == timedreceive2_nr && mount_path[0] != '\0') {
-		int ours = mqfs_queue((int)a0, &attr);
+		int ours = fast_attr((int)a0, &attr) || mqfs_queue((int)a0, &attr);
 		if (ours || !kernel_has_timedreceive2())
 			return shim_timedreceive2(number, (mqd_t)a0,
 						  (struct mq_timedreceive2_args *)a1, (unsigned)a2,

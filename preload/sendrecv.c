@@ -86,6 +86,9 @@ static int shim_send(mqd_t mqd, const char *msg, size_t len, unsigned prio,
 	}
 	if (prio >= MQ_PRIO_MAX)
 		return fail(EINVAL);
+	int fast;
+	if (fast_send(mqd, msg, len, prio, deadline, &fast))
+		return fast;
 	int framed;
 	if (deadline == NULL && framed_send(mqd, msg, len, prio, &framed))
 		return framed;
@@ -143,6 +146,9 @@ ssize_t shim_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
 			return -1;
 		deadline = &copy;
 	}
+	ssize_t fast;
+	if (fast_receive(mqd, buffer, buflen, prio, deadline, &fast))
+		return fast;
 	ssize_t framed;
 	if (deadline == NULL && framed_receive(mqd, buffer, buflen, prio, &framed))
 		return framed;
@@ -252,6 +258,9 @@ EXPORT int mq_getattr(mqd_t mqd, struct mq_attr *attr)
 {
 	if (!active())
 		return real.mq_getattr(mqd, attr);
+	int fast;
+	if (fast_getattr(mqd, attr, &fast))
+		return fast;
 	struct mqfs_attr got;
 	memset(&got, 0, sizeof got);
 	int result = ioctl(mqd, MQFS_IOC_GETATTR, &got);
@@ -271,6 +280,7 @@ EXPORT int mq_setattr(mqd_t mqd, const struct mq_attr *attr, struct mq_attr *old
 	struct mqfs_attr request;
 	memset(&request, 0, sizeof request);
 	int result;
+	long nonblock = 0;
 	/* <mqueue.h> says attr is nonnull, but glibc passes NULL through to the kernel, where
 	 * it means "only get": keep that, hiding the pointer from the nonnull assumption. */
 	__asm__("" : "+r"(attr));
@@ -281,12 +291,22 @@ EXPORT int mq_setattr(mqd_t mqd, const struct mq_attr *attr, struct mq_attr *old
 		if (copy_in(&wanted, attr, sizeof wanted) < 0)
 			return -1;
 		request.flags = wanted.mq_flags;
+		nonblock = wanted.mq_flags & O_NONBLOCK;
 		result = ioctl(mqd, MQFS_IOC_SETATTR, &request);
 	}
 	if (not_ours(result))
 		return real.mq_setattr(mqd, attr, old);
 	if (result < 0)
 		return -1;
+	if (attr != NULL) {
+		/* The open file description's O_NONBLOCK too: the fast path (fastpath.c) reads
+		 * it with F_GETFL on every call, as the kernel reads f_flags. */
+		int saved = errno, flags = real.fcntl(mqd, F_GETFL);
+		int wanted = nonblock ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+		if (flags >= 0 && wanted != flags)
+			real.fcntl(mqd, F_SETFL, wanted);
+		errno = saved;
+	}
 	if (old == NULL)
 		return 0;
 	struct mq_attr out; /* EFAULT now leaves the new flags set, as the kernel's */

@@ -7,7 +7,9 @@
  * the CREATE ioctl on the mount's root plus open(MNT/name/queue), and the returned mqd_t is
  * that real file descriptor: fork, dup, close, poll/select/epoll and FD_CLOEXEC behave as
  * with the kernel's mqd_t. Send/receive/getattr/setattr/notify are the mqfs ioctls of
- * include/mqfs.h. Without MQFS_MOUNT every call goes straight to glibc (dlsym RTLD_NEXT).
+ * include/mqfs.h (send/receive mostly framed I/O: framed.c); on a `-o fastpath` mount the
+ * owner's send/receive/getattr run on the queue's mapping instead (fastpath.c). Without
+ * MQFS_MOUNT every call goes straight to glibc (dlsym RTLD_NEXT).
  *
  * A descriptor that is not an mqfs queue is handed to glibc too: the ioctl says ENOTTY (a
  * pipe, a file, a kernel queue) or EBADF (closed, -1; or an mqfs queue not open for that
@@ -16,7 +18,7 @@
  * mq_notify's flags) and answers exactly as without the shim.
  *
  * Behaviour the shim chooses (see README, "LD_PRELOAD"):
- *  - EINTR: a blocked FUSE request interrupted by a signal fails with EINTR whatever
+ *  - EINTR (the daemon's way; the fast path's is the kernel's own, fastpath.c): a blocked FUSE request interrupted by a signal fails with EINTR whatever
  *    SA_RESTART says. The kernel restarts mq_(timed)send/receive when the handler has
  *    SA_RESTART. The shim cannot learn which signal interrupted it, so it restarts only when
  *    that is certainly right: when every caught signal of the process has SA_RESTART.
@@ -42,9 +44,15 @@
  *               interrupted blocking call is restarted (EINTR and SA_RESTART)
  *   notify.c    mq_notify and SIGEV_THREAD (helper threads, fork), mq_close
  *   peek.c      the proposed peek APIs: fcntl/fcntl64(F_MQ_PEEK) and syscall(548)
+ *   framed.c    mq_send and mq_receive as one pwritev/preadv of the queue file
+ *   fastpath.c  on a `-o fastpath` mount: the queue's shared mapping (MAP ioctl), on which
+ *               send, receive and getattr run with fastq (fastq/fastq.c, compiled in), and
+ *               the descriptor table that close, dup2, dup3, close_range, closefrom keep
  *   usermem.c   the program's buffers, copied so that a bad pointer is EFAULT, not a crash
+ *               (the fast path's copies: a memcpy under a SIGSEGV/SIGBUS guard)
  *
- * Only the mq_* functions, __mq_open_2, fcntl, fcntl64 and syscall are exported (EXPORT);
+ * Only the mq_* functions, __mq_open_2, fcntl, fcntl64, syscall, close, dup2, dup3,
+ * close_range and closefrom are exported (EXPORT);
  * the library is built with -fvisibility=hidden and everything declared below is hidden
  * too, so the split into files adds no symbol to the library's interface.
  *
@@ -71,6 +79,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,6 +107,11 @@ struct real_functions {
 	int (*fcntl)(int, int, ...);
 	int (*fcntl64)(int, int, ...);
 	long (*syscall)(long, ...);
+	int (*close)(int);
+	int (*dup2)(int, int);
+	int (*dup3)(int, int, int);
+	int (*close_range)(unsigned, unsigned, int);
+	void (*closefrom)(int);
 };
 
 extern struct real_functions real;
@@ -127,6 +141,14 @@ int copy_out(void *user, const void *from, size_t len);
 /* 0 if every byte of [user, user + len) can be read (one byte of each page is), else EFAULT:
  * a long message is checked whole before its first chunk goes to the daemon. */
 int check_readable(const void *user, size_t len);
+/* The fast path's copies (usermem.c, "the fault guard"): as copy_in, and a received
+ * message: the priority (if user_prio is not NULL), then len bytes, in that order (EFAULT
+ * at the first bad byte, as the kernel's mq_timedreceive). Plain memcpy under a SIGSEGV/
+ * SIGBUS guard once fault_guard_install() has run, else copy_in/copy_out. */
+void fault_guard_install(void);
+int guarded_copy_in(void *to, const void *user, size_t len);
+int copy_out_message(unsigned *user_prio, unsigned prio, void *user, const void *from,
+		     size_t len);
 /* *user into *copy as the kernel's prepare_timeout: EFAULT, or EINVAL for a negative
  * tv_sec or a tv_nsec outside [0, 1e9). */
 int read_timeout(const struct timespec *user, struct timespec *copy);
@@ -167,6 +189,26 @@ static inline int not_ours(int result)
 int framed_send(mqd_t mqd, const char *msg, size_t len, unsigned prio, int *result);
 /* The same for mq_receive: *result is its result; 0 means nothing was received. */
 int framed_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio, ssize_t *result);
+
+/* -- fastpath.c: the queue's shared mapping on a `-o fastpath` mount --------------------- */
+
+/* After mq_open made *fd* a queue descriptor: ask MAP, and remember the answer. */
+void fast_open(int fd);
+/* Descriptor *fd* was closed or replaced: forget what is known about it. */
+void fast_forget(int fd);
+/* 1 if the call ran on the mapping (its result in *result*, errno set), 0: the daemon's
+ * way. After the timeout's and the priority's checks. */
+int fast_send(mqd_t mqd, const char *msg, size_t len, unsigned prio,
+	      const struct timespec *deadline, int *result);
+int fast_receive(mqd_t mqd, char *buffer, size_t buflen, unsigned *prio,
+		 const struct timespec *deadline, ssize_t *result);
+int fast_getattr(mqd_t mqd, struct mq_attr *attr, int *result);
+/* peek.c's: 1 if *fd* is a mapped queue (its maxmsg and msgsize in *attr*); and message
+ * *index* peeked from the mapping, as peek.c's peek_into (EAGAIN, ENOENT, EFAULT). */
+int fast_attr(int fd, struct mqfs_attr *attr);
+int fast_peek(int fd, uint64_t index, char *buf, size_t bufmax, unsigned *prio,
+	      ssize_t *result);
+void fast_after_fork_child(void);
 
 /* -- notify.c: fork handlers, registered by lookup.c's init --------------------------------- */
 

@@ -3,7 +3,7 @@
 ``mqfs_mount`` is a real mqfs mount (tests.support.mounts.mounted), unmounted afterwards;
 dead mounts a killed run left behind are swept at session start. Both it and
 ``mount_factory`` mount with ``mount_options``: none here; a directory's conftest.py
-overrides it with tests.support.mounts.mount_kinds to run its tests on a plain and on a
+overrides it with tests.support.mounts.variant_params() to run its tests on a plain and on a
 ``-o fastpath`` mount (ids [plain] and [fastpath]).
 """
 

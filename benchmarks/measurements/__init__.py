@@ -10,4 +10,7 @@ figures measured together, and adds their rows and targets to the report.
 - race: a blocked reader killed as a message arrives, kernel against mqfs (target h)
 - durability: with -o state=DIR, the cost of the journal, kill -9 under load, the journal's
   size (targets i, j, k)
+- fastpath: ``-o fastpath`` against the kernel: the C program under the shim, 1+1 and 2+2
+  processes, the Python client, the daemon's CPU per pair (targets r, s, t, u, v; a hook
+  for w and the crash figures)
 """

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mqfs import errors, mounts, posix, wire
+from mqfs import errors, fastq, mounts, posix, wire
 from mqfs.client import calls
 from mqfs.client.calls import Deadline
 from mqfs.posix import SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD
@@ -284,6 +284,178 @@ def default_mount() -> Path:
     return Path(os.environ.get("MQFS_MOUNT") or DEFAULT_MOUNT)
 
 
+class _Mapped:
+    """An mqfs descriptor whose queue this process maps (``-o fastpath``): send, receive
+    and curmsgs go to the mapping with no daemon round trip, after the checks the kernel
+    makes before its queue's lock, in its order (the timespec's and the priority's
+    EINVAL, EBADF for the access mode, EMSGSIZE). The access mode and O_NONBLOCK are the
+    descriptor's, known here from mq_open's flags and from every mq_setattr made through
+    the backend (which the daemon is told too, for what still goes through it: framed
+    I/O, read/write, peeks). An untimed call goes straight to the core (every Python call
+    on the way costs about as much as the core's send itself); a timed one through
+    MappedQueue.
+
+    A close while another thread waits in a call on the mapping does not unmap it under
+    that thread: as the kernel keeps a closed descriptor's file until its calls return,
+    the last call out unmaps (``calls`` holds one token per call in flight; list appends
+    and pops are atomic under the GIL, a lock would cost more than the send)."""
+
+    __slots__ = (
+        "_core_receive",
+        "_core_send",
+        "_ref",
+        "_spares",
+        "_unmapping",
+        "calls",
+        "closed",
+        "flags",
+        "maxmsg",
+        "msgsize",
+        "queue",
+        "readable",
+        "writable",
+    )
+
+    def __init__(self, queue: fastq.MappedQueue, oflag: int) -> None:
+        self.queue = queue
+        self._core_send, self._core_receive, self._ref = queue.core()
+        self.maxmsg, self.msgsize = queue.maxmsg, queue.msgsize
+        access = oflag & os.O_ACCMODE
+        self.readable = access in (os.O_RDONLY, os.O_RDWR)
+        self.writable = access in (os.O_WRONLY, os.O_RDWR)
+        self.flags = fastq.NONBLOCK if oflag & os.O_NONBLOCK else 0
+        self.calls: list[None] = []
+        self.closed = False
+        self._unmapping = threading.Lock()
+        # receive buffers: one per thread receiving at once
+        self._spares: list[tuple[ctypes.Array[ctypes.c_char], ctypes.c_uint32, object]] = []
+
+    @property
+    def nonblock(self) -> bool:
+        return bool(self.flags & fastq.NONBLOCK)
+
+    @nonblock.setter
+    def nonblock(self, value: bool) -> None:
+        self.flags = fastq.NONBLOCK if value else 0
+
+    def send(self, message: bytes, priority: int, deadline: Deadline | None) -> None:
+        if deadline is not None:
+            _check_timespec(deadline)
+        priority &= 0xFFFFFFFF  # an unsigned int, as in C
+        if priority >= posix.MQ_PRIO_MAX:
+            _raise(errno.EINVAL, "mq_timedsend")
+        if not self.writable:
+            _raise(errno.EBADF, "mq_timedsend")
+        if type(message) is not bytes:  # the core takes bytes (a bytearray, a memoryview)
+            message = bytes(message)
+        length = len(message)
+        if length > self.msgsize:  # the core's first check, made here (lengths < 2**31)
+            _raise(errno.EMSGSIZE, "mq_timedsend")
+        calls = self.calls
+        calls.append(None)
+        try:
+            if self.closed:
+                _raise(errno.EBADF, "mq_timedsend")
+            if deadline is None:
+                result = self._core_send(self._ref, message, length, priority, self.flags, None)
+            else:
+                self.queue.send(
+                    message, priority, nonblock=self.nonblock, deadline=deadline, restart=False
+                )
+                return
+        finally:
+            calls.pop()
+            if self.closed and not calls:
+                self._unmap()
+        if result:
+            _raise(-result, "mq_timedsend")
+
+    def receive(self, bufsize: int, deadline: Deadline | None) -> tuple[bytes, int]:
+        if deadline is not None:
+            _check_timespec(deadline)
+        if not self.readable:
+            _raise(errno.EBADF, "mq_timedreceive")
+        if bufsize < self.msgsize:
+            _raise(errno.EMSGSIZE, "mq_timedreceive")
+        calls = self.calls
+        calls.append(None)
+        try:
+            if self.closed:
+                _raise(errno.EBADF, "mq_timedreceive")
+            if deadline is not None:
+                return self.queue.receive(nonblock=self.nonblock, deadline=deadline, restart=False)
+            spares = self._spares
+            try:
+                buffer, prio, prio_ref = spares.pop()
+            except IndexError:
+                prio = ctypes.c_uint32()
+                buffer = ctypes.create_string_buffer(self.msgsize or 1)
+                prio_ref = ctypes.byref(prio)
+            try:
+                length = self._core_receive(
+                    self._ref, buffer, len(buffer), prio_ref, self.flags, None
+                )
+                if length < 0:
+                    _raise(-length, "mq_timedreceive")
+                # a c_char array's slice is bytes (typeshed says list[bytes])
+                return buffer[:length], prio.value  # type: ignore[return-value]
+            finally:
+                spares.append((buffer, prio, prio_ref))
+        finally:
+            calls.pop()
+            if self.closed and not calls:
+                self._unmap()
+
+    def curmsgs(self) -> int:
+        calls = self.calls
+        calls.append(None)
+        try:
+            if self.closed:
+                _raise(errno.EBADF, "mq_getattr")
+            return self.queue.state().count
+        finally:
+            calls.pop()
+            if self.closed and not calls:
+                self._unmap()
+
+    def close(self) -> None:
+        """The descriptor is closed: unmap now, or when the last call in flight returns."""
+        self.closed = True
+        if not self.calls:
+            self._unmap()
+
+    def _unmap(self) -> None:
+        with self._unmapping:  # both a closer and a last call may get here
+            self.queue.close()
+
+
+def _check_timespec(deadline: Deadline) -> None:
+    """EINVAL for an abs_timeout the kernel's timespec64_valid refuses."""
+    tv_sec, tv_nsec = deadline
+    if tv_sec < 0 or not 0 <= tv_nsec < 1_000_000_000:
+        _raise(errno.EINVAL, "abs_timeout")
+
+
+def _attach(fd: int, oflag: int, name: str) -> _Mapped | None:
+    """The mapping of the queue open on *fd*, if the daemon offers it to this process
+    (MAP) and it is what GETATTR says; None otherwise: then everything goes through the
+    daemon, as on a mount without ``-o fastpath`` or for a caller not the queue's owner."""
+    try:
+        where = calls.map(fd)
+    except OSError:  # EOPNOTSUPP (no fast path), EACCES (not the owner), ENOTTY (older)
+        return None
+    if not os.path.isabs(where.path) or where.version != fastq.VERSION:
+        return None
+    try:
+        attributes = calls.get_attributes(fd)
+        if (attributes.maxmsg, attributes.msgsize) != (where.maxmsg, where.msgsize):
+            return None
+        queue = fastq.MappedQueue(where.path, where.maxmsg, where.msgsize, name)
+    except (OSError, errors.MqfsError):
+        return None  # gone or refused meanwhile, or a mapping that fails its check
+    return _Mapped(queue, oflag)
+
+
 OPEN_ATTEMPTS = 64
 """Creates and opens one mq_open(O_CREAT) tries while the name keeps being unlinked."""
 
@@ -295,6 +467,12 @@ class MqfsBackend:
 
     def __init__(self, mount: Path | str | None = None) -> None:
         self.mount = Path(mount) if mount is not None else default_mount()
+        self._mapped: dict[int, _Mapped] = {}  # descriptors on the fast path
+
+    def mapped(self, mqd: int) -> bool:
+        """Whether *mqd*'s sends and receives go to the queue's shared mapping directly
+        (an ``-o fastpath`` mount, a caller who owns the queue) rather than the daemon."""
+        return mqd in self._mapped
 
     def spec(self) -> str:
         return f"mqfs:{self.mount}"
@@ -357,7 +535,17 @@ class MqfsBackend:
             self._create(bare, oflag, mode, attr)
         # open(2)'s own O_CREAT/O_EXCL must not reach the queue file: CREATE did that.
         flags = oflag & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC
-        return os.open(self.mount / bare / "queue", flags)
+        fd = os.open(self.mount / bare / "queue", flags)
+        self._forget(fd)  # a number closed behind the backend's back (os.close) and reused
+        mapped = _attach(fd, oflag, name)
+        if mapped is not None:
+            self._mapped[fd] = mapped
+        return fd
+
+    def _forget(self, mqd: int) -> None:
+        mapped = self._mapped.pop(mqd, None)
+        if mapped is not None:
+            mapped.close()
 
     def _create(self, bare: str, oflag: int, mode: int, attr: tuple[int, int] | None) -> None:
         if oflag & os.O_CREAT:
@@ -375,6 +563,7 @@ class MqfsBackend:
             os.stat(self.mount / bare / "queue")
 
     def close(self, mqd: int) -> None:
+        self._forget(mqd)
         os.close(mqd)
 
     def unlink(self, name: str) -> None:
@@ -388,22 +577,37 @@ class MqfsBackend:
     def send(
         self, mqd: int, message: bytes, priority: int = 0, deadline: Deadline | None = None
     ) -> None:
-        calls.send(mqd, message, priority, deadline=deadline)
+        mapped = self._mapped.get(mqd)
+        if mapped is None:
+            calls.send(mqd, message, priority, deadline=deadline)
+        else:
+            mapped.send(message, priority, deadline)
 
     def receive(
         self, mqd: int, bufsize: int, deadline: Deadline | None = None
     ) -> tuple[bytes, int]:
-        return calls.receive(mqd, bufsize, deadline=deadline)
+        mapped = self._mapped.get(mqd)
+        if mapped is None:
+            return calls.receive(mqd, bufsize, deadline=deadline)
+        return mapped.receive(bufsize, deadline)
 
     def peek(self, mqd: int, index: int = 0) -> tuple[bytes, int]:
         """Message *index* in receive order, left in the queue (mqfs's extension)."""
         return calls.peek(mqd, index)
 
     def getattr(self, mqd: int) -> Attr:
-        return calls.get_attributes(mqd)
+        mapped = self._mapped.get(mqd)
+        if mapped is None:
+            return calls.get_attributes(mqd)
+        flags = os.O_NONBLOCK if mapped.nonblock else 0
+        return Attr(flags, mapped.maxmsg, mapped.msgsize, mapped.curmsgs())
 
     def setattr(self, mqd: int, flags: int) -> Attr:
-        return calls.set_attributes(mqd, flags)
+        previous = calls.set_attributes(mqd, flags)  # the daemon checks, and keeps it too
+        mapped = self._mapped.get(mqd)
+        if mapped is not None:
+            mapped.nonblock = bool(flags & os.O_NONBLOCK)
+        return previous
 
     def notify(self, mqd: int, request: Notification | None) -> None:
         if request is None:

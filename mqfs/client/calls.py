@@ -16,7 +16,6 @@ import ctypes
 import errno
 import gc
 import math
-import operator
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -211,9 +210,6 @@ def peek_all(fd: int, attempts: int = 10, *, framed: bool = True) -> list[tuple[
     raise OSError(errno.EAGAIN, "the queue kept changing during the snapshot")
 
 
-_PRIORITY, _CHUNK = operator.itemgetter(1), operator.itemgetter(2)
-
-
 def _snapshot(fd: int) -> list[tuple[bytes, int]] | None:
     messages: list[tuple[bytes, int]] = []
     generation: int | None = None
@@ -234,7 +230,7 @@ def _snapshot(fd: int) -> list[tuple[bytes, int]] | None:
             messages.append((whole, records[0][1]))
             unconfirmed = True
         else:
-            messages.extend(zip(map(_CHUNK, records), map(_PRIORITY, records), strict=True))
+            messages.extend([(chunk, priority) for _, priority, chunk in records])
         if not batch.flags & wire.BATCH_MORE and not unconfirmed:
             return messages
 
@@ -406,6 +402,15 @@ def receive_on_read(fd: int) -> None:
     """Make read() of *fd* receive messages (by default it returns the status line, so
     that programs that only read files never consume one). For this descriptor only."""
     _call(fd, wire.IOC_RECEIVE_ON_READ, b"")
+
+
+def map(fd: int) -> wire.Map:
+    """MAP: where the queue's shared mapping is (``-o fastpath``) and the geometry to
+    attach it with. EOPNOTSUPP when the mount has no fast path, EACCES unless the caller
+    runs as the queue's owner or root (everyone else goes through the daemon). (Named
+    after the ioctl, it hides the builtin map in this module, which does not use it.)"""
+    _, buffer = _call(fd, wire.IOC_MAP, bytes(wire.MAP_SIZE))
+    return wire.Map.unpack(buffer)
 
 
 def get_attributes(fd: int) -> wire.Attr:

@@ -13,10 +13,11 @@ processes here, when someone asks, so that no send pays for a /proc read.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable
 from typing import Any
 
-from mqfs import wire
+from mqfs import fastq, wire
 from mqfs.server import processes
 from mqfs.server.queue import Descriptor, Namespace, Queue
 
@@ -26,21 +27,56 @@ def _process(tid: int) -> int | None:
     return processes.tgid_of(tid) if tid > 0 else None
 
 
-def _opener(descriptor: Descriptor) -> dict[str, Any]:
-    """One open descriptor: O(1) however many threads wait on it (no list of them)."""
+def _opener(descriptor: Descriptor, asleep: dict[int, list[fastq.Sleeper]]) -> dict[str, Any]:
+    """One open descriptor: O(1) however many threads wait on it (no list of them).
+    *asleep*: threads asleep in a fast-path queue's mapping by process, which never asked
+    the daemon; they count as blocked on their process's first descriptor of the queue."""
     pid = _process(descriptor.pid) or descriptor.pid
     oldest = descriptor.oldest_blocked()
+    blocked = oldest.direction if oldest else None
+    since = oldest.since_ns if oldest else None
+    waiting = dict(descriptor.blocked_counts)
+    for sleeper in asleep.pop(pid, []):
+        direction = "receive" if sleeper.receiving else "send"
+        waiting[direction] = waiting.get(direction, 0) + 1
+        if since is None or sleeper.since_ns < since:
+            blocked, since = direction, sleeper.since_ns
     return {
         "pid": pid,
         "command": processes.command_of(pid),
         "access": ("r" if descriptor.readable else "") + ("w" if descriptor.writable else ""),
         "nonblock": descriptor.nonblock,
         # The longest-waiting caller's direction (send, receive, wait) and since when,
-        "blocked": oldest.direction if oldest else None,
-        "blocked_since_ns": oldest.since_ns if oldest else None,
+        "blocked": blocked,
+        "blocked_since_ns": since,
         # and how many callers (threads, or a child sharing it) wait in each direction.
-        "waiting": dict(descriptor.blocked_counts),
+        "waiting": waiting,
     }
+
+
+def _sleeping(pid: int, sleepers: list[fastq.Sleeper]) -> dict[str, Any]:
+    """A process asleep in a fast-path queue's mapping through a descriptor it did not open
+    itself (a fork's child: FUSE saw only the parent's open)."""
+    oldest = min(sleepers, key=lambda sleeper: sleeper.since_ns)
+    waiting: dict[str, int] = {}
+    for sleeper in sleepers:
+        direction = "receive" if sleeper.receiving else "send"
+        waiting[direction] = waiting.get(direction, 0) + 1
+    return {
+        "pid": pid,
+        "command": processes.command_of(pid),
+        "access": "",
+        "nonblock": False,
+        "blocked": "receive" if oldest.receiving else "send",
+        "blocked_since_ns": oldest.since_ns,
+        "waiting": waiting,
+    }
+
+
+def _last(in_mapping: int, by_daemon: int) -> int:
+    """Who sent (or received) last: a fast-path queue's mapping knows, unless the last was
+    the daemon itself on a caller's behalf, whose thread the queue layer recorded."""
+    return in_mapping if in_mapping not in (0, os.getpid()) else by_daemon
 
 
 def queue_info(queue: Queue, descriptors: Iterable[Descriptor], viewer_uid: int) -> dict[str, Any]:
@@ -54,10 +90,16 @@ def _queue_info(queue: Queue, descriptors: list[Descriptor], viewer_uid: int) ->
     may_see = viewer_uid in (0, queue.uid)
     mapped = queue.mapped
     mapping = mapped.state() if mapped is not None else None
+    asleep: dict[int, list[fastq.Sleeper]] = {}
+    for sleeper in mapped.sleepers() if mapped is not None and may_see else []:
+        asleep.setdefault(sleeper.pid, []).append(sleeper)
     return {
         "open": len(descriptors),
         "blocked": sum(descriptor.waiting for descriptor in descriptors),
-        "openers": [_opener(descriptor) for descriptor in descriptors] if may_see else None,
+        "openers": [_opener(descriptor, asleep) for descriptor in descriptors]
+        + [_sleeping(pid, sleepers) for pid, sleepers in asleep.items()]
+        if may_see
+        else None,
         "maxmsg": queue.maxmsg,
         "msgsize": queue.msgsize,
         "curmsgs": len(queue),
@@ -65,8 +107,8 @@ def _queue_info(queue: Queue, descriptors: list[Descriptor], viewer_uid: int) ->
         "notify": None
         if note is None
         else {"pid": note.pid, "sigev_notify": note.sigev_notify, "signo": note.signo},
-        "lspid": _process(queue.last_send_tid),
-        "lrpid": _process(queue.last_receive_tid),
+        "lspid": _process(_last(mapping.last_sender if mapping else 0, queue.last_send_tid)),
+        "lrpid": _process(_last(mapping.last_receiver if mapping else 0, queue.last_receive_tid)),
         "unlinked": queue.unlinked,
         "generation": queue.generation,
         # A fast-path queue: its owner's processes asleep in the mapping itself, which

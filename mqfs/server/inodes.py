@@ -107,11 +107,7 @@ def attributes(queue: Queue | None, inode: int, root_times: int) -> pyfuse3.Entr
     elif slot == SLOT_QUEUE:
         entry.st_mode = stat.S_IFREG | (mode & 0o666)
         entry.st_size = KERNEL_QUEUE_FILE_SIZE
-        entry.st_atime_ns, entry.st_mtime_ns, entry.st_ctime_ns = (
-            queue.atime,
-            queue.mtime,
-            queue.ctime,
-        )
+        entry.st_atime_ns, entry.st_mtime_ns, entry.st_ctime_ns = queue.file_times()
         entry.attr_timeout = 0  # times change with every message
     elif slot == SLOT_STATUS:
         entry.st_mode = stat.S_IFREG | read_bits
@@ -133,6 +129,9 @@ class Invalidator(Protocol):
     """How the kernel is told to drop what it caches (pyfuse3's functions)."""
 
     def invalidate_entry(self, inode_p: int, name: bytes) -> None: ...
+    def invalidate_entry_async(
+        self, inode_p: int, name: bytes, deleted: int = 0, ignore_enoent: bool = False
+    ) -> None: ...
     def invalidate_inode(self, inode: int, attr_only: bool = False) -> None: ...
 
 
@@ -156,7 +155,13 @@ class CachedViews:
             # One notification drops the msgs dentry and every msgs/I under it. It is
             # synchronous, so the send or receive that changed the queue returns only
             # after the kernel has let go; this runs in handlers of the queue file,
-            # where the kernel holds no lock on the queue's directory.
+            # where the kernel holds no lock on the queue's directory. A change made
+            # straight in a fast-path queue's mapping comes with no request, at any
+            # moment (an rmdir of the queue may hold that lock and wait for us): the
+            # notification goes from pyfuse3's own thread then.
+            if queue.changed_outside:
+                self.kernel.invalidate_entry_async(inode_of(queue), b"msgs", ignore_enoent=True)
+                return
             with contextlib.suppress(OSError):  # ENOENT: the kernel has already let go
                 self.kernel.invalidate_entry(inode_of(queue), b"msgs")
 

@@ -69,11 +69,18 @@ class MappedStore:
             raise errors.OutOfMemory(
                 f"cannot make the mapping of queue {name!r}: {exc.strerror}"
             ) from exc
-        return cls(fastq.MappedQueue(path, maxmsg, msgsize, name), path)
+        return cls.attach(path, maxmsg, msgsize, name)
 
     @classmethod
     def attach(cls, path: Path, maxmsg: int, msgsize: int, name: str) -> MappedStore:
-        return cls(fastq.MappedQueue(path, maxmsg, msgsize, name), path)
+        queue = fastq.MappedQueue(path, maxmsg, msgsize, name)
+        try:
+            if queue.adopt():
+                log.info("queue %r: its mapping was last used before a reboot: renewed", name)
+        except BaseException:
+            queue.close()
+            raise
+        return cls(queue, path)
 
     # -- size ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -97,6 +104,9 @@ class MappedStore:
 
     def state(self) -> fastq.State:
         return self.queue.state()
+
+    def sleepers(self) -> list[fastq.Sleeper]:
+        return self.queue.sleepers()
 
     @contextlib.contextmanager
     def pinned(self) -> Iterator[None]:
@@ -176,8 +186,11 @@ class MappedStore:
     def set_interest(self, interested: bool, notify_armed: bool) -> None:
         self.queue.set_interest(interested, notify_armed)
 
-    def take_notify(self) -> bool:
+    def take_notify(self) -> int:
         return self.queue.take_notify()
+
+    def set_notification(self, pid: int, sigev_notify: int, signo: int, value: int) -> None:
+        self.queue.set_notification(pid, sigev_notify, signo, value)
 
     def wait_change(self, seen: int, timeout: float) -> int | None:
         """In a worker thread: until the mapping changes (its change counter), or None."""
@@ -193,6 +206,11 @@ class MappedStore:
                 last = self._released and not self._threads
             if last:
                 self.queue.close()
+
+    @property
+    def released(self) -> bool:
+        """The queue was destroyed: the mapping is (being) let go."""
+        return self._released
 
     def wake_all(self) -> None:
         """Wake every process and thread asleep on the mapping (the daemon is stopping)."""
@@ -268,9 +286,17 @@ class MappingDirectory:
             return None
         try:
             store = MappedStore.attach(path, maxmsg, msgsize, name)
-            store.check_invariants()
         except errors.MqfsError as exc:
             log.warning("state: the mapping of queue %r is unusable (%s): set aside", name, exc)
+            path.rename(path.with_suffix(".corrupt"))
+            raise
+        try:
+            store.check_invariants()
+        except errors.Busy:
+            pass  # a process of the owner's holds it right now: it is in use, so sound
+        except errors.MqfsError as exc:
+            store.queue.close()
+            log.warning("state: the mapping of queue %r is corrupt (%s): set aside", name, exc)
             path.rename(path.with_suffix(".corrupt"))
             raise
         return store

@@ -54,7 +54,7 @@ from typing import Any, NoReturn, Protocol
 import outcome
 import trio
 
-from mqfs import errors, wire
+from mqfs import errors, fastq, wire
 from mqfs.posix import MQ_PRIO_MAX, SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD, check_name
 from mqfs.server.mapped import MappedStore, MappingDirectory
 from mqfs.server.store import Message, MessageStore
@@ -138,6 +138,23 @@ class _Waiter:
     task: trio.lowlevel.Task
     message: Message | None = None  # what a blocked sender wants to enqueue
     caller: Caller | None = None  # who is waiting: the last sender or receiver once served
+
+
+@dataclass(frozen=True, slots=True)
+class _MappingCaller:
+    """The process behind a change made straight in a fast-path queue's mapping."""
+
+    pid: int
+    uid: int
+
+    @classmethod
+    def of(cls, pid: int, owner_uid: int) -> _MappingCaller | None:
+        if not pid:
+            return None
+        try:
+            return cls(pid, os.stat(f"/proc/{pid}").st_uid)
+        except OSError:  # gone already: it ran as the owner (or root)
+            return cls(pid, owner_uid)
 
 
 def _tid(caller: Caller | None) -> int:
@@ -325,6 +342,9 @@ class Queue:
     _interest: tuple[bool, bool] = (False, False)
     _watching: bool = False
     _seen_mapping: int = 0  # a new mapping's; a restored queue's is read (restore)
+    # True while the daemon acts on such a change (_reconcile): no request of the queue
+    # file is in progress, so the kernel may hold any lock (see inodes.CachedViews).
+    changed_outside: bool = False
     _seen_count: int = 0
 
     def __post_init__(self) -> None:
@@ -347,6 +367,17 @@ class Queue:
                 self._seen_mapping, self._seen_count = state.generation, state.count
             return self._generation + state.generation
         return self._generation
+
+    def file_times(self) -> tuple[int, int, int]:
+        """atime, mtime, ctime of the queue file: every send and receive sets all three
+        (the kernel's mq_timedsend/receive), those made straight in a fast-path queue's
+        mapping too."""
+        times = (self.atime, self.mtime, self.ctime)
+        store = self.store
+        if isinstance(store, MappedStore) and not store.released:
+            changed = store.state().change_ns
+            return (max(times[0], changed), max(times[1], changed), max(times[2], changed))
+        return times
 
     @property
     def mapped(self) -> MappedStore | None:
@@ -391,6 +422,7 @@ class Queue:
 
     def status_line(self) -> bytes:
         """Byte for byte what the kernel's ``mqueue_read_file`` prints."""
+        self._mapped_notification(None)  # a send straight into the mapping may have fired it
         note = self.notification
         return (
             "QSIZE:%-10lu NOTIFY:%-5d SIGNO:%-5d NOTIFY_PID:%-6d\n"  # noqa: UP031 (the kernel's format)
@@ -497,6 +529,12 @@ class Queue:
         if wanted == self._interest or (self.closing and not self._interest[0]):
             return
         try:
+            note = self.notification
+            if wanted[1] and not self._interest[1] and note is not None:
+                # The send that fires it delivers it itself where it can (fastq.h); a
+                # SIGEV_THREAD registration's waiter is the daemon's to settle.
+                pid = 0 if note.sigev_notify == SIGEV_THREAD else note.pid
+                store.set_notification(pid, note.sigev_notify, note.signo, note.value)
             store.set_interest(*wanted)
         except errors.MqfsError as exc:  # a corrupt or wedged mapping: its owner's doing
             log.warning("queue %r: cannot reach its mapping: %s", self.name, exc)
@@ -511,7 +549,7 @@ class Queue:
         try:
             seen = store.state().change_seq
             self._reconcile()
-            while self._interest[0] and not self.closing and self.store is store:
+            while self._interest[0] and not self.closing and not store.released:
                 changed = await trio.to_thread.run_sync(
                     store.wait_change, seen, WATCH_SLICE, limiter=_MAPPING_WATCHERS
                 )
@@ -534,12 +572,33 @@ class Queue:
                 state = store.state()
                 self._seen_mapping, self._seen_count = state.generation, state.count
 
+    def _mapped_notification(self, sender: Caller | None) -> None:
+        """A fast-path queue: act on what the mapping says a send did to the armed
+        notification: deliver it (*sender* made it fire), or forget it (the sender
+        delivered it)."""
+        store = self.store
+        if not isinstance(store, MappedStore) or self.notification is None:
+            return
+        outcome = store.take_notify()
+        if outcome == fastq.NOTIFY_PENDING:
+            self._notify(sender)
+        elif outcome == fastq.NOTIFY_FIRED:
+            self.notification = None
+            self._update_interest()
+
     def _reconcile(self) -> None:
         """After a change by another process: serve the callers parked in the daemon, fire
         the notification the sender flagged, and tell the watchers."""
         store = self.store
-        if not isinstance(store, MappedStore) or self.closing:
+        if not isinstance(store, MappedStore) or self.closing or store.released:
             return
+        self.changed_outside = True
+        try:
+            self._reconcile_mapping(store)
+        finally:
+            self.changed_outside = False
+
+    def _reconcile_mapping(self, store: MappedStore) -> None:
         state = store.state()
         changed = state.generation != self._seen_mapping
         kind = "send" if state.count > self._seen_count else "receive"
@@ -565,8 +624,12 @@ class Queue:
             self.last_send_tid = _tid(waiter.caller)
             trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
             changed = True
-        if self.notification is not None and store.take_notify():
-            self._notify(None)
+        daemon = os.getpid()  # the mapping names the daemon for what it did for a caller
+        if state.last_sender not in (0, daemon):
+            self.last_send_tid = state.last_sender
+        if state.last_receiver not in (0, daemon):
+            self.last_receive_tid = state.last_receiver
+        self._mapped_notification(_MappingCaller.of(state.last_sender, self.uid))
         if changed:
             self._changed(kind, 0, counted=True)
         self._update_interest()
@@ -612,6 +675,7 @@ class Queue:
             raise errors.InvalidArgument(f"sigev_notify {request.sigev_notify} not supported")
         if request.sigev_notify == SIGEV_SIGNAL and not 0 <= request.signo <= _NSIG:
             raise errors.InvalidArgument(f"invalid signal {request.signo}")
+        self._mapped_notification(None)  # fired by a send straight into the mapping?
         if self.notification is not None:
             raise errors.Busy(f"queue {self.name!r} has a notification registered")
         if request.sigev_notify == SIGEV_THREAD:
@@ -683,8 +747,7 @@ class Queue:
             trio.lowlevel.reschedule(waiter.task, outcome.Value(message))
         elif isinstance(self.store, MappedStore):
             self.store.push(message.payload, message.priority)  # WouldBlock: lost a race
-            if self.notification is not None and self.store.take_notify():
-                self._notify(sender)
+            self._mapped_notification(sender)
         else:
             if self.journal is not None:
                 self.journal.sent(self, message)

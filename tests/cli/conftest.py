@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.mounts import MOUNT_KINDS, mount_kinds
+from tests.support.mounts import variant_params
 
 
-@pytest.fixture(params=list(MOUNT_KINDS))
+@pytest.fixture(params=variant_params())
 def mount_options(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    return mount_kinds(request)
+    return request.param  # type: ignore[no-any-return]

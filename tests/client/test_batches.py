@@ -3,6 +3,8 @@ on mqfs (framed I/O) and on the kernel's queues (one call each)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import trio
 import trio.testing
@@ -17,19 +19,23 @@ from mqfs.client.api import (
 )
 from mqfs.client.backends import Backend, KernelBackend, MqfsBackend
 from tests.support.kernel import why_kernel_mqueue_unusable
+from tests.support.mounts import mounted, variant_params
 
 MESSAGES = [b"zero", ("high", 9), (b"low", 1), (b"", 9), (bytearray(b"mid"), 5)]
 EXPECTED = [(b"high", 9), (b"", 9), (b"mid", 5), (b"low", 1), (b"zero", 0)]
 
 
-@pytest.fixture(params=["mqfs", "kernel"])
-def any_backend(request: pytest.FixtureRequest) -> Backend:
+@pytest.fixture(params=variant_params("kernel"))
+def any_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """mqfs on each mount variant, then the kernel's queues."""
     if request.param == "kernel":
         reason = why_kernel_mqueue_unusable()
         if reason:
             pytest.skip(reason)
-        return KernelBackend()
-    return request.getfixturevalue("backend")  # type: ignore[no-any-return]
+        yield KernelBackend()
+        return
+    with mounted(request.param) as mount:
+        yield MqfsBackend(mount.path)
 
 
 def test_send_many_and_receive_many_equal_one_by_one(any_backend: Backend) -> None:

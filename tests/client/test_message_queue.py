@@ -34,7 +34,7 @@ from mqfs.client.api import (
 )
 from mqfs.client.backends import Backend, KernelBackend, MqfsBackend
 from tests.support.kernel import why_kernel_mqueue_unusable
-from tests.support.mounts import Mount
+from tests.support.mounts import Mount, mounted, variant_params
 from tests.support.procs import task_state
 from tests.support.waiting import wait_until
 
@@ -57,13 +57,14 @@ class KernelNames:
         return name
 
 
-@pytest.fixture(params=["mqfs", pytest.param("kernel", marks=pytest.mark.kernel)])
+@pytest.fixture(params=variant_params(pytest.param("kernel", marks=pytest.mark.kernel)))
 def any_backend(request: pytest.FixtureRequest) -> Iterator[tuple[Backend, KernelNames]]:
-    """Each backend in turn, with a name maker (unique names, unlinked afterwards)."""
+    """Each backend in turn (mqfs on each mount variant), with a name maker (unique
+    names, unlinked afterwards)."""
     names = KernelNames()
-    if request.param == "mqfs":
-        mount: Mount = request.getfixturevalue("mqfs_mount")
-        yield MqfsBackend(mount.path), names
+    if request.param != "kernel":
+        with mounted(request.param) as mount:
+            yield MqfsBackend(mount.path), names
         return
     reason = why_kernel_mqueue_unusable()
     if reason:

@@ -1,5 +1,5 @@
-"""Fixtures of the conformance suite: the kernel's mqueue and mqfs (plain and
-``-o fastpath``), with the same limits (tests.support.backends)."""
+"""Fixtures of the conformance suite: the kernel's mqueue and mqfs (a plain mount, and an
+``-o fastpath`` one: ids ``mqfs``/``fastpath``), with the same limits (tests.support.backends)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from mqfs.client import calls, dump
 from mqfs.server.journal import _HEADER, MAGIC, VERSION
 from tests.fs.test_fastpath import map_of
 from tests.support import crash
-from tests.support.mounts import MOUNT_KINDS, Mount, mount_point, mounted
+from tests.support.mounts import MOUNT_VARIANTS, Mount, mount_point, mounted
 from tests.support.waiting import wait_until
 
 MESSAGES = [(b"low", 0), (b"urgent", 9), (b"second low", 0), (b"", 3), (b"x" * 200, 9)]
@@ -32,8 +32,8 @@ def state(directory: Path, *more: str) -> tuple[str, ...]:
     return (f"state={directory}", *more)
 
 
-kinds = pytest.mark.parametrize("kind", list(MOUNT_KINDS))
-"""Run on a plain and on a fast-path mount: ``state(directory, *MOUNT_KINDS[kind])``."""
+kinds = pytest.mark.parametrize("kind", list(MOUNT_VARIANTS))
+"""Run on a plain and on a fast-path mount: ``state(directory, *MOUNT_VARIANTS[kind])``."""
 
 
 def fill(mount: Mount) -> None:
@@ -77,7 +77,7 @@ def leave_to_sigterm(mount: Mount) -> None:
 @pytest.mark.parametrize("stop", [leave_to_sigterm, unmount_with_the_command])
 def test_a_restart_brings_every_queue_back_exactly(tmp_path: Path, stop: object, kind: str) -> None:
     directory = tmp_path / "state"
-    with mounted(state(directory, *MOUNT_KINDS[kind])) as mount:
+    with mounted(state(directory, *MOUNT_VARIANTS[kind])) as mount:
         fill(mount)
         before = look(mount)
         stop(mount)  # type: ignore[operator]
@@ -118,7 +118,7 @@ def test_the_journal_is_readable_by_root_only(tmp_path: Path, kind: str) -> None
             assert owners == [0, 0, 1234]  # defaults, secret; jobs was given to 1234
             assert {stat.S_IMODE(os.stat(e).st_mode) for e in mappings.iterdir()} == {0o600}
 
-    with mounted(state(directory, *MOUNT_KINDS[kind])) as mount:
+    with mounted(state(directory, *MOUNT_VARIANTS[kind])) as mount:
         fill(mount)
         check()  # the log as it is written
     check()  # the snapshot a clean stop writes
@@ -134,7 +134,7 @@ def test_kill_9_loses_no_acknowledged_message_and_duplicates_none(
     directory = tmp_path / "state"
     messages = 5000
     kill_after = 100 if moment == "early" else random.Random(7).randrange(1, messages)
-    with mounted(state(directory, "msg_max=500", *MOUNT_KINDS[kind])) as mount:
+    with mounted(state(directory, "msg_max=500", *MOUNT_VARIANTS[kind])) as mount:
         # A tenth of the messages fit, and fill the queue before the consumers start: a
         # backlog to bring back, and senders blocked.
         calls.create_at(mount.path, "q", 0o600, maxmsg=messages // 10, msgsize=128)

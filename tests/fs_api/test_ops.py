@@ -42,6 +42,11 @@ class FakeKernel:
     def invalidate_entry(self, inode_p: int, name: bytes) -> None:
         self.invalidated.append(("entry", inode_p, name))
 
+    def invalidate_entry_async(
+        self, inode_p: int, name: bytes, deleted: int = 0, ignore_enoent: bool = False
+    ) -> None:
+        self.invalidated.append(("entry", inode_p, name))
+
     def invalidate_inode(self, inode: int, attr_only: bool = False) -> None:
         self.invalidated.append(("inode", inode, None))
 

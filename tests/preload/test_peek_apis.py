@@ -464,3 +464,22 @@ def test_criu_dump_and_restore(
     )
     assert again.returncode == 1  # O_EXCL: a restore never mixes into an existing queue
     assert "File exists" in again.stderr
+
+
+@pytest.mark.parametrize("api", API)
+def test_peeks_on_a_fastpath_mount_read_the_mapping(
+    tmp_path: Path, preload_library: Path, compile_peek: Compile, mqfs_mount: Mount, api: str,
+    mount_kind: str,
+) -> None:  # fmt: skip
+    """The same scenarios under strace: on a plain mount every peek is the daemon's PEEK
+    ioctl (4); on a fastpath mount none is (the queue's mapping is read directly)."""
+    program = compile_peek(HERE / "peek_apis.c")
+    traced = tmp_path / "strace.out"
+    out = run_program(
+        ["strace", "-f", "-qq", "-e", "trace=ioctl", "-o", traced,
+         program, api, f"/{unique_queue_name(api)}"],
+        shim_env(preload_library, mqfs_mount.path),
+    )  # fmt: skip
+    assert out.splitlines() == scenarios(preload_library, compile_peek, mqfs_mount, api)
+    peeks = [line for line in traced.read_text().splitlines() if ", 0x51, 0x4," in line]
+    assert (len(peeks) == 0) == (mount_kind == "fastpath"), peeks

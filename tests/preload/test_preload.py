@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections import Counter
 from collections.abc import Callable
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from mqfs.client import calls
 from tests.support.mounts import Mount
+from tests.support.paths import ROOT
 from tests.support.shim import (
     PROGRAM_TIMEOUT,
     build_c_program,
@@ -28,9 +31,11 @@ from tests.support.shim import (
     shim_env,
     unique_queue_name,
 )
+from tests.support.users import run_as_user
 from tests.support.waiting import wait_until
 
 HERE = Path(__file__).parent
+BENCHMARK_C = ROOT / "benchmarks" / "c"
 
 Compile = Callable[[str], Path]
 
@@ -313,11 +318,12 @@ FRAMED_OFFSET = 1 << 62  # include/mqfs.h MQFS_FRAMED
 
 
 def test_send_and_receive_take_one_read_or_write_and_only_on_the_mount(
-    tmp_path: Path, preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+    tmp_path: Path, preload_library: Path, compile_c: Compile, mqfs_mount: Mount, mount_kind: str
 ) -> None:
     """mq_send and mq_receive without a deadline are one pwritev()/preadv() of the queue
     file at the framed offset (a plain write- and read-sized request, not the SEND and
-    RECEIVE ioctls), with the kernel's results. A descriptor that is not on the mount is
+    RECEIVE ioctls), with the kernel's results; on a fastpath mount they are neither: the
+    queue's mapping (MAP ioctl) is used directly. A descriptor that is not on the mount is
     never written there: a regular file stays empty and gets EBADF as from the kernel."""
     program = compile_c("framed_path")
     name = f"/{unique_queue_name('framed')}"
@@ -352,17 +358,88 @@ def test_send_and_receive_take_one_read_or_write_and_only_on_the_mount(
         "status file mq_send: -1 EBADF",
         "status file mq_receive: -1 EBADF",
     ]
-    # Framed calls: the queue's 4 sends and 5 receives; the status file's send (EBADF from
-    # the kernel: opened read-only) and receive (0 bytes: then the ioctl way, ENOTTY, glibc).
+    # Framed calls, plain mount: the queue's 4 sends and 5 receives; the status file's send
+    # (EBADF from the kernel: opened read-only) and receive (0 bytes: then the ioctl way,
+    # ENOTTY, glibc). On a fastpath mount only the status file's: the queue's are on its
+    # mapping, which the MAP ioctl (14) gave once, at mq_open.
     calls = traced.read_text().splitlines()
     framed_writes = [line for line in calls if "pwritev(" in line and f", {FRAMED_OFFSET})" in line]
     receive_one = FRAMED_OFFSET + (1 << 32)
     framed_reads = [line for line in calls if "preadv(" in line and f", {receive_one})" in line]
-    assert len(framed_writes) == 5, framed_writes
-    assert len(framed_reads) == 6, framed_reads
+    fast = mount_kind == "fastpath"
+    assert len(framed_writes) == (1 if fast else 5), framed_writes
+    assert len(framed_reads) == (1 if fast else 6), framed_reads
     # SEND (5) and RECEIVE (6) ioctls only after a framed EMSGSIZE (the 65-byte send and
     # the 63-byte receive: the ioctl way decides, as a bad pointer may be behind it) and
     # where the descriptor was not a queue (ENOTTY).
     transfers = [line for line in calls if re.search(r"ioctl\(.*, 0x51, 0x[56],", line)]
     endings = Counter(line.rsplit(" (", 1)[0].rsplit("= ", 1)[1] for line in transfers)
-    assert endings == {"-1 EMSGSIZE": 2, "-1 ENOTTY": 3}, transfers
+    assert endings == ({} if fast else {"-1 EMSGSIZE": 2}) | {"-1 ENOTTY": 3}, transfers
+    maps = [line for line in calls if re.search(r"ioctl\(.*, 0x51, 0xe,", line)]
+    assert [line.endswith("= 0") for line in maps].count(True) == (1 if fast else 0), maps
+
+
+def test_descriptors_closed_replaced_and_reused_same_as_kernel(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount
+) -> None:
+    """close, dup, dup2, dup3, close_range, closefrom and fork on queue descriptors, each
+    followed by a send on a number that was another queue's: every message lands in the
+    queue the kernel puts it in (the fast path's descriptor table forgets what is closed)."""
+    program = compile_c("fd_reuse")
+    prefix = unique_queue_name("fd")
+    kernel = on_kernel([program, prefix])
+    shim = run_program([program, prefix], shim_env(preload_library, mqfs_mount.path))
+    assert shim.splitlines() == kernel.splitlines()
+    assert "after fork: a=[a2,a3,a4,a5,] b=[b1,b2,b3,] c=[c1,c2,]" in shim
+    assert os.listdir(mqfs_mount.path) == []
+
+
+def test_another_user_goes_through_the_daemon(
+    preload_library: Path, mount_factory: Callable[..., Mount], mount_kind: str
+) -> None:
+    """A user who does not own the queue may still use it (mode 0666) on an allow_other
+    mount, through the daemon, which checks the permissions: the MAP ioctl refuses it the
+    mapping (EACCES; EOPNOTSUPP on a plain mount), so its sends and receives are framed
+    I/O of the queue file."""
+    mount = mount_factory("allow_other")
+    name = unique_queue_name("other")
+    calls.create_at(mount.path, name, 0o666, maxmsg=10, msgsize=64)  # mq_pairs's size
+    with tempfile.TemporaryDirectory() as directory:  # the test user can run it from here
+        os.chmod(directory, 0o755)
+        program = build_c_program(BENCHMARK_C / "mq_pairs.c", Path(directory))
+        done = run_as_user(
+            ["strace", "-f", "-qq", "-e", "trace=ioctl,pwritev,preadv",
+             program, f"/{name}", "50"],
+            env=shim_env(preload_library, mount.path),
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) > 0  # seconds per pair
+    maps = [line for line in done.stderr.splitlines() if re.search(r"0x51, 0xe,", line)]
+    refused = "EACCES" if mount_kind == "fastpath" else "EOPNOTSUPP"
+    assert maps and all(f"= -1 {refused}" in line for line in maps), maps
+    assert done.stderr.count(f", {FRAMED_OFFSET})") == 50  # framed sends
+    assert done.stderr.count(f", {FRAMED_OFFSET + (1 << 32)})") == 50  # framed receives
+    assert mount.info(name)["curmsgs"] == 0
+
+
+def test_interrupted_with_sa_restart_beside_a_handler_without_it(
+    preload_library: Path, compile_c: Compile, mqfs_mount: Mount, mount_kind: str
+) -> None:
+    """A blocked (timed or not) send or receive interrupted by a SA_RESTART handler while
+    another handler lacks SA_RESTART: the kernel restarts it. So does the fast path, whose
+    wait is the kernel's futex_waitv; the daemon's way cannot tell which signal came and
+    fails with EINTR, as the README says."""
+    program = compile_c("eintr_mixed")
+    name = f"/{unique_queue_name('eintr')}"
+    kernel = on_kernel([program, name]).splitlines()
+    shim = run_program([program, name], shim_env(preload_library, mqfs_mount.path)).splitlines()
+    assert kernel[0] == "receive: 4, handler ran 1"
+    if mount_kind == "fastpath":
+        assert shim == kernel
+    else:
+        assert shim[:4] == [
+            f"{call}: -1 EINTR, handler ran 1"
+            for call in ("receive", "timedreceive", "send", "timedsend")
+        ]
+        assert shim[4:] == kernel[4:]
+    assert os.listdir(mqfs_mount.path) == []

@@ -73,7 +73,8 @@ def asan_library(preload_library: Path, tmp_path_factory: pytest.TempPathFactory
     subprocess.run(
         ["gcc", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-Wall",
          "-Wextra", "-Werror", "-fPIC", "-shared", "-fvisibility=hidden",
-         "-I", INCLUDE, "-o", library, *sorted((ROOT / "preload").glob("*.c")),
+         "-I", INCLUDE, "-I", ROOT / "fastq", "-o", library,
+         *sorted((ROOT / "preload").glob("*.c")), ROOT / "fastq" / "fastq.c",
          "-ldl", "-lpthread"],
         check=True,
     )  # fmt: skip

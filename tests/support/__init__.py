@@ -3,7 +3,8 @@
 - paths: ROOT (the repository), INCLUDE (the C headers), SHIM_LIBRARY (the built shim).
 - waiting: wait_until, a condition polled with a deadline (never a sleep "to settle").
 - mounts: Mount, mounted() (a real mqfs daemon), mount_point() (a directory to mount any
-  FUSE filesystem on), lazy_unmount, sweep_dead_mounts, why_fuse_unusable.
+  FUSE filesystem on), lazy_unmount, sweep_dead_mounts, why_fuse_unusable; MOUNT_VARIANTS
+  and variant_params(), the plain and ``-o fastpath`` mounts suites run on.
 - users: the unprivileged test account: unprivileged_user, run_as_user, as_user.
 - kernel: the kernel's own mqueue: why_kernel_mqueue_unusable, mqueue_mount,
   private_ipc_namespace.

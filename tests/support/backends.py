@@ -6,8 +6,7 @@ unmounted and the thread goes back to its IPC namespace. When any of that is imp
 the kernel half is skipped with the reason.
 
 mqfs: a fresh mount with the same limits as mount options, always with ``allow_other`` so
-that a child that dropped to an unprivileged user can reach it; mqfs-fastpath: the same
-with ``-o fastpath``.
+that a child that dropped to an unprivileged user can reach it.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from tests.support.kernel import (
     private_ipc_namespace,
     why_kernel_mqueue_unusable,
 )
-from tests.support.mounts import mounted
+from tests.support.mounts import FASTPATH_UNAVAILABLE, MOUNT_VARIANTS, mounted
 
 Backend = KernelBackend | MqfsBackend
 BackendFactory = Callable[[dict[str, int]], AbstractContextManager[Backend]]
@@ -53,20 +52,27 @@ def kernel_backend(limits: dict[str, int]) -> Iterator[KernelBackend]:
 
 
 @contextmanager
-def mqfs_backend(limits: dict[str, int], *more: str) -> Iterator[MqfsBackend]:
+def mqfs_backend(
+    limits: dict[str, int], variant: tuple[str, ...] = MOUNT_VARIANTS["plain"]
+) -> Iterator[MqfsBackend]:
+    """A fresh mount with *limits*, of mount *variant* (tests.support.mounts.MOUNT_VARIANTS)."""
     options = tuple(f"{key}={value}" for key, value in limits.items())
-    with mounted((*options, "allow_other", *more)) as mount:
+    with mounted((*options, *variant, "allow_other")) as mount:
         yield MqfsBackend(mount.path)
 
 
-def mqfs_fastpath_backend(limits: dict[str, int]) -> AbstractContextManager[MqfsBackend]:
-    """mqfs with ``-o fastpath``: every queue's messages in a shared mapping."""
-    return mqfs_backend(limits, "fastpath")
+@contextmanager
+def mqfs_fastpath_backend(limits: dict[str, int]) -> Iterator[MqfsBackend]:
+    """:func:`mqfs_backend` on an ``-o fastpath`` mount: the owner's calls use the mapping."""
+    if FASTPATH_UNAVAILABLE:
+        pytest.skip(FASTPATH_UNAVAILABLE)
+    with mqfs_backend(limits, MOUNT_VARIANTS["fastpath"]) as backend:
+        yield backend
 
 
 BACKEND_FACTORIES: dict[str, BackendFactory] = {
     "kernel": kernel_backend,
     "mqfs": mqfs_backend,
-    "mqfs-fastpath": mqfs_fastpath_backend,
+    "fastpath": mqfs_fastpath_backend,
 }
 """``with BACKEND_FACTORIES[kind](limits) as mq:`` gives a fresh backend of that kind."""

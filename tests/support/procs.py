@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_MQ_SLEEPS = ("wq_sleep", "mq", "fuse", "request_wait_answer")
+_MQ_SLEEPS = ("wq_sleep", "mq", "fuse", "request_wait_answer", "futex_wait_multiple")
+"""Where an mq call sleeps: the kernel's mqueue, a FUSE request, or futex_waitv on a
+mapped queue (``-o fastpath``; Python's own locks sleep in plain futex waits instead)."""
 
 
 def task_state(task: int) -> str | None:
@@ -17,7 +19,8 @@ def task_state(task: int) -> str | None:
 
 
 def blocked_in_mq_call(pid: int) -> bool:
-    """True once *pid* sleeps in an mq call: the kernel's wq_sleep, or a FUSE request."""
+    """True once *pid* sleeps in an mq call: the kernel's wq_sleep, a FUSE request, or a
+    mapped queue's futex_waitv."""
     try:
         wchan = Path(f"/proc/{pid}/wchan").read_text()
     except (FileNotFoundError, ProcessLookupError):
