@@ -57,6 +57,7 @@ class MappedStore:
         self._threads = 0
         self._released = False
         self._release_lock = threading.Lock()
+        self._own_changes = 0  # by the daemon itself, since take_own_changes
 
     @classmethod
     def create(
@@ -114,19 +115,30 @@ class MappedStore:
             yield
 
     # -- changes ---------------------------------------------------------------------------
+    def take_own_changes(self) -> int:
+        """How many changes of the mapping the daemon made (push, pop, remove) since the
+        last call: each moved the mapping's generation, which is part of the queue's."""
+        own, self._own_changes = self._own_changes, 0
+        return own
+
     def push(self, payload: bytes, priority: int) -> None:
         """Send without waiting: WouldBlock if another process filled the queue."""
         self.queue.send(payload, priority, nonblock=True)
+        self._own_changes += 1
 
     def pop(self) -> Message:
         """Receive without waiting: WouldBlock if another process emptied the queue."""
         payload, priority = self.queue.receive(nonblock=True)
+        self._own_changes += 1
         return Message(payload, priority)
 
     def pop_fitting(self, size: int) -> Message | None:
         """The head if it is at most *size* bytes long (None: it is longer; nothing taken)."""
         taken = self.queue.receive_upto(size)
-        return None if taken is None else Message(*taken)
+        if taken is None:
+            return None
+        self._own_changes += 1
+        return Message(*taken)
 
     def remove(self, index: int, generation: int = 0) -> Message:
         """Take message *index* out if the mapping is at *generation* (0: whatever it is)."""
@@ -134,6 +146,7 @@ class MappedStore:
             payload, priority = self.queue.remove(index, generation)
         except errors.WouldBlock:
             raise errors.NoSuchMessage(f"no message at index {index} (none queued)") from None
+        self._own_changes += 1
         return Message(payload, priority)
 
     # -- reading -------------------------------------------------------------------------

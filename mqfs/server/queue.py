@@ -341,7 +341,7 @@ class Queue:
     # mapping's generation the daemon last acted on. See _update_interest.
     _interest: tuple[bool, bool] = (False, False)
     _watching: bool = False
-    _seen_mapping: int = -1
+    _seen_mapping: int = 0  # a new mapping's; a restored queue's is read (restore)
     # True while the daemon acts on such a change (_reconcile): no request of the queue
     # file is in progress, so the kernel may hold any lock (see inodes.CachedViews).
     changed_outside: bool = False
@@ -362,7 +362,10 @@ class Queue:
         """Equal means unchanged (PEEK_BATCH, WAIT, REMOVE and framed replies carry it)."""
         store = self.store
         if isinstance(store, MappedStore):
-            return self._generation + store.generation
+            state = store.state()
+            if not self._interest[0]:  # nothing in the daemon waits on the mapping now
+                self._seen_mapping, self._seen_count = state.generation, state.count
+            return self._generation + state.generation
         return self._generation
 
     def file_times(self) -> tuple[int, int, int]:
@@ -475,11 +478,19 @@ class Queue:
         self._check_open()
         return self.generation
 
-    def _changed(self, kind: str, tid: int) -> None:
-        """A send or receive by thread *tid*: readiness may have changed."""
+    def _changed(self, kind: str, tid: int, counted: bool = False) -> None:
+        """A send or receive by thread *tid*: readiness may have changed. *counted*: the
+        mapping's generation, part of ours, has already moved for it (a change by
+        another process), so that ours moves once per change, not again when the
+        daemon finds it (which woke a WAIT caller that had already seen it)."""
+        store = self.store
+        own = store.take_own_changes() if isinstance(store, MappedStore) else 0
+        self._absorb_mapping()
         now = time.time_ns()
         self.atime = self.mtime = self.ctime = now
-        self._generation += 1
+        # The mapping's generation moved once for each of our own changes of it too: ours
+        # moves by one in all (as on a plain queue: a receive admitting a sender is one).
+        self._generation += (bool(own) or not counted) - own
         self.change_kind, self.change_tid, self.change_ns = kind, tid, now
         self._wake_watchers()
 
@@ -550,6 +561,17 @@ class Queue:
         finally:
             self._watching = False
 
+    def _absorb_mapping(self) -> None:
+        """Every watcher is being told of the mapping as it is now (or, with interest off,
+        nobody waits on it): _reconcile must not report what came before as a change by
+        another process. Else a watcher's first reconcile found the daemon's own sends,
+        or a change a WAIT caller had already seen, and woke every watcher for nothing."""
+        store = self.store
+        if isinstance(store, MappedStore):
+            with contextlib.suppress(errors.MqfsError):  # reported where it matters
+                state = store.state()
+                self._seen_mapping, self._seen_count = state.generation, state.count
+
     def _mapped_notification(self, sender: Caller | None) -> None:
         """A fast-path queue: act on what the mapping says a send did to the armed
         notification: deliver it (*sender* made it fire), or forget it (the sender
@@ -609,7 +631,7 @@ class Queue:
             self.last_receive_tid = state.last_receiver
         self._mapped_notification(_MappingCaller.of(state.last_sender, self.uid))
         if changed:
-            self._changed(kind, 0)
+            self._changed(kind, 0, counted=True)
         self._update_interest()
 
     def close(self) -> None:
@@ -1462,6 +1484,7 @@ class Namespace:
         )
         queue.atime, queue.mtime, queue.ctime = times
         queue.meta_time = queue.ctime
+        queue._absorb_mapping()  # what the mapping held at the restart is no news
         self.charged.add(owner_uid, memory_charge(maxmsg, msgsize))
         self._next_qid = max(self._next_qid, qid + 1)
         self.queues[name] = queue

@@ -18,6 +18,12 @@ MESSAGES = [(b"one", 2), (b"two\n", 1), (b"\xff\x00bin", 0)]
 
 
 @pytest.fixture
+def mount_options() -> tuple[str, ...]:
+    """A plain mount only: formatting, the same on a fast-path mount (see conftest.py)."""
+    return ()
+
+
+@pytest.fixture
 def queued(mqfs_mount: Mount) -> Mount:
     fd = os.open(mqfs_mount.make_queue("q") / "queue", os.O_WRONLY)
     for payload, priority in MESSAGES:

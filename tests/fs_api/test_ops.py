@@ -22,6 +22,7 @@ import trio.testing
 from mqfs import wire
 from mqfs.posix import SIGEV_THREAD
 from mqfs.server import inodes
+from mqfs.server.mapped import MappingDirectory
 from mqfs.server.ops import MqueueFS
 from mqfs.server.queue import Limits, Namespace
 
@@ -63,11 +64,18 @@ def kernel() -> FakeKernel:
     return FakeKernel()
 
 
-@pytest.fixture
-def ops(kernel: FakeKernel) -> Iterator[MqueueFS]:
-    operations = MqueueFS(Namespace(Limits(enforce_rlimit=False)), kernel=kernel)
-    yield operations
-    check_invariants(operations)
+@pytest.fixture(params=["plain", "fastpath"])
+def ops(kernel: FakeKernel, request: pytest.FixtureRequest) -> Iterator[MqueueFS]:
+    """[fastpath]: every queue's store is a shared mapping (MappedStore), as -o fastpath."""
+    mappings = MappingDirectory.open(None, request.param == "fastpath")
+    namespace = Namespace(Limits(enforce_rlimit=False), mappings=mappings)
+    operations = MqueueFS(namespace, kernel=kernel)
+    try:
+        yield operations
+        check_invariants(operations)
+    finally:
+        if mappings is not None:
+            mappings.close()
 
 
 def check_invariants(operations: MqueueFS) -> None:

@@ -37,10 +37,10 @@ def rss(mount: Mount) -> int:
 
 
 @pytest.fixture
-def shared_mount() -> Iterator[Mount]:
+def shared_mount(mount_options: tuple[str, ...]) -> Iterator[Mount]:
     """A mount other users can reach, as a root-run mqfs for everyone would be."""
     unprivileged_user()
-    with mounted(("allow_other",)) as mount:
+    with mounted((*mount_options, "allow_other")) as mount:
         yield mount
 
 
@@ -237,8 +237,10 @@ def test_past_blocked_max_a_user_gets_eagain_and_others_still_block(
 
 
 # -- 7: stopping with callers blocked --------------------------------------------------------
-def test_sigterm_with_blocked_callers_answers_them_and_exits(tmp_path: Path) -> None:
-    with mounted() as mount:
+def test_sigterm_with_blocked_callers_answers_them_and_exits(
+    tmp_path: Path, mount_options: tuple[str, ...]
+) -> None:
+    with mounted(mount_options) as mount:
         full = calls.create_at(mount.path, "full", maxmsg=1, msgsize=128)
         del full
         mount.make_queue("empty")

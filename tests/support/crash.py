@@ -83,9 +83,15 @@ def _produce(queue_file: Path, producer: int, count: int, traffic: Traffic) -> N
 
 
 def _consume(queue_file: Path, msgsize: int, traffic: Traffic) -> None:
-    fd = os.open(queue_file, os.O_RDONLY | os.O_CLOEXEC)
-    calls.receive_on_read(fd)  # read() receives (else it is the status line)
     try:
+        fd = os.open(queue_file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # the daemon died before this consumer started: nothing under way
+    try:
+        try:
+            calls.receive_on_read(fd)  # read() receives (else it is the status line)
+        except OSError:
+            return  # as above
         while True:
             try:
                 payload = os.read(fd, msgsize)

@@ -1,0 +1,14 @@
+"""Every test here runs on a plain and on a ``-o fastpath`` mount ([plain], [fastpath]),
+except in test_cli_output.py: how recv and peek print and what their errors say is the
+CLI's formatting, the same whatever store the daemon reads (its module fixes the mount)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.mounts import variant_params
+
+
+@pytest.fixture(params=variant_params())
+def mount_options(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    return request.param  # type: ignore[no-any-return]
