@@ -29,27 +29,14 @@ from tests.conformance.runner import (
     transcript,
 )
 from tests.conformance.scenarios import SCENARIOS
-from tests.support.backends import BackendFactory, mqfs_backend, mqfs_fastpath_backend
+from tests.support.backends import BackendFactory, mqfs_backend
 from tests.support.paths import ROOT
 
 kernel_transcripts = KernelTranscripts()
 
-_TIMES = "-o fastpath: sends and receives on the mapping do not reach the queue file's times"
-FASTPATH_DIVERGES = {
-    "times_change_on_send_and_receive": _TIMES,
-    "times_change_on_notify": _TIMES + " (the daemon's later notice changes mtime)",
-}
-"""Where the daemon's side of ``-o fastpath`` still differs from the kernel (xfail, not
-strict: the daemon's notice of a change comes at its own time)."""
-
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_scenario(
-    backend: BackendFactory, scenario: Scenario, request: pytest.FixtureRequest
-) -> None:
-    if backend is mqfs_fastpath_backend and scenario.name in FASTPATH_DIVERGES:
-        reason = FASTPATH_DIVERGES[scenario.name]
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
+def test_scenario(backend: BackendFactory, scenario: Scenario) -> None:
     with backend(scenario.limits) as mq:
         got = transcript(mq, scenario)
     if isinstance(mq, MqfsBackend):
