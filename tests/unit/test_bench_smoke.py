@@ -33,6 +33,7 @@ def test_quick_benchmark_runs_and_reports_every_target(tmp_path: Path) -> None:
         *("l-noop", "l-read", "m"),
         *("n", "o", "p"),
         *("q-16", "q-all"),
+        *("r", "s", "t", "u", "v", "w", "x"),  # -o fastpath
     }
     assert "targets:" in done.stdout
     assert mounts_under(scratch) == [], "the benchmark left a mount behind"
