@@ -747,6 +747,27 @@ static void pass_on(struct fastq *q, uint32_t *word, uint32_t waiters, int ready
 		wake(word, 1);
 }
 
+/* The queue is full for a send (empty for a receive: *receiving*), mutex held: EAGAIN if the
+ * call may not wait; else, the first time, watch for a moment (spin), then sleep. 0: look
+ * again (mutex held); else a negative errno (mutex released). */
+static int not_ready(struct fastq *q, int receiving, unsigned flags,
+		     const struct timespec *deadline, int *spun, int64_t *since)
+{
+	struct header *h = hdr(q);
+	uint32_t *word = receiving ? &h->sent_seq : &h->received_seq;
+	uint32_t *waiters = receiving ? &h->recv_waiters : &h->send_waiters;
+	if (flags & FASTQ_NONBLOCK) {
+		unlock(q);
+		return -EAGAIN;
+	}
+	if (!(*spun)++)
+		return spin(q, receiving);
+	int r = wait_once(q, word, waiters, flags, deadline, since);
+	if (r)
+		pass_on(q, word, *waiters, 0);
+	return r;
+}
+
 /* -- the operations ------------------------------------------------------------------------- */
 
 /* The position, from the head, where a message of priority *prio* goes: after every message
@@ -786,19 +807,8 @@ static ssize_t do_send(struct fastq *q, const void *msg, size_t len, unsigned pr
 			goto out;
 		if (count < q->maxmsg)
 			break;
-		if (flags & FASTQ_NONBLOCK) {
-			r = -EAGAIN;
-			goto out;
-		}
-		if (!spun++) { /* room may come in a moment: look again before sleeping */
-			if ((r = spin(q, 0)))
-				return r;
-			continue;
-		}
-		if ((r = wait_once(q, &h->received_seq, &h->send_waiters, flags, deadline, &since))) {
-			pass_on(q, &h->received_seq, h->send_waiters, 0);
+		if ((r = not_ready(q, 0, flags, deadline, &spun, &since)))
 			return r;
-		}
 	}
 	uint32_t free_count = q->maxmsg - count; /* == h->free_count (read_state), read once */
 	uint32_t slot = free_stack(q)[free_count - 1];
@@ -890,7 +900,6 @@ static ssize_t do_receive(struct fastq *q, void *buf, size_t buflen, unsigned *p
 {
 	if (buflen < q->msgsize && !(flags & FASTQ_UPTO))
 		return -EMSGSIZE;
-	struct header *h = hdr(q);
 	int r = lock(q);
 	if (r)
 		return r;
@@ -903,19 +912,8 @@ static ssize_t do_receive(struct fastq *q, void *buf, size_t buflen, unsigned *p
 			goto out;
 		if (count > 0)
 			break;
-		if (flags & FASTQ_NONBLOCK) {
-			got = -EAGAIN;
-			goto out;
-		}
-		if (!spun++) { /* a message may come in a moment: look again before sleeping */
-			if ((r = spin(q, 1)))
-				return r;
-			continue;
-		}
-		if ((r = wait_once(q, &h->sent_seq, &h->recv_waiters, flags, deadline, &since))) {
-			pass_on(q, &h->sent_seq, h->recv_waiters, 0);
+		if ((r = not_ready(q, 1, flags, deadline, &spun, &since)))
 			return r;
-		}
 	}
 	if (flags & FASTQ_UPTO) {
 		struct entry e;

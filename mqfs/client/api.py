@@ -104,7 +104,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 import trio
 
@@ -366,9 +366,7 @@ class MessageQueue:
         except MqfsError:
             raise
         except OSError as exc:  # as _call's, without its two calls
-            if exc.errno is None:
-                raise
-            raise from_errno(exc.errno, "send", self._name) from exc
+            self._reraise(exc, "send")
 
     def receive(self, timeout: float | None = None) -> tuple[bytes, int]:
         """mq_timedreceive: the oldest message of the highest priority, as (bytes, priority)."""
@@ -379,9 +377,13 @@ class MessageQueue:
         except MqfsError:
             raise
         except OSError as exc:  # as _call's, without its two calls
-            if exc.errno is None:
-                raise
-            raise from_errno(exc.errno, "receive", self._name) from exc
+            self._reraise(exc, "receive")
+
+    def _reraise(self, exc: OSError, operation: str) -> NoReturn:
+        """*exc* (being handled) as the exception tree's class for its errno."""
+        if exc.errno is None:
+            raise exc
+        raise from_errno(exc.errno, operation, self._name) from exc
 
     def send_many(self, messages: Iterable[Message | tuple[Message, int]]) -> int:
         """Send *messages* (each bytes/str, or (bytes/str, priority)) in order, each as

@@ -746,9 +746,11 @@ def test_request_notification_callback_on_mqfs(backend: MqfsBackend) -> None:
     called: list[object] = []
     with MessageQueue("/cb", O_CREX, max_messages=4, backend=backend) as q:
         q.request_notification((called.append, 1))
+        assert len(_notify_threads()) == 1
+        # Before the status read: its close by the registered process ends the
+        # registration (the kernel's mqueue_flush_file), and with it the thread.
         status = backend.status("/cb").decode()
         assert f"NOTIFY:2     SIGNO:0     NOTIFY_PID:{os.getpid()}" in status
-        assert len(_notify_threads()) == 1
         q.request_notification(None)
         wait_until(lambda: not _notify_threads(), what="the waiting thread to end")
         assert "NOTIFY:0 " in backend.status("/cb").decode()

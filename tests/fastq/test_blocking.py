@@ -171,9 +171,8 @@ def test_a_blocked_send_in_another_process_wakes_on_a_receive(tmp_path: Path) ->
     assert contents(queue) == [(b"second", 0)]
 
 
-def test_a_sleeper_killed_in_its_sleep_strands_nobody(tmp_path: Path) -> None:
-    """A receiver SIGKILLed while asleep: the next receiver still gets the next message."""
-    queue = new_queue(tmp_path, 2, 8)
+def _kill_a_sleeping_receiver(queue: fastq.MappedQueue) -> None:
+    """A child that receives on the empty *queue*, SIGKILLed once it sleeps there."""
     pid = os.fork()
     if pid == 0:
         try:
@@ -183,6 +182,12 @@ def test_a_sleeper_killed_in_its_sleep_strands_nobody(tmp_path: Path) -> None:
     wait_until(lambda: queue.state().recv_waiters == 1, what="the child to sleep")
     os.kill(pid, 9)
     os.waitpid(pid, 0)
+
+
+def test_a_sleeper_killed_in_its_sleep_strands_nobody(tmp_path: Path) -> None:
+    """A receiver SIGKILLed while asleep: the next receiver still gets the next message."""
+    queue = new_queue(tmp_path, 2, 8)
+    _kill_a_sleeping_receiver(queue)
     before = queue.state().recv_waiters
     other = second_attach(tmp_path, queue)
     sleeper = Background(lambda: other.receive(deadline=time.time() + 30))
@@ -197,15 +202,7 @@ def test_a_sleeper_killed_in_its_sleep_stops_counting_at_the_next_send(tmp_path:
     """Its count would otherwise cost every send a wake-up call and silence mq_notify."""
     queue = new_queue(tmp_path, 2, 8)
     queue.set_interest(False, notify_armed=True)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            queue.receive()
-        finally:
-            os._exit(0)
-    wait_until(lambda: queue.state().recv_waiters == 1, what="the child to sleep")
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
+    _kill_a_sleeping_receiver(queue)
     queue.send(b"x", 0)
     state = queue.state()
     assert state.recv_waiters == 0
