@@ -469,6 +469,15 @@ static int read_state(struct fastq *q, uint32_t *head, uint32_t *count)
 	return 0;
 }
 
+/* lock() then read_state(): 0 with the mutex held, or an error with it released. */
+static int lock_state(struct fastq *q, uint32_t *head, uint32_t *count)
+{
+	int r = lock(q);
+	if (r == 0 && (r = read_state(q, head, count)))
+		unlock(q);
+	return r;
+}
+
 /* The slot of the entry at *position* and its length, checked: NULL if the mapping is
  * corrupt. The length is read once: a process of the owner's may change it meanwhile. */
 static struct slot_header *message_at(struct fastq *q, uint32_t head, uint64_t position,
@@ -933,13 +942,10 @@ out:
 static ssize_t do_peek(struct fastq *q, uint64_t index, uint64_t offset, void *buf, size_t buflen,
 		       uint32_t *length, uint32_t *prio, uint64_t *generation)
 {
-	int r = lock(q);
-	if (r)
-		return r;
 	uint32_t head, count;
-	ssize_t got = read_state(q, &head, &count);
+	ssize_t got = lock_state(q, &head, &count);
 	if (got)
-		goto out;
+		return got;
 	if (generation)
 		*generation = hdr(q)->generation;
 	if (count == 0) {
@@ -975,20 +981,16 @@ out:
 static ssize_t do_remove(struct fastq *q, uint64_t index, uint64_t generation, void *buf,
 			 size_t buflen, uint32_t *prio)
 {
-	int r = lock(q);
-	if (r)
-		return r;
 	uint32_t head, count;
-	ssize_t got = read_state(q, &head, &count);
+	ssize_t got = lock_state(q, &head, &count);
 	if (got)
-		goto out;
+		return got;
 	if (generation && hdr(q)->generation != generation)
 		got = -ESTALE;
 	else if (index >= count) /* an empty queue too: nothing to wait for (the daemon's REMOVE) */
 		got = -ENOENT;
 	else
 		got = take(q, head, count, index, buf, buflen, prio);
-out:
 	unlock(q);
 	return got;
 }
@@ -999,9 +1001,9 @@ static ssize_t do_clear(struct fastq *q)
 	ssize_t r;
 	do {
 		char none;
-		if ((r = lock(q)))
+		if ((r = lock_state(q, &head, &count)))
 			return r;
-		if ((r = read_state(q, &head, &count)) == 0 && count > 0)
+		if (count > 0)
 			r = take(q, head, count, 0, &none, 0, NULL);
 		unlock(q);
 	} while (r >= 0 && count > 1);
@@ -1010,27 +1012,25 @@ static ssize_t do_clear(struct fastq *q)
 
 static ssize_t do_state(struct fastq *q, struct fastq_state *out)
 {
-	int r = lock(q);
+	uint32_t head, count;
+	int r = lock_state(q, &head, &count);
 	if (r)
 		return r;
 	struct header *h = hdr(q);
-	uint32_t head, count;
-	if ((r = read_state(q, &head, &count)) == 0) {
-		struct entry e;
-		uint32_t length = 0;
-		struct slot_header *s = count ? message_at(q, head, 0, &e, &length) : NULL;
-		if (count && !s) {
-			q->broken = 1;
-			r = -EUCLEAN;
-		} else {
-			*out = (struct fastq_state){
-				.generation = h->generation, .bytes = h->bytes, .count = count,
-				.head_length = length, .recv_waiters = h->recv_waiters,
-				.send_waiters = h->send_waiters, .daemon_interest = h->daemon_interest,
-				.notify_pending = h->notify_pending, .change_seq = h->change_seq,
-				.recovered = h->recovered, .last_sender = h->last_sender,
-				.last_receiver = h->last_receiver, .change_ns = h->change_ns};
-		}
+	struct entry e;
+	uint32_t length = 0;
+	struct slot_header *s = count ? message_at(q, head, 0, &e, &length) : NULL;
+	if (count && !s) {
+		q->broken = 1;
+		r = -EUCLEAN;
+	} else {
+		*out = (struct fastq_state){
+			.generation = h->generation, .bytes = h->bytes, .count = count,
+			.head_length = length, .recv_waiters = h->recv_waiters,
+			.send_waiters = h->send_waiters, .daemon_interest = h->daemon_interest,
+			.notify_pending = h->notify_pending, .change_seq = h->change_seq,
+			.recovered = h->recovered, .last_sender = h->last_sender,
+			.last_receiver = h->last_receiver, .change_ns = h->change_ns};
 	}
 	unlock(q);
 	return r;
@@ -1038,13 +1038,11 @@ static ssize_t do_state(struct fastq *q, struct fastq_state *out)
 
 static ssize_t do_check(struct fastq *q)
 {
-	int r = lock(q);
+	uint32_t head, count;
+	int r = lock_state(q, &head, &count);
 	if (r)
 		return r;
 	struct header *h = hdr(q);
-	uint32_t head, count;
-	if ((r = read_state(q, &head, &count)))
-		goto out;
 	uint64_t bytes = 0;
 	unsigned char *seen = calloc(q->maxmsg, 1);
 	if (!seen) {

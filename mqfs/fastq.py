@@ -149,7 +149,6 @@ def library() -> ctypes.CDLL:
             u32p, u64p = ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint64)
             ts = ctypes.POINTER(_Timespec)
             signatures: dict[str, tuple[object, list[object]]] = {
-                "fastq_layout": (sz, [u32, u32]),
                 "fastq_create": (ctypes.c_int, [ctypes.c_int, u32, u32]),
                 "fastq_attach": (ctypes.c_int, [p, ctypes.c_int, u32, u32]),
                 "fastq_detach": (None, [p]),
@@ -194,11 +193,6 @@ def _unchecked(lib: ctypes.CDLL, name: str) -> ctypes._NamedFuncPointer:
     function: ctypes._NamedFuncPointer = lib[name]  # a new function object, not the checked one
     function.restype = getattr(lib, name).restype
     return function
-
-
-def layout(maxmsg: int, msgsize: int) -> int:
-    """Bytes of the mapping of a queue of this geometry (0: not representable)."""
-    return int(library().fastq_layout(maxmsg, msgsize))
 
 
 def guard_faults(lock_timeout: float) -> None:

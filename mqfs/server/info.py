@@ -36,11 +36,7 @@ def _opener(descriptor: Descriptor, asleep: dict[int, list[fastq.Sleeper]]) -> d
     blocked = oldest.direction if oldest else None
     since = oldest.since_ns if oldest else None
     waiting = dict(descriptor.blocked_counts)
-    for sleeper in asleep.pop(pid, []):
-        direction = "receive" if sleeper.receiving else "send"
-        waiting[direction] = waiting.get(direction, 0) + 1
-        if since is None or sleeper.since_ns < since:
-            blocked, since = direction, sleeper.since_ns
+    blocked, since = _count_sleepers(asleep.pop(pid, []), blocked, since, waiting)
     return {
         "pid": pid,
         "command": processes.command_of(pid),
@@ -57,20 +53,30 @@ def _opener(descriptor: Descriptor, asleep: dict[int, list[fastq.Sleeper]]) -> d
 def _sleeping(pid: int, sleepers: list[fastq.Sleeper]) -> dict[str, Any]:
     """A process asleep in a fast-path queue's mapping through a descriptor it did not open
     itself (a fork's child: FUSE saw only the parent's open)."""
-    oldest = min(sleepers, key=lambda sleeper: sleeper.since_ns)
     waiting: dict[str, int] = {}
-    for sleeper in sleepers:
-        direction = "receive" if sleeper.receiving else "send"
-        waiting[direction] = waiting.get(direction, 0) + 1
+    blocked, since = _count_sleepers(sleepers, None, None, waiting)
     return {
         "pid": pid,
         "command": processes.command_of(pid),
         "access": "",
         "nonblock": False,
-        "blocked": "receive" if oldest.receiving else "send",
-        "blocked_since_ns": oldest.since_ns,
+        "blocked": blocked,
+        "blocked_since_ns": since,
         "waiting": waiting,
     }
+
+
+def _count_sleepers(
+    sleepers: list[fastq.Sleeper], blocked: str | None, since: int | None, waiting: dict[str, int]
+) -> tuple[str | None, int | None]:
+    """Add *sleepers* to *waiting* by direction; the longest wait's direction and start,
+    theirs or (*blocked*, *since*)."""
+    for sleeper in sleepers:
+        direction = "receive" if sleeper.receiving else "send"
+        waiting[direction] = waiting.get(direction, 0) + 1
+        if since is None or sleeper.since_ns < since:
+            blocked, since = direction, sleeper.since_ns
+    return blocked, since
 
 
 def _last(in_mapping: int, by_daemon: int) -> int:

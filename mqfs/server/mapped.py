@@ -141,11 +141,9 @@ class MappedStore:
         return Message(*taken)
 
     def remove(self, index: int, generation: int = 0) -> Message:
-        """Take message *index* out if the mapping is at *generation* (0: whatever it is)."""
-        try:
-            payload, priority = self.queue.remove(index, generation)
-        except errors.WouldBlock:
-            raise errors.NoSuchMessage(f"no message at index {index} (none queued)") from None
+        """Take message *index* out if the mapping is at *generation* (0: whatever it is):
+        NoSuchMessage past the last (an empty queue included), QueueChanged if it moved on."""
+        payload, priority = self.queue.remove(index, generation)
         self._own_changes += 1
         return Message(payload, priority)
 

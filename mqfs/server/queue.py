@@ -608,21 +608,9 @@ class Queue:
                 message = store.pop()
             except errors.WouldBlock:
                 break
-            waiter = self._receivers.pop(next(iter(self._receivers)))
-            self.last_receive_tid = _tid(waiter.caller)
-            trio.lowlevel.reschedule(waiter.task, outcome.Value(message))
+            self._hand_over(message)
             changed = True
-        while self._senders:
-            key = next(iter(self._senders))
-            waiter = self._senders[key]
-            assert waiter.message is not None
-            try:
-                store.push(waiter.message.payload, waiter.message.priority)
-            except errors.WouldBlock:
-                break
-            del self._senders[key]
-            self.last_send_tid = _tid(waiter.caller)
-            trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
+        while self._senders and self._admit_sender():
             changed = True
         daemon = os.getpid()  # the mapping names the daemon for what it did for a caller
         if state.last_sender not in (0, daemon):
@@ -741,10 +729,7 @@ class Queue:
         """Put *message* where it belongs: to a waiting receiver, else into the store."""
         self.last_send_tid = tid = _tid(sender)
         if self._receivers:
-            key = next(iter(self._receivers))
-            waiter = self._receivers.pop(key)
-            self.last_receive_tid = _tid(waiter.caller)
-            trio.lowlevel.reschedule(waiter.task, outcome.Value(message))
+            self._hand_over(message)
         elif isinstance(self.store, MappedStore):
             self.store.push(message.payload, message.priority)  # WouldBlock: lost a race
             self._mapped_notification(sender)
@@ -774,18 +759,30 @@ class Queue:
         sender into the free slot (the kernel's ``pipelined_receive``), then tell
         whoever watches."""
         if self._senders:
-            key = next(iter(self._senders))
-            waiter = self._senders[key]
-            assert waiter.message is not None
-            try:
-                self.store.push(waiter.message.payload, waiter.message.priority)
-            except errors.WouldBlock:  # another process of a fast-path queue took the slot
-                pass
-            else:
-                del self._senders[key]
-                self.last_send_tid = _tid(waiter.caller)
-                trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
+            self._admit_sender()
         self._changed(kind, tid)
+
+    def _hand_over(self, message: Message) -> None:
+        """Give *message* to the longest-waiting receiver (the kernel's pipelined_send)."""
+        waiter = self._receivers.pop(next(iter(self._receivers)))
+        self.last_receive_tid = _tid(waiter.caller)
+        trio.lowlevel.reschedule(waiter.task, outcome.Value(message))
+
+    def _admit_sender(self) -> bool:
+        """Put the longest-waiting sender's message into the store and wake it (the
+        kernel's pipelined_receive); False if another process of a fast-path queue took
+        the slot first (the sender waits on)."""
+        key = next(iter(self._senders))
+        waiter = self._senders[key]
+        assert waiter.message is not None
+        try:
+            self.store.push(waiter.message.payload, waiter.message.priority)
+        except errors.WouldBlock:
+            return False
+        del self._senders[key]
+        self.last_send_tid = _tid(waiter.caller)
+        trio.lowlevel.reschedule(waiter.task, outcome.Value(None))
+        return True
 
     async def _park(
         self,
