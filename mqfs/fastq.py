@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import math
 import os
 import subprocess
@@ -452,12 +453,17 @@ class MappedQueue:
     def adopt(self) -> bool:
         """For the daemon, on attaching: if the mapping was last used in another boot
         (state=DIR after a reboot), renew its mutex and replay its undo record; True then."""
-        boot = uuid.UUID(Path("/proc/sys/kernel/random/boot_id").read_text().strip()).bytes
-        return bool(_check(self._lib.fastq_adopt(self._ref, boot), "map", self.name))
+        return bool(_check(self._lib.fastq_adopt(self._ref, _boot_id()), "map", self.name))
 
     def check(self) -> None:
         """Raise CorruptQueue unless every invariant of the mapping holds (tests)."""
         _check(self._lib.fastq_check(self._ref), "check", self.name)
+
+
+@functools.cache
+def _boot_id() -> bytes:
+    """This boot's id (read once: every queue a daemon creates or restores is adopted)."""
+    return uuid.UUID(Path("/proc/sys/kernel/random/boot_id").read_text().strip()).bytes
 
 
 def _interrupted() -> None:

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -259,7 +260,9 @@ class MappingDirectory:
             os.chmod(state, 0o711)
             private = False
         elif fastpath:
-            path = Path(tempfile.mkdtemp(prefix="mqfs-fastpath-", dir=_shm()))
+            parent = Path(_shm() or tempfile.gettempdir())
+            _sweep_orphans(parent)
+            path = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-", dir=parent))
             private = True
         else:
             return None
@@ -308,6 +311,31 @@ class MappingDirectory:
     def close(self) -> None:
         if self.private:
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+PRIVATE_PREFIX = "mqfs-fastpath-"
+"""A private mapping directory is PRIVATE_PREFIX + the daemon's pid + "-" + a random part."""
+
+
+def _sweep_orphans(parent: Path) -> None:
+    """Remove the private mapping directories of daemons that are gone: one killed by
+    SIGKILL could not remove its own, and what is in /dev/shm is memory. Only ours (same
+    owner, a real directory, a pid no process has); processes that still have a mapping of
+    one keep it, only the names go."""
+    for entry in parent.glob(f"{PRIVATE_PREFIX}*-*"):
+        pid = entry.name[len(PRIVATE_PREFIX) :].split("-", 1)[0]
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        if not (pid.isdigit() and stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()):
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            pass  # alive (EPERM: another user's process has that pid)
 
 
 def _shm() -> str | None:

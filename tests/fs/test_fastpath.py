@@ -13,10 +13,12 @@ import fcntl
 import json
 import os
 import select
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -465,3 +467,25 @@ def test_a_corrupt_mapping_fails_only_its_queue(mqfs_mount: Mount, damage: str) 
     assert as_user(as_other) == (b"mine", 1)
     os.rmdir(mqfs_mount.path / "broken")  # and the broken queue can still be removed
     assert mqfs_mount.process.poll() is None
+
+
+def test_a_new_daemon_removes_the_mapping_directories_of_dead_ones() -> None:
+    """A daemon killed by SIGKILL leaves its private directory (and the messages in it) in
+    /dev/shm, which is memory: the next fast-path daemon removes it. A live daemon's, and
+    anything not named, not owned or not made like ours, stays."""
+    shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid no process has now (reuse within the test is not a concern)
+    dead = shm / f"mqfs-fastpath-{child.pid}-test"
+    alive = shm / f"mqfs-fastpath-{os.getpid()}-test"
+    unnamed = shm / "mqfs-fastpath-nopid"
+    for directory in (dead, alive, unnamed):
+        directory.mkdir()
+        (directory / "1.q").write_bytes(b"x" * 64)
+    try:
+        with mounted(("fastpath",)):
+            assert not dead.exists()
+            assert alive.exists() and unnamed.exists()
+    finally:
+        for directory in (dead, alive, unnamed):
+            shutil.rmtree(directory, ignore_errors=True)
